@@ -1,0 +1,23 @@
+// Schemas of the C++ kernel ops. Device implementations live in
+// csrc/cpu/*.cpp and csrc/cuda/*_launcher.cpp; the autograd-aware public ops
+// are torch.library.custom_op wrappers in robustkernels/ops/.
+#include <Python.h>
+#include <torch/library.h>
+
+// Importing robustkernels._C (an empty Python module) loads this library and
+// with it the registrations below.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(robustkernels, m) {
+  // W' = M * (W + lam * alpha * std(W) * eta(seed)); returns (W', std(W)).
+  m.def("noisy_weight_fwd_kernel(Tensor weight, Tensor alpha, float lam, int seed, "
+        "Tensor? mask) -> (Tensor, Tensor)");
+  // (dW, dalpha) from dW'; dalpha is empty when need_alpha_grad is false.
+  m.def("noisy_weight_bwd_kernel(Tensor grad_out, Tensor alpha, Tensor sigma, float lam, "
+        "int seed, Tensor? mask, bool need_alpha_grad) -> (Tensor, Tensor)");
+  // float32 tensor shaped like `like` holding philox_normal(seed, offset + i).
+  m.def("philox_normal_kernel(Tensor like, int seed, int offset) -> Tensor");
+}

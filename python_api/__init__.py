@@ -1,0 +1,1 @@
+"""robustkernels.api: the method layer (data, models, training, attacks, evaluation, CLI)."""

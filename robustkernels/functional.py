@@ -1,0 +1,104 @@
+"""Public functions of robustkernels (the functional counterparts of robustkernels.nn)."""
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+
+from robustkernels.ops import noisy_layers, validation
+from robustkernels.ops import noisy_weight as _noisy_weight_ops
+
+__all__ = ["noisy_conv2d", "noisy_linear", "noisy_weight", "philox_normal"]
+
+
+def _check_scalars(lam, seed, op: str) -> None:
+    validation.check_lam(lam, op)
+    validation.check_seed(seed, op)
+
+
+def noisy_weight(
+    weight: torch.Tensor,
+    alpha: torch.Tensor,
+    *,
+    lam: float,
+    seed: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """W' = mask * (weight + lam * alpha * std(weight) * eta(seed)), fused in one kernel.
+
+    alpha holds one value, one per output channel or one per element; std(weight)
+    is computed on the device (no host sync) and is a constant for autograd; eta is
+    the library's Philox normal noise, regenerated in backward rather than stored.
+    """
+    _check_scalars(lam, seed, "noisy_weight")
+    effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask)
+    return effective
+
+
+def _conv_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride, dilation):
+    """Explicit (x, padding) for int, pair or 'valid'/'same' padding, as nn.Conv2d accepts."""
+    if not isinstance(padding, str):
+        return x, list(_pair(padding))
+    if padding == "valid":
+        return x, [0, 0]
+    if padding != "same":
+        raise ValueError(f"robustkernels.noisy_conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if any(s != 1 for s in stride):
+        raise ValueError("robustkernels.noisy_conv2d: padding='same' needs stride 1, as in torch.nn.functional.conv2d")
+    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
+    if all(t % 2 == 0 for t in totals):
+        return x, [t // 2 for t in totals]
+    # Odd total padding: pad the extra row / column on the right, as F.conv2d does.
+    pad = []
+    for total in reversed(totals):
+        pad += [total // 2, total - total // 2]
+    return F.pad(x, pad), [0, 0]
+
+
+def noisy_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    alpha: torch.Tensor,
+    *,
+    lam: float,
+    seed: int,
+    mask: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """conv2d(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
+    _check_scalars(lam, seed, "noisy_conv2d")
+    validation.check_tensor("x", x, "noisy_conv2d")
+    validation.check_tensor("weight", weight, "noisy_conv2d")
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    stride, dilation = list(_pair(stride)), list(_pair(dilation))
+    x, padding = _conv_padding(x, weight, padding, stride, dilation)
+    y = noisy_layers.noisy_conv2d(x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups)
+    return y.squeeze(0) if unbatched else y
+
+
+def noisy_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    alpha: torch.Tensor,
+    *,
+    lam: float,
+    seed: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """linear(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
+    _check_scalars(lam, seed, "noisy_linear")
+    return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask)
+
+
+def philox_normal(like: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:
+    """The library's N(0, 1) noise for (seed, element offset), shaped like `like` (float32).
+
+    The same seed gives the same tensor on every backend (C++, CUDA, Triton, reference).
+    """
+    return _noisy_weight_ops.philox_normal(like, seed, offset)

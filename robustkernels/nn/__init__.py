@@ -1,0 +1,5 @@
+"""Drop-in modules built on robustkernels' ops."""
+
+from robustkernels.nn.noisy import NoisyConv2d, NoisyLinear, convert, set_noise_scale
+
+__all__ = ["NoisyConv2d", "NoisyLinear", "convert", "set_noise_scale"]

@@ -1,0 +1,203 @@
+"""Drop-in noisy / masked weight layers (FLOAT, PNI, SMART, EED).
+
+NoisyConv2d and NoisyLinear subclass nn.Conv2d and nn.Linear: same constructor
+arguments and state_dict keys, plus a learnable `alpha` and an optional bool
+`mask` buffer. Each forward draws a fresh seed from torch's default generator
+(so torch.manual_seed makes runs repeatable) unless `seed` is fixed.
+"""
+
+import torch
+from torch import nn
+
+from robustkernels import functional
+
+ALPHA_INIT = 0.25
+_SEED_HIGH = 2**62
+
+
+def _alpha_shape(granularity: str, weight: torch.Tensor) -> tuple[int, ...]:
+    if granularity == "layer":
+        return (1,)
+    if granularity == "channel":
+        return (weight.shape[0], *([1] * (weight.dim() - 1)))
+    if granularity == "element":
+        return tuple(weight.shape)
+    raise ValueError(f"alpha_granularity must be 'layer', 'channel' or 'element', got {granularity!r}")
+
+
+class _NoisyWeightMixin:
+    """alpha, lam, mask and the per-forward seed shared by the noisy layers."""
+
+    def _init_noise(self, alpha_granularity: str, alpha_init: float, lam: float, mask: torch.Tensor | None):
+        self.alpha_granularity = alpha_granularity
+        shape = _alpha_shape(alpha_granularity, self.weight)
+        self.alpha = nn.Parameter(torch.full(shape, alpha_init, dtype=self.weight.dtype, device=self.weight.device))
+        self.lam = float(lam)
+        self.seed: int | None = None
+        self.last_seed: int | None = None
+        self.register_buffer("mask", None)
+        if mask is not None:
+            self.set_mask(mask)
+
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        """Sets (or with None removes) the binary mask; pruned weights stay exactly zero."""
+        if mask is None:
+            self.mask = None
+            return
+        mask = torch.as_tensor(mask, device=self.weight.device)
+        if mask.shape != self.weight.shape:
+            raise ValueError(f"mask must have the weight's shape {tuple(self.weight.shape)}, got {tuple(mask.shape)}")
+        self.mask = mask.to(torch.bool)
+
+    def _draw_seed(self) -> int:
+        seed = self.seed if self.seed is not None else int(torch.randint(_SEED_HIGH, (1,)).item())
+        self.last_seed = seed
+        return seed
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # A saved mask is restored even into a layer constructed without one.
+        saved_mask = state_dict.get(prefix + "mask")
+        if saved_mask is not None and self.mask is None:
+            self.mask = torch.empty_like(saved_mask, dtype=torch.bool, device=self.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def _noise_repr(self) -> str:
+        masked = f", mask density={self.mask.float().mean().item():.3f}" if self.mask is not None else ""
+        return f", alpha={self.alpha_granularity}, lam={self.lam}{masked}"
+
+
+class NoisyConv2d(_NoisyWeightMixin, nn.Conv2d):
+    """nn.Conv2d whose weight is M * (W + lam * alpha * std(W) * eta) on every forward."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+        *,
+        alpha_granularity: str = "layer",
+        alpha_init: float = ALPHA_INIT,
+        lam: float = 1.0,
+        mask: torch.Tensor | None = None,
+    ):
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+        )
+        self._init_noise(alpha_granularity, alpha_init, lam, mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = torch.nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return functional.noisy_conv2d(
+            x,
+            self.weight,
+            self.bias,
+            self.alpha,
+            lam=self.lam,
+            seed=self._draw_seed(),
+            mask=self.mask,
+            stride=self.stride,
+            padding=padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._noise_repr()
+
+
+class NoisyLinear(_NoisyWeightMixin, nn.Linear):
+    """nn.Linear whose weight is M * (W + lam * alpha * std(W) * eta) on every forward."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        alpha_granularity: str = "layer",
+        alpha_init: float = ALPHA_INIT,
+        lam: float = 1.0,
+        mask: torch.Tensor | None = None,
+    ):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self._init_noise(alpha_granularity, alpha_init, lam, mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.noisy_linear(
+            x, self.weight, self.bias, self.alpha, lam=self.lam, seed=self._draw_seed(), mask=self.mask
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._noise_repr()
+
+
+def _noisy_from(layer: nn.Module, **noise) -> nn.Module:
+    factory = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+    if isinstance(layer, nn.Conv2d):
+        new = NoisyConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+            **factory,
+            **noise,
+        )
+    else:
+        new = NoisyLinear(layer.in_features, layer.out_features, layer.bias is not None, **factory, **noise)
+    with torch.no_grad():
+        new.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    new.train(layer.training)
+    return new
+
+
+def convert(
+    model: nn.Module,
+    *,
+    linear: bool = False,
+    alpha_granularity: str = "layer",
+    alpha_init: float = ALPHA_INIT,
+    lam: float = 1.0,
+    skip: tuple[str, ...] = (),
+) -> nn.Module:
+    """Replaces the model's nn.Conv2d (and with linear=True its nn.Linear) layers in place.
+
+    Weights and biases are kept; layers whose qualified name is in `skip` (e.g. the
+    first conv, which FLOAT leaves noise-free) stay as they are. Returns the model.
+    """
+    targets = (nn.Conv2d, nn.Linear) if linear else (nn.Conv2d,)
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            qualified = f"{name}.{child_name}" if name else child_name
+            if qualified in skip or isinstance(child, (NoisyConv2d, NoisyLinear)):
+                continue
+            if type(child) in targets:
+                noisy = _noisy_from(child, alpha_granularity=alpha_granularity, alpha_init=alpha_init, lam=lam)
+                setattr(module, child_name, noisy)
+    return model
+
+
+def set_noise_scale(model: nn.Module, lam: float) -> None:
+    """Sets lam on every noisy layer of the model (0 turns the noise off)."""
+    for module in model.modules():
+        if isinstance(module, (NoisyConv2d, NoisyLinear)):
+            module.lam = float(lam)

@@ -1,0 +1,96 @@
+"""Which implementation an op runs on a given device.
+
+Backends: "cpp" (C++ CPU kernels), "cuda" (hand-written CUDA C++ kernels), "triton"
+(Triton kernels: on GPUs, or on CPU tensors under TRITON_INTERPRET=1) and
+"reference" (pure PyTorch). By default CPU tensors use "cpp" and CUDA tensors
+"triton"; `use_backend(...)` or ROBUSTKERNELS_BACKEND picks one explicitly, and
+an explicit choice that cannot run raises instead of silently falling back.
+"""
+
+import contextlib
+import contextvars
+import os
+import warnings
+
+import torch
+
+from robustkernels import _extension
+from robustkernels import triton as _triton
+
+BACKENDS = ("cpp", "cuda", "triton", "reference")
+
+_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("robustkernels_backend", default=None)
+_warned: set[tuple[str, str]] = set()
+
+
+def _env_backend() -> str | None:
+    name = os.environ.get("ROBUSTKERNELS_BACKEND", "").strip().lower()
+    if not name:
+        return None
+    if name not in BACKENDS:
+        raise ValueError(f"ROBUSTKERNELS_BACKEND must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the ops inside the block with one backend, e.g. `with use_backend("triton"):`."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    token = _selected.set(name)
+    try:
+        yield
+    finally:
+        _selected.reset(token)
+
+
+def unavailable_reason(backend: str, device_type: str) -> str | None:
+    """None when `backend` can run on `device_type`, else the reason it cannot."""
+    if backend == "reference":
+        return None
+    if backend == "cpp":
+        if device_type != "cpu":
+            return "the C++ kernels run on CPU tensors only"
+        return None if _extension.is_loaded() else _extension.load_error
+    if backend == "cuda":
+        if device_type != "cuda":
+            return "the CUDA kernels run on CUDA tensors only"
+        if not _extension.is_loaded():
+            return _extension.load_error
+        if not _extension.has_cuda_kernels:
+            return "robustkernels._C was built without CUDA sources (CPU-only torch or no nvcc at build time)"
+        return None
+    if backend == "triton":
+        if not _triton.available:
+            return _triton.import_error
+        if device_type == "cpu" and not _triton.INTERPRETER:
+            return "Triton runs CPU tensors only under its interpreter (set TRITON_INTERPRET=1 before importing robustkernels)"
+        if device_type not in ("cpu", "cuda"):
+            return f"Triton kernels are not built for {device_type} tensors"
+        return None
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def select(op: str, device: torch.device) -> str:
+    """The backend `op` runs with on `device`."""
+    explicit = _selected.get() or _env_backend()
+    if explicit is not None:
+        reason = unavailable_reason(explicit, device.type)
+        if reason is not None:
+            raise RuntimeError(f"robustkernels.{op}: backend {explicit!r} cannot run on {device.type}: {reason}")
+        return explicit
+    preferred = ("cpp",) if device.type == "cpu" else ("triton", "cuda")
+    reasons = []
+    for backend in preferred:
+        reason = unavailable_reason(backend, device.type)
+        if reason is None:
+            return backend
+        reasons.append(f"{backend}: {reason}")
+    if (op, device.type) not in _warned:
+        _warned.add((op, device.type))
+        warnings.warn(
+            f"robustkernels.{op} on {device.type} falls back to the pure-PyTorch reference ({'; '.join(reasons)})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "reference"

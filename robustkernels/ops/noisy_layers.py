@@ -1,0 +1,168 @@
+"""Convolution and linear layers over the noisy / masked weight, as custom ops.
+
+The forward builds W' with the fused weight kernel and runs the platform's
+convolution or matmul (oneDNN / cuDNN / cuBLAS). For backward it saves only what
+a plain layer saves (the input and the weight; alpha and the mask are existing
+parameters and buffers): W' and the noise are recomputed from the seed rather
+than stored, then dW' from the platform backward goes through the fused weight
+backward to give dW and dalpha.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from robustkernels.ops.noisy_weight import noisy_weight, noisy_weight_backward
+from robustkernels.ops.validation import alpha_mode, check_bias, check_input
+
+
+def _check_conv_args(x, weight, bias, alpha, mask, groups):
+    alpha_mode(weight, alpha, mask, "noisy_conv2d")
+    check_input(x, weight, "noisy_conv2d", (4,))
+    check_bias(bias, weight, "noisy_conv2d")
+    if weight.dim() != 4:
+        raise ValueError(f"robustkernels.noisy_conv2d: weight must have rank 4, got shape {tuple(weight.shape)}")
+    if groups < 1 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups != 0:
+        raise ValueError(
+            f"robustkernels.noisy_conv2d: x has {x.shape[1]} channels but weight {tuple(weight.shape)} "
+            f"with groups={groups} expects {weight.shape[1] * groups}"
+        )
+
+
+@torch.library.custom_op("robustkernels::noisy_conv2d", mutates_args=())
+def noisy_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    alpha: torch.Tensor,
+    lam: float,
+    seed: int,
+    mask: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    _check_conv_args(x, weight, bias, alpha, mask, groups)
+    effective, _ = noisy_weight(weight, alpha, lam, seed, mask)
+    return F.conv2d(x, effective, bias, stride, padding, dilation, groups)
+
+
+@noisy_conv2d.register_fake
+def _noisy_conv2d_fake(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups):
+    _check_conv_args(x, weight, bias, alpha, mask, groups)
+    return F.conv2d(x, torch.empty_like(weight), bias, stride, padding, dilation, groups)
+
+
+def _conv_setup_context(ctx, inputs, output):
+    x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(x, weight, alpha, mask)
+    ctx.bias_sizes = [weight.shape[0]] if bias is not None else None
+    ctx.lam, ctx.seed = lam, seed
+    ctx.conv = (stride, padding, dilation, groups)
+
+
+def _conv_backward(ctx, grad_y):
+    x, weight, alpha, mask = ctx.saved_tensors
+    need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
+    stride, padding, dilation, groups = ctx.conv
+    effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+    grad_x, grad_effective, grad_bias = torch.ops.aten.convolution_backward(
+        grad_y,
+        x,
+        effective,
+        ctx.bias_sizes,
+        stride,
+        padding,
+        dilation,
+        False,
+        [0, 0],
+        groups,
+        [need_x, need_weight or need_alpha, need_bias and ctx.bias_sizes is not None],
+    )
+    grad_weight = grad_alpha = None
+    if need_weight or need_alpha:
+        grad_weight, grad_alpha = noisy_weight_backward(
+            grad_effective, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
+        )
+    return (
+        grad_x,
+        grad_weight if need_weight else None,
+        grad_bias,
+        grad_alpha if need_alpha else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+noisy_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup_context)
+
+
+def _check_linear_args(x, weight, bias, alpha, mask):
+    alpha_mode(weight, alpha, mask, "noisy_linear")
+    if weight.dim() != 2:
+        raise ValueError(f"robustkernels.noisy_linear: weight must have rank 2, got shape {tuple(weight.shape)}")
+    check_input(x, weight, "noisy_linear", tuple(range(1, 9)))
+    check_bias(bias, weight, "noisy_linear")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"robustkernels.noisy_linear: x has {x.shape[-1]} features in its last dimension, weight expects {weight.shape[1]}"
+        )
+
+
+@torch.library.custom_op("robustkernels::noisy_linear", mutates_args=())
+def noisy_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    alpha: torch.Tensor,
+    lam: float,
+    seed: int,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    _check_linear_args(x, weight, bias, alpha, mask)
+    effective, _ = noisy_weight(weight, alpha, lam, seed, mask)
+    return F.linear(x, effective, bias)
+
+
+@noisy_linear.register_fake
+def _noisy_linear_fake(x, weight, bias, alpha, lam, seed, mask):
+    _check_linear_args(x, weight, bias, alpha, mask)
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def _linear_setup_context(ctx, inputs, output):
+    x, weight, bias, alpha, lam, seed, mask = inputs
+    ctx.save_for_backward(x, weight, alpha, mask)
+    ctx.has_bias = bias is not None
+    ctx.lam, ctx.seed = lam, seed
+
+
+def _linear_backward(ctx, grad_y):
+    x, weight, alpha, mask = ctx.saved_tensors
+    need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
+    effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+    grad_x = grad_y @ effective if need_x else None
+    grad_bias = grad_y.reshape(-1, grad_y.shape[-1]).sum(0) if need_bias and ctx.has_bias else None
+    grad_weight = grad_alpha = None
+    if need_weight or need_alpha:
+        grad_effective = grad_y.reshape(-1, grad_y.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        grad_weight, grad_alpha = noisy_weight_backward(
+            grad_effective, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
+        )
+    return (
+        grad_x,
+        grad_weight if need_weight else None,
+        grad_bias,
+        grad_alpha if need_alpha else None,
+        None,
+        None,
+        None,
+    )
+
+
+noisy_linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)

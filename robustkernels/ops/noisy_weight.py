@@ -1,0 +1,215 @@
+"""The noisy / masked weight transform as autograd-aware custom ops.
+
+robustkernels::noisy_weight(weight, alpha, lam, seed, mask) -> (W', std(W))
+robustkernels::noisy_weight_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad) -> (dW, dalpha)
+
+Each op checks its arguments once, then runs the backend `backend.select` picks:
+the C++ kernel ops (robustkernels::*_kernel, CPU or CUDA), the Triton kernels or
+the reference. std(W) is an output so that the backward can reuse it; it is a
+constant for autograd, as in PNI.
+"""
+
+import torch
+
+from robustkernels import reference
+from robustkernels.ops import backend, validation
+from robustkernels.triton import available as _triton_available
+
+if _triton_available:
+    import triton
+
+    from robustkernels.triton.noisy_weight import (
+        noisy_weight_bwd_kernel,
+        noisy_weight_fwd_kernel,
+        std_partials_kernel,
+    )
+    from robustkernels.triton.philox import philox_normal_kernel
+
+_BLOCK = 1024
+_MAX_PARTIALS = 2048
+
+
+def sigma_dtype(weight: torch.Tensor) -> torch.dtype:
+    return torch.float64 if weight.dtype == torch.float64 else torch.float32
+
+
+def _triton_acc(weight: torch.Tensor):
+    import triton.language as tl
+
+    return tl.float64 if weight.dtype == torch.float64 else tl.float32
+
+
+def _forward_triton(weight, alpha, lam, seed, mask, mode):
+    weight = weight.contiguous()
+    n = weight.numel()
+    partial_block = max(_BLOCK, triton.next_power_of_2(triton.cdiv(n, _MAX_PARTIALS)))
+    num_partials = triton.cdiv(n, partial_block)
+    acc_dtype = sigma_dtype(weight)
+    sums = torch.empty(num_partials, dtype=acc_dtype, device=weight.device)
+    m2 = torch.empty_like(sums)
+    std_partials_kernel[(num_partials,)](weight, sums, m2, n, BLOCK=partial_block, ACC=_triton_acc(weight))
+    out = torch.empty_like(weight)
+    sigma = torch.empty((), dtype=acc_dtype, device=weight.device)
+    mask_bytes = mask.contiguous().view(torch.uint8) if mask is not None else weight
+    noisy_weight_fwd_kernel[(triton.cdiv(n, _BLOCK),)](
+        weight,
+        alpha.contiguous(),
+        mask_bytes,
+        out,
+        sigma,
+        sums,
+        m2,
+        n,
+        n // weight.shape[0],
+        float(lam),
+        seed,
+        num_partials,
+        partial_block,
+        ALPHA_MODE=mode,
+        HAS_MASK=mask is not None,
+        ADD_NOISE=lam != 0,
+        BLOCK=_BLOCK,
+        NUM_PARTIALS=triton.next_power_of_2(num_partials),
+        ACC=_triton_acc(weight),
+    )
+    return out, sigma
+
+
+def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode):
+    grad = grad.contiguous()
+    rows = grad.shape[0]
+    inner = grad.numel() // rows
+    block = min(_BLOCK, triton.next_power_of_2(inner))
+    blocks_per_row = triton.cdiv(inner, block)
+    alpha_grad = need_alpha_grad and lam != 0
+    grad_weight = torch.empty_like(grad)
+    if alpha_grad and mode == validation.ALPHA_ELEMENT:
+        grad_alpha = torch.empty_like(grad)
+    elif alpha_grad:
+        grad_alpha = torch.empty((rows, blocks_per_row), dtype=sigma.dtype, device=grad.device)
+    else:
+        grad_alpha = grad_weight  # not written
+    mask_bytes = mask.contiguous().view(torch.uint8) if mask is not None else grad
+    noisy_weight_bwd_kernel[(rows, blocks_per_row)](
+        grad,
+        mask_bytes,
+        sigma,
+        grad_weight,
+        grad_alpha,
+        inner,
+        float(lam),
+        seed,
+        blocks_per_row,
+        ALPHA_MODE=mode,
+        HAS_MASK=mask is not None,
+        ALPHA_GRAD=alpha_grad,
+        BLOCK=block,
+        ACC=_triton_acc(grad),
+    )
+    if not need_alpha_grad:
+        return grad_weight, grad.new_empty(0)
+    if not alpha_grad:
+        return grad_weight, torch.zeros_like(alpha)
+    if mode == validation.ALPHA_CHANNEL:
+        grad_alpha = grad_alpha.sum(dim=1).reshape(alpha.shape)
+    elif mode == validation.ALPHA_LAYER:
+        grad_alpha = grad_alpha.sum().reshape(alpha.shape)
+    return grad_weight, grad_alpha.to(alpha.dtype)
+
+
+def _forward_reference(weight, alpha, lam, seed, mask):
+    sigma = weight.std().to(sigma_dtype(weight))
+    return reference.noisy_weight(weight, alpha, lam, seed, mask).contiguous(), sigma
+
+
+def _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+    grad_weight = grad * mask if mask is not None else grad.clone()
+    if not need_alpha_grad:
+        return grad_weight.contiguous(), grad.new_empty(0)
+    eta = reference.philox_normal(seed, grad.numel(), device=grad.device).view(grad.shape)
+    per_element = grad_weight.to(sigma.dtype) * eta * (lam * sigma)
+    if alpha.numel() == 1:
+        grad_alpha = per_element.sum()
+    elif alpha.shape == grad.shape:
+        grad_alpha = per_element
+    else:
+        grad_alpha = per_element.reshape(grad.shape[0], -1).sum(dim=1)
+    return grad_weight.contiguous(), grad_alpha.reshape(alpha.shape).to(alpha.dtype)
+
+
+@torch.library.custom_op("robustkernels::noisy_weight", mutates_args=())
+def noisy_weight(
+    weight: torch.Tensor, alpha: torch.Tensor, lam: float, seed: int, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+    name = backend.select("noisy_weight", weight.device)
+    if name in ("cpp", "cuda"):
+        return torch.ops.robustkernels.noisy_weight_fwd_kernel(weight, alpha, lam, seed, mask)
+    if name == "triton":
+        return _forward_triton(weight, alpha, lam, seed, mask, mode)
+    return _forward_reference(weight, alpha, lam, seed, mask)
+
+
+@noisy_weight.register_fake
+def _noisy_weight_fake(weight, alpha, lam, seed, mask):
+    validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+    return torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(
+        (), dtype=sigma_dtype(weight)
+    )
+
+
+@torch.library.custom_op("robustkernels::noisy_weight_backward", mutates_args=())
+def noisy_weight_backward(
+    grad: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    lam: float,
+    seed: int,
+    mask: torch.Tensor | None,
+    need_alpha_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    mode = validation.alpha_mode(grad, alpha, mask, "noisy_weight_backward")
+    name = backend.select("noisy_weight_backward", grad.device)
+    if name in ("cpp", "cuda"):
+        return torch.ops.robustkernels.noisy_weight_bwd_kernel(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
+    if name == "triton":
+        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
+    return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
+
+
+@noisy_weight_backward.register_fake
+def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+    grad_alpha = torch.empty_like(alpha, memory_format=torch.contiguous_format) if need_alpha_grad else grad.new_empty(0)
+    return torch.empty_like(grad, memory_format=torch.contiguous_format), grad_alpha
+
+
+def _setup_context(ctx, inputs, output):
+    _, alpha, lam, seed, mask = inputs
+    ctx.save_for_backward(alpha, output[1], mask)
+    ctx.lam, ctx.seed = lam, seed
+
+
+def _backward(ctx, grad_out, _grad_sigma):
+    alpha, sigma, mask = ctx.saved_tensors
+    need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (need_weight or need_alpha):
+        return None, None, None, None, None
+    grad_weight, grad_alpha = noisy_weight_backward(grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha)
+    return (grad_weight if need_weight else None), (grad_alpha if need_alpha else None), None, None, None
+
+
+noisy_weight.register_autograd(_backward, setup_context=_setup_context)
+
+
+def philox_normal(like: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:
+    """float32 Philox normals shaped like `like`, on its device, from the selected backend."""
+    validation.check_seed(seed, "philox_normal")
+    name = backend.select("philox_normal", like.device)
+    if name in ("cpp", "cuda"):
+        return torch.ops.robustkernels.philox_normal_kernel(like, seed, offset)
+    if name == "triton":
+        out = torch.empty(like.shape, dtype=torch.float32, device=like.device)
+        n = out.numel()
+        philox_normal_kernel[(triton.cdiv(n, _BLOCK),)](out, seed, offset, n, BLOCK=_BLOCK)
+        return out
+    return reference.philox_normal(seed, like.numel(), offset=offset, device=like.device).view(like.shape)

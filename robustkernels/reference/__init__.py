@@ -1,0 +1,21 @@
+"""Pure-PyTorch references: the oracles of the tests and the baselines of the benchmarks."""
+
+from robustkernels.reference.noisy_weight import (
+    alpha_for_weight,
+    noisy_conv2d,
+    noisy_linear,
+    noisy_weight,
+    pni_noisy_conv2d,
+    pni_noisy_weight,
+)
+from robustkernels.reference.philox import philox_normal
+
+__all__ = [
+    "alpha_for_weight",
+    "noisy_conv2d",
+    "noisy_linear",
+    "noisy_weight",
+    "philox_normal",
+    "pni_noisy_conv2d",
+    "pni_noisy_weight",
+]

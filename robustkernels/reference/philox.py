@@ -1,0 +1,54 @@
+"""Philox4x32-10 normals in plain PyTorch integer arithmetic.
+
+The same bits as Triton's tl.randn(seed, offset) and csrc/philox.h. 32x32-bit
+products are split into 16-bit halves so every intermediate fits in int64.
+"""
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_KEY_A = 0x9E3779B9
+_KEY_B = 0xBB67AE85
+_ROUND_A = 0xD2511F53
+_ROUND_B = 0xCD9E8D57
+
+
+def _mul_hi_lo(constant: int, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of constant * value for 32-bit unsigned operands."""
+    c_hi, c_lo = constant >> 16, constant & 0xFFFF
+    low_part = c_lo * value
+    upper = c_hi * value + (low_part >> 16)
+    hi = upper >> 16
+    lo = ((upper & 0xFFFF) << 16) | (low_part & 0xFFFF)
+    return hi, lo
+
+
+def philox4x32_10(counter: tuple[torch.Tensor, ...], seed: int) -> tuple[torch.Tensor, ...]:
+    c0, c1, c2, c3 = counter
+    k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
+    for _ in range(10):
+        hi_b, lo_b = _mul_hi_lo(_ROUND_B, c2)
+        hi_a, lo_a = _mul_hi_lo(_ROUND_A, c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0 = (k0 + _KEY_A) & _MASK32
+        k1 = (k1 + _KEY_B) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _uint32_to_uniform(bits: torch.Tensor) -> torch.Tensor:
+    signed = torch.where(bits >= 2**31, bits - 2**32, bits)
+    signed = torch.where(signed < 0, -signed - 1, signed)
+    return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
+
+
+def philox_normal(seed: int, numel: int, *, offset: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """float32 N(0, 1) samples for element offsets offset .. offset + numel - 1."""
+    index = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
+    zero = torch.zeros_like(index)
+    seed = seed & 0xFFFFFFFFFFFFFFFF  # two's complement of a negative seed, as a uint64 key
+    w0, w1, _, _ = philox4x32_10((index & _MASK32, (index >> 32) & _MASK32, zero, zero), seed)
+    u1 = _uint32_to_uniform(w0).clamp_min(1.0e-7)
+    u2 = _uint32_to_uniform(w1)
+    theta = torch.tensor(6.283185307179586, dtype=torch.float32) * u2
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    return radius * torch.cos(theta)

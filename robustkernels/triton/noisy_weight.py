@@ -1,0 +1,128 @@
+"""Triton kernels of the noisy / masked weight transform.
+
+Forward: one pass of per-block partial sums for std(W), then one fused pass that
+combines the partials into std(W) (Chan's parallel variance) and writes
+W' = M * (W + lam * alpha * std * tl.randn(seed, i)). Backward regenerates the
+noise and writes dW = M * dW' and per-(channel, block) partials of dalpha.
+"""
+
+import triton
+import triton.language as tl
+
+ALPHA_LAYER: tl.constexpr = 0
+ALPHA_CHANNEL: tl.constexpr = 1
+ALPHA_ELEMENT: tl.constexpr = 2
+
+
+@triton.jit
+def std_partials_kernel(w_ptr, sum_ptr, m2_ptr, n, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    pid = tl.program_id(0)
+    index = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = index < n
+    w = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
+    count = tl.minimum(n - pid * BLOCK, BLOCK).to(ACC)
+    block_sum = tl.sum(w, axis=0)
+    deviation = tl.where(valid, w - block_sum / count, 0.0)
+    tl.store(sum_ptr + pid, block_sum)
+    tl.store(m2_ptr + pid, tl.sum(deviation * deviation, axis=0))
+
+
+@triton.jit
+def _std_from_partials(sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS: tl.constexpr, ACC: tl.constexpr):
+    p = tl.arange(0, NUM_PARTIALS)
+    valid = p < num_partials
+    sums = tl.load(sum_ptr + p, mask=valid, other=0.0)
+    m2 = tl.load(m2_ptr + p, mask=valid, other=0.0)
+    counts = tl.where(valid, tl.minimum(n - p * PARTIAL_BLOCK, PARTIAL_BLOCK), 0).to(ACC)
+    mean = tl.sum(sums, axis=0) / n
+    block_mean = sums / tl.maximum(counts, 1.0)
+    spread = tl.where(valid, counts * (block_mean - mean) * (block_mean - mean), 0.0)
+    total_m2 = tl.sum(m2 + spread, axis=0)
+    return tl.sqrt(total_m2 / (n - 1))
+
+
+@triton.jit
+def _alpha_at(alpha_ptr, index, valid, inner, ALPHA_MODE: tl.constexpr):
+    if ALPHA_MODE == ALPHA_LAYER:
+        alpha = tl.load(alpha_ptr + index * 0, mask=valid, other=0.0)
+    elif ALPHA_MODE == ALPHA_CHANNEL:
+        alpha = tl.load(alpha_ptr + index // inner, mask=valid, other=0.0)
+    else:
+        alpha = tl.load(alpha_ptr + index, mask=valid, other=0.0)
+    return alpha
+
+
+@triton.jit
+def noisy_weight_fwd_kernel(
+    w_ptr,
+    alpha_ptr,
+    mask_ptr,
+    out_ptr,
+    sigma_ptr,
+    sum_ptr,
+    m2_ptr,
+    n,
+    inner,
+    lam,
+    seed,
+    num_partials,
+    PARTIAL_BLOCK,
+    ALPHA_MODE: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    ADD_NOISE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NUM_PARTIALS: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    index = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = index < n
+    sigma = _std_from_partials(sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS, ACC)
+    tl.store(sigma_ptr, sigma, mask=pid == 0)
+    value = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
+    if ADD_NOISE:
+        alpha = _alpha_at(alpha_ptr, index, valid, inner, ALPHA_MODE).to(ACC)
+        eta = tl.randn(seed, index).to(ACC)
+        value = value + (lam * sigma) * alpha * eta
+    if HAS_MASK:
+        keep = tl.load(mask_ptr + index, mask=valid, other=0) != 0
+        value = tl.where(keep, value, 0.0)
+    tl.store(out_ptr + index, value.to(out_ptr.dtype.element_ty), mask=valid)
+
+
+@triton.jit
+def noisy_weight_bwd_kernel(
+    grad_ptr,
+    mask_ptr,
+    sigma_ptr,
+    grad_w_ptr,
+    grad_alpha_ptr,
+    inner,
+    lam,
+    seed,
+    blocks_per_row,
+    ALPHA_MODE: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    ALPHA_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    # grid: (output channel, block of the channel's inner elements)
+    row = tl.program_id(0)
+    block = tl.program_id(1)
+    column = block * BLOCK + tl.arange(0, BLOCK)
+    valid = column < inner
+    index = row * inner + column
+    grad = tl.load(grad_ptr + index, mask=valid, other=0.0)
+    if HAS_MASK:
+        keep = tl.load(mask_ptr + index, mask=valid, other=0) != 0
+        grad = tl.where(keep, grad, 0.0)
+    tl.store(grad_w_ptr + index, grad, mask=valid)
+    if ALPHA_GRAD:
+        scale = lam * tl.load(sigma_ptr).to(ACC)
+        contribution = grad.to(ACC) * tl.randn(seed, index).to(ACC) * scale
+        if ALPHA_MODE == ALPHA_ELEMENT:
+            tl.store(grad_alpha_ptr + index, contribution.to(grad_alpha_ptr.dtype.element_ty), mask=valid)
+        else:
+            # one partial per (channel, block); the launcher sums them in a fixed order
+            tl.store(grad_alpha_ptr + row * blocks_per_row + block, tl.sum(contribution, axis=0))

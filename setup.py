@@ -1,0 +1,86 @@
+"""Build robustkernels and its C++ extension robustkernels._C.
+
+Environment switches:
+  ROBUSTKERNELS_BUILD_EXT=0   pure-Python install; ops fall back to the reference
+  ROBUSTKERNELS_CUDA=0/1      force the CUDA sources off / on (default: on when the
+                              installed torch has CUDA and nvcc is found)
+  MAX_JOBS                    parallel compile jobs (read by torch's ninja build)
+
+Install with `pip install --no-build-isolation .`: torch is a build requirement and
+an isolated build would download a CUDA build of torch.
+"""
+
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name: str) -> bool | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _extensions():
+    if _flag("ROBUSTKERNELS_BUILD_EXT") is False:
+        print("robustkernels: ROBUSTKERNELS_BUILD_EXT=0, building no C++ extension")
+        return [], {}
+
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = ["csrc/registration.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    # The kernels compile with OpenMP pragmas so at::parallel_for runs in parallel;
+    # the OpenMP runtime itself is the one libtorch already loads, so no -fopenmp at link.
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    want_cuda = _flag("ROBUSTKERNELS_CUDA")
+    has_cuda = torch.version.cuda is not None and shutil.which("nvcc") is not None
+    use_cuda = has_cuda if want_cuda is None else want_cuda
+    if use_cuda and torch.version.cuda is None:
+        raise RuntimeError(
+            "ROBUSTKERNELS_CUDA=1 but the installed torch has no CUDA support; "
+            "install a CUDA build of torch or unset ROBUSTKERNELS_CUDA"
+        )
+    if use_cuda:
+        sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*_launcher.cpp"))
+        ext = CUDAExtension(
+            "robustkernels._C",
+            sources,
+            extra_compile_args={
+                "cxx": cxx_flags + ["-DROBUSTKERNELS_WITH_CUDA"],
+                "nvcc": ["-O3", "-std=c++17", "-DROBUSTKERNELS_WITH_CUDA"],
+            },
+        )
+    else:
+        ext = CppExtension("robustkernels._C", sources, extra_compile_args={"cxx": cxx_flags})
+    print(f"robustkernels: building robustkernels._C ({'CPU + CUDA' if use_cuda else 'CPU'})")
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="robustkernels",
+    version="0.1.0",
+    description="Fused PyTorch kernels for adversarial-robustness research",
+    packages=[
+        "robustkernels",
+        "robustkernels.reference",
+        "robustkernels.triton",
+        "robustkernels.ops",
+        "robustkernels.nn",
+        "robustkernels.api",
+    ],
+    package_dir={"robustkernels.api": "python_api"},
+    python_requires=">=3.10",
+    install_requires=["torch==2.13.0", "numpy", "scikit-learn"],
+    extras_require={"triton": ["triton"], "dev": ["pytest", "pytest-benchmark", "ruff", "triton"]},
+    entry_points={"console_scripts": ["robustkernels=robustkernels.api.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
