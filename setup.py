@@ -52,7 +52,7 @@ def _extensions():
             "robustkernels._C",
             sources,
             extra_compile_args={
-                "cxx": cxx_flags + ["-DROBUSTKERNELS_WITH_CUDA"],
+                "cxx": [*cxx_flags, "-DROBUSTKERNELS_WITH_CUDA"],
                 "nvcc": ["-O3", "-std=c++17", "-DROBUSTKERNELS_WITH_CUDA"],
             },
         )

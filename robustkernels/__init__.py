@@ -10,4 +10,3 @@ from robustkernels.ops.backend import use_backend
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "functional", "nn", "ops", "reference", "use_backend"]
-

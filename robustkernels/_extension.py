@@ -8,7 +8,12 @@ swallowed silently. Loading never initialises CUDA.
 import importlib
 import os
 
-_DISABLED_BY_ENV = os.environ.get("ROBUSTKERNELS_BUILD_EXT", "").strip().lower() in ("0", "false", "no", "off")
+_DISABLED_BY_ENV = os.environ.get("ROBUSTKERNELS_BUILD_EXT", "").strip().lower() in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
 
 load_error: str | None = None
 has_cuda_kernels = False
@@ -24,9 +29,9 @@ except ImportError as exc:  # not built, or built against another torch
 else:
     import torch
 
-    has_cuda_kernels = hasattr(torch.ops.robustkernels, "noisy_weight_fwd_kernel") and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "robustkernels::noisy_weight_fwd_kernel", "CUDA"
-    )
+    has_cuda_kernels = hasattr(
+        torch.ops.robustkernels, "noisy_weight_fwd_kernel"
+    ) and torch._C._dispatch_has_kernel_for_dispatch_key("robustkernels::noisy_weight_fwd_kernel", "CUDA")
 
 
 def is_loaded() -> bool:

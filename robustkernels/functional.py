@@ -10,9 +10,13 @@ from robustkernels.ops import noisy_weight as _noisy_weight_ops
 __all__ = ["noisy_conv2d", "noisy_linear", "noisy_weight", "philox_normal"]
 
 
-def _check_scalars(lam, seed, op: str) -> None:
+def _check_arguments(op: str, lam, seed, **tensors) -> None:
+    """Type checks done before the op's schema would reject the call with a generic message."""
     validation.check_lam(lam, op)
     validation.check_seed(seed, op)
+    for name, value in tensors.items():
+        if value is not None or name in ("x", "weight", "alpha"):
+            validation.check_tensor(name, value, op)
 
 
 def noisy_weight(
@@ -29,7 +33,7 @@ def noisy_weight(
     is computed on the device (no host sync) and is a constant for autograd; eta is
     the library's Philox normal noise, regenerated in backward rather than stored.
     """
-    _check_scalars(lam, seed, "noisy_weight")
+    _check_arguments("noisy_weight", lam, seed, weight=weight, alpha=alpha, mask=mask)
     effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask)
     return effective
 
@@ -41,9 +45,13 @@ def _conv_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride, dilati
     if padding == "valid":
         return x, [0, 0]
     if padding != "same":
-        raise ValueError(f"robustkernels.noisy_conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        raise ValueError(
+            f"robustkernels.noisy_conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}"
+        )
     if any(s != 1 for s in stride):
-        raise ValueError("robustkernels.noisy_conv2d: padding='same' needs stride 1, as in torch.nn.functional.conv2d")
+        raise ValueError(
+            "robustkernels.noisy_conv2d: padding='same' needs stride 1, as in torch.nn.functional.conv2d"
+        )
     totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
     if all(t % 2 == 0 for t in totals):
         return x, [t // 2 for t in totals]
@@ -69,15 +77,15 @@ def noisy_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """conv2d(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
-    _check_scalars(lam, seed, "noisy_conv2d")
-    validation.check_tensor("x", x, "noisy_conv2d")
-    validation.check_tensor("weight", weight, "noisy_conv2d")
+    _check_arguments("noisy_conv2d", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask)
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
     x, padding = _conv_padding(x, weight, padding, stride, dilation)
-    y = noisy_layers.noisy_conv2d(x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups)
+    y = noisy_layers.noisy_conv2d(
+        x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups
+    )
     return y.squeeze(0) if unbatched else y
 
 
@@ -92,7 +100,7 @@ def noisy_linear(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """linear(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
-    _check_scalars(lam, seed, "noisy_linear")
+    _check_arguments("noisy_linear", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask)
     return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask)
 
 

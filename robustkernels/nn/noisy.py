@@ -31,7 +31,9 @@ class _NoisyWeightMixin:
     def _init_noise(self, alpha_granularity: str, alpha_init: float, lam: float, mask: torch.Tensor | None):
         self.alpha_granularity = alpha_granularity
         shape = _alpha_shape(alpha_granularity, self.weight)
-        self.alpha = nn.Parameter(torch.full(shape, alpha_init, dtype=self.weight.dtype, device=self.weight.device))
+        self.alpha = nn.Parameter(
+            torch.full(shape, alpha_init, dtype=self.weight.dtype, device=self.weight.device)
+        )
         self.lam = float(lam)
         self.seed: int | None = None
         self.last_seed: int | None = None
@@ -46,7 +48,9 @@ class _NoisyWeightMixin:
             return
         mask = torch.as_tensor(mask, device=self.weight.device)
         if mask.shape != self.weight.shape:
-            raise ValueError(f"mask must have the weight's shape {tuple(self.weight.shape)}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must have the weight's shape {tuple(self.weight.shape)}, got {tuple(mask.shape)}"
+            )
         self.mask = mask.to(torch.bool)
 
     def _draw_seed(self) -> int:
@@ -54,12 +58,16 @@ class _NoisyWeightMixin:
         self.last_seed = seed
         return seed
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # A saved mask is restored even into a layer constructed without one.
         saved_mask = state_dict.get(prefix + "mask")
         if saved_mask is not None and self.mask is None:
             self.mask = torch.empty_like(saved_mask, dtype=torch.bool, device=self.weight.device)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def _noise_repr(self) -> str:
         masked = f", mask density={self.mask.float().mean().item():.3f}" if self.mask is not None else ""
@@ -89,7 +97,17 @@ class NoisyConv2d(_NoisyWeightMixin, nn.Conv2d):
         mask: torch.Tensor | None = None,
     ):
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
         )
         self._init_noise(alpha_granularity, alpha_init, lam, mask)
 
@@ -191,7 +209,9 @@ def convert(
             if qualified in skip or isinstance(child, (NoisyConv2d, NoisyLinear)):
                 continue
             if type(child) in targets:
-                noisy = _noisy_from(child, alpha_granularity=alpha_granularity, alpha_init=alpha_init, lam=lam)
+                noisy = _noisy_from(
+                    child, alpha_granularity=alpha_granularity, alpha_init=alpha_init, lam=lam
+                )
                 setattr(module, child_name, noisy)
     return model
 

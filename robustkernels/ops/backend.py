@@ -77,7 +77,9 @@ def select(op: str, device: torch.device) -> str:
     if explicit is not None:
         reason = unavailable_reason(explicit, device.type)
         if reason is not None:
-            raise RuntimeError(f"robustkernels.{op}: backend {explicit!r} cannot run on {device.type}: {reason}")
+            raise RuntimeError(
+                f"robustkernels.{op}: backend {explicit!r} cannot run on {device.type}: {reason}"
+            )
         return explicit
     preferred = ("cpp",) if device.type == "cpu" else ("triton", "cuda")
     reasons = []

@@ -11,7 +11,7 @@ backward to give dW and dalpha.
 import torch
 import torch.nn.functional as F
 
-from robustkernels.ops.noisy_weight import noisy_weight, noisy_weight_backward
+from robustkernels.ops.noisy_weight import noisy_weight, noisy_weight_backward, sigma_dtype
 from robustkernels.ops.validation import alpha_mode, check_bias, check_input
 
 
@@ -20,7 +20,9 @@ def _check_conv_args(x, weight, bias, alpha, mask, groups):
     check_input(x, weight, "noisy_conv2d", (4,))
     check_bias(bias, weight, "noisy_conv2d")
     if weight.dim() != 4:
-        raise ValueError(f"robustkernels.noisy_conv2d: weight must have rank 4, got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"robustkernels.noisy_conv2d: weight must have rank 4, got shape {tuple(weight.shape)}"
+        )
     if groups < 1 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups != 0:
         raise ValueError(
             f"robustkernels.noisy_conv2d: x has {x.shape[1]} channels but weight {tuple(weight.shape)} "
@@ -53,9 +55,25 @@ def _noisy_conv2d_fake(x, weight, bias, alpha, lam, seed, mask, stride, padding,
     return F.conv2d(x, torch.empty_like(weight), bias, stride, padding, dilation, groups)
 
 
+def _saved_operands(ctx, x, weight):
+    """x and W only where the backward needs them, as a plain layer saves them.
+
+    x is needed for dW' (hence dW and dalpha); W to rebuild W' for dx and to
+    recompute std(W) for dalpha.
+    """
+    need_x, need_weight, _, need_alpha = ctx.needs_input_grad[:4]
+    return (x if need_weight or need_alpha else None), (weight if need_x or need_alpha else None)
+
+
+def _unused_sigma(grad_y):
+    """Placeholder std for a backward that computes no dalpha (W was not saved)."""
+    return grad_y.new_zeros((), dtype=sigma_dtype(grad_y))
+
+
 def _conv_setup_context(ctx, inputs, output):
     x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(x, weight, alpha, mask)
+    ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask)
+    ctx.shapes = (x.shape, weight.shape)
     ctx.bias_sizes = [weight.shape[0]] if bias is not None else None
     ctx.lam, ctx.seed = lam, seed
     ctx.conv = (stride, padding, dilation, groups)
@@ -65,10 +83,14 @@ def _conv_backward(ctx, grad_y):
     x, weight, alpha, mask = ctx.saved_tensors
     need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
     stride, padding, dilation, groups = ctx.conv
-    effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+    x_shape, weight_shape = ctx.shapes
+    if weight is not None:
+        effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+    else:  # only dW' is needed: shape-only stand-ins, as torch.nn.grad.conv2d_weight uses
+        effective, sigma = grad_y.new_empty(1).expand(weight_shape), _unused_sigma(grad_y)
     grad_x, grad_effective, grad_bias = torch.ops.aten.convolution_backward(
         grad_y,
-        x,
+        x if x is not None else grad_y.new_empty(1).expand(x_shape),
         effective,
         ctx.bias_sizes,
         stride,
@@ -105,7 +127,9 @@ noisy_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup_context
 def _check_linear_args(x, weight, bias, alpha, mask):
     alpha_mode(weight, alpha, mask, "noisy_linear")
     if weight.dim() != 2:
-        raise ValueError(f"robustkernels.noisy_linear: weight must have rank 2, got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"robustkernels.noisy_linear: weight must have rank 2, got shape {tuple(weight.shape)}"
+        )
     check_input(x, weight, "noisy_linear", tuple(range(1, 9)))
     check_bias(bias, weight, "noisy_linear")
     if x.shape[-1] != weight.shape[1]:
@@ -137,7 +161,7 @@ def _noisy_linear_fake(x, weight, bias, alpha, lam, seed, mask):
 
 def _linear_setup_context(ctx, inputs, output):
     x, weight, bias, alpha, lam, seed, mask = inputs
-    ctx.save_for_backward(x, weight, alpha, mask)
+    ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask)
     ctx.has_bias = bias is not None
     ctx.lam, ctx.seed = lam, seed
 
@@ -145,7 +169,10 @@ def _linear_setup_context(ctx, inputs, output):
 def _linear_backward(ctx, grad_y):
     x, weight, alpha, mask = ctx.saved_tensors
     need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
-    effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+    if weight is not None:
+        effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+    else:
+        effective, sigma = None, _unused_sigma(grad_y)
     grad_x = grad_y @ effective if need_x else None
     grad_bias = grad_y.reshape(-1, grad_y.shape[-1]).sum(0) if need_bias and ctx.has_bias else None
     grad_weight = grad_alpha = None

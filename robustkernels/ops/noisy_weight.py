@@ -171,7 +171,9 @@ def noisy_weight_backward(
     mode = validation.alpha_mode(grad, alpha, mask, "noisy_weight_backward")
     name = backend.select("noisy_weight_backward", grad.device)
     if name in ("cpp", "cuda"):
-        return torch.ops.robustkernels.noisy_weight_bwd_kernel(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
+        return torch.ops.robustkernels.noisy_weight_bwd_kernel(
+            grad, alpha, sigma, lam, seed, mask, need_alpha_grad
+        )
     if name == "triton":
         return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
     return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
@@ -179,7 +181,11 @@ def noisy_weight_backward(
 
 @noisy_weight_backward.register_fake
 def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
-    grad_alpha = torch.empty_like(alpha, memory_format=torch.contiguous_format) if need_alpha_grad else grad.new_empty(0)
+    grad_alpha = (
+        torch.empty_like(alpha, memory_format=torch.contiguous_format)
+        if need_alpha_grad
+        else grad.new_empty(0)
+    )
     return torch.empty_like(grad, memory_format=torch.contiguous_format), grad_alpha
 
 
@@ -194,7 +200,9 @@ def _backward(ctx, grad_out, _grad_sigma):
     need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_weight or need_alpha):
         return None, None, None, None, None
-    grad_weight, grad_alpha = noisy_weight_backward(grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha)
+    grad_weight, grad_alpha = noisy_weight_backward(
+        grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
+    )
     return (grad_weight if need_weight else None), (grad_alpha if need_alpha else None), None, None, None
 
 

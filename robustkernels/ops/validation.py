@@ -34,9 +34,13 @@ def alpha_mode(weight: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | N
     if weight.numel() == 0:
         raise ValueError(f"robustkernels.{op}: weight must not be empty, got shape {tuple(weight.shape)}")
     if alpha.dtype != weight.dtype:
-        raise TypeError(f"robustkernels.{op}: alpha must have the weight's dtype {weight.dtype}, got {alpha.dtype}")
+        raise TypeError(
+            f"robustkernels.{op}: alpha must have the weight's dtype {weight.dtype}, got {alpha.dtype}"
+        )
     if alpha.device != weight.device:
-        raise ValueError(f"robustkernels.{op}: alpha must be on the weight's device {weight.device}, got {alpha.device}")
+        raise ValueError(
+            f"robustkernels.{op}: alpha must be on the weight's device {weight.device}, got {alpha.device}"
+        )
     if mask is not None:
         check_tensor("mask", mask, op)
         if mask.dtype != torch.bool:
@@ -46,7 +50,9 @@ def alpha_mode(weight: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | N
                 f"robustkernels.{op}: mask must have the weight's shape {tuple(weight.shape)}, got {tuple(mask.shape)}"
             )
         if mask.device != weight.device:
-            raise ValueError(f"robustkernels.{op}: mask must be on the weight's device {weight.device}, got {mask.device}")
+            raise ValueError(
+                f"robustkernels.{op}: mask must be on the weight's device {weight.device}, got {mask.device}"
+            )
     if alpha.numel() == 1:
         return ALPHA_LAYER
     if alpha.shape == weight.shape:
@@ -64,11 +70,15 @@ def alpha_mode(weight: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | N
 def check_input(x, weight: torch.Tensor, op: str, ranks: tuple[int, ...]) -> None:
     check_tensor("x", x, op)
     if x.dim() not in ranks:
-        raise ValueError(f"robustkernels.{op}: x must have rank {' or '.join(map(str, ranks))}, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"robustkernels.{op}: x must have rank {' or '.join(map(str, ranks))}, got shape {tuple(x.shape)}"
+        )
     if x.dtype != weight.dtype:
         raise TypeError(f"robustkernels.{op}: x must have the weight's dtype {weight.dtype}, got {x.dtype}")
     if x.device != weight.device:
-        raise ValueError(f"robustkernels.{op}: x must be on the weight's device {weight.device}, got {x.device}")
+        raise ValueError(
+            f"robustkernels.{op}: x must be on the weight's device {weight.device}, got {x.device}"
+        )
 
 
 def check_bias(bias, weight: torch.Tensor, op: str) -> None:
@@ -76,8 +86,14 @@ def check_bias(bias, weight: torch.Tensor, op: str) -> None:
         return
     check_tensor("bias", bias, op)
     if bias.shape != (weight.shape[0],):
-        raise ValueError(f"robustkernels.{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        raise ValueError(
+            f"robustkernels.{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+        )
     if bias.dtype != weight.dtype:
-        raise TypeError(f"robustkernels.{op}: bias must have the weight's dtype {weight.dtype}, got {bias.dtype}")
+        raise TypeError(
+            f"robustkernels.{op}: bias must have the weight's dtype {weight.dtype}, got {bias.dtype}"
+        )
     if bias.device != weight.device:
-        raise ValueError(f"robustkernels.{op}: bias must be on the weight's device {weight.device}, got {bias.device}")
+        raise ValueError(
+            f"robustkernels.{op}: bias must be on the weight's device {weight.device}, got {bias.device}"
+        )

@@ -41,7 +41,9 @@ def _uint32_to_uniform(bits: torch.Tensor) -> torch.Tensor:
     return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
-def philox_normal(seed: int, numel: int, *, offset: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+def philox_normal(
+    seed: int, numel: int, *, offset: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """float32 N(0, 1) samples for element offsets offset .. offset + numel - 1."""
     index = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
     zero = torch.zeros_like(index)

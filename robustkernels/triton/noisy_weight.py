@@ -28,7 +28,9 @@ def std_partials_kernel(w_ptr, sum_ptr, m2_ptr, n, BLOCK: tl.constexpr, ACC: tl.
 
 
 @triton.jit
-def _std_from_partials(sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS: tl.constexpr, ACC: tl.constexpr):
+def _std_from_partials(
+    sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS: tl.constexpr, ACC: tl.constexpr
+):
     p = tl.arange(0, NUM_PARTIALS)
     valid = p < num_partials
     sums = tl.load(sum_ptr + p, mask=valid, other=0.0)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# robustkernels' two commands on a fresh machine (Python 3.10+):
+#   ./run.sh demo   set up, then run the main job on the embedded digits data
+#   ./run.sh test   set up, then run the whole test suite (lint, nvcc check, pytest)
+# and, once set up:
+#   ./run.sh bench  run the benchmarks and write benchmarks/results/<machine>.csv
+#   ./run.sh info   show which backends each op has on this machine
+# The virtual environment lives in .venv (override with ROBUSTKERNELS_VENV).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${ROBUSTKERNELS_VENV:-.venv}"
+PY="$VENV/bin/python"
+TORCH_VERSION=2.13.0
+TRITON_VERSION=3.9.0
+
+setup() {
+    if [ ! -x "$PY" ]; then
+        python3 -m venv "$VENV"
+    fi
+    # Pinned: a loose torch requirement would pull the multi-GB CUDA build.
+    "$PY" -m pip install -q "torch==$TORCH_VERSION"
+    # A CUDA build of torch brings its own matching Triton; otherwise install the tested one.
+    "$PY" -c "import triton" 2>/dev/null || "$PY" -m pip install -q "triton==$TRITON_VERSION"
+    "$PY" -m pip install -q numpy scikit-learn ninja setuptools wheel pytest pytest-benchmark ruff
+    # --no-build-isolation: build against the torch installed above.
+    MAX_JOBS="${MAX_JOBS:-2}" "$PY" -m pip install -q --no-build-isolation -e .
+}
+
+case "${1:-}" in
+    demo)
+        setup
+        shift
+        "$VENV/bin/robustkernels" demo "$@"
+        ;;
+    test)
+        setup
+        shift
+        "$PY" -m ruff check .
+        "$PY" -m ruff format --check .
+        "$PY" -m robustkernels.info
+        "$PY" -m pytest tests "$@"
+        ;;
+    bench)
+        shift
+        "$PY" benchmarks/report.py "$@"
+        ;;
+    info)
+        "$PY" -m robustkernels.info
+        ;;
+    *)
+        sed -n '2,9p' "$0"
+        exit 2
+        ;;
+esac

@@ -1,0 +1,202 @@
+"""The fused noisy / masked weight transform against its reference, on every CPU backend."""
+
+import pytest
+import torch
+from helpers import TOLERANCE, require_backend
+
+import robustkernels
+from robustkernels import functional as F
+from robustkernels import reference
+
+ALPHA_SHAPES = {
+    "layer": lambda w: (1,),
+    "channel": lambda w: (w.shape[0], *([1] * (w.dim() - 1))),
+    "channel_flat": lambda w: (w.shape[0],),
+    "element": lambda w: tuple(w.shape),
+}
+WEIGHT_SHAPES = [(5, 3, 3, 3), (7, 2, 1, 5), (13, 11), (3,)]
+
+
+def make_inputs(shape, alpha_kind, dtype=torch.float32, masked=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(shape, generator=gen).to(dtype)
+    alpha = (0.1 + torch.rand(ALPHA_SHAPES[alpha_kind](weight), generator=gen)).to(dtype)
+    mask = torch.rand(shape, generator=gen) > 0.4 if masked else None
+    return weight, alpha, mask
+
+
+def run_with_grads(backend, weight, alpha, mask, lam, seed, grad_seed=1):
+    weight = weight.detach().clone().requires_grad_(True)
+    alpha = alpha.detach().clone().requires_grad_(True)
+    with robustkernels.use_backend(backend):
+        out = F.noisy_weight(weight, alpha, lam=lam, seed=seed, mask=mask)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.dtype)
+        grad_weight, grad_alpha = torch.autograd.grad(out, (weight, alpha), grad)
+    return out, grad_weight, grad_alpha
+
+
+def reference_with_grads(weight, alpha, mask, lam, seed, grad_seed=1):
+    """The reference in float32 (float64 for float64 inputs), the oracle for every dtype."""
+    compute = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    weight = weight.detach().to(compute).requires_grad_(True)
+    alpha = alpha.detach().to(compute).requires_grad_(True)
+    out = reference.noisy_weight(weight, alpha, lam, seed, mask)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed))
+    grad = grad.to(alpha.dtype if compute == torch.float64 else out.dtype)
+    grad_weight, grad_alpha = torch.autograd.grad(out, (weight, alpha), grad)
+    return out, grad_weight, grad_alpha
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("shape", WEIGHT_SHAPES)
+@pytest.mark.parametrize("alpha_kind", list(ALPHA_SHAPES))
+@pytest.mark.parametrize("masked", [False, True])
+def test_matches_reference_float32(backend, shape, alpha_kind, masked):
+    require_backend(backend)
+    weight, alpha, mask = make_inputs(shape, alpha_kind, masked=masked)
+    got = run_with_grads(backend, weight, alpha, mask, lam=0.8, seed=1234)
+    expected = reference_with_grads(weight, alpha, mask, lam=0.8, seed=1234)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, **TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("alpha_kind", ["layer", "channel", "element"])
+def test_matches_reference_other_dtypes(dtype, alpha_kind):
+    require_backend("cpp")
+    weight, alpha, mask = make_inputs((6, 4, 3, 3), alpha_kind, dtype=dtype)
+    got = run_with_grads("cpp", weight, alpha, mask, lam=1.0, seed=77)
+    expected = reference_with_grads(weight, alpha, mask, lam=1.0, seed=77)
+    for g, e in zip(got, expected, strict=True):
+        assert g.dtype == dtype
+        tol = TOLERANCE[dtype] if dtype != torch.float64 else TOLERANCE[torch.float32]
+        # dalpha sums many terms; half precision inputs round each before the sum.
+        scale = 1.0 if g.numel() > 1 or dtype == torch.float64 else 4.0
+        torch.testing.assert_close(g.to(e.dtype), e, atol=tol["atol"] * scale * 10, rtol=tol["rtol"] * scale)
+
+
+def test_non_contiguous_weight():
+    require_backend("cpp")
+    base = torch.randn(9, 6, 3, 3)
+    weight = base.transpose(0, 1)  # [6, 9, 3, 3], non-contiguous
+    assert not weight.is_contiguous()
+    alpha = torch.rand(6, 1, 1, 1) + 0.1
+    got = run_with_grads("cpp", weight, alpha, None, lam=0.5, seed=5)
+    expected = reference_with_grads(weight.contiguous(), alpha, None, lam=0.5, seed=5)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, **TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_lam_zero_is_exact_and_noise_free(backend):
+    require_backend(backend)
+    weight, alpha, mask = make_inputs((8, 4, 3, 3), "channel")
+    out, _grad_weight, grad_alpha = run_with_grads(backend, weight, alpha, mask, lam=0.0, seed=3)
+    assert torch.equal(out, weight * mask)
+    assert torch.count_nonzero(grad_alpha) == 0
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_mask_keeps_pruned_weights_zero(backend):
+    require_backend(backend)
+    weight, alpha, mask = make_inputs((16, 8, 3, 3), "element")
+    out, grad_weight, grad_alpha = run_with_grads(backend, weight, alpha, mask, lam=1.0, seed=3)
+    assert torch.all(out[~mask] == 0)
+    assert torch.all(grad_weight[~mask] == 0)
+    assert torch.all(grad_alpha[~mask] == 0)
+    assert torch.all(out[mask] != weight[mask])  # kept weights do get noise
+
+
+def test_seed_determinism_and_fresh_noise():
+    weight, alpha, _ = make_inputs((8, 4, 3, 3), "layer")
+    a = F.noisy_weight(weight, alpha, lam=1.0, seed=10)
+    b = F.noisy_weight(weight, alpha, lam=1.0, seed=10)
+    c = F.noisy_weight(weight, alpha, lam=1.0, seed=11)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_noise_scale_statistics():
+    """W' - W = lam * alpha * std(W) * eta with eta ~ N(0, 1)."""
+    weight = torch.randn(256, 128, 3, 3) * 0.05
+    alpha = torch.tensor([0.25])
+    delta = F.noisy_weight(weight, alpha, lam=0.6, seed=2024) - weight
+    expected_scale = 0.6 * 0.25 * weight.std().item()
+    eta = delta / expected_scale
+    assert abs(eta.mean().item()) < 0.01
+    assert abs(eta.std().item() - 1.0) < 0.01
+
+
+def test_channelwise_alpha_gradient_is_per_channel_sum():
+    weight, alpha, mask = make_inputs((4, 3, 3, 3), "channel")
+    _, _, grad_alpha = run_with_grads("cpp", weight, alpha, mask, lam=1.0, seed=9)
+    _, _, grad_alpha_element = run_with_grads(
+        "cpp", weight, alpha.reshape(4, 1, 1, 1).expand(4, 3, 3, 3).contiguous(), mask, lam=1.0, seed=9
+    )
+    torch.testing.assert_close(
+        grad_alpha.flatten(), grad_alpha_element.sum(dim=(1, 2, 3)), atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("alpha_kind", ["layer", "channel", "element"])
+def test_gradcheck_float64(alpha_kind):
+    weight, alpha, mask = make_inputs((3, 2, 3, 3), alpha_kind, dtype=torch.float64)
+    weight.requires_grad_(True)
+    alpha.requires_grad_(True)
+
+    def fn(w, a):
+        return F.noisy_weight(w, a, lam=0.9, seed=42, mask=mask)
+
+    # std(W) is a constant of the backward by definition (as in PNI), so the check
+    # holds W's contribution through std fixed: compare with the reference's gradient.
+    assert torch.autograd.gradcheck(lambda a: fn(weight.detach(), a), (alpha,))
+    out = fn(weight, alpha)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, weight, grad)[0]
+    expected = torch.autograd.grad(reference.noisy_weight(weight, alpha, 0.9, 42, mask), weight, grad)[0]
+    torch.testing.assert_close(got, expected)
+
+
+def test_gradcheck_with_std_held_constant():
+    """Full gradcheck of W' in W when the noise term does not depend on W (lam = 0) and masked."""
+    weight, alpha, mask = make_inputs((3, 2, 3, 3), "channel", dtype=torch.float64)
+    weight.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w: F.noisy_weight(w, alpha, lam=0.0, seed=1, mask=mask), (weight,))
+
+
+@pytest.mark.parametrize("alpha_kind", ["layer", "channel", "element"])
+def test_opcheck(alpha_kind):
+    weight, alpha, mask = make_inputs((4, 3, 3, 3), alpha_kind)
+    weight.requires_grad_(True)
+    alpha.requires_grad_(True)
+    torch.library.opcheck(torch.ops.robustkernels.noisy_weight.default, (weight, alpha, 0.5, 123, mask))
+    torch.library.opcheck(torch.ops.robustkernels.noisy_weight.default, (weight, alpha, 0.5, 123, None))
+    sigma = weight.detach().std()
+    grad = torch.randn(4, 3, 3, 3)
+    for need_alpha in (True, False):
+        torch.library.opcheck(
+            torch.ops.robustkernels.noisy_weight_backward.default,
+            (grad, alpha.detach(), sigma, 0.5, 123, mask, need_alpha),
+        )
+
+
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(compile_backend):
+    weight, alpha, mask = make_inputs((6, 3, 3, 3), "channel")
+    weight.requires_grad_(True)
+    alpha.requires_grad_(True)
+
+    def step(w, a):
+        return (F.noisy_weight(w, a, lam=0.7, seed=31, mask=mask) ** 2).sum()
+
+    compiled = torch.compile(step, backend=compile_backend, fullgraph=True)
+    eager_grads = torch.autograd.grad(step(weight, alpha), (weight, alpha))
+    compiled_grads = torch.autograd.grad(compiled(weight, alpha), (weight, alpha))
+    for c, e in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(c, e)
+
+
+def test_std_matches_torch_and_is_returned():
+    weight = torch.randn(32, 16, 3, 3) * 3 + 1
+    _, sigma = torch.ops.robustkernels.noisy_weight(weight, torch.ones(1), 1.0, 0, None)
+    torch.testing.assert_close(sigma, weight.std(), atol=1e-6, rtol=1e-6)
