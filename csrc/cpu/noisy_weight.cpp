@@ -1,140 +1,136 @@
 // CPU kernels of the noisy / masked weight transform
 //   W' = M * (W + lam * alpha * std(W) * eta(seed))
 // and its backward. eta is regenerated from (seed, element index) with Philox,
-// never stored.
+// never stored: normals are made kNormalBlock at a time into a stack buffer
+// (AVX2 where the processor has it) and consumed at once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "../noisy_weight_checks.h"
-#include "../philox.h"
+#include "normal_block.h"
 
 namespace robustkernels {
 namespace {
 
-constexpr int64_t kGrain = 4096;
-// Normals are produced in blocks: the Philox rounds over a block form a loop
-// without calls that the compiler vectorises; Box-Muller follows in a second loop.
-constexpr int64_t kNoiseBlock = 64;
+constexpr int64_t kGrain = 8192;
+constexpr int kLanes = 8;  // independent accumulators, so reductions vectorise without reassociation
 
-void fill_philox_normal(uint64_t seed, int64_t first, int64_t count, float* out) {
-  uint32_t w0[kNoiseBlock];
-  uint32_t w1[kNoiseBlock];
-  for (int64_t i = 0; i < count; ++i) {
-    const uint64_t offset = static_cast<uint64_t>(first + i);
-    uint32_t c0 = static_cast<uint32_t>(offset);
-    uint32_t c1 = static_cast<uint32_t>(offset >> 32);
-    uint32_t c2 = 0;
-    uint32_t c3 = 0;
-    philox4x32_10(c0, c1, c2, c3, static_cast<uint32_t>(seed),
-                  static_cast<uint32_t>(seed >> 32));
-    w0[i] = c0;
-    w1[i] = c1;
-  }
-  for (int64_t i = 0; i < count; ++i) {
-    out[i] = uniform_pair_to_normal(uint32_to_uniform(w0[i]), uint32_to_uniform(w1[i]));
+// Calls body(row, start, end) for the pieces of [begin, end) that lie in one
+// weight row (output channel) each, so that per-channel alpha is loaded once.
+template <typename Body>
+void for_each_row_piece(int64_t begin, int64_t end, int64_t inner, const Body& body) {
+  while (begin < end) {
+    const int64_t row = begin / inner;
+    const int64_t stop = std::min(end, (row + 1) * inner);
+    body(row, begin, stop);
+    begin = stop;
   }
 }
 
-// Runs body(begin, count, noise) over blocks of at most kNoiseBlock elements of
-// [begin, end), noise holding eta for those elements.
+// Calls body(start, count, eta) over blocks of [begin, end), eta holding the
+// normals of elements start .. start + count - 1.
 template <typename Body>
 void for_each_noise_block(uint64_t seed, int64_t begin, int64_t end, const Body& body) {
-  float noise[kNoiseBlock];
-  for (int64_t start = begin; start < end; start += kNoiseBlock) {
-    const int64_t count = std::min(kNoiseBlock, end - start);
-    fill_philox_normal(seed, start, count, noise);
-    body(start, count, noise);
+  alignas(64) float eta[kNormalBlock];
+  for (int64_t start = begin; start < end; start += kNormalBlock) {
+    const int64_t count = std::min(kNormalBlock, end - start);
+    fill_normal_block(seed, static_cast<uint64_t>(start), count, eta);
+    body(start, count, eta);
   }
 }
 
-// Unbiased standard deviation over the whole tensor, two passes in double.
-double weight_std(const at::Tensor& weight) {
-  const int64_t n = weight.numel();
+template <typename scalar_t, typename Value>
+double lane_sum(const scalar_t* data, int64_t begin, int64_t end, const Value& value) {
+  double acc[kLanes] = {};
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += value(static_cast<double>(data[i + l]));
+  }
+  double total = 0.0;
+  for (; i < end; ++i) total += value(static_cast<double>(data[i]));
+  for (int l = 0; l < kLanes; ++l) total += acc[l];
+  return total;
+}
+
+// Unbiased standard deviation over the whole tensor: two passes in double.
+template <typename scalar_t>
+double weight_std(const scalar_t* w, int64_t n) {
   if (n < 2) {
     return std::numeric_limits<double>::quiet_NaN();
   }
-  double sum = 0.0;
-  double sum_sq_dev = 0.0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "weight_std", [&] {
-    const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    sum = at::parallel_reduce(
-        0, n, kGrain, 0.0,
-        [&](int64_t begin, int64_t end, double acc) {
-          for (int64_t i = begin; i < end; ++i) acc += static_cast<double>(w[i]);
-          return acc;
-        },
-        std::plus<double>());
-    const double mean = sum / static_cast<double>(n);
-    sum_sq_dev = at::parallel_reduce(
-        0, n, kGrain, 0.0,
-        [&](int64_t begin, int64_t end, double acc) {
-          for (int64_t i = begin; i < end; ++i) {
-            const double d = static_cast<double>(w[i]) - mean;
-            acc += d * d;
-          }
-          return acc;
-        },
-        std::plus<double>());
+  const auto identity = [](double v) { return v; };
+  const double sum = at::parallel_reduce(
+      0, n, kGrain, 0.0, [&](int64_t b, int64_t e, double acc) { return acc + lane_sum(w, b, e, identity); },
+      std::plus<double>());
+  const double mean = sum / static_cast<double>(n);
+  const auto squared_deviation = [mean](double v) { return (v - mean) * (v - mean); };
+  const double m2 = at::parallel_reduce(
+      0, n, kGrain, 0.0,
+      [&](int64_t b, int64_t e, double acc) { return acc + lane_sum(w, b, e, squared_deviation); },
+      std::plus<double>());
+  return std::sqrt(m2 / static_cast<double>(n - 1));
+}
+
+template <typename scalar_t>
+void apply_mask(const scalar_t* src, const bool* m, scalar_t* dst, int64_t n) {
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) dst[i] = (m == nullptr || m[i]) ? src[i] : scalar_t(0);
   });
-  return std::sqrt(sum_sq_dev / static_cast<double>(n - 1));
 }
 
-at::Tensor sigma_tensor(double sigma, const at::Tensor& weight) {
-  const auto dtype = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  return at::scalar_tensor(sigma, weight.options().dtype(dtype));
-}
-
-std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight_in,
-                                                        const at::Tensor& alpha_in, double lam,
-                                                        int64_t seed,
+std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight_in, const at::Tensor& alpha_in,
+                                                        double lam, int64_t seed,
                                                         const std::optional<at::Tensor>& mask_in) {
   const AlphaMode mode = check_noisy_weight_args("noisy_weight", weight_in, alpha_in, mask_in);
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
-  const double sigma = weight_std(weight);
-  at::Tensor out = at::empty_like(weight, at::MemoryFormat::Contiguous);
+  at::Tensor out = at::empty(weight.sizes(), weight.options());
+  const auto sigma_type = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n = weight.numel();
   const int64_t inner = n / weight.size(0);
   const bool* m = mask.defined() ? mask.const_data_ptr<bool>() : nullptr;
+  double sigma = 0.0;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "noisy_weight_fwd", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     const scalar_t* a = alpha.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    sigma = weight_std(w, n);
     // lam == 0 is the clean path: no noise is generated and W' = M * W exactly.
     if (lam == 0.0) {
-      at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) o[i] = (m == nullptr || m[i]) ? w[i] : scalar_t(0);
-      });
+      apply_mask(w, m, o, n);
       return;
     }
     const opmath_t scale = static_cast<opmath_t>(lam * sigma);
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      for_each_noise_block(seed, begin, end, [&](int64_t start, int64_t count, const float* eta) {
-        for (int64_t j = 0; j < count; ++j) {
-          const int64_t i = start + j;
-          const opmath_t alpha_i = static_cast<opmath_t>(a[alpha_index(mode, i, inner)]);
-          const opmath_t value = static_cast<opmath_t>(w[i]) + scale * alpha_i * static_cast<opmath_t>(eta[j]);
-          o[i] = (m == nullptr || m[i]) ? static_cast<scalar_t>(value) : scalar_t(0);
-        }
+      for_each_row_piece(begin, end, inner, [&](int64_t row, int64_t piece_begin, int64_t piece_end) {
+        const opmath_t row_alpha = static_cast<opmath_t>(a[mode == AlphaMode::kChannel ? row : 0]);
+        for_each_noise_block(seed, piece_begin, piece_end, [&](int64_t start, int64_t count, const float* eta) {
+          for (int64_t j = 0; j < count; ++j) {
+            const int64_t i = start + j;
+            const opmath_t alpha_i = mode == AlphaMode::kElement ? static_cast<opmath_t>(a[i]) : row_alpha;
+            const opmath_t value = static_cast<opmath_t>(w[i]) + scale * alpha_i * static_cast<opmath_t>(eta[j]);
+            o[i] = (m == nullptr || m[i]) ? static_cast<scalar_t>(value) : scalar_t(0);
+          }
+        });
       });
     });
   });
-  return {out.view(weight_in.sizes()), sigma_tensor(sigma, weight)};
+  return {out, at::scalar_tensor(sigma, weight.options().dtype(sigma_type))};
 }
 
-std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_in,
-                                                        const at::Tensor& alpha_in,
-                                                        const at::Tensor& sigma_in, double lam,
-                                                        int64_t seed,
+std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& alpha_in,
+                                                        const at::Tensor& sigma_in, double lam, int64_t seed,
                                                         const std::optional<at::Tensor>& mask_in,
                                                         bool need_alpha_grad) {
   const AlphaMode mode = check_noisy_weight_args("noisy_weight_backward", grad_in, alpha_in, mask_in);
@@ -148,20 +144,22 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
   const int64_t inner = n / channels;
   const bool* m = mask.defined() ? mask.const_data_ptr<bool>() : nullptr;
 
-  at::Tensor grad_weight = empty_like(grad, at::MemoryFormat::Contiguous);
-  at::Tensor grad_alpha = need_alpha_grad ? at::zeros_like(alpha, at::MemoryFormat::Contiguous)
-                                          : at::empty({0}, alpha.options());
-  const bool alpha_grad_nonzero = need_alpha_grad && lam != 0.0;
-  const double scale = alpha_grad_nonzero ? lam * sigma_in.item<double>() : 0.0;
+  at::Tensor grad_weight = at::empty(grad.sizes(), grad.options());
+  if (!need_alpha_grad) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "noisy_weight_bwd", [&] {
+      apply_mask(grad.const_data_ptr<scalar_t>(), m, grad_weight.mutable_data_ptr<scalar_t>(), n);
+    });
+    return {grad_weight, at::empty({0}, alpha.options())};
+  }
+  at::Tensor grad_alpha = at::zeros(alpha.sizes(), alpha.options());
+  const double scale = lam * sigma_in.item<double>();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "noisy_weight_bwd", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
-    if (!alpha_grad_nonzero) {
-      at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) gw[i] = (m == nullptr || m[i]) ? g[i] : scalar_t(0);
-      });
+    if (lam == 0.0) {  // dalpha = 0 exactly; no noise needed
+      apply_mask(g, m, gw, n);
       return;
     }
     scalar_t* ga = grad_alpha.mutable_data_ptr<scalar_t>();
@@ -179,20 +177,23 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
       return;
     }
     // Layer and channel modes: one partial per output channel, combined in a
-    // fixed order so the result does not depend on the thread count.
+    // fixed order, so the result does not depend on the number of threads.
     std::vector<double> partial(channels, 0.0);
     at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / inner), [&](int64_t c_begin, int64_t c_end) {
       for (int64_t c = c_begin; c < c_end; ++c) {
-        double acc = 0.0;
+        double acc[kLanes] = {};
         for_each_noise_block(seed, c * inner, (c + 1) * inner, [&](int64_t start, int64_t count, const float* eta) {
           for (int64_t j = 0; j < count; ++j) {
             const int64_t i = start + j;
             const bool keep = m == nullptr || m[i];
-            gw[i] = keep ? g[i] : scalar_t(0);
-            acc += keep ? static_cast<double>(g[i]) * static_cast<double>(eta[j]) : 0.0;
+            const opmath_t kept = keep ? static_cast<opmath_t>(g[i]) : opmath_t(0);
+            gw[i] = static_cast<scalar_t>(kept);
+            acc[j % kLanes] += static_cast<double>(kept) * static_cast<double>(eta[j]);
           }
         });
-        partial[c] = acc;
+        double total = 0.0;
+        for (int l = 0; l < kLanes; ++l) total += acc[l];
+        partial[c] = total;
       }
     });
     if (mode == AlphaMode::kChannel) {
@@ -203,10 +204,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
       ga[0] = static_cast<scalar_t>(scale * total);
     }
   });
-  if (need_alpha_grad) {
-    grad_alpha = grad_alpha.view(alpha_in.sizes());
-  }
-  return {grad_weight.view(grad_in.sizes()), grad_alpha};
+  return {grad_weight, grad_alpha};
 }
 
 at::Tensor philox_normal_cpu(const at::Tensor& like, int64_t seed, int64_t offset) {
@@ -214,8 +212,8 @@ at::Tensor philox_normal_cpu(const at::Tensor& like, int64_t seed, int64_t offse
   at::Tensor out = at::empty(like.sizes(), like.options().dtype(at::kFloat));
   float* o = out.mutable_data_ptr<float>();
   at::parallel_for(0, out.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t start = begin; start < end; start += kNoiseBlock) {
-      fill_philox_normal(seed, offset + start, std::min(kNoiseBlock, end - start), o + start);
+    for (int64_t start = begin; start < end; start += kNormalBlock) {
+      fill_normal_block(seed, static_cast<uint64_t>(offset + start), std::min(kNormalBlock, end - start), o + start);
     }
   });
   return out;

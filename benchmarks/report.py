@@ -1,0 +1,266 @@
+"""Runs the benchmarks, prints the ratios as a table and writes benchmarks/results/<machine>.csv.
+
+    python benchmarks/report.py [-k EXPR] [--machine NAME]
+
+Every figure comes from one pytest-benchmark run on this machine (medians over
+rounds); nothing is carried over from elsewhere. Also measured here: the bytes
+each noisy_conv2d variant saves for backward.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# (op, passes, numerator variant, denominator variant, target, meaning)
+TARGETS = [
+    (
+        "noisy_conv2d",
+        "forward_backward",
+        "robustkernels",
+        "plain_conv2d",
+        ("<=", 1.10),
+        "cost vs plain F.conv2d",
+    ),
+    (
+        "noisy_conv2d",
+        "forward_backward",
+        "robustkernels",
+        "reference_eager",
+        ("<=", 1.0),
+        "cost vs PNI-style eager",
+    ),
+    (
+        "noisy_weight",
+        "forward_backward",
+        "reference_eager",
+        "robustkernels",
+        (">=", 2.0),
+        "speed-up vs eager reference",
+    ),
+]
+
+
+def machine_name() -> str:
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+    else:
+        model = platform.processor() or "cpu"
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1]
+                    break
+        except OSError:
+            pass
+        name = f"cpu-{model}-{os.cpu_count()}cores"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def run_benchmarks(select: str | None) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        json_path = Path(tmp) / "bench.json"
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(HERE),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-json={json_path}",
+        ]
+        if select:
+            command += ["-k", select]
+        subprocess.run(command, check=True, cwd=HERE.parent)
+        return json.loads(json_path.read_text())["benchmarks"]
+
+
+def _saved_for_backward(fn, *inputs) -> tuple[int, int]:
+    """(bytes saved for backward, bytes of those that are new allocations rather than inputs)."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(saved.append, lambda t: t):
+        fn(*inputs)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved if t is not None}
+    inputs_at = {t.untyped_storage().data_ptr() for t in inputs}
+    return sum(storages.values()), sum(size for ptr, size in storages.items() if ptr not in inputs_at)
+
+
+def saved_bytes_rows() -> list[dict]:
+    import torch.nn.functional as F
+
+    import robustkernels.functional as rkF
+    from robustkernels import reference
+
+    variants = {
+        "plain_conv2d": lambda x, w, a: F.conv2d(x, w, None, 1, 1),
+        "reference_eager": lambda x, w, a: reference.pni_noisy_conv2d(x, w, None, a, 1.0, None, 1, 1),
+        "robustkernels": lambda x, w, a: rkF.noisy_conv2d(x, w, None, a, lam=1.0, seed=1, padding=1),
+    }
+    rows = []
+    for channels in (16, 64):
+        x = torch.randn(32, channels, 32, 32, requires_grad=True)
+        weight = torch.randn(channels, channels, 3, 3, requires_grad=True)
+        alpha = torch.full((1,), 0.25, requires_grad=True)
+        for variant, fn in variants.items():
+            total, new = _saved_for_backward(fn, x, weight, alpha)
+            rows.append(
+                {"case": f"b32 c{channels} 32x32", "variant": variant, "saved_bytes": total, "new_bytes": new}
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-k", dest="select", help="pytest -k expression selecting benchmarks")
+    parser.add_argument(
+        "--machine", default=machine_name(), help="name of the results file (default: from the hardware)"
+    )
+    args = parser.parse_args()
+
+    results = run_benchmarks(args.select)
+    medians: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+    for bench in results:
+        info = bench["extra_info"]
+        medians[(info["op"], info["case"], info["passes"])][info["variant"]] = bench["stats"]["median"]
+
+    rows = []
+    print(f"\nmachine: {args.machine}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(
+        f"{'op':<13} {'case':<12} {'passes':<17} {'variant':<19} {'median ms':>10} {'vs robustkernels':>17}"
+    )
+    for (op, case, passes), by_variant in sorted(medians.items()):
+        ours = by_variant.get("robustkernels")
+        for variant, seconds in sorted(by_variant.items()):
+            ratio = seconds / ours if ours else float("nan")
+            print(f"{op:<13} {case:<12} {passes:<17} {variant:<19} {seconds * 1e3:>10.3f} {ratio:>16.2f}x")
+            rows.append(
+                {
+                    "op": op,
+                    "case": case,
+                    "passes": passes,
+                    "variant": variant,
+                    "median_ms": f"{seconds * 1e3:.4f}",
+                    "time_over_robustkernels": f"{ratio:.3f}",
+                }
+            )
+
+    print("\ntargets:")
+    target_rows = []
+    for op, passes, num, den, (relation, bound), meaning in TARGETS:
+        for (o, case, p), by_variant in sorted(medians.items()):
+            if o != op or p != passes or num not in by_variant or den not in by_variant:
+                continue
+            value = by_variant[num] / by_variant[den]
+            met = value <= bound if relation == "<=" else value >= bound
+            print(
+                f"  {op} {case} {passes}: {meaning} = {value:.3f} (target {relation} {bound}) {'met' if met else 'NOT MET'}"
+            )
+            target_rows.append(
+                {
+                    "op": op,
+                    "case": case,
+                    "passes": passes,
+                    "metric": meaning,
+                    "value": f"{value:.3f}",
+                    "target": f"{relation} {bound}",
+                    "met": met,
+                }
+            )
+
+    memory = saved_bytes_rows()
+    print("\nsaved for backward (bytes):")
+    for row in memory:
+        print(
+            f"  {row['case']:<14} {row['variant']:<16} saved {row['saved_bytes']:>10}  newly allocated {row['new_bytes']:>10}"
+        )
+
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{args.machine}.csv"
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["# machine", args.machine, "torch", torch.__version__, "threads", torch.get_num_threads()]
+        )
+        writer.writerow(
+            [
+                "kind",
+                "op",
+                "case",
+                "passes",
+                "variant",
+                "median_ms",
+                "time_over_robustkernels",
+                "metric",
+                "value",
+                "target",
+                "met",
+            ]
+        )
+        for r in rows:
+            writer.writerow(
+                [
+                    "timing",
+                    r["op"],
+                    r["case"],
+                    r["passes"],
+                    r["variant"],
+                    r["median_ms"],
+                    r["time_over_robustkernels"],
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+        for r in target_rows:
+            writer.writerow(
+                [
+                    "target",
+                    r["op"],
+                    r["case"],
+                    r["passes"],
+                    "",
+                    "",
+                    "",
+                    r["metric"],
+                    r["value"],
+                    r["target"],
+                    r["met"],
+                ]
+            )
+        for r in memory:
+            writer.writerow(
+                [
+                    "saved_bytes",
+                    "noisy_conv2d",
+                    r["case"],
+                    "forward",
+                    r["variant"],
+                    "",
+                    "",
+                    "saved/new bytes",
+                    f"{r['saved_bytes']}/{r['new_bytes']}",
+                    "new == 0",
+                    r["new_bytes"] == 0,
+                ]
+            )
+    print(f"\nwrote {out.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
