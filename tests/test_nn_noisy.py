@@ -119,3 +119,17 @@ def test_masked_layer_keeps_pruned_weights_out_of_the_output():
 def test_repr_mentions_noise():
     assert "alpha=layer" in repr(rknn.NoisyConv2d(3, 4, 3))
     assert "mask density" in repr(rknn.NoisyLinear(3, 4, mask=torch.ones(4, 3, dtype=torch.bool)))
+
+
+def test_converted_model_under_torch_compile():
+    """The per-forward seed is drawn eagerly (a graph break); fixed seeds compile in full."""
+    model = rknn.convert(small_model(), linear=True)
+    x = torch.randn(4, 3, 8, 8)
+    compiled = torch.compile(model, backend="aot_eager")
+    for _ in range(2):
+        compiled(x).sum().backward()
+    for module in model.modules():
+        if isinstance(module, (rknn.NoisyConv2d, rknn.NoisyLinear)):
+            module.seed = 7
+    eager = model(x)
+    torch.testing.assert_close(torch.compile(model, backend="aot_eager", fullgraph=True)(x), eager)

@@ -1,0 +1,80 @@
+"""Backend selection, the pure-Python fallback and `python -m robustkernels.info`."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import robustkernels
+from robustkernels import _extension
+from robustkernels import functional as F
+from robustkernels.ops import backend
+
+CPU = torch.device("cpu")
+
+
+def test_default_cpu_backend_is_cpp_when_built():
+    assert _extension.is_loaded(), (
+        f"the C++ extension should be built in the test environment: {_extension.load_error}"
+    )
+    assert backend.select("noisy_weight", CPU) == "cpp"
+
+
+def test_use_backend_overrides_and_restores():
+    with robustkernels.use_backend("reference"):
+        assert backend.select("noisy_weight", CPU) == "reference"
+    assert backend.select("noisy_weight", CPU) == "cpp"
+
+
+def test_explicit_backend_that_cannot_run_raises():
+    with robustkernels.use_backend("cuda"), pytest.raises(RuntimeError, match="cuda"):
+        F.noisy_weight(torch.randn(3, 3), torch.ones(1), lam=1.0, seed=0)
+    with pytest.raises(ValueError, match="backend"):
+        robustkernels.use_backend("opencl").__enter__()
+
+
+def test_environment_variable_is_validated(monkeypatch):
+    monkeypatch.setenv("ROBUSTKERNELS_BACKEND", "reference")
+    assert backend.select("noisy_weight", CPU) == "reference"
+    monkeypatch.setenv("ROBUSTKERNELS_BACKEND", "fast")
+    with pytest.raises(ValueError, match="ROBUSTKERNELS_BACKEND"):
+        backend.select("noisy_weight", CPU)
+
+
+def test_missing_extension_falls_back_to_reference_and_says_why(monkeypatch):
+    monkeypatch.setattr(_extension, "_C", None)
+    monkeypatch.setattr(
+        _extension, "load_error", "installed with ROBUSTKERNELS_BUILD_EXT=0 (pure-Python install)"
+    )
+    monkeypatch.setattr(backend, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert backend.select("noisy_weight", CPU) == "reference"
+    assert any("ROBUSTKERNELS_BUILD_EXT=0" in str(w.message) for w in caught)
+    weight, alpha = torch.randn(4, 3), torch.ones(1)
+    expected = robustkernels.reference.noisy_weight(weight, alpha, 1.0, 5)
+    torch.testing.assert_close(F.noisy_weight(weight, alpha, lam=1.0, seed=5), expected)
+
+
+def test_import_does_not_initialise_cuda():
+    code = "import torch, robustkernels, robustkernels.nn; print(torch.cuda.is_initialized())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_info_reports_backends_of_the_noisy_weight_op():
+    result = subprocess.run(
+        [sys.executable, "-m", "robustkernels.info"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
+    out = result.stdout
+    assert "robustkernels._C: loaded" in out
+    assert "noisy_weight" in out
+    assert "cpp       yes" in out
+    assert "triton    yes" in out
