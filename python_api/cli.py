@@ -1,0 +1,40 @@
+"""The `robustkernels` command line: `robustkernels <command> [options]`.
+
+Each command lives in its own module, which provides `add_arguments(parser)` and
+`run_from_args(args) -> exit status`; COMMANDS maps the command names to them, so a
+new command (e.g. `reproduce`) is one more entry.
+"""
+
+import argparse
+import sys
+from types import ModuleType
+
+from . import demo
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+# name -> (module with add_arguments / run_from_args, one-line help)
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "demo": (demo, "train a small noisy-convolution CNN on the bundled digits data and evaluate it"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustkernels", description="robustkernels: fused kernels for adversarial-robustness research"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run_from_args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
