@@ -1,9 +1,9 @@
 // Philox4x32-10 counter-based generator and the normal sampler built on it.
 //
-// Bit-for-bit the algorithm of Triton's tl.randint4x / tl.randn: the 64-bit seed
-// is the key (low word, high word), the 64-bit element offset is the counter
-// (low word, high word, 0, 0), and a normal sample is Box-Muller over the first
-// two output words. The same header compiles for the C++ CPU kernels and, under
+// Bit-for-bit the algorithm of Triton's tl.randint4x / tl.randn4x: the 64-bit
+// seed is the key (low word, high word), the counter is (low word, high word, 0, 0)
+// of offset / 4, and element `offset` of a tensor's noise is normal offset % 4 of
+// the Box-Muller pairs over the four output words. The same header compiles for the C++ CPU kernels and, under
 // nvcc, for the CUDA kernels, so one seed means the same noise on every backend.
 #pragma once
 
@@ -52,22 +52,45 @@ RK_HOST_DEVICE float uint32_to_uniform(uint32_t bits) {
   return static_cast<float>(value) * 4.6566127342e-10f;
 }
 
-// Box-Muller on two uniforms, first branch only (Triton's randn).
-RK_HOST_DEVICE float uniform_pair_to_normal(float u1, float u2) {
+// Box-Muller on two uniforms (Triton's pair_uniform_to_normal): both branches.
+RK_HOST_DEVICE void uniform_pair_to_normals(float u1, float u2, float& first, float& second) {
   u1 = u1 > 1.0e-7f ? u1 : 1.0e-7f;
   const float theta = 6.283185307179586f * u2;
   const float radius = sqrtf(-2.0f * logf(u1));
-  return radius * cosf(theta);
+  first = radius * cosf(theta);
+  second = radius * sinf(theta);
 }
 
-// The standard normal sample that tl.randn(seed, offset) returns.
-RK_HOST_DEVICE float philox_normal(uint64_t seed, uint64_t offset) {
-  uint32_t c0 = static_cast<uint32_t>(offset);
-  uint32_t c1 = static_cast<uint32_t>(offset >> 32);
+// The four normals of tl.randn4x(seed, counter): Box-Muller on output words
+// (0, 1) gives normals 0 and 1, on words (2, 3) normals 2 and 3.
+RK_HOST_DEVICE void philox_normal4(uint64_t seed, uint64_t counter, float out[4]) {
+  uint32_t c0 = static_cast<uint32_t>(counter);
+  uint32_t c1 = static_cast<uint32_t>(counter >> 32);
   uint32_t c2 = 0;
   uint32_t c3 = 0;
   philox4x32_10(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return uniform_pair_to_normal(uint32_to_uniform(c0), uint32_to_uniform(c1));
+  uniform_pair_to_normals(uint32_to_uniform(c0), uint32_to_uniform(c1), out[0], out[1]);
+  uniform_pair_to_normals(uint32_to_uniform(c2), uint32_to_uniform(c3), out[2], out[3]);
+}
+
+// Element `offset` of the noise stream of `seed`: normal offset % 4 of
+// tl.randn4x(seed, offset / 4). One Philox call serves four consecutive
+// elements; this single-element form computes only the pair it needs.
+RK_HOST_DEVICE float philox_normal(uint64_t seed, uint64_t offset) {
+  const uint64_t counter = offset >> 2;
+  uint32_t c0 = static_cast<uint32_t>(counter);
+  uint32_t c1 = static_cast<uint32_t>(counter >> 32);
+  uint32_t c2 = 0;
+  uint32_t c3 = 0;
+  philox4x32_10(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  const unsigned lane = static_cast<unsigned>(offset & 3u);
+  float first, second;
+  if (lane < 2) {
+    uniform_pair_to_normals(uint32_to_uniform(c0), uint32_to_uniform(c1), first, second);
+  } else {
+    uniform_pair_to_normals(uint32_to_uniform(c2), uint32_to_uniform(c3), first, second);
+  }
+  return (lane & 1u) ? second : first;
 }
 
 }  // namespace robustkernels

@@ -78,3 +78,24 @@ def test_info_reports_backends_of_the_noisy_weight_op():
     assert "noisy_weight" in out
     assert "cpp       yes" in out
     assert "triton    yes" in out
+
+
+def test_backward_runs_with_the_backend_chosen_at_forward(monkeypatch):
+    """The choice is recorded on the autograd node: a backward outside the block (or
+    on autograd's device thread) still uses it."""
+    calls = []
+    original = backend.select
+
+    def recording_select(op, device):
+        name = original(op, device)
+        calls.append((op, name))
+        return name
+
+    monkeypatch.setattr(backend, "select", recording_select)
+    weight = torch.randn(4, 3, 3, 3, requires_grad=True)
+    x = torch.randn(2, 3, 5, 5)
+    with robustkernels.use_backend("reference"):
+        y = F.noisy_conv2d(x, weight, None, torch.ones(1), lam=1.0, seed=3)
+    y.sum().backward()
+    assert calls and all(name == "reference" for _, name in calls)
+    assert ("noisy_weight_backward", "reference") in calls

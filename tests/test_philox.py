@@ -34,20 +34,48 @@ def test_triton_matches_cpp(seed):
 
 
 @pytest.mark.triton
-def test_triton_matches_tl_randn_directly():
-    """The library's generator is Triton's own tl.randn, not a look-alike."""
+def test_stream_is_tl_randn4x():
+    """Element 4 j + k of the library's stream is output k of Triton's own tl.randn4x(seed, j)."""
     require_backend("triton")
     import triton
     import triton.language as tl
 
     @triton.jit
-    def randn_kernel(out_ptr, seed, n, BLOCK: tl.constexpr):
-        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        tl.store(out_ptr + index, tl.randn(seed, index), mask=index < n)
+    def randn4x_kernel(out_ptr, seed, BLOCK: tl.constexpr):
+        counter = tl.arange(0, BLOCK)
+        n0, n1, n2, n3 = tl.randn4x(seed, counter)
+        tl.store(out_ptr + 4 * counter, n0)
+        tl.store(out_ptr + 4 * counter + 1, n1)
+        tl.store(out_ptr + 4 * counter + 2, n2)
+        tl.store(out_ptr + 4 * counter + 3, n3)
 
-    out = torch.empty(100)
-    randn_kernel[(1,)](out, 99, 100, BLOCK=128)
-    torch.testing.assert_close(out, reference.philox_normal(99, 100), atol=1e-6, rtol=1e-6)
+    out = torch.empty(4 * 32)
+    randn4x_kernel[(1,)](out, 99, BLOCK=32)
+    torch.testing.assert_close(out, reference.philox_normal(99, 128), atol=1e-6, rtol=1e-6)
+
+
+def test_scalar_and_simd_cpu_paths_agree():
+    """ROBUSTKERNELS_CPU_SIMD caps the C++ path at scalar or AVX2; every path gives the same stream."""
+    require_backend("cpp")
+    code = (
+        "import torch, robustkernels.functional as F;"
+        "torch.save(F.philox_normal(torch.empty(1000), seed=77, offset=3), '{path}')"
+    )
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = []
+        for simd in ("scalar", "avx2", "best"):
+            path = os.path.join(tmp, f"noise{simd}.pt")
+            env = {**os.environ, "ROBUSTKERNELS_CPU_SIMD": simd}
+            subprocess.run([sys.executable, "-c", code.format(path=path)], check=True, env=env)
+            results.append(torch.load(path))
+    torch.testing.assert_close(results[0], results[1], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(results[1], results[2], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(results[0], reference.philox_normal(77, 1000, offset=3), atol=1e-6, rtol=1e-6)
 
 
 def test_statistics_of_normals():

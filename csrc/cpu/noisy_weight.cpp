@@ -47,36 +47,57 @@ void for_each_noise_block(uint64_t seed, int64_t begin, int64_t end, const Body&
   }
 }
 
-template <typename scalar_t, typename Value>
-double lane_sum(const scalar_t* data, int64_t begin, int64_t end, const Value& value) {
-  double acc[kLanes] = {};
+struct ShiftedSums {
+  double sum = 0.0;
+  double sum_sq = 0.0;
+};
+
+// Sums of (x - shift) and (x - shift)^2 over [begin, end) with kLanes independent
+// accumulators, so the loop vectorises without reassociating any one sum.
+template <typename scalar_t>
+ShiftedSums shifted_sums(const scalar_t* data, int64_t begin, int64_t end, double shift) {
+  double sum[kLanes] = {};
+  double sum_sq[kLanes] = {};
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += value(static_cast<double>(data[i + l]));
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = static_cast<double>(data[i + l]) - shift;
+      sum[l] += d;
+      sum_sq[l] += d * d;
+    }
   }
-  double total = 0.0;
-  for (; i < end; ++i) total += value(static_cast<double>(data[i]));
-  for (int l = 0; l < kLanes; ++l) total += acc[l];
-  return total;
+  ShiftedSums out;
+  for (; i < end; ++i) {
+    const double d = static_cast<double>(data[i]) - shift;
+    out.sum += d;
+    out.sum_sq += d * d;
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    out.sum += sum[l];
+    out.sum_sq += sum_sq[l];
+  }
+  return out;
 }
 
-// Unbiased standard deviation over the whole tensor: two passes in double.
+// Unbiased standard deviation over the whole tensor in one pass: sums in double
+// of the values shifted by the first element, which keeps the
+// sum-of-squares formula free of cancellation when |mean| >> std.
 template <typename scalar_t>
 double weight_std(const scalar_t* w, int64_t n) {
   if (n < 2) {
     return std::numeric_limits<double>::quiet_NaN();
   }
-  const auto identity = [](double v) { return v; };
-  const double sum = at::parallel_reduce(
-      0, n, kGrain, 0.0, [&](int64_t b, int64_t e, double acc) { return acc + lane_sum(w, b, e, identity); },
-      std::plus<double>());
-  const double mean = sum / static_cast<double>(n);
-  const auto squared_deviation = [mean](double v) { return (v - mean) * (v - mean); };
-  const double m2 = at::parallel_reduce(
-      0, n, kGrain, 0.0,
-      [&](int64_t b, int64_t e, double acc) { return acc + lane_sum(w, b, e, squared_deviation); },
-      std::plus<double>());
-  return std::sqrt(m2 / static_cast<double>(n - 1));
+  const double shift = static_cast<double>(w[0]);
+  const ShiftedSums sums = at::parallel_reduce(
+      0, n, kGrain, ShiftedSums{},
+      [&](int64_t b, int64_t e, ShiftedSums acc) {
+        const ShiftedSums part = shifted_sums(w, b, e, shift);
+        return ShiftedSums{acc.sum + part.sum, acc.sum_sq + part.sum_sq};
+      },
+      [](ShiftedSums x, ShiftedSums y) { return ShiftedSums{x.sum + y.sum, x.sum_sq + y.sum_sq}; });
+  const double count = static_cast<double>(n);
+  const double m2 = std::max(0.0, sums.sum_sq - sums.sum * sums.sum / count);
+  return std::sqrt(m2 / (count - 1.0));
 }
 
 template <typename scalar_t>
@@ -114,13 +135,28 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight
     const opmath_t scale = static_cast<opmath_t>(lam * sigma);
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
       for_each_row_piece(begin, end, inner, [&](int64_t row, int64_t piece_begin, int64_t piece_end) {
-        const opmath_t row_alpha = static_cast<opmath_t>(a[mode == AlphaMode::kChannel ? row : 0]);
+        const opmath_t row_scale = scale * static_cast<opmath_t>(a[mode == AlphaMode::kChannel ? row : 0]);
         for_each_noise_block(seed, piece_begin, piece_end, [&](int64_t start, int64_t count, const float* eta) {
-          for (int64_t j = 0; j < count; ++j) {
-            const int64_t i = start + j;
-            const opmath_t alpha_i = mode == AlphaMode::kElement ? static_cast<opmath_t>(a[i]) : row_alpha;
-            const opmath_t value = static_cast<opmath_t>(w[i]) + scale * alpha_i * static_cast<opmath_t>(eta[j]);
-            o[i] = (m == nullptr || m[i]) ? static_cast<scalar_t>(value) : scalar_t(0);
+          const scalar_t* wb = w + start;
+          scalar_t* ob = o + start;
+          const bool* mb = m == nullptr ? nullptr : m + start;
+          // Branch-free loops per case, so that the compiler vectorises each.
+          if (mode == AlphaMode::kElement) {
+            const scalar_t* ab = a + start;
+            for (int64_t j = 0; j < count; ++j) {
+              const opmath_t value = static_cast<opmath_t>(wb[j]) +
+                                     scale * static_cast<opmath_t>(ab[j]) * static_cast<opmath_t>(eta[j]);
+              ob[j] = (mb == nullptr || mb[j]) ? static_cast<scalar_t>(value) : scalar_t(0);
+            }
+          } else if (mb == nullptr) {
+            for (int64_t j = 0; j < count; ++j) {
+              ob[j] = static_cast<scalar_t>(static_cast<opmath_t>(wb[j]) + row_scale * static_cast<opmath_t>(eta[j]));
+            }
+          } else {
+            for (int64_t j = 0; j < count; ++j) {
+              const opmath_t value = static_cast<opmath_t>(wb[j]) + row_scale * static_cast<opmath_t>(eta[j]);
+              ob[j] = mb[j] ? static_cast<scalar_t>(value) : scalar_t(0);
+            }
           }
         });
       });
@@ -183,12 +219,21 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
       for (int64_t c = c_begin; c < c_end; ++c) {
         double acc[kLanes] = {};
         for_each_noise_block(seed, c * inner, (c + 1) * inner, [&](int64_t start, int64_t count, const float* eta) {
-          for (int64_t j = 0; j < count; ++j) {
-            const int64_t i = start + j;
-            const bool keep = m == nullptr || m[i];
-            const opmath_t kept = keep ? static_cast<opmath_t>(g[i]) : opmath_t(0);
-            gw[i] = static_cast<scalar_t>(kept);
-            acc[j % kLanes] += static_cast<double>(kept) * static_cast<double>(eta[j]);
+          const scalar_t* gb = g + start;
+          scalar_t* gwb = gw + start;
+          const bool* mb = m == nullptr ? nullptr : m + start;
+          int64_t j = 0;
+          for (; j + kLanes <= count; j += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+              const opmath_t kept = (mb == nullptr || mb[j + l]) ? static_cast<opmath_t>(gb[j + l]) : opmath_t(0);
+              gwb[j + l] = static_cast<scalar_t>(kept);
+              acc[l] += static_cast<double>(kept) * static_cast<double>(eta[j + l]);
+            }
+          }
+          for (; j < count; ++j) {
+            const opmath_t kept = (mb == nullptr || mb[j]) ? static_cast<opmath_t>(gb[j]) : opmath_t(0);
+            gwb[j] = static_cast<scalar_t>(kept);
+            acc[0] += static_cast<double>(kept) * static_cast<double>(eta[j]);
           }
         });
         double total = 0.0;

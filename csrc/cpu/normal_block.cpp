@@ -1,33 +1,61 @@
 #include "normal_block.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
 #include "../philox.h"
 
 namespace robustkernels {
 
-void fill_normal_block_scalar(uint64_t seed, uint64_t first, int64_t count, float* out) {
-  for (int64_t i = 0; i < count; ++i) {
-    out[i] = philox_normal(seed, first + static_cast<uint64_t>(i));
-  }
-}
-
 namespace {
 
-bool cpu_has_avx2() {
+enum class Simd { kScalar, kAvx2, kAvx512 };
+
+// ROBUSTKERNELS_CPU_SIMD=scalar|avx2 caps the instruction set (to compare paths).
+Simd detect_simd() {
 #if defined(__x86_64__)
+  const char* setting = std::getenv("ROBUSTKERNELS_CPU_SIMD");
+  const bool cap_scalar = setting != nullptr && std::strcmp(setting, "scalar") == 0;
+  const bool cap_avx2 = setting != nullptr && std::strcmp(setting, "avx2") == 0;
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
+  if (cap_scalar) return Simd::kScalar;
+  if (!cap_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return Simd::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::kAvx2;
 #endif
+  return Simd::kScalar;
 }
 
 }  // namespace
 
+void fill_normal_block_scalar(uint64_t seed, uint64_t first, int64_t count, float* out) {
+  int64_t i = 0;
+  // Leading elements up to a multiple of four, then whole Philox calls.
+  for (; i < count && ((first + i) & 3u) != 0; ++i) {
+    out[i] = philox_normal(seed, first + i);
+  }
+  for (; i + 4 <= count; i += 4) {
+    philox_normal4(seed, (first + i) >> 2, out + i);
+  }
+  for (; i < count; ++i) {
+    out[i] = philox_normal(seed, first + i);
+  }
+}
+
 void fill_normal_block(uint64_t seed, uint64_t first, int64_t count, float* out) {
-  static const bool use_avx2 = cpu_has_avx2();
+  static const Simd simd = detect_simd();
 #if defined(__x86_64__)
-  if (use_avx2) {
-    fill_normal_block_avx2(seed, first, count, out);
+  if (simd != Simd::kScalar) {
+    // Whole groups of counters (32 or 64 normals) covering [first, first + count).
+    alignas(64) float normals[kNormalBlock + 64];
+    const uint64_t counter = first >> 2;
+    const int64_t skip = static_cast<int64_t>(first & 3u);
+    if (simd == Simd::kAvx512) {
+      normals4_avx512(seed, counter, (skip + count + 63) / 64, normals);
+    } else {
+      normals4_avx2(seed, counter, (skip + count + 31) / 32, normals);
+    }
+    std::copy(normals + skip, normals + skip + count, out);
     return;
   }
 #endif

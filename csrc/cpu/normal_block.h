@@ -1,23 +1,28 @@
-// Blocks of Philox normals on the CPU: an AVX2 kernel chosen at run time where
-// the processor has AVX2 and FMA, the scalar csrc/philox.h code elsewhere.
+// Blocks of the library's Philox normals on the CPU: AVX-512 or AVX2 kernels
+// chosen at run time by what the processor has, the scalar csrc/philox.h code
+// elsewhere. Element i of a stream is normal i % 4 of tl.randn4x(seed, i / 4), so
+// a block costs one Philox call per four elements.
 #pragma once
 
 #include <cstdint>
 
 namespace robustkernels {
 
-// Largest block the kernels fill at once; callers keep their buffers this size.
-constexpr int64_t kNormalBlock = 64;
+// Largest block fill_normal_block fills at once; callers size their buffers so.
+constexpr int64_t kNormalBlock = 128;
 
 // out[i] = philox_normal(seed, first + i) for i < count (count <= kNormalBlock).
 void fill_normal_block(uint64_t seed, uint64_t first, int64_t count, float* out);
 
-// Scalar implementation, exposed for the tests of the dispatching one.
+// The scalar implementation, whatever the processor (for tests and comparisons).
 void fill_normal_block_scalar(uint64_t seed, uint64_t first, int64_t count, float* out);
 
 #if defined(__x86_64__)
-// AVX2 + FMA implementation; defined in normal_block_avx2.cpp.
-void fill_normal_block_avx2(uint64_t seed, uint64_t first, int64_t count, float* out);
+// out[4 * j + k] = normal k of tl.randn4x(seed, counter + j), j < 8 * groups;
+// defined in normal_block_avx2.cpp, runs only on AVX2 + FMA processors.
+void normals4_avx2(uint64_t seed, uint64_t counter, int64_t groups, float* out);
+// The same for 16 * groups counters; normal_block_avx512.cpp, AVX-512F/DQ only.
+void normals4_avx512(uint64_t seed, uint64_t counter, int64_t groups, float* out);
 #endif
 
 }  // namespace robustkernels

@@ -428,6 +428,7 @@ cudaError_t launch_noisy_weight_fwd(const T* weight, const T* alpha, const uint8
   if (alpha_mode < kAlphaLayer || alpha_mode > kAlphaElement || (n > 0 && inner <= 0)) {
     return cudaErrorInvalidValue;
   }
+  if (sigma == nullptr || (n > 0 && workspace == nullptr)) return cudaErrorInvalidValue;
   cudaError_t err = launch_weight_std<T>(weight, n, workspace, sigma, stream);
   if (err != cudaSuccess || n <= 0) return err;
   const unsigned int grid = grid_for(n, kThreads);
@@ -467,11 +468,13 @@ cudaError_t launch_noisy_weight_bwd(const T* grad, const uint8_t* mask, const do
     masked_copy_kernel<T><<<grid, kThreads, 0, stream>>>(grad, mask, grad_weight, n);
     return cudaGetLastError();
   }
+  if (sigma == nullptr) return cudaErrorInvalidValue;
   if (alpha_mode == kAlphaElement) {
     noisy_weight_bwd_element_kernel<T><<<grid, kThreads, 0, stream>>>(grad, mask, sigma, grad_weight, grad_alpha,
                                                                        n, lam, seed);
     return cudaGetLastError();
   }
+  if (workspace == nullptr) return cudaErrorInvalidValue;
   const BwdLayout layout = bwd_layout(inner);
   if (layout.thread_per_row) {
     noisy_weight_bwd_rows_thread_kernel<T><<<grid_for(rows, kThreads), kThreads, 0, stream>>>(

@@ -44,6 +44,22 @@ def use_backend(name: str):
         _selected.reset(token)
 
 
+def explicit_choice() -> str | None:
+    """The backend chosen with use_backend or ROBUSTKERNELS_BACKEND, if any."""
+    return _selected.get() or _env_backend()
+
+
+@contextlib.contextmanager
+def restore_choice(name: str | None):
+    """Re-enters a choice recorded at forward time. Autograd runs the backward of
+    GPU tensors on its own thread, where the caller's use_backend is not set."""
+    if name is None:
+        yield
+    else:
+        with use_backend(name):
+            yield
+
+
 def unavailable_reason(backend: str, device_type: str) -> str | None:
     """None when `backend` can run on `device_type`, else the reason it cannot."""
     if backend == "reference":
@@ -73,7 +89,7 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
 
 def select(op: str, device: torch.device) -> str:
     """The backend `op` runs with on `device`."""
-    explicit = _selected.get() or _env_backend()
+    explicit = explicit_choice()
     if explicit is not None:
         reason = unavailable_reason(explicit, device.type)
         if reason is not None:

@@ -11,6 +11,7 @@ backward to give dW and dalpha.
 import torch
 import torch.nn.functional as F
 
+from robustkernels.ops import backend
 from robustkernels.ops.noisy_weight import noisy_weight, noisy_weight_backward, sigma_dtype
 from robustkernels.ops.validation import alpha_mode, check_bias, check_input
 
@@ -74,12 +75,18 @@ def _conv_setup_context(ctx, inputs, output):
     x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups = inputs
     ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask)
     ctx.shapes = (x.shape, weight.shape)
+    ctx.backend = backend.explicit_choice()
     ctx.bias_sizes = [weight.shape[0]] if bias is not None else None
     ctx.lam, ctx.seed = lam, seed
     ctx.conv = (stride, padding, dilation, groups)
 
 
 def _conv_backward(ctx, grad_y):
+    with backend.restore_choice(ctx.backend):
+        return _conv_backward_impl(ctx, grad_y)
+
+
+def _conv_backward_impl(ctx, grad_y):
     x, weight, alpha, mask = ctx.saved_tensors
     need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
     stride, padding, dilation, groups = ctx.conv
@@ -163,10 +170,16 @@ def _linear_setup_context(ctx, inputs, output):
     x, weight, bias, alpha, lam, seed, mask = inputs
     ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask)
     ctx.has_bias = bias is not None
+    ctx.backend = backend.explicit_choice()
     ctx.lam, ctx.seed = lam, seed
 
 
 def _linear_backward(ctx, grad_y):
+    with backend.restore_choice(ctx.backend):
+        return _linear_backward_impl(ctx, grad_y)
+
+
+def _linear_backward_impl(ctx, grad_y):
     x, weight, alpha, mask = ctx.saved_tensors
     need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
     if weight is not None:

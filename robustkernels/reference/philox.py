@@ -1,6 +1,6 @@
 """Philox4x32-10 normals in plain PyTorch integer arithmetic.
 
-The same bits as Triton's tl.randn(seed, offset) and csrc/philox.h. 32x32-bit
+The same bits as Triton's tl.randn4x and csrc/philox.h. 32x32-bit
 products are split into 16-bit halves so every intermediate fits in int64.
 """
 
@@ -41,16 +41,26 @@ def _uint32_to_uniform(bits: torch.Tensor) -> torch.Tensor:
     return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
+def _box_muller(bits1: torch.Tensor, bits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    u1 = _uint32_to_uniform(bits1).clamp_min(1.0e-7)
+    theta = torch.tensor(6.283185307179586, dtype=torch.float32) * _uint32_to_uniform(bits2)
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    return radius * torch.cos(theta), radius * torch.sin(theta)
+
+
 def philox_normal(
     seed: int, numel: int, *, offset: int = 0, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """float32 N(0, 1) samples for element offsets offset .. offset + numel - 1."""
+    """float32 N(0, 1) samples for element offsets offset .. offset + numel - 1.
+
+    Element i is normal i % 4 of tl.randn4x(seed, i // 4): Box-Muller over the
+    Philox output words (0, 1) gives normals 0 and 1, over words (2, 3) normals 2 and 3.
+    """
     index = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
-    zero = torch.zeros_like(index)
+    counter = index >> 2
+    zero = torch.zeros_like(counter)
     seed = seed & 0xFFFFFFFFFFFFFFFF  # two's complement of a negative seed, as a uint64 key
-    w0, w1, _, _ = philox4x32_10((index & _MASK32, (index >> 32) & _MASK32, zero, zero), seed)
-    u1 = _uint32_to_uniform(w0).clamp_min(1.0e-7)
-    u2 = _uint32_to_uniform(w1)
-    theta = torch.tensor(6.283185307179586, dtype=torch.float32) * u2
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    return radius * torch.cos(theta)
+    w0, w1, w2, w3 = philox4x32_10((counter & _MASK32, (counter >> 32) & _MASK32, zero, zero), seed)
+    n0, n1 = _box_muller(w0, w1)
+    n2, n3 = _box_muller(w2, w3)
+    return torch.stack((n0, n1, n2, n3), dim=1).gather(1, (index & 3).unsqueeze(1)).squeeze(1)

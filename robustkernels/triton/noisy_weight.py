@@ -2,12 +2,14 @@
 
 Forward: one pass of per-block partial sums for std(W), then one fused pass that
 combines the partials into std(W) (Chan's parallel variance) and writes
-W' = M * (W + lam * alpha * std * tl.randn(seed, i)). Backward regenerates the
+W' = M * (W + lam * alpha * std * eta(seed, i)). Backward regenerates the
 noise and writes dW = M * dW' and per-(channel, block) partials of dalpha.
 """
 
 import triton
 import triton.language as tl
+
+from robustkernels.triton.philox import philox_normal
 
 ALPHA_LAYER: tl.constexpr = 0
 ALPHA_CHANNEL: tl.constexpr = 1
@@ -84,7 +86,7 @@ def noisy_weight_fwd_kernel(
     value = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
     if ADD_NOISE:
         alpha = _alpha_at(alpha_ptr, index, valid, inner, ALPHA_MODE).to(ACC)
-        eta = tl.randn(seed, index).to(ACC)
+        eta = philox_normal(seed, index).to(ACC)
         value = value + (lam * sigma) * alpha * eta
     if HAS_MASK:
         keep = tl.load(mask_ptr + index, mask=valid, other=0) != 0
@@ -122,7 +124,7 @@ def noisy_weight_bwd_kernel(
     tl.store(grad_w_ptr + index, grad, mask=valid)
     if ALPHA_GRAD:
         scale = lam * tl.load(sigma_ptr).to(ACC)
-        contribution = grad.to(ACC) * tl.randn(seed, index).to(ACC) * scale
+        contribution = grad.to(ACC) * philox_normal(seed, index).to(ACC) * scale
         if ALPHA_MODE == ALPHA_ELEMENT:
             tl.store(grad_alpha_ptr + index, contribution.to(grad_alpha_ptr.dtype.element_ty), mask=valid)
         else:

@@ -1,10 +1,18 @@
-"""Philox normals as a standalone kernel: the cross-backend check of the generator."""
+"""The library's noise stream in Triton: element i is normal i % 4 of tl.randn4x(seed, i // 4)."""
 
 import triton
 import triton.language as tl
 
 
 @triton.jit
+def philox_normal(seed, index):
+    """Normals for a block of int32 element indices (one Philox call per index, all four outputs)."""
+    n0, n1, n2, n3 = tl.randn4x(seed, index // 4)
+    lane = index % 4
+    return tl.where(lane == 0, n0, tl.where(lane == 1, n1, tl.where(lane == 2, n2, n3)))
+
+
+@triton.jit
 def philox_normal_kernel(out_ptr, seed, offset, n, BLOCK: tl.constexpr):
     index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out_ptr + index, tl.randn(seed, offset + index), mask=index < n)
+    tl.store(out_ptr + index, philox_normal(seed, offset + index), mask=index < n)
