@@ -79,7 +79,7 @@ def test_noisy_conv2d(benchmark, channels, variant, passes):
     step()  # warm-up (and compilation for the compiled reference)
     benchmark.group = f"noisy_conv2d b{CONV_BATCH} c{channels} {CONV_SIZE}x{CONV_SIZE} {passes}"
     benchmark.extra_info.update(op="noisy_conv2d", case=f"c{channels}", passes=passes, variant=variant)
-    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=7, iterations=1, warmup_rounds=2)
 
 
 def _weight_variants():

@@ -50,6 +50,7 @@ def test_missing_extension_falls_back_to_reference_and_says_why(monkeypatch):
         _extension, "load_error", "installed with ROBUSTKERNELS_BUILD_EXT=0 (pure-Python install)"
     )
     monkeypatch.setattr(backend, "_warned", set())
+    monkeypatch.setattr(backend, "_defaults", {})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert backend.select("noisy_weight", CPU) == "reference"

@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../noisy_weight_checks.h"
+#include "float_loops.h"
 #include "normal_block.h"
 
 namespace robustkernels {
@@ -55,7 +57,7 @@ struct ShiftedSums {
 // Sums of (x - shift) and (x - shift)^2 over [begin, end) with kLanes independent
 // accumulators, so the loop vectorises without reassociating any one sum.
 template <typename scalar_t>
-ShiftedSums shifted_sums(const scalar_t* data, int64_t begin, int64_t end, double shift) {
+ShiftedSums shifted_sums_generic(const scalar_t* data, int64_t begin, int64_t end, double shift) {
   double sum[kLanes] = {};
   double sum_sq[kLanes] = {};
   int64_t i = begin;
@@ -79,6 +81,18 @@ ShiftedSums shifted_sums(const scalar_t* data, int64_t begin, int64_t end, doubl
   return out;
 }
 
+// float32 takes the multiversioned loop of float_loops.cpp.
+template <typename scalar_t>
+ShiftedSums shifted_sums(const scalar_t* data, int64_t begin, int64_t end, double shift) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    ShiftedSums out;
+    shifted_sums_f32(data + begin, end - begin, shift, &out.sum, &out.sum_sq);
+    return out;
+  } else {
+    return shifted_sums_generic(data, begin, end, shift);
+  }
+}
+
 // Unbiased standard deviation over the whole tensor in one pass: sums in double
 // of the values shifted by the first element, which keeps the
 // sum-of-squares formula free of cancellation when |mean| >> std.
@@ -98,6 +112,32 @@ double weight_std(const scalar_t* w, int64_t n) {
   const double count = static_cast<double>(n);
   const double m2 = std::max(0.0, sums.sum_sq - sums.sum * sums.sum / count);
   return std::sqrt(m2 / (count - 1.0));
+}
+
+// gw = M * g over one block; returns sum(gw * eta) in double.
+template <typename scalar_t>
+double masked_copy_dot(const scalar_t* g, const bool* m, const float* eta, scalar_t* gw, int64_t count) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return masked_copy_dot_f32(g, m, eta, gw, count);
+  } else {
+    double acc[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= count; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const double kept = (m == nullptr || m[j + l]) ? static_cast<double>(g[j + l]) : 0.0;
+        gw[j + l] = static_cast<scalar_t>(kept);
+        acc[l] += kept * static_cast<double>(eta[j + l]);
+      }
+    }
+    double total = 0.0;
+    for (; j < count; ++j) {
+      const double kept = (m == nullptr || m[j]) ? static_cast<double>(g[j]) : 0.0;
+      gw[j] = static_cast<scalar_t>(kept);
+      total += kept * static_cast<double>(eta[j]);
+    }
+    for (int l = 0; l < kLanes; ++l) total += acc[l];
+    return total;
+  }
 }
 
 template <typename scalar_t>
@@ -217,28 +257,11 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
     std::vector<double> partial(channels, 0.0);
     at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / inner), [&](int64_t c_begin, int64_t c_end) {
       for (int64_t c = c_begin; c < c_end; ++c) {
-        double acc[kLanes] = {};
+        double acc = 0.0;
         for_each_noise_block(seed, c * inner, (c + 1) * inner, [&](int64_t start, int64_t count, const float* eta) {
-          const scalar_t* gb = g + start;
-          scalar_t* gwb = gw + start;
-          const bool* mb = m == nullptr ? nullptr : m + start;
-          int64_t j = 0;
-          for (; j + kLanes <= count; j += kLanes) {
-            for (int l = 0; l < kLanes; ++l) {
-              const opmath_t kept = (mb == nullptr || mb[j + l]) ? static_cast<opmath_t>(gb[j + l]) : opmath_t(0);
-              gwb[j + l] = static_cast<scalar_t>(kept);
-              acc[l] += static_cast<double>(kept) * static_cast<double>(eta[j + l]);
-            }
-          }
-          for (; j < count; ++j) {
-            const opmath_t kept = (mb == nullptr || mb[j]) ? static_cast<opmath_t>(gb[j]) : opmath_t(0);
-            gwb[j] = static_cast<scalar_t>(kept);
-            acc[0] += static_cast<double>(kept) * static_cast<double>(eta[j]);
-          }
+          acc += masked_copy_dot(g + start, m == nullptr ? nullptr : m + start, eta, gw + start, count);
         });
-        double total = 0.0;
-        for (int l = 0; l < kLanes; ++l) total += acc[l];
-        partial[c] = total;
+        partial[c] = acc;
       }
     });
     if (mode == AlphaMode::kChannel) {

@@ -21,6 +21,8 @@ BACKENDS = ("cpp", "cuda", "triton", "reference")
 
 _selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("robustkernels_backend", default=None)
 _warned: set[tuple[str, str]] = set()
+# Default backend per (op, device type): what is installed does not change while running.
+_defaults: dict[tuple[str, str], str] = {}
 
 
 def _env_backend() -> str | None:
@@ -97,6 +99,14 @@ def select(op: str, device: torch.device) -> str:
                 f"robustkernels.{op}: backend {explicit!r} cannot run on {device.type}: {reason}"
             )
         return explicit
+    cached = _defaults.get((op, device.type))
+    if cached is not None:
+        return cached
+    _defaults[(op, device.type)] = chosen = _default_backend(op, device)
+    return chosen
+
+
+def _default_backend(op: str, device: torch.device) -> str:
     preferred = ("cpp",) if device.type == "cpu" else ("triton", "cuda")
     reasons = []
     for backend in preferred:
@@ -109,6 +119,6 @@ def select(op: str, device: torch.device) -> str:
         warnings.warn(
             f"robustkernels.{op} on {device.type} falls back to the pure-PyTorch reference ({'; '.join(reasons)})",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return "reference"
