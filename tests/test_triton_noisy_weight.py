@@ -44,9 +44,12 @@ def test_half_precision(dtype):
         )
 
 
-def test_equals_cpp_kernel():
+@pytest.mark.parametrize("alpha_kind", ["element", "channel"])
+@pytest.mark.parametrize("shape", [(6, 2, 3, 3), (4, 4, 3, 3)], ids=["rows-unaligned", "rows-aligned"])
+def test_equals_cpp_kernel(shape, alpha_kind):
+    """Both noise paths of the backward kernel (rows of a multiple of 4 elements or not)."""
     require_backend("cpp")
-    weight, alpha, mask = make_inputs((6, 2, 3, 3), "element")
+    weight, alpha, mask = make_inputs(shape, alpha_kind)
     triton_result = run_with_grads("triton", *_to_device(weight, alpha, mask), lam=0.3, seed=2**40 + 1)
     cpp_result = run_with_grads("cpp", weight, alpha, mask, lam=0.3, seed=2**40 + 1)
     for t, c in zip(triton_result, cpp_result, strict=True):

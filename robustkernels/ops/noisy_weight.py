@@ -104,6 +104,7 @@ def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
         ALPHA_MODE=mode,
         HAS_MASK=mask is not None,
         ALPHA_GRAD=alpha_grad,
+        ALIGNED=inner % 4 == 0 and block % 4 == 0,
         BLOCK=block,
         ACC=_triton_acc(grad),
     )

@@ -9,7 +9,7 @@ noise and writes dW = M * dW' and per-(channel, block) partials of dalpha.
 import triton
 import triton.language as tl
 
-from robustkernels.triton.philox import philox_normal
+from robustkernels.triton.philox import philox_normal, philox_normal_block
 
 ALPHA_LAYER: tl.constexpr = 0
 ALPHA_CHANNEL: tl.constexpr = 1
@@ -86,7 +86,7 @@ def noisy_weight_fwd_kernel(
     value = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
     if ADD_NOISE:
         alpha = _alpha_at(alpha_ptr, index, valid, inner, ALPHA_MODE).to(ACC)
-        eta = philox_normal(seed, index).to(ACC)
+        eta = philox_normal_block(seed, pid * BLOCK, BLOCK).to(ACC)
         value = value + (lam * sigma) * alpha * eta
     if HAS_MASK:
         keep = tl.load(mask_ptr + index, mask=valid, other=0) != 0
@@ -108,6 +108,7 @@ def noisy_weight_bwd_kernel(
     ALPHA_MODE: tl.constexpr,
     HAS_MASK: tl.constexpr,
     ALPHA_GRAD: tl.constexpr,
+    ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
     ACC: tl.constexpr,
 ):
@@ -124,7 +125,11 @@ def noisy_weight_bwd_kernel(
     tl.store(grad_w_ptr + index, grad, mask=valid)
     if ALPHA_GRAD:
         scale = lam * tl.load(sigma_ptr).to(ACC)
-        contribution = grad.to(ACC) * philox_normal(seed, index).to(ACC) * scale
+        if ALIGNED:  # every block starts at a multiple of 4: whole Philox calls
+            eta = philox_normal_block(seed, row * inner + block * BLOCK, BLOCK)
+        else:
+            eta = philox_normal(seed, index)
+        contribution = grad.to(ACC) * eta.to(ACC) * scale
         if ALPHA_MODE == ALPHA_ELEMENT:
             tl.store(grad_alpha_ptr + index, contribution.to(grad_alpha_ptr.dtype.element_ty), mask=valid)
         else:
