@@ -20,12 +20,23 @@ has_cuda_kernels = False
 
 try:
     _C = importlib.import_module("robustkernels._C")
-except ImportError as exc:  # not built, or built against another torch
+except ModuleNotFoundError as exc:
     _C = None
-    if _DISABLED_BY_ENV:
+    if exc.name != "robustkernels._C":
+        load_error = f"robustkernels._C failed to import: {exc}"
+    elif _DISABLED_BY_ENV:
         load_error = "installed with ROBUSTKERNELS_BUILD_EXT=0 (pure-Python install)"
     else:
-        load_error = f"robustkernels._C failed to import: {exc}"
+        load_error = (
+            "robustkernels._C is not built (a pure-Python install such as ROBUSTKERNELS_BUILD_EXT=0); "
+            "build it with `pip install --no-build-isolation .`"
+        )
+except ImportError as exc:  # built, but does not load (e.g. against another torch)
+    _C = None
+    load_error = (
+        f"robustkernels._C failed to load: {exc}; rebuild it against the installed torch with "
+        "`pip install --no-build-isolation .`"
+    )
 else:
     import torch
 
