@@ -18,8 +18,10 @@ setup() {
     if [ ! -x "$PY" ]; then
         python3 -m venv "$VENV"
     fi
-    # Pinned: a loose torch requirement would pull the multi-GB CUDA build.
-    "$PY" -m pip install -q "torch==$TORCH_VERSION"
+    # Pinned (a loose requirement would pull the newest, multi-GB CUDA build).
+    # ROBUSTKERNELS_TORCH_INDEX=https://download.pytorch.org/whl/cpu picks the CPU
+    # build where the package index would otherwise give the CUDA one.
+    "$PY" -m pip install -q ${ROBUSTKERNELS_TORCH_INDEX:+--index-url "$ROBUSTKERNELS_TORCH_INDEX"} "torch==$TORCH_VERSION"
     # A CUDA build of torch brings its own matching Triton; otherwise install the tested one.
     "$PY" -c "import triton" 2>/dev/null || "$PY" -m pip install -q "triton==$TRITON_VERSION"
     "$PY" -m pip install -q numpy scikit-learn ninja setuptools wheel pytest pytest-benchmark ruff

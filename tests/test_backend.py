@@ -100,3 +100,14 @@ def test_backward_runs_with_the_backend_chosen_at_forward(monkeypatch):
     y.sum().backward()
     assert calls and all(name == "reference" for _, name in calls)
     assert ("noisy_weight_backward", "reference") in calls
+
+
+def test_noisy_weight_backward_uses_the_forward_choice(monkeypatch):
+    calls = []
+    original = backend.select
+    monkeypatch.setattr(backend, "select", lambda op, device: calls.append(original(op, device)) or calls[-1])
+    weight = torch.randn(4, 3, requires_grad=True)
+    with robustkernels.use_backend("reference"):
+        out = F.noisy_weight(weight, torch.ones(1), lam=1.0, seed=3)
+    out.sum().backward()
+    assert calls == ["reference", "reference"]

@@ -139,11 +139,12 @@ def test_cuda_sigma_is_the_unbiased_std(shape, dtype):
     torch.testing.assert_close(sigma.double(), expected, atol=0, rtol=rtol)
 
 
-def test_cuda_sigma_is_nan_for_one_element():
+def test_cuda_sigma_is_zero_for_one_element():
+    """std of a single weight is defined as 0: no noise rather than NaN."""
     weight = torch.ones(1, device="cuda")
     with use_backend("cuda"):
-        out, sigma = noisy_weight_ops.noisy_weight(weight, torch.ones(1, device="cuda"), 0.0, SEED, None)
-    assert torch.isnan(sigma).item()
+        out, sigma = noisy_weight_ops.noisy_weight(weight, torch.ones(1, device="cuda"), 1.0, SEED, None)
+    assert sigma.item() == 0
     assert torch.equal(out, weight)
 
 

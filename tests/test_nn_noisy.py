@@ -133,3 +133,23 @@ def test_converted_model_under_torch_compile():
             module.seed = 7
     eager = model(x)
     torch.testing.assert_close(torch.compile(model, backend="aot_eager", fullgraph=True)(x), eager)
+
+
+def test_convert_keeps_frozen_layers_frozen_and_shared_layers_shared():
+    shared = nn.Conv2d(4, 4, 3, padding=1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), shared, nn.ReLU(), shared)
+    model[0].weight.requires_grad_(False)
+    rknn.convert(model)
+    assert isinstance(model[0], rknn.NoisyConv2d) and not model[0].weight.requires_grad
+    assert model[0].bias.requires_grad
+    assert isinstance(model[1], rknn.NoisyConv2d) and model[1] is model[3]
+    with pytest.raises(TypeError, match="single"):
+        rknn.convert(nn.Conv2d(3, 4, 3))
+
+
+def test_single_weight_layer_has_no_noise_rather_than_nan():
+    layer = rknn.NoisyLinear(1, 1)
+    y = layer(torch.randn(3, 1))
+    assert torch.isfinite(y).all()
+    y.sum().backward()
+    assert torch.isfinite(layer.alpha.grad).all() and torch.isfinite(layer.weight.grad).all()

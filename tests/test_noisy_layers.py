@@ -272,3 +272,21 @@ def test_lam_zero_equals_plain_conv():
     x, weight, bias, alpha, mask = conv_inputs((2, 4, 9, 7), (6, 4, 3, 3))
     got = F.noisy_conv2d(x, weight, bias, alpha, lam=0.0, seed=0, mask=mask, padding=1)
     torch.testing.assert_close(got, TF.conv2d(x, weight * mask, bias, padding=1), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_channels_last_weight_under_compile(compile_backend):
+    """W' is built contiguous, so the output layout follows x, as the fake says."""
+    x, weight, bias, alpha, mask = conv_inputs((2, 4, 8, 8), (6, 4, 3, 3))
+    weight = weight.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    torch.library.opcheck(
+        torch.ops.robustkernels.noisy_conv2d.default,
+        (x, weight, bias, alpha, 0.5, 9, mask, [1, 1], [1, 1], [1, 1], 1),
+    )
+
+    def fn(x, w):
+        return F.noisy_conv2d(x, w, bias, alpha, lam=1.0, seed=2, mask=mask, padding=1)
+
+    torch.testing.assert_close(
+        torch.compile(fn, backend=compile_backend, fullgraph=True)(x, weight), fn(x, weight)
+    )

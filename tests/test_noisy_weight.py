@@ -200,3 +200,41 @@ def test_std_matches_torch_and_is_returned():
     weight = torch.randn(32, 16, 3, 3) * 3 + 1
     _, sigma = torch.ops.robustkernels.noisy_weight(weight, torch.ones(1), 1.0, 0, None)
     torch.testing.assert_close(sigma, weight.std(), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference", "triton"])
+def test_lam_zero_without_mask_returns_a_fresh_tensor(backend):
+    """A custom op may not return its input: lam = 0 without a mask must still copy."""
+    require_backend(backend)
+    weight, alpha, _ = make_inputs((4, 3, 3, 3), "layer")
+    with robustkernels.use_backend(backend):
+        out = F.noisy_weight(weight, alpha, lam=0.0, seed=1)
+    assert torch.equal(out, weight)
+    assert out.data_ptr() != weight.data_ptr()
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference", "triton"])
+def test_std_of_a_single_element_is_zero(backend):
+    require_backend(backend)
+    weight = torch.tensor([0.5])
+    with robustkernels.use_backend(backend):
+        out, sigma = torch.ops.robustkernels.noisy_weight(weight, torch.ones(1), 1.0, 3, None)
+    assert sigma.item() == 0.0
+    assert torch.equal(out, weight)
+
+
+def test_std_does_not_depend_on_the_thread_count():
+    weight = torch.randn(300_000, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, single = torch.ops.robustkernels.noisy_weight(
+            weight, torch.ones(1, dtype=torch.float64), 1.0, 0, None
+        )
+        torch.set_num_threads(2)
+        _, double = torch.ops.robustkernels.noisy_weight(
+            weight, torch.ones(1, dtype=torch.float64), 1.0, 0, None
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, double)

@@ -92,3 +92,24 @@ def test_offset_shifts_the_stream():
     full = F.philox_normal(torch.empty(100), seed=3)
     shifted = F.philox_normal(torch.empty(50), seed=3, offset=50)
     assert torch.equal(full[50:], shifted)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("offset", [2**31 - 10, 2**32 - 6, 2**33 + 3])
+def test_offsets_past_32_bits(offset):
+    """Offsets that cross 2**31 and 2**32 give the same stream on every backend."""
+    require_backend("triton")
+    like = torch.empty(64)
+    with robustkernels.use_backend("triton"):
+        triton_noise = F.philox_normal(like, seed=7, offset=offset)
+    with robustkernels.use_backend("cpp"):
+        cpp_noise = F.philox_normal(like, seed=7, offset=offset)
+    expected = reference.philox_normal(7, 64, offset=offset)
+    torch.testing.assert_close(triton_noise, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(cpp_noise, expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_negative_offset_is_rejected_on_every_backend(backend):
+    with robustkernels.use_backend(backend), pytest.raises(ValueError, match="offset"):
+        F.philox_normal(torch.empty(3), seed=1, offset=-4)

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -94,21 +93,28 @@ ShiftedSums shifted_sums(const scalar_t* data, int64_t begin, int64_t end, doubl
 }
 
 // Unbiased standard deviation over the whole tensor in one pass: sums in double
-// of the values shifted by the first element, which keeps the
-// sum-of-squares formula free of cancellation when |mean| >> std.
+// of the values shifted by the first element, which keeps the sum-of-squares
+// formula free of cancellation when |mean| >> std. The sums run over fixed chunks
+// added in chunk order, so the result does not depend on the number of threads.
+// Defined as 0 below two elements: a single weight gets no noise, not NaN.
 template <typename scalar_t>
 double weight_std(const scalar_t* w, int64_t n) {
   if (n < 2) {
-    return std::numeric_limits<double>::quiet_NaN();
+    return 0.0;
   }
   const double shift = static_cast<double>(w[0]);
-  const ShiftedSums sums = at::parallel_reduce(
-      0, n, kGrain, ShiftedSums{},
-      [&](int64_t b, int64_t e, ShiftedSums acc) {
-        const ShiftedSums part = shifted_sums(w, b, e, shift);
-        return ShiftedSums{acc.sum + part.sum, acc.sum_sq + part.sum_sq};
-      },
-      [](ShiftedSums x, ShiftedSums y) { return ShiftedSums{x.sum + y.sum, x.sum_sq + y.sum_sq}; });
+  const int64_t chunks = (n + kGrain - 1) / kGrain;
+  std::vector<ShiftedSums> partial(chunks);
+  at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      partial[c] = shifted_sums(w, c * kGrain, std::min(n, (c + 1) * kGrain), shift);
+    }
+  });
+  ShiftedSums sums;
+  for (const ShiftedSums& part : partial) {
+    sums.sum += part.sum;
+    sums.sum_sq += part.sum_sq;
+  }
   const double count = static_cast<double>(n);
   const double m2 = std::max(0.0, sums.sum_sq - sums.sum * sums.sum / count);
   return std::sqrt(m2 / (count - 1.0));

@@ -80,8 +80,6 @@ __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(
 
 __device__ __forceinline__ float acc_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double acc_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float acc_nan(float) { return CUDART_NAN_F; }
-__device__ __forceinline__ double acc_nan(double) { return CUDART_NAN; }
 
 // std::min is not a device function without --expt-relaxed-constexpr.
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -225,7 +223,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   m = block_reduce(m, Moments<Acc>{0, Acc(0), Acc(0)}, shared);
   if (threadIdx.x == 0) {
-    sigma[0] = n < 2 ? acc_nan(Acc(0)) : acc_sqrt(m.m2 / static_cast<Acc>(n - 1));
+    sigma[0] = n < 2 ? Acc(0) : acc_sqrt(m.m2 / static_cast<Acc>(n - 1));
   }
 }
 

@@ -6,7 +6,7 @@
 // report the first CUDA error instead of throwing, so the kernels compile with nvcc
 // alone (no torch / ATen headers); csrc/cuda/noisy_weight_launcher.cpp wraps them
 // for the dispatcher. They mirror csrc/cpu/noisy_weight.cpp:
-//   * std(W) is unbiased over the whole tensor and NaN for fewer than 2 elements;
+//   * std(W) is unbiased over the whole tensor and 0 for fewer than 2 elements;
 //     it is reduced on the device (no host sync) into a device scalar of type
 //     AccType<T> (float for float / half / bfloat16, double for double).
 //   * alpha_mode is 0 (layer: alpha[0]), 1 (channel: alpha[i / inner]) or
@@ -55,7 +55,7 @@ int64_t noisy_weight_fwd_workspace_elems(int64_t n);
 int64_t noisy_weight_bwd_workspace_elems(int64_t n, int64_t inner, int alpha_mode, bool need_alpha_grad,
                                          double lam);
 
-// sigma[0] = unbiased std of weight[0..n) (NaN when n < 2).
+// sigma[0] = unbiased std of weight[0..n) (0 when n < 2).
 // workspace: noisy_weight_fwd_workspace_elems(n) elements.
 template <typename T>
 cudaError_t launch_weight_std(const T* weight, int64_t n, acc_t<T>* workspace, acc_t<T>* sigma,

@@ -184,6 +184,9 @@ def _noisy_from(layer: nn.Module, **noise) -> nn.Module:
         new.weight.copy_(layer.weight)
         if layer.bias is not None:
             new.bias.copy_(layer.bias)
+    new.weight.requires_grad_(layer.weight.requires_grad)  # frozen layers stay frozen
+    if layer.bias is not None:
+        new.bias.requires_grad_(layer.bias.requires_grad)
     new.train(layer.training)
     return new
 
@@ -203,16 +206,22 @@ def convert(
     first conv, which FLOAT leaves noise-free) stay as they are. Returns the model.
     """
     targets = (nn.Conv2d, nn.Linear) if linear else (nn.Conv2d,)
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
+    if type(model) in targets:
+        raise TypeError(
+            f"convert swaps the layers inside a model; to convert a single {type(model).__name__}, "
+            "wrap it (e.g. nn.Sequential(layer)) or build NoisyConv2d / NoisyLinear directly"
+        )
+    noise = {"alpha_granularity": alpha_granularity, "alpha_init": alpha_init, "lam": lam}
+    replaced: dict[int, nn.Module] = {}  # a layer shared by several parents stays shared
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        # _modules, not named_children(): the latter lists a layer held twice only once
+        for child_name, child in list(module._modules.items()):
             qualified = f"{name}.{child_name}" if name else child_name
-            if qualified in skip or isinstance(child, (NoisyConv2d, NoisyLinear)):
+            if child is None or qualified in skip or type(child) not in targets:
                 continue
-            if type(child) in targets:
-                noisy = _noisy_from(
-                    child, alpha_granularity=alpha_granularity, alpha_init=alpha_init, lam=lam
-                )
-                setattr(module, child_name, noisy)
+            if id(child) not in replaced:
+                replaced[id(child)] = _noisy_from(child, **noise)
+            setattr(module, child_name, replaced[id(child)])
     return model
 
 

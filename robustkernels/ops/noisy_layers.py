@@ -53,7 +53,9 @@ def noisy_conv2d(
 @noisy_conv2d.register_fake
 def _noisy_conv2d_fake(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups):
     _check_conv_args(x, weight, bias, alpha, mask, groups)
-    return F.conv2d(x, torch.empty_like(weight), bias, stride, padding, dilation, groups)
+    # W' is always built contiguous, whatever the weight's memory format
+    effective = torch.empty_like(weight, memory_format=torch.contiguous_format)
+    return F.conv2d(x, effective, bias, stride, padding, dilation, groups)
 
 
 def _saved_operands(ctx, x, weight):

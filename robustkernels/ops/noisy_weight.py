@@ -13,6 +13,7 @@ import torch
 
 from robustkernels import reference
 from robustkernels.ops import backend, validation
+from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
 
 if _triton_available:
@@ -43,12 +44,14 @@ def _triton_acc(weight: torch.Tensor):
 def _forward_triton(weight, alpha, lam, seed, mask, mode):
     weight = weight.contiguous()
     n = weight.numel()
-    partial_block = max(_BLOCK, triton.next_power_of_2(triton.cdiv(n, _MAX_PARTIALS)))
+    partial_block = max(_BLOCK, triton.cdiv(n, _MAX_PARTIALS))  # elements per std chunk
     num_partials = triton.cdiv(n, partial_block)
     acc_dtype = sigma_dtype(weight)
     sums = torch.empty(num_partials, dtype=acc_dtype, device=weight.device)
     m2 = torch.empty_like(sums)
-    std_partials_kernel[(num_partials,)](weight, sums, m2, n, BLOCK=partial_block, ACC=_triton_acc(weight))
+    std_partials_kernel[(num_partials,)](
+        weight, sums, m2, n, partial_block, BLOCK=_BLOCK, ACC=_triton_acc(weight)
+    )
     out = torch.empty_like(weight)
     sigma = torch.empty((), dtype=acc_dtype, device=weight.device)
     mask_bytes = mask.contiguous().view(torch.uint8) if mask is not None else weight
@@ -120,8 +123,10 @@ def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
 
 
 def _forward_reference(weight, alpha, lam, seed, mask):
-    sigma = weight.std().to(sigma_dtype(weight))
-    return reference.noisy_weight(weight, alpha, lam, seed, mask).contiguous(), sigma
+    sigma = reference_weight_std(weight).to(sigma_dtype(weight))
+    # a custom op's output may not alias its input (lam = 0 without a mask returns W itself)
+    out = reference.noisy_weight(weight, alpha, lam, seed, mask).clone(memory_format=torch.contiguous_format)
+    return out, sigma
 
 
 def _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
@@ -195,6 +200,7 @@ def _setup_context(ctx, inputs, output):
     _, alpha, lam, seed, mask = inputs
     ctx.save_for_backward(alpha, output[1], mask)
     ctx.lam, ctx.seed = lam, seed
+    ctx.backend = backend.explicit_choice()
 
 
 def _backward(ctx, grad_out, _grad_sigma):
@@ -202,9 +208,10 @@ def _backward(ctx, grad_out, _grad_sigma):
     need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_weight or need_alpha):
         return None, None, None, None, None
-    grad_weight, grad_alpha = noisy_weight_backward(
-        grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
-    )
+    with backend.restore_choice(ctx.backend):
+        grad_weight, grad_alpha = noisy_weight_backward(
+            grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
+        )
     return (grad_weight if need_weight else None), (grad_alpha if need_alpha else None), None, None, None
 
 
@@ -214,6 +221,8 @@ noisy_weight.register_autograd(_backward, setup_context=_setup_context)
 def philox_normal(like: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:
     """float32 Philox normals shaped like `like`, on its device, from the selected backend."""
     validation.check_seed(seed, "philox_normal")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"robustkernels.philox_normal: offset must be a non-negative int, got {offset!r}")
     name = backend.select("philox_normal", like.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.philox_normal_kernel(like, seed, offset)

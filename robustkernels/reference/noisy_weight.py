@@ -21,6 +21,14 @@ def alpha_for_weight(alpha: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return alpha.reshape(weight.shape[0], *([1] * (weight.dim() - 1)))
 
 
+def weight_std(weight: torch.Tensor) -> torch.Tensor:
+    """Unbiased std over the whole tensor, defined as 0 below two elements (no noise
+    rather than NaN for a single-weight layer)."""
+    if weight.numel() < 2:
+        return weight.new_zeros(())
+    return weight.std()
+
+
 def noisy_weight(
     weight: torch.Tensor,
     alpha: torch.Tensor,
@@ -28,7 +36,7 @@ def noisy_weight(
     seed: int,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    sigma = weight.detach().std()
+    sigma = weight_std(weight.detach())
     eta = philox_normal(seed, weight.numel(), device=weight.device).view(weight.shape).to(weight.dtype)
     out = weight + lam * alpha_for_weight(alpha, weight) * sigma * eta if lam != 0 else weight
     if mask is not None:

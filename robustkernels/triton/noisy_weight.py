@@ -17,16 +17,26 @@ ALPHA_ELEMENT: tl.constexpr = 2
 
 
 @triton.jit
-def std_partials_kernel(w_ptr, sum_ptr, m2_ptr, n, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def std_partials_kernel(w_ptr, sum_ptr, m2_ptr, n, chunk, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    # one program per chunk of `chunk` elements: its sum, then the sum of squared
+    # deviations from the chunk's mean, BLOCK elements at a time
     pid = tl.program_id(0)
-    index = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = index < n
-    w = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
-    count = tl.minimum(n - pid * BLOCK, BLOCK).to(ACC)
-    block_sum = tl.sum(w, axis=0)
-    deviation = tl.where(valid, w - block_sum / count, 0.0)
-    tl.store(sum_ptr + pid, block_sum)
-    tl.store(m2_ptr + pid, tl.sum(deviation * deviation, axis=0))
+    start = pid.to(tl.int64) * chunk
+    end = tl.minimum(start + chunk, n)
+    total = tl.zeros((BLOCK,), dtype=ACC)
+    for offset in range(0, chunk, BLOCK):
+        index = start + offset + tl.arange(0, BLOCK)
+        total += tl.load(w_ptr + index, mask=index < end, other=0.0).to(ACC)
+    chunk_sum = tl.sum(total, axis=0)
+    mean = chunk_sum / (end - start).to(ACC)
+    squares = tl.zeros((BLOCK,), dtype=ACC)
+    for offset in range(0, chunk, BLOCK):
+        index = start + offset + tl.arange(0, BLOCK)
+        valid = index < end
+        deviation = tl.where(valid, tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC) - mean, 0.0)
+        squares += deviation * deviation
+    tl.store(sum_ptr + pid, chunk_sum)
+    tl.store(m2_ptr + pid, tl.sum(squares, axis=0))
 
 
 @triton.jit
@@ -37,12 +47,13 @@ def _std_from_partials(
     valid = p < num_partials
     sums = tl.load(sum_ptr + p, mask=valid, other=0.0)
     m2 = tl.load(m2_ptr + p, mask=valid, other=0.0)
-    counts = tl.where(valid, tl.minimum(n - p * PARTIAL_BLOCK, PARTIAL_BLOCK), 0).to(ACC)
+    counts = tl.where(valid, tl.minimum(n - p.to(tl.int64) * PARTIAL_BLOCK, PARTIAL_BLOCK), 0).to(ACC)
     mean = tl.sum(sums, axis=0) / n
     block_mean = sums / tl.maximum(counts, 1.0)
     spread = tl.where(valid, counts * (block_mean - mean) * (block_mean - mean), 0.0)
     total_m2 = tl.sum(m2 + spread, axis=0)
-    return tl.sqrt(total_m2 / (n - 1))
+    # 0 below two elements: a single weight gets no noise, not NaN
+    return tl.where(n > 1, tl.sqrt(total_m2 / tl.maximum(n - 1, 1)), 0.0)
 
 
 @triton.jit
@@ -79,14 +90,14 @@ def noisy_weight_fwd_kernel(
     ACC: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    index = pid * BLOCK + tl.arange(0, BLOCK)
+    index = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = index < n
     sigma = _std_from_partials(sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS, ACC)
     tl.store(sigma_ptr, sigma, mask=pid == 0)
     value = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
     if ADD_NOISE:
         alpha = _alpha_at(alpha_ptr, index, valid, inner, ALPHA_MODE).to(ACC)
-        eta = philox_normal_block(seed, pid * BLOCK, BLOCK).to(ACC)
+        eta = philox_normal_block(seed, pid.to(tl.int64) * BLOCK, BLOCK).to(ACC)
         value = value + (lam * sigma) * alpha * eta
     if HAS_MASK:
         keep = tl.load(mask_ptr + index, mask=valid, other=0) != 0
@@ -113,7 +124,7 @@ def noisy_weight_bwd_kernel(
     ACC: tl.constexpr,
 ):
     # grid: (output channel, block of the channel's inner elements)
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
     column = block * BLOCK + tl.arange(0, BLOCK)
     valid = column < inner

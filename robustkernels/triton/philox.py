@@ -17,12 +17,13 @@ def philox_normal_block(seed, first, BLOCK: tl.constexpr):
     """Normals of elements first .. first + BLOCK - 1, first a multiple of 4: one
     Philox call per four elements (philox_normal pays one per element)."""
     n0, n1, n2, n3 = tl.randn4x(seed, first // 4 + tl.arange(0, BLOCK // 4))
-    # [j, x, y] = normal 2 x + y of counter j, laid out row-major as element 4 j + 2 x + y
+    # quads[j, y, x] = normal 2 y + x of counter j, laid out row-major as element 4 j + 2 y + x
     quads = tl.join(tl.join(n0, n2), tl.join(n1, n3))
     return tl.reshape(quads, (BLOCK,))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "offset"])
 def philox_normal_kernel(out_ptr, seed, offset, n, BLOCK: tl.constexpr):
-    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out_ptr + index, philox_normal(seed, offset + index), mask=index < n)
+    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    # 64-bit element offsets: offset + index may pass 2**31
+    tl.store(out_ptr + index, philox_normal(seed, offset.to(tl.int64) + index), mask=index < n)
