@@ -50,6 +50,22 @@ TARGETS = [
         (">=", 2.0),
         "speed-up vs eager reference",
     ),
+    (
+        "crossmax",
+        "forward_backward",
+        "reference_eager",
+        "robustkernels",
+        (">=", 5.0),
+        "speed-up vs eager reference",
+    ),
+    (
+        "crossmax",
+        "forward_backward",
+        "reference_compiled",
+        "robustkernels",
+        (">=", 2.0),
+        "speed-up vs compiled reference",
+    ),
 ]
 
 

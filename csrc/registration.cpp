@@ -20,4 +20,9 @@ TORCH_LIBRARY(robustkernels, m) {
         "int seed, Tensor? mask, bool need_alpha_grad) -> (Tensor, Tensor)");
   // float32 tensor shaped like `like` holding philox_normal(seed, offset + i).
   m.def("philox_normal_kernel(Tensor like, int seed, int offset) -> Tensor");
+  // CrossMax over logits [N, B, C]: (out [B, C], argmax over classes [N, B],
+  // argmax over predictors [B, C], selected predictors [S, B, C]); int32 indices.
+  m.def("crossmax_fwd_kernel(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
+  // d logits [N, B, C] from d out [B, C] and the forward's index tensors.
+  m.def("crossmax_bwd_kernel(Tensor grad_out, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
 }

@@ -4,10 +4,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
+from robustkernels.ops import crossmax as _crossmax_ops
 from robustkernels.ops import noisy_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
 
-__all__ = ["noisy_conv2d", "noisy_linear", "noisy_weight", "philox_normal"]
+__all__ = ["crossmax", "noisy_conv2d", "noisy_linear", "noisy_weight", "philox_normal"]
 
 
 def _check_arguments(op: str, lam, seed, **tensors) -> None:
@@ -110,3 +111,29 @@ def philox_normal(like: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Te
     The same seed gives the same tensor on every backend (C++, CUDA, Triton, reference).
     """
     return _noisy_weight_ops.philox_normal(like, seed, offset)
+
+
+def crossmax(
+    logits: torch.Tensor, *, k: int = 3, reduction: str = "kth", predictor_dim: int = 0
+) -> torch.Tensor:
+    """CrossMax of the multi-resolution self-ensemble (Fort & Lakshminarayanan), fused in one pass.
+
+    logits are [N, B, C] with the N predictors (e.g. intermediate-layer heads) on
+    `predictor_dim`. Z = logits - max over classes, then Z = Z - max over predictors;
+    the result [B, C] is, per class, over predictors:
+
+    - "kth": the k-th highest value of Z (the public notebook's `topk(3)[2]` for k=3);
+    - "topk_mean": the mean of the k highest values;
+    - "median": the lower median (for even N the smaller of the two middle values,
+      torch.median's convention; k is not used).
+
+    1 <= k <= N. The backward routes the gradient to the selected elements through both
+    max subtractions; ties (in either max or in the selection) go to the lowest index,
+    i.e. the order is "higher value first, then lower predictor index".
+    """
+    validation.check_tensor("logits", logits, "crossmax")
+    validation.check_predictor_dim(predictor_dim, logits, "crossmax")
+    logits = logits.movedim(predictor_dim, 0)
+    validation.crossmax_args(logits, k, reduction, "crossmax")  # before the op's schema rejects a bad k
+    out, _, _, _ = _crossmax_ops.crossmax(logits, k, reduction)
+    return out

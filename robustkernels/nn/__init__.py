@@ -1,5 +1,6 @@
 """Drop-in modules built on robustkernels' ops."""
 
+from robustkernels.nn.crossmax import CrossMax
 from robustkernels.nn.noisy import NoisyConv2d, NoisyLinear, convert, set_noise_scale
 
-__all__ = ["NoisyConv2d", "NoisyLinear", "convert", "set_noise_scale"]
+__all__ = ["CrossMax", "NoisyConv2d", "NoisyLinear", "convert", "set_noise_scale"]

@@ -1,6 +1,14 @@
 """Autograd-aware custom ops (torch.ops.robustkernels.*) and their backend dispatch."""
 
-from robustkernels.ops import noisy_layers, noisy_weight
+from robustkernels.ops import crossmax, noisy_layers, noisy_weight
 from robustkernels.ops.backend import BACKENDS, select, unavailable_reason, use_backend
 
-__all__ = ["BACKENDS", "noisy_layers", "noisy_weight", "select", "unavailable_reason", "use_backend"]
+__all__ = [
+    "BACKENDS",
+    "crossmax",
+    "noisy_layers",
+    "noisy_weight",
+    "select",
+    "unavailable_reason",
+    "use_backend",
+]

@@ -97,3 +97,50 @@ def check_bias(bias, weight: torch.Tensor, op: str) -> None:
         raise ValueError(
             f"robustkernels.{op}: bias must be on the weight's device {weight.device}, got {bias.device}"
         )
+
+
+CROSSMAX_REDUCTIONS = ("kth", "topk_mean", "median")
+_CROSSMAX_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def crossmax_selection(num_predictors: int, k: int, reduction: str) -> tuple[int, int]:
+    """(deepest 0-based rank in descending order, number of selected predictors stored per (b, c))."""
+    if reduction == "topk_mean":
+        return k - 1, k
+    if reduction == "median":  # lower median: ascending position (N - 1) // 2
+        return num_predictors - 1 - (num_predictors - 1) // 2, 1
+    return k - 1, 1
+
+
+def crossmax_args(logits, k, reduction, op: str) -> tuple[int, int]:
+    """Checks CrossMax's arguments (logits [N, B, C]); returns crossmax_selection's pair."""
+    check_tensor("logits", logits, op)
+    if logits.dtype not in _CROSSMAX_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: logits must be float32, float64, float16 or bfloat16, got {logits.dtype}"
+        )
+    if logits.dim() != 3:
+        raise ValueError(f"robustkernels.{op}: logits must be 3-D [N, B, C], got shape {tuple(logits.shape)}")
+    if logits.numel() == 0:
+        raise ValueError(f"robustkernels.{op}: logits must not be empty, got shape {tuple(logits.shape)}")
+    if not isinstance(reduction, str) or reduction not in CROSSMAX_REDUCTIONS:
+        raise ValueError(
+            f"robustkernels.{op}: reduction must be one of {CROSSMAX_REDUCTIONS}, got {reduction!r}"
+        )
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"robustkernels.{op}: k must be an int, got {type(k).__name__}")
+    num_predictors = logits.shape[0]
+    if reduction != "median" and not 1 <= k <= num_predictors:
+        raise ValueError(f"robustkernels.{op}: k must be in [1, N] = [1, {num_predictors}], got {k}")
+    return crossmax_selection(num_predictors, k, reduction)
+
+
+def check_predictor_dim(predictor_dim, logits: torch.Tensor, op: str) -> None:
+    if isinstance(predictor_dim, bool) or not isinstance(predictor_dim, int):
+        raise TypeError(
+            f"robustkernels.{op}: predictor_dim must be an int, got {type(predictor_dim).__name__}"
+        )
+    if logits.dim() != 3:
+        raise ValueError(f"robustkernels.{op}: logits must be 3-D [N, B, C], got shape {tuple(logits.shape)}")
+    if not -3 <= predictor_dim < 3:
+        raise ValueError(f"robustkernels.{op}: predictor_dim must be in [-3, 2], got {predictor_dim}")

@@ -1,5 +1,6 @@
 """Pure-PyTorch references: the oracles of the tests and the baselines of the benchmarks."""
 
+from robustkernels.reference.crossmax import crossmax
 from robustkernels.reference.noisy_weight import (
     alpha_for_weight,
     noisy_conv2d,
@@ -12,6 +13,7 @@ from robustkernels.reference.philox import philox_normal
 
 __all__ = [
     "alpha_for_weight",
+    "crossmax",
     "noisy_conv2d",
     "noisy_linear",
     "noisy_weight",

@@ -1,0 +1,348 @@
+// CPU kernels of CrossMax, the aggregation of the multi-resolution
+// self-ensemble (Fort & Lakshminarayanan, "Ensemble everything everywhere"):
+//   Y = X - max over classes      (per predictor n, sample b)
+//   Z = Y - max over predictors   (per sample b, class c)
+//   out[b, c] = k-th highest of Z[:, b, c] (or the mean of the top k, or the lower median).
+// One pass per sample b (parallel over b) computes everything and returns the
+// int32 indices the backward needs: argmax over classes per (n, b), argmax over
+// predictors per (b, c) and the selected predictors per (b, c). Ties go to the
+// lowest index everywhere (the order is: higher value first, then lower index).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace robustkernels {
+namespace {
+
+// Up to this many ranks are kept by insertion, row by row; deeper ranks use
+// nth_element per class.
+constexpr int64_t kInsertionDepth = 8;
+constexpr int64_t kGrainElements = 16384;
+
+enum class Reduction { kKth, kTopkMean, kMedian };
+
+bool supported_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+Reduction parse_reduction(c10::string_view name) {
+  if (name == "kth") return Reduction::kKth;
+  if (name == "topk_mean") return Reduction::kTopkMean;
+  if (name == "median") return Reduction::kMedian;
+  TORCH_CHECK_VALUE(false, "crossmax: reduction must be 'kth', 'topk_mean' or 'median', got '",
+                    std::string(name), "'");
+  return Reduction::kKth;
+}
+
+// rank: the deepest 0-based rank (in descending order) needed; count: how many
+// selected predictors are stored per (b, c) (k for topk_mean, else 1).
+struct Selection {
+  int64_t rank;
+  int64_t count;
+};
+
+Selection selection_of(Reduction reduction, int64_t k, int64_t n) {
+  switch (reduction) {
+    case Reduction::kTopkMean:
+      return {k - 1, k};
+    case Reduction::kMedian:  // lower median: ascending position (n - 1) / 2
+      return {n - 1 - (n - 1) / 2, 1};
+    default:
+      return {k - 1, 1};
+  }
+}
+
+constexpr int kLanes = 8;  // independent maxima, so the row max vectorises
+
+// Inserts v (predictor n) into the sorted top D of every class: a later predictor
+// goes after earlier ones of equal value. Branch-free over the classes, for
+// rows once all D slots are filled.
+template <int D, typename acc_t, typename scalar_t>
+void insert_row(const scalar_t* row, acc_t shift, const acc_t* col_max, int32_t n, int64_t C, acc_t* top_v,
+                int32_t* top_i) {
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t v = (static_cast<acc_t>(row[c]) - shift) - col_max[c];
+    for (int j = D - 1; j >= 0; --j) {
+      const acc_t here = top_v[j * C + c];
+      const bool above = j > 0 && v > top_v[(j - 1) * C + c];
+      const bool into = v > here;
+      top_v[j * C + c] = above ? top_v[(j - 1) * C + c] : (into ? v : here);
+      top_i[j * C + c] = above ? top_i[(j - 1) * C + c] : (into ? n : top_i[j * C + c]);
+    }
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+void insert_row_filled(int64_t depth, const scalar_t* row, acc_t shift, const acc_t* col_max, int32_t n,
+                       int64_t C, acc_t* top_v, int32_t* top_i) {
+  switch (depth) {
+#define ROBUSTKERNELS_INSERT_CASE(D) \
+  case D:                            \
+    return insert_row<D>(row, shift, col_max, n, C, top_v, top_i);
+    ROBUSTKERNELS_INSERT_CASE(1)
+    ROBUSTKERNELS_INSERT_CASE(2)
+    ROBUSTKERNELS_INSERT_CASE(3)
+    ROBUSTKERNELS_INSERT_CASE(4)
+    ROBUSTKERNELS_INSERT_CASE(5)
+    ROBUSTKERNELS_INSERT_CASE(6)
+    ROBUSTKERNELS_INSERT_CASE(7)
+    ROBUSTKERNELS_INSERT_CASE(8)
+#undef ROBUSTKERNELS_INSERT_CASE
+    default:
+      TORCH_CHECK(false, "crossmax: insertion depth ", depth, " out of range");
+  }
+}
+
+// Rows are contiguous over classes (the caller makes them so); s_n and s_b are free.
+template <typename scalar_t>
+void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B,
+                           int64_t C, Selection sel, scalar_t* out, int32_t* class_idx, int32_t* pred_idx,
+                           int32_t* sel_idx) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t depth = sel.rank + 1;
+  const bool insertion = depth <= kInsertionDepth;
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / (N * C));
+  at::parallel_for(0, B, grain, [&](int64_t b_begin, int64_t b_end) {
+    std::vector<acc_t> row_max(N), col_max(C);
+    std::vector<int32_t> col_arg(C);
+    std::vector<acc_t> top_v(insertion ? depth * C : 0);
+    std::vector<int32_t> top_i(insertion ? depth * C : 0);
+    std::vector<acc_t> z(insertion ? 0 : N);
+    std::vector<int32_t> order(insertion ? 0 : N);
+    for (int64_t b = b_begin; b < b_end; ++b) {
+      const scalar_t* xb = x + b * s_b;
+      // max and argmax (first index of the max) over classes per predictor
+      for (int64_t n = 0; n < N; ++n) {
+        const scalar_t* row = xb + n * s_n;
+        acc_t lane[kLanes];
+        for (int l = 0; l < kLanes; ++l) lane[l] = static_cast<acc_t>(row[0]);
+        int64_t c = 0;
+        for (; c + kLanes <= C; c += kLanes) {
+          for (int l = 0; l < kLanes; ++l) {
+            const acc_t v = static_cast<acc_t>(row[c + l]);
+            lane[l] = v > lane[l] ? v : lane[l];
+          }
+        }
+        acc_t best = lane[0];
+        for (int l = 1; l < kLanes; ++l) best = lane[l] > best ? lane[l] : best;
+        for (; c < C; ++c) {
+          const acc_t v = static_cast<acc_t>(row[c]);
+          best = v > best ? v : best;
+        }
+        int64_t arg = 0;
+        while (arg < C - 1 && !(static_cast<acc_t>(row[arg]) == best)) ++arg;
+        row_max[n] = best;
+        class_idx[n * B + b] = static_cast<int32_t>(arg);
+      }
+      // max and argmax over predictors of Y per class (branch-free over classes)
+      for (int64_t c = 0; c < C; ++c) {
+        col_max[c] = static_cast<acc_t>(xb[c]) - row_max[0];
+        col_arg[c] = 0;
+      }
+      for (int64_t n = 1; n < N; ++n) {
+        const scalar_t* row = xb + n * s_n;
+        const acc_t shift = row_max[n];
+        const int32_t n32 = static_cast<int32_t>(n);
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t y = static_cast<acc_t>(row[c]) - shift;
+          const bool gt = y > col_max[c];
+          col_max[c] = gt ? y : col_max[c];
+          col_arg[c] = gt ? n32 : col_arg[c];
+        }
+      }
+      int32_t* pred_b = pred_idx + b * C;
+      std::copy(col_arg.begin(), col_arg.end(), pred_b);
+      scalar_t* out_b = out + b * C;
+      if (insertion) {
+        // Keep the top `depth` of each class, in order, predictor by predictor:
+        // a later predictor goes after earlier ones of equal value.
+        for (int64_t n = 0; n < N; ++n) {
+          const scalar_t* row = xb + n * s_n;
+          const acc_t shift = row_max[n];
+          if (n >= depth) {
+            insert_row_filled(depth, row, shift, col_max.data(), static_cast<int32_t>(n), C, top_v.data(),
+                              top_i.data());
+            continue;
+          }
+          const int64_t filled = n;
+          for (int64_t c = 0; c < C; ++c) {
+            const acc_t v = (static_cast<acc_t>(row[c]) - shift) - col_max[c];
+            int64_t pos = filled;
+            while (pos > 0 && v > top_v[(pos - 1) * C + c]) --pos;
+            for (int64_t j = filled; j > pos; --j) {
+              top_v[j * C + c] = top_v[(j - 1) * C + c];
+              top_i[j * C + c] = top_i[(j - 1) * C + c];
+            }
+            top_v[pos * C + c] = v;
+            top_i[pos * C + c] = static_cast<int32_t>(n);
+          }
+        }
+        if (sel.count == 1) {
+          for (int64_t c = 0; c < C; ++c) {
+            out_b[c] = static_cast<scalar_t>(top_v[sel.rank * C + c]);
+            sel_idx[b * C + c] = top_i[sel.rank * C + c];
+          }
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            acc_t sum = 0;
+            for (int64_t j = 0; j < sel.count; ++j) {
+              sum += top_v[j * C + c];
+              sel_idx[(j * B + b) * C + c] = top_i[j * C + c];
+            }
+            out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
+          }
+        }
+      } else {
+        const auto before = [&](int32_t a, int32_t o) { return z[a] > z[o] || (z[a] == z[o] && a < o); };
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t n = 0; n < N; ++n) {
+            z[n] = (static_cast<acc_t>(xb[n * s_n + c]) - row_max[n]) - col_max[c];
+          }
+          std::iota(order.begin(), order.end(), 0);
+          std::nth_element(order.begin(), order.begin() + sel.rank, order.end(), before);
+          if (sel.count == 1) {
+            out_b[c] = static_cast<scalar_t>(z[order[sel.rank]]);
+            sel_idx[b * C + c] = order[sel.rank];
+          } else {
+            std::sort(order.begin(), order.begin() + sel.rank, before);
+            acc_t sum = 0;
+            for (int64_t j = 0; j < sel.count; ++j) {
+              sum += z[order[j]];
+              sel_idx[(j * B + b) * C + c] = order[j];
+            }
+            out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
+          }
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossmax_fwd_cpu(const at::Tensor& logits, int64_t k,
+                                                                            c10::string_view reduction_name) {
+  TORCH_CHECK_TYPE(supported_dtype(logits.scalar_type()),
+                   "crossmax: logits must be float32, float64, float16 or bfloat16, got ", logits.scalar_type());
+  TORCH_CHECK_VALUE(logits.dim() == 3, "crossmax: logits must be 3-D [N, B, C], got shape ", logits.sizes());
+  TORCH_CHECK_VALUE(logits.numel() > 0, "crossmax: logits must not be empty, got shape ", logits.sizes());
+  const Reduction reduction = parse_reduction(reduction_name);
+  const int64_t N = logits.size(0), B = logits.size(1), C = logits.size(2);
+  TORCH_CHECK_VALUE(N <= INT32_MAX && C <= INT32_MAX, "crossmax: logits has too many predictors or classes");
+  if (reduction != Reduction::kMedian) {
+    TORCH_CHECK_VALUE(k >= 1 && k <= N, "crossmax: k must be in [1, N] = [1, ", N, "], got ", k);
+  }
+  const Selection sel = selection_of(reduction, k, N);
+  // The kernel walks classes with unit stride; other layouts (e.g. a moved predictor dim) need not copy.
+  const at::Tensor x = logits.stride(2) == 1 ? logits : logits.contiguous();
+  const auto index_options = logits.options().dtype(at::kInt);
+  at::Tensor out = at::empty({B, C}, logits.options());
+  at::Tensor class_idx = at::empty({N, B}, index_options);
+  at::Tensor pred_idx = at::empty({B, C}, index_options);
+  at::Tensor sel_idx = at::empty({sel.count, B, C}, index_options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "crossmax_fwd", [&] {
+    crossmax_forward_impl<scalar_t>(x.const_data_ptr<scalar_t>(), x.stride(0), x.stride(1), N, B, C, sel, out.mutable_data_ptr<scalar_t>(),
+                                    class_idx.mutable_data_ptr<int32_t>(), pred_idx.mutable_data_ptr<int32_t>(),
+                                    sel_idx.mutable_data_ptr<int32_t>());
+  });
+  return {out, class_idx, pred_idx, sel_idx};
+}
+
+// Each selected element z[n, b, c] = x[n, b, c] - x[n, b, a_n] - (x[m, b, c] - x[m, b, a_m])
+// (a: argmax over classes, m: argmax over predictors) passes its share g of
+// d out[b, c] as +g, -g, -g, +g to those four logits. The a_n terms are summed per
+// row first and added once. Each thread owns whole samples b: no races, and the
+// order of every sum is fixed.
+at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_in, const at::Tensor& pred_in,
+                            const at::Tensor& sel_in) {
+  TORCH_CHECK_TYPE(supported_dtype(grad_in.scalar_type()),
+                   "crossmax_backward: grad_out must be float32, float64, float16 or bfloat16, got ",
+                   grad_in.scalar_type());
+  TORCH_CHECK_VALUE(grad_in.dim() == 2, "crossmax_backward: grad_out must be 2-D [B, C], got shape ",
+                    grad_in.sizes());
+  for (const auto* t : {&class_in, &pred_in, &sel_in}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kInt, "crossmax_backward: index tensors (class_idx, pred_idx, "
+                     "sel_idx) must be int32, got ", t->scalar_type());
+  }
+  const int64_t B = grad_in.size(0), C = grad_in.size(1);
+  TORCH_CHECK_VALUE(class_in.dim() == 2 && class_in.size(1) == B && class_in.size(0) >= 1,
+                    "crossmax_backward: class_idx must have shape [N, B] with B = ", B, ", got ", class_in.sizes());
+  const int64_t N = class_in.size(0);
+  TORCH_CHECK_VALUE(pred_in.sizes() == grad_in.sizes(), "crossmax_backward: pred_idx must have grad_out's shape ",
+                    grad_in.sizes(), ", got ", pred_in.sizes());
+  TORCH_CHECK_VALUE(sel_in.dim() == 3 && sel_in.size(0) >= 1 && sel_in.size(0) <= N && sel_in.size(1) == B &&
+                        sel_in.size(2) == C,
+                    "crossmax_backward: sel_idx must have shape [S, B, C] with 1 <= S <= N = ", N, ", got ",
+                    sel_in.sizes());
+  const at::Tensor grad = grad_in.contiguous();
+  const at::Tensor class_idx = class_in.contiguous();
+  const at::Tensor pred_idx = pred_in.contiguous();
+  const at::Tensor sel_idx = sel_in.contiguous();
+  const int64_t S = sel_idx.size(0);
+  const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor acc = at::zeros({N, B, C}, grad.options().dtype(acc_type));
+  std::atomic<bool> bad_index{false};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "crossmax_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const int32_t* a = class_idx.const_data_ptr<int32_t>();
+    const int32_t* m = pred_idx.const_data_ptr<int32_t>();
+    const int32_t* s = sel_idx.const_data_ptr<int32_t>();
+    acc_t* d = acc.mutable_data_ptr<acc_t>();
+    const acc_t share = acc_t(1) / static_cast<acc_t>(S);
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / (N * C));
+    at::parallel_for(0, B, grain, [&](int64_t b_begin, int64_t b_end) {
+      std::vector<acc_t> row_sum(N);
+      for (int64_t b = b_begin; b < b_end; ++b) {
+        std::fill(row_sum.begin(), row_sum.end(), acc_t(0));
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t gc = static_cast<acc_t>(g[b * C + c]) * share;
+          const int64_t mc = m[b * C + c];
+          if (mc < 0 || mc >= N) {
+            bad_index = true;
+            continue;
+          }
+          for (int64_t j = 0; j < S; ++j) {
+            const int64_t n = s[(j * B + b) * C + c];
+            if (n < 0 || n >= N) {
+              bad_index = true;
+              continue;
+            }
+            if (n == mc) continue;  // the four terms cancel
+            d[(n * B + b) * C + c] += gc;
+            row_sum[n] -= gc;
+            d[(mc * B + b) * C + c] -= gc;
+            row_sum[mc] += gc;
+          }
+        }
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t an = a[n * B + b];
+          if (an < 0 || an >= C) {
+            bad_index = true;
+            continue;
+          }
+          d[(n * B + b) * C + an] += row_sum[n];
+        }
+      }
+    });
+  });
+  TORCH_CHECK_VALUE(!bad_index.load(), "crossmax_backward: class_idx, pred_idx or sel_idx holds an index out of "
+                    "range [0, N) / [0, C)");
+  return acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(robustkernels, CPU, m) {
+  m.impl("crossmax_fwd_kernel", &crossmax_fwd_cpu);
+  m.impl("crossmax_bwd_kernel", &crossmax_bwd_cpu);
+}
+
+}  // namespace robustkernels

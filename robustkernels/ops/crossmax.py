@@ -1,0 +1,214 @@
+"""CrossMax (multi-resolution self-ensemble aggregation) as autograd-aware custom ops.
+
+robustkernels::crossmax(logits [N, B, C], k, reduction) -> (out [B, C], class_idx [N, B],
+    pred_idx [B, C], sel_idx [S, B, C])
+robustkernels::crossmax_backward(grad [B, C], class_idx, pred_idx, sel_idx) -> d logits [N, B, C]
+
+The int32 index outputs are what the backward needs (argmax over classes per
+predictor and sample, argmax over predictors per sample and class, the selected
+predictors: S = k for "topk_mean", else 1), saved instead of recomputed. Ties go
+to the lowest index on every backend. Each op checks its arguments once, then
+runs the backend `backend.select` picks: the C++ kernel ops
+(robustkernels::crossmax_*_kernel, CPU), the Triton kernels or the reference.
+There is no CUDA C++ kernel: on GPUs CrossMax runs with Triton.
+"""
+
+import torch
+
+from robustkernels.ops import backend, validation
+from robustkernels.triton import available as _triton_available
+
+if _triton_available:
+    import triton
+
+    from robustkernels.triton.crossmax import crossmax_bwd_kernel, crossmax_fwd_kernel
+
+# Elements of one [BLOCK_N, BLOCK_C] Triton tile.
+_TILE = 4096
+
+
+def _select(op: str, device: torch.device) -> str:
+    name = backend.select(op, device)
+    if name != "cuda":
+        return name
+    if backend.explicit_choice() == "cuda":
+        raise RuntimeError(
+            f"robustkernels.{op}: backend 'cuda' has no CrossMax kernel; use 'triton' or 'reference'"
+        )
+    return "reference"
+
+
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _triton_acc(t: torch.Tensor):
+    import triton.language as tl
+
+    return tl.float64 if t.dtype == torch.float64 else tl.float32
+
+
+def _blocks(num_predictors: int, num_classes: int) -> tuple[int, int]:
+    block_n = triton.next_power_of_2(num_predictors)
+    block_c = max(2, min(triton.next_power_of_2(num_classes), _TILE // block_n))
+    return block_n, block_c
+
+
+def _forward_triton(logits, k, reduction, rank, count):
+    n, b, c = logits.shape
+    device = logits.device
+    out = torch.empty((b, c), dtype=logits.dtype, device=device)
+    class_idx = torch.empty((n, b), dtype=torch.int32, device=device)
+    pred_idx = torch.empty((b, c), dtype=torch.int32, device=device)
+    sel_idx = torch.empty((count, b, c), dtype=torch.int32, device=device)
+    mean = reduction == "topk_mean"
+    # rank r is the (r + 1)-th extraction from the top or the (n - r)-th from the bottom.
+    from_top = mean or rank + 1 <= n - rank
+    steps = count if mean else (rank + 1 if from_top else n - rank)
+    block_n, block_c = _blocks(n, c)
+    crossmax_fwd_kernel[(b,)](
+        logits,
+        out,
+        class_idx,
+        pred_idx,
+        sel_idx,
+        n,
+        b,
+        c,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        steps,
+        MEAN=mean,
+        FROM_TOP=from_top,
+        BLOCK_N=block_n,
+        BLOCK_C=block_c,
+        ACC=_triton_acc(logits),
+    )
+    return out, class_idx, pred_idx, sel_idx
+
+
+def _backward_triton(grad, class_idx, pred_idx, sel_idx):
+    n, (b, c) = class_idx.shape[0], grad.shape
+    grad = grad.contiguous()
+    out = torch.empty((n, b, c), dtype=grad.dtype, device=grad.device)
+    block_n, block_c = _blocks(n, c)
+    crossmax_bwd_kernel[(b,)](
+        grad,
+        class_idx.contiguous(),
+        pred_idx.contiguous(),
+        sel_idx.contiguous(),
+        out,
+        n,
+        b,
+        c,
+        sel_idx.shape[0],
+        BLOCK_N=block_n,
+        BLOCK_C=block_c,
+        ACC=_triton_acc(grad),
+    )
+    return out
+
+
+def _forward_reference(logits, rank, count):
+    """The same result and indices from torch ops (argmax and stable sort keep the lowest index)."""
+    x = logits.to(_acc_dtype(logits))
+    class_idx = x.argmax(dim=2)
+    y = x - x.gather(2, class_idx.unsqueeze(2))
+    pred_idx = y.argmax(dim=0)
+    z = y - y.gather(0, pred_idx.unsqueeze(0))
+    values, order = torch.sort(z, dim=0, descending=True, stable=True)
+    if count == 1:
+        out, sel_idx = values[rank], order[rank : rank + 1]
+    else:
+        out, sel_idx = values[:count].mean(dim=0), order[:count]
+    as_int = lambda t: t.to(torch.int32).contiguous()  # noqa: E731
+    return out.to(logits.dtype), as_int(class_idx), as_int(pred_idx), as_int(sel_idx)
+
+
+def _backward_reference(grad, class_idx, pred_idx, sel_idx):
+    n, (b, c) = class_idx.shape[0], grad.shape
+    s = sel_idx.shape[0]
+    g = (grad.to(_acc_dtype(grad)) / s).unsqueeze(0).expand(s, b, c)
+    sel, pred = sel_idx.long(), pred_idx.long().unsqueeze(0).expand(s, b, c)
+    # d z-terms per class: +g at the selected predictor, -g at the argmax predictor
+    dz = torch.zeros((n, b, c), dtype=g.dtype, device=grad.device)
+    dz.scatter_add_(0, sel, g).scatter_add_(0, pred, -g)
+    # the max over classes: minus each row's sum, at the row's argmax class
+    return dz.scatter_add_(2, class_idx.long().unsqueeze(2), -dz.sum(dim=2, keepdim=True)).to(grad.dtype)
+
+
+@torch.library.custom_op("robustkernels::crossmax", mutates_args=())
+def crossmax(
+    logits: torch.Tensor, k: int, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    rank, count = validation.crossmax_args(logits, k, reduction, "crossmax")
+    name = _select("crossmax", logits.device)
+    if name == "cpp":
+        return torch.ops.robustkernels.crossmax_fwd_kernel(logits, k, reduction)
+    if name == "triton":
+        return _forward_triton(logits, k, reduction, rank, count)
+    return _forward_reference(logits, rank, count)
+
+
+@crossmax.register_fake
+def _crossmax_fake(logits, k, reduction):
+    _, count = validation.crossmax_args(logits, k, reduction, "crossmax")
+    n, b, c = logits.shape
+    return (
+        logits.new_empty((b, c)),
+        logits.new_empty((n, b), dtype=torch.int32),
+        logits.new_empty((b, c), dtype=torch.int32),
+        logits.new_empty((count, b, c), dtype=torch.int32),
+    )
+
+
+def _check_backward_args(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
+    for name, value in (
+        ("grad", grad),
+        ("class_idx", class_idx),
+        ("pred_idx", pred_idx),
+        ("sel_idx", sel_idx),
+    ):
+        validation.check_tensor(name, value, op)
+    if grad.dim() != 2 or class_idx.dim() != 2 or sel_idx.dim() != 3 or pred_idx.shape != grad.shape:
+        raise ValueError(
+            f"robustkernels.{op}: expected grad [B, C], class_idx [N, B], pred_idx [B, C], sel_idx [S, B, C], "
+            f"got {tuple(grad.shape)}, {tuple(class_idx.shape)}, {tuple(pred_idx.shape)}, {tuple(sel_idx.shape)}"
+        )
+
+
+@torch.library.custom_op("robustkernels::crossmax_backward", mutates_args=())
+def crossmax_backward(
+    grad: torch.Tensor, class_idx: torch.Tensor, pred_idx: torch.Tensor, sel_idx: torch.Tensor
+) -> torch.Tensor:
+    _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
+    name = _select("crossmax_backward", grad.device)
+    if name == "cpp":
+        return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
+    if name == "triton":
+        return _backward_triton(grad, class_idx, pred_idx, sel_idx)
+    return _backward_reference(grad, class_idx, pred_idx, sel_idx)
+
+
+@crossmax_backward.register_fake
+def _crossmax_backward_fake(grad, class_idx, pred_idx, sel_idx):
+    _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
+    return grad.new_empty((class_idx.shape[0], *grad.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    _, class_idx, pred_idx, sel_idx = output
+    ctx.save_for_backward(class_idx, pred_idx, sel_idx)
+    ctx.backend = backend.explicit_choice()
+
+
+def _backward(ctx, grad_out, _grad_class, _grad_pred, _grad_sel):
+    if not ctx.needs_input_grad[0]:
+        return None, None, None
+    class_idx, pred_idx, sel_idx = ctx.saved_tensors
+    with backend.restore_choice(ctx.backend):
+        return crossmax_backward(grad_out, class_idx, pred_idx, sel_idx), None, None
+
+
+crossmax.register_autograd(_backward, setup_context=_setup_context)
