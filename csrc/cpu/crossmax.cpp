@@ -18,7 +18,16 @@
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RK_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#define RK_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define RK_MULTIVERSION
+#define RK_ALWAYS_INLINE
+#endif
 
 namespace robustkernels {
 namespace {
@@ -63,31 +72,45 @@ Selection selection_of(Reduction reduction, int64_t k, int64_t n) {
 
 constexpr int kLanes = 8;  // independent maxima, so the row max vectorises
 
-// Inserts v (predictor n) into the sorted top D of every class: a later predictor
-// goes after earlier ones of equal value. Branch-free over the classes, for
-// rows once all D slots are filled.
-template <int D, typename acc_t, typename scalar_t>
-void insert_row(const scalar_t* row, acc_t shift, const acc_t* col_max, int32_t n, int64_t C, acc_t* top_v,
-                int32_t* top_i) {
+// Inserts row n into the sorted top D of every class: a later predictor goes
+// after earlier ones of equal value. Branch-free over the classes (so the loop
+// vectorises). Grow: the last of the D slots is still empty and takes whatever is
+// carried down to it (the first D rows fill the table this way).
+template <int D, bool Grow, typename acc_t, typename scalar_t>
+RK_ALWAYS_INLINE inline void insert_row(const scalar_t* row, acc_t shift, const acc_t* col_max, int32_t n, int64_t C,
+                                        acc_t* top_v, int32_t* top_i) {
+  constexpr int compared = Grow ? D - 1 : D;
   for (int64_t c = 0; c < C; ++c) {
-    const acc_t v = (static_cast<acc_t>(row[c]) - shift) - col_max[c];
-    for (int j = D - 1; j >= 0; --j) {
+    // Find the first rank v strictly beats (an equal value stays below, so earlier
+    // predictors come first among equals), then shift the ranks below it down.
+    acc_t v = (static_cast<acc_t>(row[c]) - shift) - col_max[c];
+    int32_t index = n;
+    bool shifting = false;
+    for (int j = 0; j < compared; ++j) {
       const acc_t here = top_v[j * C + c];
-      const bool above = j > 0 && v > top_v[(j - 1) * C + c];
-      const bool into = v > here;
-      top_v[j * C + c] = above ? top_v[(j - 1) * C + c] : (into ? v : here);
-      top_i[j * C + c] = above ? top_i[(j - 1) * C + c] : (into ? n : top_i[j * C + c]);
+      const int32_t here_index = top_i[j * C + c];
+      shifting = shifting || v > here;
+      top_v[j * C + c] = shifting ? v : here;
+      top_i[j * C + c] = shifting ? index : here_index;
+      v = shifting ? here : v;
+      index = shifting ? here_index : index;
+    }
+    if (Grow) {
+      top_v[(D - 1) * C + c] = v;
+      top_i[(D - 1) * C + c] = index;
     }
   }
 }
 
-template <typename acc_t, typename scalar_t>
-void insert_row_filled(int64_t depth, const scalar_t* row, acc_t shift, const acc_t* col_max, int32_t n,
-                       int64_t C, acc_t* top_v, int32_t* top_i) {
+// Inserts a row into a table of `depth` ranks (grow: its last rank still empty).
+template <bool Grow, typename acc_t, typename scalar_t>
+RK_ALWAYS_INLINE inline void insert_row_at_depth(int64_t depth, const scalar_t* row, acc_t shift,
+                                                 const acc_t* col_max, int32_t n, int64_t C, acc_t* top_v,
+                                                 int32_t* top_i) {
   switch (depth) {
 #define ROBUSTKERNELS_INSERT_CASE(D) \
   case D:                            \
-    return insert_row<D>(row, shift, col_max, n, C, top_v, top_i);
+    return insert_row<D, Grow>(row, shift, col_max, n, C, top_v, top_i);
     ROBUSTKERNELS_INSERT_CASE(1)
     ROBUSTKERNELS_INSERT_CASE(2)
     ROBUSTKERNELS_INSERT_CASE(3)
@@ -102,127 +125,139 @@ void insert_row_filled(int64_t depth, const scalar_t* row, acc_t shift, const ac
   }
 }
 
-// Rows are contiguous over classes (the caller makes them so); s_n and s_b are free.
+// Samples [b_begin, b_end). Rows are contiguous over classes (the caller makes
+// them so); s_n and s_b are free. Always inlined, so that the float32 entry point
+// below is compiled once per instruction set.
 template <typename scalar_t>
-void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B,
-                           int64_t C, Selection sel, scalar_t* out, int32_t* class_idx, int32_t* pred_idx,
-                           int32_t* sel_idx) {
+RK_ALWAYS_INLINE inline void crossmax_forward_samples(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N,
+                                                      int64_t B, int64_t C, Selection sel, scalar_t* out,
+                                                      int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx,
+                                                      int64_t b_begin, int64_t b_end) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t depth = sel.rank + 1;
   const bool insertion = depth <= kInsertionDepth;
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / (N * C));
-  at::parallel_for(0, B, grain, [&](int64_t b_begin, int64_t b_end) {
-    std::vector<acc_t> row_max(N), col_max(C);
-    std::vector<int32_t> col_arg(C);
-    std::vector<acc_t> top_v(insertion ? depth * C : 0);
-    std::vector<int32_t> top_i(insertion ? depth * C : 0);
-    std::vector<acc_t> z(insertion ? 0 : N);
-    std::vector<int32_t> order(insertion ? 0 : N);
-    for (int64_t b = b_begin; b < b_end; ++b) {
-      const scalar_t* xb = x + b * s_b;
-      // max and argmax (first index of the max) over classes per predictor
-      for (int64_t n = 0; n < N; ++n) {
-        const scalar_t* row = xb + n * s_n;
-        acc_t lane[kLanes];
-        for (int l = 0; l < kLanes; ++l) lane[l] = static_cast<acc_t>(row[0]);
-        int64_t c = 0;
-        for (; c + kLanes <= C; c += kLanes) {
-          for (int l = 0; l < kLanes; ++l) {
-            const acc_t v = static_cast<acc_t>(row[c + l]);
-            lane[l] = v > lane[l] ? v : lane[l];
-          }
+  std::vector<acc_t> row_max(N), col_max(C);
+  std::vector<int32_t> col_arg(C);
+  std::vector<acc_t> top_v(insertion ? depth * C : 0);
+  std::vector<int32_t> top_i(insertion ? depth * C : 0);
+  std::vector<acc_t> z(insertion ? 0 : N);
+  std::vector<int32_t> order(insertion ? 0 : N);
+  for (int64_t b = b_begin; b < b_end; ++b) {
+    const scalar_t* xb = x + b * s_b;
+    // max and argmax (first index of the max) over classes per predictor
+    for (int64_t n = 0; n < N; ++n) {
+      const scalar_t* row = xb + n * s_n;
+      acc_t lane[kLanes];
+      for (int l = 0; l < kLanes; ++l) lane[l] = static_cast<acc_t>(row[0]);
+      int64_t c = 0;
+      for (; c + kLanes <= C; c += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          const acc_t v = static_cast<acc_t>(row[c + l]);
+          lane[l] = v > lane[l] ? v : lane[l];
         }
-        acc_t best = lane[0];
-        for (int l = 1; l < kLanes; ++l) best = lane[l] > best ? lane[l] : best;
-        for (; c < C; ++c) {
-          const acc_t v = static_cast<acc_t>(row[c]);
-          best = v > best ? v : best;
-        }
-        int64_t arg = 0;
-        while (arg < C - 1 && !(static_cast<acc_t>(row[arg]) == best)) ++arg;
-        row_max[n] = best;
-        class_idx[n * B + b] = static_cast<int32_t>(arg);
       }
-      // max and argmax over predictors of Y per class (branch-free over classes)
+      acc_t best = lane[0];
+      for (int l = 1; l < kLanes; ++l) best = lane[l] > best ? lane[l] : best;
+      for (; c < C; ++c) {
+        const acc_t v = static_cast<acc_t>(row[c]);
+        best = v > best ? v : best;
+      }
+      int64_t arg = 0;
+      while (arg < C - 1 && !(static_cast<acc_t>(row[arg]) == best)) ++arg;
+      row_max[n] = best;
+      class_idx[n * B + b] = static_cast<int32_t>(arg);
+    }
+    // max and argmax over predictors of Y per class (branch-free over classes)
+    for (int64_t c = 0; c < C; ++c) {
+      col_max[c] = static_cast<acc_t>(xb[c]) - row_max[0];
+      col_arg[c] = 0;
+    }
+    for (int64_t n = 1; n < N; ++n) {
+      const scalar_t* row = xb + n * s_n;
+      const acc_t shift = row_max[n];
+      const int32_t n32 = static_cast<int32_t>(n);
       for (int64_t c = 0; c < C; ++c) {
-        col_max[c] = static_cast<acc_t>(xb[c]) - row_max[0];
-        col_arg[c] = 0;
+        const acc_t y = static_cast<acc_t>(row[c]) - shift;
+        const bool gt = y > col_max[c];
+        col_max[c] = gt ? y : col_max[c];
+        col_arg[c] = gt ? n32 : col_arg[c];
       }
-      for (int64_t n = 1; n < N; ++n) {
+    }
+    int32_t* pred_b = pred_idx + b * C;
+    std::copy(col_arg.begin(), col_arg.end(), pred_b);
+    scalar_t* out_b = out + b * C;
+    if (insertion) {
+      // Keep the top `depth` of each class, in order, predictor by predictor:
+      // a later predictor goes after earlier ones of equal value.
+      for (int64_t n = 0; n < N; ++n) {
         const scalar_t* row = xb + n * s_n;
         const acc_t shift = row_max[n];
         const int32_t n32 = static_cast<int32_t>(n);
-        for (int64_t c = 0; c < C; ++c) {
-          const acc_t y = static_cast<acc_t>(row[c]) - shift;
-          const bool gt = y > col_max[c];
-          col_max[c] = gt ? y : col_max[c];
-          col_arg[c] = gt ? n32 : col_arg[c];
+        if (n >= depth) {
+          insert_row_at_depth<false>(depth, row, shift, col_max.data(), n32, C, top_v.data(), top_i.data());
+        } else {
+          insert_row_at_depth<true>(n + 1, row, shift, col_max.data(), n32, C, top_v.data(), top_i.data());
         }
       }
-      int32_t* pred_b = pred_idx + b * C;
-      std::copy(col_arg.begin(), col_arg.end(), pred_b);
-      scalar_t* out_b = out + b * C;
-      if (insertion) {
-        // Keep the top `depth` of each class, in order, predictor by predictor:
-        // a later predictor goes after earlier ones of equal value.
-        for (int64_t n = 0; n < N; ++n) {
-          const scalar_t* row = xb + n * s_n;
-          const acc_t shift = row_max[n];
-          if (n >= depth) {
-            insert_row_filled(depth, row, shift, col_max.data(), static_cast<int32_t>(n), C, top_v.data(),
-                              top_i.data());
-            continue;
-          }
-          const int64_t filled = n;
-          for (int64_t c = 0; c < C; ++c) {
-            const acc_t v = (static_cast<acc_t>(row[c]) - shift) - col_max[c];
-            int64_t pos = filled;
-            while (pos > 0 && v > top_v[(pos - 1) * C + c]) --pos;
-            for (int64_t j = filled; j > pos; --j) {
-              top_v[j * C + c] = top_v[(j - 1) * C + c];
-              top_i[j * C + c] = top_i[(j - 1) * C + c];
-            }
-            top_v[pos * C + c] = v;
-            top_i[pos * C + c] = static_cast<int32_t>(n);
-          }
-        }
-        if (sel.count == 1) {
-          for (int64_t c = 0; c < C; ++c) {
-            out_b[c] = static_cast<scalar_t>(top_v[sel.rank * C + c]);
-            sel_idx[b * C + c] = top_i[sel.rank * C + c];
-          }
-        } else {
-          for (int64_t c = 0; c < C; ++c) {
-            acc_t sum = 0;
-            for (int64_t j = 0; j < sel.count; ++j) {
-              sum += top_v[j * C + c];
-              sel_idx[(j * B + b) * C + c] = top_i[j * C + c];
-            }
-            out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
-          }
+      if (sel.count == 1) {
+        for (int64_t c = 0; c < C; ++c) {
+          out_b[c] = static_cast<scalar_t>(top_v[sel.rank * C + c]);
+          sel_idx[b * C + c] = top_i[sel.rank * C + c];
         }
       } else {
-        const auto before = [&](int32_t a, int32_t o) { return z[a] > z[o] || (z[a] == z[o] && a < o); };
         for (int64_t c = 0; c < C; ++c) {
-          for (int64_t n = 0; n < N; ++n) {
-            z[n] = (static_cast<acc_t>(xb[n * s_n + c]) - row_max[n]) - col_max[c];
+          acc_t sum = 0;
+          for (int64_t j = 0; j < sel.count; ++j) {
+            sum += top_v[j * C + c];
+            sel_idx[(j * B + b) * C + c] = top_i[j * C + c];
           }
-          std::iota(order.begin(), order.end(), 0);
-          std::nth_element(order.begin(), order.begin() + sel.rank, order.end(), before);
-          if (sel.count == 1) {
-            out_b[c] = static_cast<scalar_t>(z[order[sel.rank]]);
-            sel_idx[b * C + c] = order[sel.rank];
-          } else {
-            std::sort(order.begin(), order.begin() + sel.rank, before);
-            acc_t sum = 0;
-            for (int64_t j = 0; j < sel.count; ++j) {
-              sum += z[order[j]];
-              sel_idx[(j * B + b) * C + c] = order[j];
-            }
-            out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
-          }
+          out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
         }
       }
+    } else {
+      const auto before = [&](int32_t a, int32_t o) { return z[a] > z[o] || (z[a] == z[o] && a < o); };
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t n = 0; n < N; ++n) {
+          z[n] = (static_cast<acc_t>(xb[n * s_n + c]) - row_max[n]) - col_max[c];
+        }
+        std::iota(order.begin(), order.end(), 0);
+        std::nth_element(order.begin(), order.begin() + sel.rank, order.end(), before);
+        if (sel.count == 1) {
+          out_b[c] = static_cast<scalar_t>(z[order[sel.rank]]);
+          sel_idx[b * C + c] = order[sel.rank];
+        } else {
+          std::sort(order.begin(), order.begin() + sel.rank, before);
+          acc_t sum = 0;
+          for (int64_t j = 0; j < sel.count; ++j) {
+            sum += z[order[j]];
+            sel_idx[(j * B + b) * C + c] = order[j];
+          }
+          out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
+        }
+      }
+    }
+  }
+}
+
+// float32, the common case: cloned for AVX-512, AVX2 and the baseline (the
+// extension's baseline is SSE2), the best picked at load time.
+RK_MULTIVERSION void crossmax_forward_samples_f32(const float* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B,
+                                                  int64_t C, Selection sel, float* out, int32_t* class_idx,
+                                                  int32_t* pred_idx, int32_t* sel_idx, int64_t b_begin,
+                                                  int64_t b_end) {
+  crossmax_forward_samples<float>(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end);
+}
+
+template <typename scalar_t>
+void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C,
+                           Selection sel, scalar_t* out, int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx) {
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / (N * C));
+  at::parallel_for(0, B, grain, [&](int64_t b_begin, int64_t b_end) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      crossmax_forward_samples_f32(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end);
+    } else {
+      crossmax_forward_samples<scalar_t>(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin,
+                                         b_end);
     }
   });
 }
