@@ -302,6 +302,20 @@ BwdLayout bwd_layout(int64_t inner) {
   return layout;
 }
 
+// Writes grad_weight[i] = M[i] * grad[i] and returns M[i] * grad[i] * eta(seed, i) in double.
+template <typename T>
+__device__ __forceinline__ double masked_grad_times_noise(const T* __restrict__ grad, const uint8_t* __restrict__ mask,
+                                                          T* __restrict__ grad_weight, int64_t i, uint64_t seed) {
+  if (!keep_at(mask, i)) {
+    grad_weight[i] = zero<T>();
+    return 0.0;
+  }
+  const T g = grad[i];
+  grad_weight[i] = g;
+  const double eta = static_cast<double>(philox_normal(seed, static_cast<uint64_t>(i)));
+  return mul_rn(static_cast<double>(to_acc(g)), eta);
+}
+
 // One thread per channel: the channel's sum in element order, as the CPU kernel.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -311,14 +325,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t row = global_thread(); row < rows; row += grid_threads()) {
     double acc = 0.0;
     for (int64_t i = row * inner; i < (row + 1) * inner; ++i) {
-      if (!keep_at(mask, i)) {
-        grad_weight[i] = zero<T>();
-        continue;
-      }
-      const T g = grad[i];
-      grad_weight[i] = g;
-      const double eta = static_cast<double>(philox_normal(seed, static_cast<uint64_t>(i)));
-      acc = add_rn(acc, mul_rn(static_cast<double>(to_acc(g)), eta));
+      acc = add_rn(acc, masked_grad_times_noise(grad, mask, grad_weight, i, seed));
     }
     partials[row] = acc;
   }
@@ -340,14 +347,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t end = row * inner + min64(column + chunk, inner);
     double acc = 0.0;
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-      if (!keep_at(mask, i)) {
-        grad_weight[i] = zero<T>();
-        continue;
-      }
-      const T g = grad[i];
-      grad_weight[i] = g;
-      const double eta = static_cast<double>(philox_normal(seed, static_cast<uint64_t>(i)));
-      acc = add_rn(acc, mul_rn(static_cast<double>(to_acc(g)), eta));
+      acc = add_rn(acc, masked_grad_times_noise(grad, mask, grad_weight, i, seed));
     }
     acc = block_reduce(acc, 0.0, shared);
     if (threadIdx.x == 0) partials[task] = acc;
