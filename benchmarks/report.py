@@ -66,7 +66,18 @@ TARGETS = [
         (">=", 2.0),
         "speed-up vs compiled reference",
     ),
+    (
+        "multires_stack",
+        "forward_backward",
+        "reference_eager",
+        "robustkernels",
+        (">=", 3.0),
+        "speed-up vs eager reference",
+    ),
 ]
+# (op, passes, variant, target fraction): memory traffic per second as a fraction of
+# the STREAM-style copy's (benchmarks/test_multires_stack.py::test_stream_copy).
+BANDWIDTH_TARGETS = [("multires_stack", "forward_backward", "robustkernels", 0.30)]
 
 
 def machine_name() -> str:
@@ -181,6 +192,37 @@ def saved_bytes_rows() -> list[dict]:
     return rows
 
 
+def bandwidth_rows(traffic: dict[tuple[str, str, str, str], float]) -> list[dict]:
+    stream = [rate for (op, *_), rate in traffic.items() if op == "stream_copy"]
+    if not stream:
+        return []
+    copy_rate = max(stream)
+    print(f"\nSTREAM-style copy: {copy_rate / 1e9:.2f} GB/s (read + write)")
+    rows = []
+    for op, passes, variant, bound in BANDWIDTH_TARGETS:
+        for (o, case, p, v), rate in sorted(traffic.items()):
+            if (o, p, v) != (op, passes, variant):
+                continue
+            fraction = rate / copy_rate
+            met = fraction >= bound
+            print(
+                f"  {op} {case} {passes}: {rate / 1e9:.2f} GB/s = {fraction:.3f} of the copy "
+                f"(target >= {bound}) {'met' if met else 'NOT MET'}"
+            )
+            rows.append(
+                {
+                    "op": op,
+                    "case": case,
+                    "passes": passes,
+                    "metric": "fraction of STREAM copy bandwidth",
+                    "value": f"{fraction:.3f}",
+                    "target": f">= {bound}",
+                    "met": met,
+                }
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,9 +235,16 @@ def main() -> None:
 
     results = run_benchmarks(args.select)
     medians: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+    traffic: dict[
+        tuple[str, str, str, str], float
+    ] = {}  # bytes per second, where a benchmark states its bytes
     for bench in results:
         info = bench["extra_info"]
         medians[(info["op"], info["case"], info["passes"])][info["variant"]] = bench["stats"]["median"]
+        if "bytes" in info:
+            traffic[(info["op"], info["case"], info["passes"], info["variant"])] = (
+                info["bytes"] / bench["stats"]["median"]
+            )
 
     rows = []
     print(f"\nmachine: {args.machine}; torch {torch.__version__}; threads {torch.get_num_threads()}")
@@ -262,6 +311,8 @@ def main() -> None:
                     "met": met,
                 }
             )
+
+    target_rows += bandwidth_rows(traffic)
 
     memory = saved_bytes_rows()
     print("\nsaved for backward (bytes):")

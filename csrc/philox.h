@@ -93,4 +93,13 @@ RK_HOST_DEVICE float philox_normal(uint64_t seed, uint64_t offset) {
   return (lane & 1u) ? second : first;
 }
 
+// Element `offset` of the uniform stream of `seed`: uniform offset % 4 of
+// tl.rand4x(seed, offset / 4).
+RK_HOST_DEVICE float philox_uniform(uint64_t seed, uint64_t offset) {
+  const uint64_t counter = offset >> 2;
+  uint32_t c[4] = {static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0};
+  philox4x32_10(c[0], c[1], c[2], c[3], static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return uint32_to_uniform(c[offset & 3u]);
+}
+
 }  // namespace robustkernels

@@ -25,4 +25,14 @@ TORCH_LIBRARY(robustkernels, m) {
   m.def("crossmax_fwd_kernel(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
   // d logits [N, B, C] from d out [B, C] and the forward's index tensors.
   m.def("crossmax_bwd_kernel(Tensor grad_out, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
+  // Multi-resolution stack of x [B, C, H, W]: (out [B, C * V, H, W], clip_mask uint8
+  // [B, C * V, H, ceil(W / 8)]). Per view: low resolution heights[v] x widths[v],
+  // four banded resize tables (start int32 [n_out], weight [n_out, taps]; empty for
+  // full-size views), and the element offsets of its (low, high) noise streams.
+  m.def("multires_stack_fwd_kernel(Tensor x, int[] heights, int[] widths, Tensor[] starts, Tensor[] weights, "
+        "int[] noise_offsets, int jitter, float noise, str noise_kind, float contrast_low, float contrast_high, "
+        "int seed) -> (Tensor, Tensor)");
+  // dx [B, C, H, W] from d out and the forward's clip_mask.
+  m.def("multires_stack_bwd_kernel(Tensor grad_out, Tensor clip_mask, int[] heights, int[] widths, "
+        "Tensor[] starts, Tensor[] weights, int jitter, float contrast_low, float contrast_high, int seed) -> Tensor");
 }

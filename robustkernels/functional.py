@@ -5,10 +5,11 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from robustkernels.ops import crossmax as _crossmax_ops
+from robustkernels.ops import multires_stack as _multires_ops
 from robustkernels.ops import noisy_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
 
-__all__ = ["crossmax", "noisy_conv2d", "noisy_linear", "noisy_weight", "philox_normal"]
+__all__ = ["crossmax", "multires_stack", "noisy_conv2d", "noisy_linear", "noisy_weight", "philox_normal"]
 
 
 def _check_arguments(op: str, lam, seed, **tensors) -> None:
@@ -136,4 +137,56 @@ def crossmax(
     logits = logits.movedim(predictor_dim, 0)
     validation.crossmax_args(logits, k, reduction, "crossmax")  # before the op's schema rejects a bad k
     out, _, _, _ = _crossmax_ops.crossmax(logits, k, reduction)
+    return out
+
+
+def multires_stack(
+    x: torch.Tensor,
+    resolutions=(32, 16, 8, 4),
+    *,
+    jitter: int = 3,
+    noise: float = 0.2,
+    noise_kind: str = "uniform",
+    contrast: tuple[float, float] = (0.5, 1.0),
+    interpolation: str = "bicubic",
+    seed: int | None = None,
+) -> torch.Tensor:
+    """The multi-resolution input stack of the multi-resolution self-ensemble (Fort &
+    Lakshminarayanan), fused: x [B, C, H, W] in [0, 1] -> [B, C * R, H, W].
+
+    For each resolution r (an int for r x r, or an (rh, rw) pair) every image gets,
+    independently: a contrast / colour mix c * img + (1 - c) * mean over channels(img)
+    with c ~ U[contrast]; a circular shift by integers in [-jitter, jitter] in each
+    direction; a resize down to r x r (antialiased for bilinear / bicubic, as
+    F.interpolate(align_corners=False, antialias=True)), plus noise, a resize back to
+    H x W, plus noise; and a clip to [0, 1]. Noise is noise * U[0, 1) ("uniform", the
+    public recipe's positive-mean noise) or noise * N(0, 1) ("gaussian"). Views at full
+    size skip the two resizes. Views are stacked on channels, the first resolution's first.
+
+    All randomness comes from the library's Philox generator keyed by `seed` (drawn
+    from torch's default generator when None): a call is repeatable given its seed, and
+    every backend gives the same result for it. The backward is exact: it passes the
+    gradient where the clip did not clip and regenerates the per-image contrast and
+    shifts from the seed (the noise does not enter the gradient). Under
+    torch.compile(fullgraph=True), pass a seed (drawing one reads a value to Python).
+    """
+    op = "multires_stack"
+    sizes = validation.multires_sizes(x, resolutions, op)
+    validation.multires_options(jitter, noise, noise_kind, contrast, interpolation, op)
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    validation.check_seed(seed, op)
+    heights, widths = [s[0] for s in sizes], [s[1] for s in sizes]
+    out, _ = _multires_ops.multires_stack(
+        x,
+        heights,
+        widths,
+        jitter,
+        float(noise),
+        noise_kind,
+        float(contrast[0]),
+        float(contrast[1]),
+        interpolation,
+        seed,
+    )
     return out

@@ -42,24 +42,38 @@ void fill_normal_block_scalar(uint64_t seed, uint64_t first, int64_t count, floa
   }
 }
 
+namespace {
+
+using Block4 = void (*)(uint64_t, uint64_t, int64_t, float*);
+
+// Whole groups of counters (8 or 16 per group) covering [first, first + count).
+void fill_block_simd(Block4 kernel, int64_t counters_per_group, uint64_t seed, uint64_t first, int64_t count,
+                     float* out) {
+  alignas(64) float values[kNormalBlock + 64];
+  const int64_t skip = static_cast<int64_t>(first & 3u);
+  const int64_t per_group = 4 * counters_per_group;
+  kernel(seed, first >> 2, (skip + count + per_group - 1) / per_group, values);
+  std::copy(values + skip, values + skip + count, out);
+}
+
+}  // namespace
+
 void fill_normal_block(uint64_t seed, uint64_t first, int64_t count, float* out) {
   static const Simd simd = detect_simd();
 #if defined(__x86_64__)
-  if (simd != Simd::kScalar) {
-    // Whole groups of counters (32 or 64 normals) covering [first, first + count).
-    alignas(64) float normals[kNormalBlock + 64];
-    const uint64_t counter = first >> 2;
-    const int64_t skip = static_cast<int64_t>(first & 3u);
-    if (simd == Simd::kAvx512) {
-      normals4_avx512(seed, counter, (skip + count + 63) / 64, normals);
-    } else {
-      normals4_avx2(seed, counter, (skip + count + 31) / 32, normals);
-    }
-    std::copy(normals + skip, normals + skip + count, out);
-    return;
-  }
+  if (simd == Simd::kAvx512) return fill_block_simd(normals4_avx512, 16, seed, first, count, out);
+  if (simd == Simd::kAvx2) return fill_block_simd(normals4_avx2, 8, seed, first, count, out);
 #endif
   fill_normal_block_scalar(seed, first, count, out);
+}
+
+void fill_uniform_block(uint64_t seed, uint64_t first, int64_t count, float* out) {
+  static const Simd simd = detect_simd();
+#if defined(__x86_64__)
+  if (simd == Simd::kAvx512) return fill_block_simd(uniforms4_avx512, 16, seed, first, count, out);
+  if (simd == Simd::kAvx2) return fill_block_simd(uniforms4_avx2, 8, seed, first, count, out);
+#endif
+  for (int64_t i = 0; i < count; ++i) out[i] = philox_uniform(seed, first + i);
 }
 
 }  // namespace robustkernels

@@ -1,4 +1,4 @@
-// AVX2 Philox4x32-10 + Box-Muller: eight counters (32 normals) at a time. Same
+// AVX2 Philox4x32-10 + Box-Muller: eight counters (32 normals or uniforms) at a time. Same
 // algorithm as csrc/philox.h; log and sincos come from SLEEF's 1-ULP AVX2
 // routines, which libtorch_cpu exports, so results match the scalar code to an
 // ULP or two. Only this translation unit is compiled for AVX2, and it only runs
@@ -64,9 +64,9 @@ inline void store_interleaved(__m256 a, __m256 b, __m256 c, __m256 d, float* out
   _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(r2, r3, 0x31));
 }
 
-}  // namespace
-
-void normals4_avx2(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
+// Normals (kNormal) or uniforms of eight counters per group, stored interleaved.
+template <bool kNormal>
+void philox4_avx2(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
   // The round keys depend on the seed only: broadcast them once.
   __m256i key0[10];
   __m256i key1[10];
@@ -100,11 +100,25 @@ void normals4_avx2(uint64_t seed, uint64_t counter, int64_t groups, float* out) 
       c1 = lo_b;
       c3 = lo_a;
     }
-    __m256 n0, n1, n2, n3;
-    box_muller(c0, c1, n0, n1);
-    box_muller(c2, c3, n2, n3);
-    store_interleaved(n0, n1, n2, n3, out);
+    if constexpr (kNormal) {
+      __m256 n0, n1, n2, n3;
+      box_muller(c0, c1, n0, n1);
+      box_muller(c2, c3, n2, n3);
+      store_interleaved(n0, n1, n2, n3, out);
+    } else {
+      store_interleaved(to_uniform(c0), to_uniform(c1), to_uniform(c2), to_uniform(c3), out);
+    }
   }
+}
+
+}  // namespace
+
+void normals4_avx2(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
+  philox4_avx2<true>(seed, counter, groups, out);
+}
+
+void uniforms4_avx2(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
+  philox4_avx2<false>(seed, counter, groups, out);
 }
 
 }  // namespace robustkernels

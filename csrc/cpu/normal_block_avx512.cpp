@@ -41,8 +41,9 @@ inline void box_muller(__m512i b1, __m512i b2, __m512& first, __m512& second) {
   first = _mm512_mul_ps(radius, sc.cos);
   second = _mm512_mul_ps(radius, sc.sin);
 }
-}
-void normals4_avx512(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
+// Normals (kNormal) or uniforms of sixteen counters per group, stored interleaved.
+template <bool kNormal>
+void philox4_avx512(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
   __m512i key0[10], key1[10];
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int r = 0; r < 10; ++r) { key0[r] = _mm512_set1_epi32(k0); key1[r] = _mm512_set1_epi32(k1); k0 += kPhiloxKeyA; k1 += kPhiloxKeyB; }
@@ -67,7 +68,11 @@ void normals4_avx512(uint64_t seed, uint64_t counter, int64_t groups, float* out
       c1 = lb; c3 = la;
     }
     __m512 n0, n1, n2, n3;
-    box_muller(c0, c1, n0, n1); box_muller(c2, c3, n2, n3);
+    if constexpr (kNormal) {
+      box_muller(c0, c1, n0, n1); box_muller(c2, c3, n2, n3);
+    } else {
+      n0 = to_uniform(c0); n1 = to_uniform(c1); n2 = to_uniform(c2); n3 = to_uniform(c3);
+    }
     // (n0,n1) -> pairs as 64-bit elements; (n2,n3) likewise; then interleave pairs.
     const __m512 ab_lo = _mm512_permutex2var_ps(n0, idx_ab_lo, n1);  // a0 b0 .. a7 b7
     const __m512 ab_hi = _mm512_permutex2var_ps(n0, idx_ab_hi, n1);  // a8 b8 .. a15 b15
@@ -80,6 +85,16 @@ void normals4_avx512(uint64_t seed, uint64_t counter, int64_t groups, float* out
     _mm512_storeu_pd(reinterpret_cast<double*>(out + 48), _mm512_permutex2var_pd(abh, idx_q_hi, cdh));
   }
 }
+}  // namespace
+
+void normals4_avx512(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
+  philox4_avx512<true>(seed, counter, groups, out);
 }
+
+void uniforms4_avx512(uint64_t seed, uint64_t counter, int64_t groups, float* out) {
+  philox4_avx512<false>(seed, counter, groups, out);
+}
+
+}  // namespace robustkernels
 
 #endif  // __x86_64__

@@ -106,6 +106,19 @@ def select(op: str, device: torch.device) -> str:
     return chosen
 
 
+def select_without_cuda(op: str, device: torch.device, family: str) -> str:
+    """`select` for an op family with no CUDA C++ kernel (Triton serves GPUs): an
+    explicit "cuda" raises, a default "cuda" (no Triton) becomes the reference."""
+    name = select(op, device)
+    if name != "cuda":
+        return name
+    if explicit_choice() == "cuda":
+        raise RuntimeError(
+            f"robustkernels.{op}: backend 'cuda' has no {family} kernel; use 'triton' or 'reference'"
+        )
+    return "reference"
+
+
 def _default_backend(op: str, device: torch.device) -> str:
     preferred = ("cpp",) if device.type == "cpu" else ("triton", "cuda")
     reasons = []

@@ -27,17 +27,6 @@ if _triton_available:
 _TILE = 4096
 
 
-def _select(op: str, device: torch.device) -> str:
-    name = backend.select(op, device)
-    if name != "cuda":
-        return name
-    if backend.explicit_choice() == "cuda":
-        raise RuntimeError(
-            f"robustkernels.{op}: backend 'cuda' has no CrossMax kernel; use 'triton' or 'reference'"
-        )
-    return "reference"
-
-
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
@@ -143,7 +132,7 @@ def crossmax(
     logits: torch.Tensor, k: int, reduction: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     rank, count = validation.crossmax_args(logits, k, reduction, "crossmax")
-    name = _select("crossmax", logits.device)
+    name = backend.select_without_cuda("crossmax", logits.device, "CrossMax")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_fwd_kernel(logits, k, reduction)
     if name == "triton":
@@ -183,7 +172,7 @@ def crossmax_backward(
     grad: torch.Tensor, class_idx: torch.Tensor, pred_idx: torch.Tensor, sel_idx: torch.Tensor
 ) -> torch.Tensor:
     _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
-    name = _select("crossmax_backward", grad.device)
+    name = backend.select_without_cuda("crossmax_backward", grad.device, "CrossMax")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
     if name == "triton":

@@ -144,3 +144,72 @@ def check_predictor_dim(predictor_dim, logits: torch.Tensor, op: str) -> None:
         raise ValueError(f"robustkernels.{op}: logits must be 3-D [N, B, C], got shape {tuple(logits.shape)}")
     if not -3 <= predictor_dim < 3:
         raise ValueError(f"robustkernels.{op}: predictor_dim must be in [-3, 2], got {predictor_dim}")
+
+
+MULTIRES_INTERPOLATIONS = ("bilinear", "bicubic", "area")
+MULTIRES_NOISE_KINDS = ("uniform", "gaussian")
+
+
+def _check_int(name: str, value, op: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"robustkernels.{op}: {name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"robustkernels.{op}: {name} must be >= {minimum}, got {value}")
+
+
+def _check_float(name: str, value, op: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"robustkernels.{op}: {name} must be a float, got {type(value).__name__}")
+
+
+def multires_sizes(x, resolutions, op: str) -> list[tuple[int, int]]:
+    """Checks x [B, C, H, W] and the resolutions (ints r for r x r, or (rh, rw) pairs,
+    each within the image); returns the (rh, rw) per view."""
+    check_tensor("x", x, op)
+    if x.dtype not in _CROSSMAX_DTYPES:
+        raise TypeError(f"robustkernels.{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"robustkernels.{op}: x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
+    if isinstance(resolutions, (int, str)) or not hasattr(resolutions, "__len__") or len(resolutions) == 0:
+        raise ValueError(f"robustkernels.{op}: resolutions must be a non-empty sequence, got {resolutions!r}")
+    height, width = x.shape[-2:]
+    sizes = []
+    for r in resolutions:
+        pair = (
+            (r, r)
+            if isinstance(r, int) and not isinstance(r, bool)
+            else tuple(r)
+            if hasattr(r, "__len__")
+            else ()
+        )
+        if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+            raise TypeError(
+                f"robustkernels.{op}: each resolution must be an int or an (int, int) pair, got {r!r}"
+            )
+        if not (1 <= pair[0] <= height and 1 <= pair[1] <= width):
+            raise ValueError(
+                f"robustkernels.{op}: resolution {r!r} must lie within the {height}x{width} image (and be >= 1)"
+            )
+        sizes.append(pair)
+    return sizes
+
+
+def multires_options(jitter, noise, noise_kind, contrast, interpolation, op: str) -> None:
+    _check_int("jitter", jitter, op, 0)
+    _check_float("noise", noise, op)
+    if noise < 0:
+        raise ValueError(f"robustkernels.{op}: noise must be >= 0, got {noise}")
+    if noise_kind not in MULTIRES_NOISE_KINDS:
+        raise ValueError(
+            f"robustkernels.{op}: noise_kind must be one of {MULTIRES_NOISE_KINDS}, got {noise_kind!r}"
+        )
+    if not isinstance(contrast, (tuple, list)) or len(contrast) != 2:
+        raise TypeError(f"robustkernels.{op}: contrast must be a (low, high) pair, got {contrast!r}")
+    for value in contrast:
+        _check_float("contrast", value, op)
+    if contrast[0] > contrast[1]:
+        raise ValueError(f"robustkernels.{op}: contrast must satisfy low <= high, got {tuple(contrast)}")
+    if interpolation not in MULTIRES_INTERPOLATIONS:
+        raise ValueError(
+            f"robustkernels.{op}: interpolation must be one of {MULTIRES_INTERPOLATIONS}, got {interpolation!r}"
+        )

@@ -1,6 +1,7 @@
 """Pure-PyTorch references: the oracles of the tests and the baselines of the benchmarks."""
 
 from robustkernels.reference.crossmax import crossmax
+from robustkernels.reference.multires_stack import multires_stack
 from robustkernels.reference.noisy_weight import (
     alpha_for_weight,
     noisy_conv2d,
@@ -14,6 +15,7 @@ from robustkernels.reference.philox import philox_normal
 __all__ = [
     "alpha_for_weight",
     "crossmax",
+    "multires_stack",
     "noisy_conv2d",
     "noisy_linear",
     "noisy_weight",

@@ -35,15 +35,15 @@ def philox4x32_10(counter: tuple[torch.Tensor, ...], seed: int) -> tuple[torch.T
     return c0, c1, c2, c3
 
 
-def _uint32_to_uniform(bits: torch.Tensor) -> torch.Tensor:
+def uint32_to_uniform(bits: torch.Tensor) -> torch.Tensor:
     signed = torch.where(bits >= 2**31, bits - 2**32, bits)
     signed = torch.where(signed < 0, -signed - 1, signed)
     return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
 def _box_muller(bits1: torch.Tensor, bits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    u1 = _uint32_to_uniform(bits1).clamp_min(1.0e-7)
-    theta = torch.tensor(6.283185307179586, dtype=torch.float32) * _uint32_to_uniform(bits2)
+    u1 = uint32_to_uniform(bits1).clamp_min(1.0e-7)
+    theta = torch.tensor(6.283185307179586, dtype=torch.float32) * uint32_to_uniform(bits2)
     radius = torch.sqrt(-2.0 * torch.log(u1))
     return radius * torch.cos(theta), radius * torch.sin(theta)
 
@@ -57,10 +57,23 @@ def philox_normal(
     Philox output words (0, 1) gives normals 0 and 1, over words (2, 3) normals 2 and 3.
     """
     index = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
-    counter = index >> 2
-    zero = torch.zeros_like(counter)
-    seed = seed & 0xFFFFFFFFFFFFFFFF  # two's complement of a negative seed, as a uint64 key
-    w0, w1, w2, w3 = philox4x32_10((counter & _MASK32, (counter >> 32) & _MASK32, zero, zero), seed)
+    w0, w1, w2, w3 = philox_words(seed, index >> 2)
     n0, n1 = _box_muller(w0, w1)
     n2, n3 = _box_muller(w2, w3)
     return torch.stack((n0, n1, n2, n3), dim=1).gather(1, (index & 3).unsqueeze(1)).squeeze(1)
+
+
+def philox_words(seed: int, counter: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The four uint32 output words (as int64) of tl.randint4x(seed, counter) for int64 counters."""
+    zero = torch.zeros_like(counter)
+    seed = seed & 0xFFFFFFFFFFFFFFFF  # two's complement of a negative seed, as a uint64 key
+    return philox4x32_10((counter & _MASK32, (counter >> 32) & _MASK32, zero, zero), seed)
+
+
+def philox_uniform(
+    seed: int, numel: int, *, offset: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """float32 U[0, 1) samples: element i is uniform i % 4 of tl.rand4x(seed, i // 4)."""
+    index = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
+    words = torch.stack(philox_words(seed, index >> 2), dim=1)
+    return uint32_to_uniform(words.gather(1, (index & 3).unsqueeze(1)).squeeze(1))

@@ -1,4 +1,5 @@
-"""The library's noise stream in Triton: element i is normal i % 4 of tl.randn4x(seed, i // 4)."""
+"""The library's noise streams in Triton: element i is normal i % 4 of tl.randn4x(seed, i // 4)
+(or uniform i % 4 of tl.rand4x(seed, i // 4))."""
 
 import triton
 import triton.language as tl
@@ -10,6 +11,14 @@ def philox_normal(seed, index):
     n0, n1, n2, n3 = tl.randn4x(seed, index // 4)
     lane = index % 4
     return tl.where(lane == 0, n0, tl.where(lane == 1, n1, tl.where(lane == 2, n2, n3)))
+
+
+@triton.jit
+def philox_uniform(seed, index):
+    """U[0, 1) for a block of element indices: uniform i % 4 of tl.rand4x(seed, i // 4)."""
+    u0, u1, u2, u3 = tl.rand4x(seed, index // 4)
+    lane = index % 4
+    return tl.where(lane == 0, u0, tl.where(lane == 1, u1, tl.where(lane == 2, u2, u3)))
 
 
 @triton.jit

@@ -1,0 +1,430 @@
+// CPU kernels of the multi-resolution input stack of the multi-resolution
+// self-ensemble (Fort & Lakshminarayanan, "Ensemble everything everywhere").
+// The recipe and the random streams are specified in
+// robustkernels/reference/multires_stack.py; per image b and view v:
+//   R   = roll(c * x + (1 - c) * mean_channels(x), (dy, dx))
+//   up  = Resize_up(Resize_down(R) + noise_low) + noise_high   (no resizes at full size)
+//   out = clip(up, 0, 1), plus one bit per element: 0 <= up <= 1 (where the clip
+//         passes the gradient), which is all the backward needs besides (c, dy, dx).
+// Each resize is separable; each 1-D pass is a banded matrix given as tables
+// (start[o], weight[o, t]): output o reads inputs start[o] .. start[o] + taps - 1.
+// The tables come from the Python op (F.interpolate's own weights), so every
+// interpolation mode is the same code here. One task per image: the channel mean
+// and the image stay in cache across the views.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../philox.h"
+#include "normal_block.h"
+
+namespace robustkernels {
+namespace {
+
+constexpr int kTablesPerView = 4;  // down rows, down columns, up rows, up columns
+
+template <typename acc_t>
+struct Pass {
+  const int32_t* start;
+  const acc_t* weight;
+  int64_t taps;
+};
+
+template <typename acc_t>
+struct View {
+  int64_t height, width;  // low resolution
+  bool resized;
+  Pass<acc_t> down_y, down_x, up_y, up_x;
+  uint64_t low_offset, high_offset;
+};
+
+struct ImageParams {
+  float contrast;
+  int64_t shift_y, shift_x;  // already reduced into [0, H) and [0, W)
+};
+
+ImageParams image_params(uint64_t seed, uint64_t counter, int64_t jitter, float low, float high,
+                         int64_t height, int64_t width) {
+  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+  philox4x32_10(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  const uint64_t span = 2 * static_cast<uint64_t>(jitter) + 1;
+  const int64_t dy = static_cast<int64_t>((c1 * span) >> 32) - jitter;
+  const int64_t dx = static_cast<int64_t>((c2 * span) >> 32) - jitter;
+  const float spread = high - low;
+  return {low + spread * uint32_to_uniform(c0), ((dy % height) + height) % height, ((dx % width) + width) % width};
+}
+
+void check_table(const at::Tensor& start, const at::Tensor& weight, at::ScalarType acc, int64_t n_out,
+                 int64_t n_in, const char* name) {
+  TORCH_CHECK_VALUE(start.device().is_cpu() && weight.device().is_cpu(),
+                    "multires_stack: resize tables must be CPU tensors (", name, ")");
+  TORCH_CHECK_VALUE(start.scalar_type() == at::kInt && start.dim() == 1 && start.numel() == n_out &&
+                        start.is_contiguous(),
+                    "multires_stack: ", name, " start table must be a contiguous int32 [", n_out, "] tensor, got ",
+                    start.scalar_type(), " ", start.sizes());
+  TORCH_CHECK_VALUE(weight.scalar_type() == acc && weight.dim() == 2 && weight.size(0) == n_out &&
+                        weight.size(1) >= 1 && weight.size(1) <= n_in && weight.is_contiguous(),
+                    "multires_stack: ", name, " weight table must be a contiguous ", acc, " [", n_out,
+                    ", taps <= ", n_in, "] tensor, got ", weight.scalar_type(), " ", weight.sizes());
+  const int32_t* s = start.data_ptr<int32_t>();
+  const int64_t taps = weight.size(1);
+  for (int64_t o = 0; o < n_out; ++o) {
+    TORCH_CHECK_VALUE(s[o] >= 0 && s[o] + taps <= n_in, "multires_stack: ", name, " start[", o, "] = ", s[o],
+                      " reads past the ", n_in, " inputs");
+  }
+}
+
+template <typename acc_t>
+Pass<acc_t> as_pass(const at::Tensor& start, const at::Tensor& weight) {
+  return {start.data_ptr<int32_t>(), weight.data_ptr<acc_t>(), weight.size(1)};
+}
+
+template <typename acc_t>
+std::vector<View<acc_t>> make_views(at::IntArrayRef heights, at::IntArrayRef widths, at::TensorList starts,
+                                    at::TensorList weights, at::IntArrayRef noise_offsets, int64_t height,
+                                    int64_t width, at::ScalarType acc) {
+  const int64_t num_views = static_cast<int64_t>(heights.size());
+  TORCH_CHECK_VALUE(num_views >= 1, "multires_stack: at least one resolution is needed");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(widths.size()) == num_views, "multires_stack: heights and widths differ in length");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(starts.size()) == kTablesPerView * num_views &&
+                        static_cast<int64_t>(weights.size()) == kTablesPerView * num_views,
+                    "multires_stack: expected ", kTablesPerView * num_views, " start and weight tables, got ",
+                    starts.size(), " and ", weights.size());
+  TORCH_CHECK_VALUE(noise_offsets.empty() || static_cast<int64_t>(noise_offsets.size()) == 2 * num_views,
+                    "multires_stack: expected ", 2 * num_views, " noise offsets, got ", noise_offsets.size());
+  std::vector<View<acc_t>> views(num_views);
+  for (int64_t v = 0; v < num_views; ++v) {
+    View<acc_t>& view = views[v];
+    view.height = heights[v];
+    view.width = widths[v];
+    TORCH_CHECK_VALUE(view.height >= 1 && view.height <= height && view.width >= 1 && view.width <= width,
+                      "multires_stack: resolution ", view.height, "x", view.width, " must lie in 1..", height, " x 1..",
+                      width);
+    view.resized = view.height != height || view.width != width;
+    view.low_offset = noise_offsets.empty() ? 0 : static_cast<uint64_t>(noise_offsets[2 * v]);
+    view.high_offset = noise_offsets.empty() ? 0 : static_cast<uint64_t>(noise_offsets[2 * v + 1]);
+    if (!view.resized) continue;
+    const int64_t sizes[kTablesPerView][2] = {
+        {view.height, height}, {view.width, width}, {height, view.height}, {width, view.width}};
+    const char* names[kTablesPerView] = {"down-rows", "down-columns", "up-rows", "up-columns"};
+    Pass<acc_t>* passes[kTablesPerView] = {&view.down_y, &view.down_x, &view.up_y, &view.up_x};
+    for (int t = 0; t < kTablesPerView; ++t) {
+      const at::Tensor& s = starts[kTablesPerView * v + t];
+      const at::Tensor& w = weights[kTablesPerView * v + t];
+      check_table(s, w, acc, sizes[t][0], sizes[t][1], names[t]);
+      *passes[t] = as_pass<acc_t>(s, w);
+    }
+  }
+  return views;
+}
+
+// dst[o, :] = sum_t w[o, t] * src[start[o] + t, :] for rows of `cols` elements.
+template <typename acc_t>
+void rows_pass(const Pass<acc_t>& pass, int64_t n_out, const acc_t* src, acc_t* dst, int64_t cols) {
+  for (int64_t o = 0; o < n_out; ++o) {
+    acc_t* out = dst + o * cols;
+    std::fill(out, out + cols, acc_t(0));
+    const acc_t* w = pass.weight + o * pass.taps;
+    for (int64_t t = 0; t < pass.taps; ++t) {
+      const acc_t* in = src + (pass.start[o] + t) * cols;
+      const acc_t wt = w[t];
+      for (int64_t c = 0; c < cols; ++c) out[c] += wt * in[c];
+    }
+  }
+}
+
+// Transpose of rows_pass: dsrc[start[o] + t, :] += w[o, t] * ddst[o, :] (dsrc zeroed here).
+template <typename acc_t>
+void rows_pass_t(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* ddst, acc_t* dsrc, int64_t cols) {
+  std::fill(dsrc, dsrc + n_in * cols, acc_t(0));
+  for (int64_t o = 0; o < n_out; ++o) {
+    const acc_t* g = ddst + o * cols;
+    const acc_t* w = pass.weight + o * pass.taps;
+    for (int64_t t = 0; t < pass.taps; ++t) {
+      acc_t* out = dsrc + (pass.start[o] + t) * cols;
+      const acc_t wt = w[t];
+      for (int64_t c = 0; c < cols; ++c) out[c] += wt * g[c];
+    }
+  }
+}
+
+// dst[r, o] = sum_t w[o, t] * src[r, start[o] + t] for `rows` rows.
+template <typename acc_t>
+void cols_pass(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* src, acc_t* dst, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* in = src + r * n_in;
+    acc_t* out = dst + r * n_out;
+    for (int64_t o = 0; o < n_out; ++o) {
+      const acc_t* w = pass.weight + o * pass.taps;
+      const acc_t* x = in + pass.start[o];
+      acc_t sum = 0;
+      for (int64_t t = 0; t < pass.taps; ++t) sum += w[t] * x[t];
+      out[o] = sum;
+    }
+  }
+}
+
+// Transpose of cols_pass (dsrc zeroed here).
+template <typename acc_t>
+void cols_pass_t(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* ddst, acc_t* dsrc, int64_t rows) {
+  std::fill(dsrc, dsrc + rows * n_in, acc_t(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* g = ddst + r * n_out;
+    acc_t* out = dsrc + r * n_in;
+    for (int64_t o = 0; o < n_out; ++o) {
+      const acc_t* w = pass.weight + o * pass.taps;
+      acc_t* x = out + pass.start[o];
+      const acc_t go = g[o];
+      for (int64_t t = 0; t < pass.taps; ++t) x[t] += w[t] * go;
+    }
+  }
+}
+
+// plane[i] += amplitude * noise(first + i), noise uniform or normal, for a plane of n elements.
+template <typename acc_t>
+void add_noise(acc_t* plane, int64_t n, uint64_t seed, uint64_t first, float amplitude, bool gaussian) {
+  alignas(64) float block[kNormalBlock];
+  for (int64_t i = 0; i < n; i += kNormalBlock) {
+    const int64_t count = std::min<int64_t>(kNormalBlock, n - i);
+    if (gaussian) {
+      fill_normal_block(seed, first + i, count, block);
+    } else {
+      fill_uniform_block(seed, first + i, count, block);
+    }
+    for (int64_t j = 0; j < count; ++j) plane[i + j] += static_cast<acc_t>(amplitude * block[j]);
+  }
+}
+
+// dst[y, w] = f(src[(y - dy) % H, (w - dx) % W]) with dy, dx in [0, H) x [0, W): per row two contiguous runs.
+template <typename F>
+void for_each_rolled(int64_t height, int64_t width, int64_t dy, int64_t dx, F&& f) {
+  for (int64_t y = 0; y < height; ++y) {
+    const int64_t ys = y >= dy ? y - dy : y - dy + height;
+    f(y, ys, 0, width - dx, dx);          // dst columns 0 .. dx - 1 read src columns W - dx ..
+    f(y, ys, dx, 0, width - dx);          // dst columns dx .. W - 1 read src columns 0 ..
+  }
+}
+
+template <typename scalar_t>
+void forward_impl(const at::Tensor& x, const std::vector<View<at::opmath_type<scalar_t>>>& views, int64_t jitter,
+                  float noise, bool gaussian, float contrast_low, float contrast_high, uint64_t seed, at::Tensor& out,
+                  at::Tensor& mask) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t plane = height * width, num_views = static_cast<int64_t>(views.size());
+  const int64_t mask_row = (width + 7) / 8;
+  const scalar_t* x_data = x.data_ptr<scalar_t>();
+  scalar_t* out_data = out.data_ptr<scalar_t>();
+  uint8_t* mask_data = mask.data_ptr<uint8_t>();
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> mean(plane), rows(plane), low(plane), cols(plane), up(plane);
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* image = x_data + b * channels * plane;
+      std::fill(mean.begin(), mean.end(), acc_t(0));
+      for (int64_t ch = 0; ch < channels; ++ch)
+        for (int64_t p = 0; p < plane; ++p) mean[p] += static_cast<acc_t>(image[ch * plane + p]);
+      for (int64_t p = 0; p < plane; ++p) mean[p] /= static_cast<acc_t>(channels);
+      for (int64_t v = 0; v < num_views; ++v) {
+        const View<acc_t>& view = views[v];
+        const ImageParams ip =
+            image_params(seed, v * batch + b, jitter, contrast_low, contrast_high, height, width);
+        const acc_t c = static_cast<acc_t>(ip.contrast);
+        const acc_t one_minus_c = acc_t(1) - c;
+        const int64_t low_plane = view.height * view.width;
+        for (int64_t ch = 0; ch < channels; ++ch) {
+          const scalar_t* src = image + ch * plane;
+          for_each_rolled(height, width, ip.shift_y, ip.shift_x,
+                          [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
+                            acc_t* d = up.data() + y * width + dst0;
+                            const scalar_t* s = src + ys * width + src0;
+                            const acc_t* m = mean.data() + ys * width + src0;
+                            for (int64_t i = 0; i < n; ++i) d[i] = c * static_cast<acc_t>(s[i]) + one_minus_c * m[i];
+                          });
+          const uint64_t plane_index = static_cast<uint64_t>(b * channels + ch);
+          if (view.resized) {
+            rows_pass(view.down_y, view.height, up.data(), rows.data(), width);
+            cols_pass(view.down_x, view.width, width, rows.data(), low.data(), view.height);
+            if (noise != 0.0f)
+              add_noise(low.data(), low_plane, seed, view.low_offset + plane_index * low_plane, noise, gaussian);
+            rows_pass(view.up_y, height, low.data(), cols.data(), view.width);
+            cols_pass(view.up_x, width, view.width, cols.data(), up.data(), height);
+          } else if (noise != 0.0f) {
+            add_noise(up.data(), plane, seed, view.low_offset + plane_index * plane, noise, gaussian);
+          }
+          if (noise != 0.0f) add_noise(up.data(), plane, seed, view.high_offset + plane_index * plane, noise, gaussian);
+          const int64_t out_plane = (b * num_views + v) * channels + ch;
+          scalar_t* dst = out_data + out_plane * plane;
+          uint8_t* bits = mask_data + out_plane * height * mask_row;
+          for (int64_t y = 0; y < height; ++y) {
+            const acc_t* u = up.data() + y * width;
+            for (int64_t w = 0; w < width; ++w) dst[y * width + w] = static_cast<scalar_t>(std::min(std::max(u[w], acc_t(0)), acc_t(1)));
+            for (int64_t byte = 0; byte < mask_row; ++byte) {
+              uint8_t packed = 0;
+              for (int64_t k = 0; k < 8 && 8 * byte + k < width; ++k) {
+                const acc_t value = u[8 * byte + k];
+                packed |= static_cast<uint8_t>((value >= acc_t(0) && value <= acc_t(1)) ? 1u << k : 0u);
+              }
+              bits[y * mask_row + byte] = packed;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_impl(const at::Tensor& grad, const at::Tensor& mask,
+                   const std::vector<View<at::opmath_type<scalar_t>>>& views, int64_t jitter, float contrast_low,
+                   float contrast_high, uint64_t seed, at::Tensor& dx) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t batch = dx.size(0), channels = dx.size(1), height = dx.size(2), width = dx.size(3);
+  const int64_t plane = height * width, num_views = static_cast<int64_t>(views.size());
+  const int64_t mask_row = (width + 7) / 8;
+  const scalar_t* grad_data = grad.data_ptr<scalar_t>();
+  const uint8_t* mask_data = mask.data_ptr<uint8_t>();
+  scalar_t* dx_data = dx.data_ptr<scalar_t>();
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(channels * plane), dmean(plane), g(plane), cols(plane), low(plane), rows(plane),
+        drolled(plane);
+    for (int64_t b = begin; b < end; ++b) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      std::fill(dmean.begin(), dmean.end(), acc_t(0));
+      for (int64_t v = 0; v < num_views; ++v) {
+        const View<acc_t>& view = views[v];
+        const ImageParams ip =
+            image_params(seed, v * batch + b, jitter, contrast_low, contrast_high, height, width);
+        const acc_t c = static_cast<acc_t>(ip.contrast);
+        const acc_t one_minus_c = acc_t(1) - c;
+        for (int64_t ch = 0; ch < channels; ++ch) {
+          const int64_t out_plane = (b * num_views + v) * channels + ch;
+          const scalar_t* gp = grad_data + out_plane * plane;
+          const uint8_t* bits = mask_data + out_plane * height * mask_row;
+          for (int64_t y = 0; y < height; ++y)
+            for (int64_t w = 0; w < width; ++w)
+              g[y * width + w] = ((bits[y * mask_row + w / 8] >> (w % 8)) & 1u) ? static_cast<acc_t>(gp[y * width + w])
+                                                                                : acc_t(0);
+          const acc_t* d = g.data();
+          if (view.resized) {
+            cols_pass_t(view.up_x, width, view.width, g.data(), cols.data(), height);
+            rows_pass_t(view.up_y, height, view.height, cols.data(), low.data(), view.width);
+            cols_pass_t(view.down_x, view.width, width, low.data(), rows.data(), view.height);
+            rows_pass_t(view.down_y, view.height, height, rows.data(), drolled.data(), width);
+            d = drolled.data();
+          }
+          acc_t* a = acc.data() + ch * plane;
+          for_each_rolled(height, width, ip.shift_y, ip.shift_x,
+                          [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
+                            const acc_t* gr = d + y * width + dst0;
+                            acc_t* ax = a + ys * width + src0;
+                            acc_t* am = dmean.data() + ys * width + src0;
+                            for (int64_t i = 0; i < n; ++i) {
+                              ax[i] += c * gr[i];
+                              am[i] += one_minus_c * gr[i];
+                            }
+                          });
+        }
+      }
+      scalar_t* out = dx_data + b * channels * plane;
+      for (int64_t ch = 0; ch < channels; ++ch)
+        for (int64_t p = 0; p < plane; ++p)
+          out[ch * plane + p] = static_cast<scalar_t>(acc[ch * plane + p] + dmean[p] / static_cast<acc_t>(channels));
+    }
+  });
+}
+
+bool supported_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+void check_image(const at::Tensor& x, const char* name) {
+  TORCH_CHECK_VALUE(x.device().is_cpu(), "multires_stack: ", name, " must be a CPU tensor, got ", x.device());
+  TORCH_CHECK_VALUE(supported_dtype(x.scalar_type()), "multires_stack: ", name,
+                    " must be float32, float64, float16 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() == 4, "multires_stack: ", name, " must be [B, C, H, W], got ", x.sizes());
+}
+
+int64_t checked_seed(int64_t seed) {
+  TORCH_CHECK_VALUE(seed >= 0, "multires_stack: seed must be non-negative, got ", seed);
+  return seed;
+}
+
+bool parse_noise_kind(c10::string_view kind) {
+  TORCH_CHECK_VALUE(kind == "uniform" || kind == "gaussian",
+                    "multires_stack: noise_kind must be 'uniform' or 'gaussian', got '", std::string(kind), "'");
+  return kind == "gaussian";
+}
+
+std::tuple<at::Tensor, at::Tensor> multires_stack_fwd_cpu(const at::Tensor& x_in, at::IntArrayRef heights,
+                                                          at::IntArrayRef widths, at::TensorList starts,
+                                                          at::TensorList weights, at::IntArrayRef noise_offsets,
+                                                          int64_t jitter, double noise, c10::string_view noise_kind,
+                                                          double contrast_low, double contrast_high, int64_t seed) {
+  check_image(x_in, "x");
+  TORCH_CHECK_VALUE(jitter >= 0, "multires_stack: jitter must be non-negative, got ", jitter);
+  const bool gaussian = parse_noise_kind(noise_kind);
+  const uint64_t key = static_cast<uint64_t>(checked_seed(seed));
+  const at::Tensor x = x_in.contiguous();
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t num_views = static_cast<int64_t>(heights.size());
+  at::Tensor out = at::empty({batch, channels * num_views, height, width}, x.options());
+  at::Tensor mask = at::empty({batch, channels * num_views, height, (width + 7) / 8}, x.options().dtype(at::kByte));
+  TORCH_CHECK_VALUE(noise == 0.0 || static_cast<int64_t>(noise_offsets.size()) == 2 * num_views,
+                    "multires_stack: noise needs ", 2 * num_views, " noise offsets, got ", noise_offsets.size());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "multires_stack_fwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto views =
+        make_views<acc_t>(heights, widths, starts, weights, noise_offsets, height, width, acc_dtype(x.scalar_type()));
+    if (batch * channels * height * width == 0) return;
+    forward_impl<scalar_t>(x, views, jitter, static_cast<float>(noise), gaussian, static_cast<float>(contrast_low),
+                           static_cast<float>(contrast_high), key, out, mask);
+  });
+  return {out, mask};
+}
+
+at::Tensor multires_stack_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, at::IntArrayRef heights,
+                                  at::IntArrayRef widths, at::TensorList starts, at::TensorList weights,
+                                  int64_t jitter, double contrast_low, double contrast_high, int64_t seed) {
+  check_image(grad_in, "grad_out");
+  TORCH_CHECK_VALUE(jitter >= 0, "multires_stack: jitter must be non-negative, got ", jitter);
+  const uint64_t key = static_cast<uint64_t>(checked_seed(seed));
+  const int64_t num_views = static_cast<int64_t>(heights.size());
+  TORCH_CHECK_VALUE(num_views >= 1 && grad_in.size(1) % num_views == 0, "multires_stack: grad_out has ",
+                    grad_in.size(1), " channels, not a multiple of the ", num_views, " views");
+  const int64_t batch = grad_in.size(0), channels = grad_in.size(1) / num_views, height = grad_in.size(2),
+                width = grad_in.size(3);
+  TORCH_CHECK_VALUE(mask_in.device().is_cpu() && mask_in.scalar_type() == at::kByte &&
+                        mask_in.sizes() == at::IntArrayRef({batch, channels * num_views, height, (width + 7) / 8}),
+                    "multires_stack: clip_mask must be a CPU uint8 [", batch, ", ", channels * num_views, ", ", height,
+                    ", ", (width + 7) / 8, "] tensor, got ", mask_in.scalar_type(), " ", mask_in.sizes());
+  const at::Tensor grad = grad_in.contiguous();
+  const at::Tensor mask = mask_in.contiguous();
+  at::Tensor dx = at::empty({batch, channels, height, width}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "multires_stack_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto views =
+        make_views<acc_t>(heights, widths, starts, weights, {}, height, width, acc_dtype(grad.scalar_type()));
+    if (dx.numel() == 0) return;
+    backward_impl<scalar_t>(grad, mask, views, jitter, static_cast<float>(contrast_low),
+                            static_cast<float>(contrast_high), key, dx);
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(robustkernels, CPU, m) {
+  m.impl("multires_stack_fwd_kernel", &multires_stack_fwd_cpu);
+  m.impl("multires_stack_bwd_kernel", &multires_stack_bwd_cpu);
+}
+
+}  // namespace robustkernels

@@ -1,0 +1,288 @@
+"""The multi-resolution input stack as autograd-aware custom ops.
+
+robustkernels::multires_stack(x [B, C, H, W], heights, widths, jitter, noise, noise_kind,
+    contrast_low, contrast_high, interpolation, seed)
+    -> (out [B, C * V, H, W], clip_mask uint8 [B, C * V, H, ceil(W / 8)])
+robustkernels::multires_stack_backward(grad [B, C * V, H, W], clip_mask, heights, widths,
+    jitter, contrast_low, contrast_high, interpolation, seed) -> dx [B, C, H, W]
+
+The recipe and its random streams are specified in robustkernels/reference/multires_stack.py.
+clip_mask holds one bit per output element (bit k of byte j is column 8 j + k): set
+where the clip to [0, 1] passes the gradient. Everything before the clip is linear in
+x, so the backward needs only that mask and the per-image contrast and shifts, which
+it regenerates from the seed; the noise is never regenerated nor stored. Backends: the
+C++ kernel ops (robustkernels::multires_stack_*_kernel, CPU), the Triton kernels, or the
+reference; on GPUs the stack runs with Triton (there is no CUDA C++ kernel).
+"""
+
+import torch
+
+from robustkernels.ops import backend, validation
+from robustkernels.ops.resize_tables import banded_tables, dense_tables, view_matrices
+from robustkernels.reference.multires_stack import (
+    multires_views,
+    noise_layout,
+    roll_per_image,
+    view_parameters,
+)
+from robustkernels.triton import available as _triton_available
+
+if _triton_available:
+    import triton
+
+    from robustkernels.triton.multires_stack import multires_stack_bwd_kernel, multires_stack_fwd_kernel
+
+_FAMILY = "multi-resolution stack"
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_op_args(x, heights, widths, jitter, noise_kind, contrast, interpolation, seed, op: str, name="x"):
+    validation.check_tensor(name, x, op)
+    if len(heights) != len(widths):
+        raise ValueError(
+            f"robustkernels.{op}: heights and widths differ in length ({len(heights)}, {len(widths)})"
+        )
+    sizes = validation.multires_sizes(x, list(zip(heights, widths, strict=True)), op)
+    validation.multires_options(jitter, 0.0, noise_kind, contrast, interpolation, op)
+    validation.check_seed(seed, op)
+    return sizes
+
+
+def pack_bits(passes: torch.Tensor) -> torch.Tensor:
+    """bool [..., W] -> uint8 [..., ceil(W / 8)], bit k of byte j = passes[..., 8 j + k]."""
+    width = passes.shape[-1]
+    padded = torch.nn.functional.pad(passes.to(torch.uint8), (0, (-width) % 8))
+    groups = padded.reshape(*passes.shape[:-1], -1, 8).to(torch.int32)
+    weights = torch.tensor([1 << k for k in range(8)], dtype=torch.int32, device=passes.device)
+    return (groups * weights).sum(dim=-1).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
+    """Inverse of pack_bits: uint8 [..., ceil(W / 8)] -> bool [..., W]."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(*packed.shape[:-1], -1)[..., :width].bool()
+
+
+def _flat_offsets(x: torch.Tensor, sizes) -> list[int]:
+    b, c, h, w = x.shape
+    return [offset for pair in noise_layout(b, c, h, w, sizes) for offset in pair]
+
+
+def _triton_blocks(height: int, width: int, sizes) -> tuple[int, int, int]:
+    block_h = max(16, triton.next_power_of_2(height))
+    block_w = max(16, triton.next_power_of_2(width))
+    block_r = max(16, triton.next_power_of_2(max(max(rh, rw) for rh, rw in sizes)))
+    return block_h, block_w, block_r
+
+
+def _triton_acc(dtype: torch.dtype):
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _forward_triton(x, sizes, jitter, noise, noise_kind, contrast, interpolation, seed):
+    b, c, h, w = x.shape
+    v = len(sizes)
+    x = x.contiguous()
+    out = torch.empty((b, c * v, h, w), dtype=x.dtype, device=x.device)
+    mask = torch.empty((b, c * v, h, (w + 7) // 8), dtype=torch.uint8, device=x.device)
+    block_h, block_w, block_r = _triton_blocks(h, w, sizes)
+    acc = _acc_dtype(x.dtype)
+    down_y, down_x, up_y, up_x = dense_tables(h, w, tuple(sizes), interpolation, block_r, acc, x.device)
+    meta = torch.tensor(
+        [
+            [rh, rw, *offsets]
+            for (rh, rw), offsets in zip(sizes, noise_layout(b, c, h, w, sizes), strict=True)
+        ],
+        dtype=torch.int64,
+        device=x.device,
+    )
+    multires_stack_fwd_kernel[(b, v)](
+        x, out, mask, down_y, down_x, up_y, up_x, meta,
+        b, c, h, w, v, jitter, float(noise), float(contrast[0]), float(contrast[1]), seed,
+        GAUSSIAN=noise_kind == "gaussian", NOISE=noise != 0,
+        BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_R=block_r, ACC=_triton_acc(x.dtype),
+    )  # fmt: skip
+    return out, mask
+
+
+def _backward_triton(grad, clip_mask, sizes, jitter, contrast, interpolation, seed):
+    b, cv, h, w = grad.shape
+    v = len(sizes)
+    c = cv // v
+    dx = torch.empty((b, c, h, w), dtype=grad.dtype, device=grad.device)
+    block_h, block_w, block_r = _triton_blocks(h, w, sizes)
+    acc = _acc_dtype(grad.dtype)
+    down_y, down_x, up_y, up_x = dense_tables(h, w, tuple(sizes), interpolation, block_r, acc, grad.device)
+    multires_stack_bwd_kernel[(b,)](
+        grad.contiguous(), clip_mask.contiguous(), dx, down_y, down_x, up_y, up_x,
+        b, c, h, w, v, jitter, float(contrast[0]), float(contrast[1]), seed,
+        BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_R=block_r, ACC=_triton_acc(grad.dtype),
+    )  # fmt: skip
+    return dx
+
+
+def _pre_clip_views(x, sizes, jitter, noise, noise_kind, contrast, interpolation, seed):
+    return multires_views(
+        x,
+        sizes,
+        jitter=jitter,
+        noise=noise,
+        noise_kind=noise_kind,
+        contrast=contrast,
+        interpolation=interpolation,
+        seed=seed,
+    )
+
+
+def _forward_reference(x, sizes, jitter, noise, noise_kind, contrast, interpolation, seed):
+    views = torch.cat(
+        _pre_clip_views(x, sizes, jitter, noise, noise_kind, contrast, interpolation, seed), dim=1
+    )
+    return views.clamp(0, 1).to(x.dtype).contiguous(), pack_bits((views >= 0) & (views <= 1)).contiguous()
+
+
+def _backward_reference(grad, clip_mask, sizes, jitter, contrast, interpolation, seed):
+    """The transpose of the linear part, view by view, in torch ops: the masked gradient
+    through the two resizes (F.interpolate's matrices), the shift undone, then the mix.
+    (Autograd is not available inside a custom op's implementation.)"""
+    b, cv, h, w = grad.shape
+    channels = cv // len(sizes)
+    acc = _acc_dtype(grad.dtype)
+    masked = torch.where(
+        unpack_bits(clip_mask, w), grad.to(acc), torch.zeros((), dtype=acc, device=grad.device)
+    )
+    c, shift_y, shift_x = view_parameters(seed, len(sizes), b, jitter, contrast, grad.device)
+    dx = torch.zeros((b, channels, h, w), dtype=acc, device=grad.device)
+    dmean = torch.zeros((b, 1, h, w), dtype=acc, device=grad.device)
+    for v, size in enumerate(sizes):
+        d = masked[:, v * channels : (v + 1) * channels]
+        if size != (h, w):
+            down_y, down_x, up_y, up_x = (
+                m.to(device=grad.device, dtype=acc) for m in view_matrices(h, w, size, interpolation)
+            )
+            d = torch.einsum("yr,bcyx,xs->bcrs", up_y, d, up_x)
+            d = torch.einsum("ry,bcrs,sx->bcyx", down_y, d, down_x)
+        d = roll_per_image(d, -shift_y[v], -shift_x[v])
+        cv_ = c[v].to(acc).reshape(b, 1, 1, 1)
+        dx += cv_ * d
+        dmean += ((1 - cv_) * d).sum(dim=1, keepdim=True)
+    return (dx + dmean / channels).to(grad.dtype).contiguous()
+
+
+@torch.library.custom_op("robustkernels::multires_stack", mutates_args=())
+def multires_stack(
+    x: torch.Tensor,
+    heights: list[int],
+    widths: list[int],
+    jitter: int,
+    noise: float,
+    noise_kind: str,
+    contrast_low: float,
+    contrast_high: float,
+    interpolation: str,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    contrast = (contrast_low, contrast_high)
+    sizes = _check_op_args(
+        x, heights, widths, jitter, noise_kind, contrast, interpolation, seed, "multires_stack"
+    )
+    args = (sizes, jitter, noise, noise_kind, contrast, interpolation, seed)
+    name = backend.select_without_cuda("multires_stack", x.device, _FAMILY)
+    if name == "cpp":
+        _, _, h, w = x.shape
+        starts, weights = banded_tables(h, w, tuple(sizes), interpolation, _acc_dtype(x.dtype))
+        return torch.ops.robustkernels.multires_stack_fwd_kernel(
+            x, heights, widths, starts, weights, _flat_offsets(x, sizes), jitter, noise, noise_kind,
+            contrast_low, contrast_high, seed,
+        )  # fmt: skip
+    if name == "triton":
+        return _forward_triton(x, *args)
+    return _forward_reference(x, *args)
+
+
+@multires_stack.register_fake
+def _multires_stack_fake(
+    x, heights, widths, jitter, noise, noise_kind, contrast_low, contrast_high, interpolation, seed
+):
+    b, c, h, w = x.shape
+    v = len(heights)
+    return x.new_empty((b, c * v, h, w)), x.new_empty((b, c * v, h, (w + 7) // 8), dtype=torch.uint8)
+
+
+def _check_backward_args(grad, clip_mask, heights, widths, op: str) -> None:
+    validation.check_tensor("grad", grad, op)
+    validation.check_tensor("clip_mask", clip_mask, op)
+    if grad.dim() != 4 or len(heights) == 0 or grad.shape[1] % len(heights) != 0:
+        raise ValueError(
+            f"robustkernels.{op}: grad must be [B, C * V, H, W] for V = {len(heights)} views, got {tuple(grad.shape)}"
+        )
+    b, cv, h, w = grad.shape
+    if clip_mask.dtype != torch.uint8 or clip_mask.shape != (b, cv, h, (w + 7) // 8):
+        raise ValueError(
+            f"robustkernels.{op}: clip_mask must be uint8 [{b}, {cv}, {h}, {(w + 7) // 8}], "
+            f"got {clip_mask.dtype} {tuple(clip_mask.shape)}"
+        )
+
+
+@torch.library.custom_op("robustkernels::multires_stack_backward", mutates_args=())
+def multires_stack_backward(
+    grad: torch.Tensor,
+    clip_mask: torch.Tensor,
+    heights: list[int],
+    widths: list[int],
+    jitter: int,
+    contrast_low: float,
+    contrast_high: float,
+    interpolation: str,
+    seed: int,
+) -> torch.Tensor:
+    op = "multires_stack_backward"
+    _check_backward_args(grad, clip_mask, heights, widths, op)
+    contrast = (contrast_low, contrast_high)
+    sizes = _check_op_args(
+        grad, heights, widths, jitter, "uniform", contrast, interpolation, seed, op, name="grad"
+    )
+    args = (sizes, jitter, contrast, interpolation, seed)
+    name = backend.select_without_cuda(op, grad.device, _FAMILY)
+    if name == "cpp":
+        _, _, h, w = grad.shape
+        starts, weights = banded_tables(h, w, tuple(sizes), interpolation, _acc_dtype(grad.dtype))
+        return torch.ops.robustkernels.multires_stack_bwd_kernel(
+            grad, clip_mask, heights, widths, starts, weights, jitter, contrast_low, contrast_high, seed
+        )
+    if name == "triton":
+        return _backward_triton(grad, clip_mask, *args)
+    return _backward_reference(grad, clip_mask, *args)
+
+
+@multires_stack_backward.register_fake
+def _multires_stack_backward_fake(
+    grad, clip_mask, heights, widths, jitter, contrast_low, contrast_high, interpolation, seed
+):
+    b, cv, h, w = grad.shape
+    return grad.new_empty((b, cv // len(heights), h, w))
+
+
+def _setup_context(ctx, inputs, output):
+    _, heights, widths, jitter, _, _, contrast_low, contrast_high, interpolation, seed = inputs
+    ctx.save_for_backward(output[1])
+    ctx.args = (heights, widths, jitter, contrast_low, contrast_high, interpolation, seed)
+    ctx.backend = backend.explicit_choice()
+
+
+def _backward(ctx, grad_out, _grad_mask):
+    nones = (None,) * 9
+    if not ctx.needs_input_grad[0]:
+        return (None, *nones)
+    (clip_mask,) = ctx.saved_tensors
+    with backend.restore_choice(ctx.backend):
+        return (multires_stack_backward(grad_out, clip_mask, *ctx.args), *nones)
+
+
+multires_stack.register_autograd(_backward, setup_context=_setup_context)

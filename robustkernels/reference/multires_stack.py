@@ -1,0 +1,158 @@
+"""The multi-resolution input stack of the multi-resolution self-ensemble (Fort &
+Lakshminarayanan, "Ensemble everything everywhere") in plain PyTorch: the oracle.
+
+For each view v (one per resolution) every image b gets, with its own randomness:
+  1. a contrast / colour mix  c * img + (1 - c) * mean over channels(img),  c ~ U[contrast];
+  2. a circular shift by integers (dy, dx) in [-jitter, jitter] (torch.roll);
+  3. a resize to rh x rw (antialiased for bilinear / bicubic), plus noise, a resize back
+     to H x W, plus noise, and a clip to [0, 1].
+Views with (rh, rw) == (H, W) skip the two resizes (they would be identities) but
+still get both noises. The result stacks the views on channels: [B, C * V, H, W],
+view 0's channels first.
+
+Randomness comes from the library's Philox stream keyed by `seed`:
+  - per (view v, image b), counter v * B + b: word 0 gives c = lo + (hi - lo) * u,
+    words 1 and 2 the shifts ((word * (2 * jitter + 1)) >> 32) - jitter;
+  - noise elements after those: each view's low-resolution noise [B, C, rh, rw],
+    then its full-resolution noise [B, C, H, W], regions in view order, each starting
+    at a multiple of 4 (see `noise_layout`); "uniform" noise is noise * U[0, 1)
+    (element i: uniform i % 4 of tl.rand4x(seed, i // 4)), "gaussian" noise * N(0, 1).
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from robustkernels.reference.philox import philox_normal, philox_uniform, philox_words, uint32_to_uniform
+
+INTERPOLATIONS = ("bilinear", "bicubic", "area")
+NOISE_KINDS = ("uniform", "gaussian")
+
+
+def view_sizes(resolutions: Sequence, height: int, width: int) -> list[tuple[int, int]]:
+    """(rh, rw) per view: an int r means r x r, a pair (rh, rw) is taken as given."""
+    sizes = []
+    for r in resolutions:
+        size = (int(r), int(r)) if isinstance(r, int) else (int(r[0]), int(r[1]))
+        sizes.append(size)
+    return sizes
+
+
+def _align4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
+def noise_layout(
+    batch: int, channels: int, height: int, width: int, sizes: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Element offsets (low, high) of each view's two noise streams."""
+    offset = _align4(4 * len(sizes) * batch)
+    layout = []
+    for rh, rw in sizes:
+        low = offset
+        high = _align4(low + batch * channels * rh * rw)
+        offset = _align4(high + batch * channels * height * width)
+        layout.append((low, high))
+    return layout
+
+
+def view_parameters(
+    seed: int, num_views: int, batch: int, jitter: int, contrast: tuple[float, float], device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c, shift_y, shift_x), each [V, B]: c float32, the shifts int64."""
+    counter = torch.arange(num_views * batch, dtype=torch.int64, device=device)
+    w0, w1, w2, _ = philox_words(seed, counter)
+    low = torch.tensor(contrast[0], dtype=torch.float32)
+    high = torch.tensor(contrast[1], dtype=torch.float32)
+    c = low + (high - low) * uint32_to_uniform(w0)
+    span = 2 * jitter + 1
+    shift_y = ((w1 * span) >> 32) - jitter
+    shift_x = ((w2 * span) >> 32) - jitter
+    shape = (num_views, batch)
+    return c.reshape(shape), shift_y.reshape(shape), shift_x.reshape(shape)
+
+
+def resize(images: torch.Tensor, size: tuple[int, int], interpolation: str, antialias: bool) -> torch.Tensor:
+    """F.interpolate with align_corners=False (area has no such option and no antialias)."""
+    if interpolation == "area":
+        return F.interpolate(images, size=size, mode="area")
+    return F.interpolate(images, size=size, mode=interpolation, align_corners=False, antialias=antialias)
+
+
+def _noise(seed: int, shape, offset: int, amplitude: float, kind: str, like: torch.Tensor) -> torch.Tensor:
+    numel = 1
+    for s in shape:
+        numel *= s
+    draw = philox_uniform if kind == "uniform" else philox_normal
+    return (amplitude * draw(seed, numel, offset=offset, device=like.device)).reshape(shape).to(like.dtype)
+
+
+def roll_per_image(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor) -> torch.Tensor:
+    """torch.roll with a different (dy, dx) per image: out[y, x] = in[(y - dy) % H, (x - dx) % W]."""
+    b, _, h, w = images.shape
+    rows = (torch.arange(h, device=images.device) - shift_y.unsqueeze(1)) % h  # [B, H]
+    cols = (torch.arange(w, device=images.device) - shift_x.unsqueeze(1)) % w  # [B, W]
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    return images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def multires_views(
+    x: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    *,
+    jitter: int,
+    noise: float,
+    noise_kind: str,
+    contrast: tuple[float, float],
+    interpolation: str,
+    seed: int,
+) -> list[torch.Tensor]:
+    """Each view before the clip, [B, C, H, W] (half inputs are computed in float32)."""
+    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    b, ch, h, w = work.shape
+    c, shift_y, shift_x = view_parameters(seed, len(sizes), b, jitter, contrast, x.device)
+    mean = work.mean(dim=1, keepdim=True)
+    views = []
+    for v, ((rh, rw), (low_offset, high_offset)) in enumerate(
+        zip(sizes, noise_layout(b, ch, h, w, sizes), strict=True)
+    ):
+        cv = c[v].to(work.dtype).reshape(b, 1, 1, 1)
+        view = roll_per_image(cv * work + (1 - cv) * mean, shift_y[v], shift_x[v])
+        resized = (rh, rw) != (h, w)
+        if resized:
+            view = resize(view, (rh, rw), interpolation, antialias=True)
+        if noise != 0:
+            view = view + _noise(seed, (b, ch, rh, rw), low_offset, noise, noise_kind, view)
+        if resized:
+            view = resize(view, (h, w), interpolation, antialias=False)
+        if noise != 0:
+            view = view + _noise(seed, (b, ch, h, w), high_offset, noise, noise_kind, view)
+        views.append(view)
+    return views
+
+
+def multires_stack(
+    x: torch.Tensor,
+    resolutions: Sequence = (32, 16, 8, 4),
+    *,
+    jitter: int = 3,
+    noise: float = 0.2,
+    noise_kind: str = "uniform",
+    contrast: tuple[float, float] = (0.5, 1.0),
+    interpolation: str = "bicubic",
+    seed: int,
+) -> torch.Tensor:
+    """[B, C, H, W] in [0, 1] -> [B, C * len(resolutions), H, W] (see the module docstring)."""
+    sizes = view_sizes(resolutions, x.shape[-2], x.shape[-1])
+    views = multires_views(
+        x,
+        sizes,
+        jitter=jitter,
+        noise=noise,
+        noise_kind=noise_kind,
+        contrast=contrast,
+        interpolation=interpolation,
+        seed=seed,
+    )
+    return torch.cat([v.clamp(0, 1) for v in views], dim=1).to(x.dtype)
