@@ -80,7 +80,12 @@ def resize(images: torch.Tensor, size: tuple[int, int], interpolation: str, anti
     return F.interpolate(images, size=size, mode=interpolation, align_corners=False, antialias=antialias)
 
 
-def _noise(seed: int, shape, offset: int, amplitude: float, kind: str, like: torch.Tensor) -> torch.Tensor:
+def _noise(
+    seed, generator, shape, offset: int, amplitude: float, kind: str, like: torch.Tensor
+) -> torch.Tensor:
+    if generator is not None:
+        draw = torch.rand if kind == "uniform" else torch.randn
+        return amplitude * draw(shape, generator=generator, dtype=like.dtype).to(like.device)
     numel = 1
     for s in shape:
         numel *= s
@@ -106,12 +111,26 @@ def multires_views(
     noise_kind: str,
     contrast: tuple[float, float],
     interpolation: str,
-    seed: int,
+    seed: int | None,
+    generator: torch.Generator | None = None,
 ) -> list[torch.Tensor]:
-    """Each view before the clip, [B, C, H, W] (half inputs are computed in float32)."""
+    """Each view before the clip, [B, C, H, W] (half inputs are computed in float32).
+
+    The randomness comes from the library's Philox stream of `seed` (what every kernel
+    reproduces) or, when `generator` is given instead, from torch's generator with
+    torch.rand / randn / randint, as the public recipe draws it (the benchmark baseline).
+    """
+    if (seed is None) == (generator is None):
+        raise ValueError("multires_views: give exactly one of seed and generator")
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     b, ch, h, w = work.shape
-    c, shift_y, shift_x = view_parameters(seed, len(sizes), b, jitter, contrast, x.device)
+    if generator is None:
+        c, shift_y, shift_x = view_parameters(seed, len(sizes), b, jitter, contrast, x.device)
+    else:
+        shape = (len(sizes), b)
+        c = contrast[0] + (contrast[1] - contrast[0]) * torch.rand(shape, generator=generator)
+        shift_y, shift_x = (torch.randint(-jitter, jitter + 1, shape, generator=generator) for _ in range(2))
+        c, shift_y, shift_x = c.to(x.device), shift_y.to(x.device), shift_x.to(x.device)
     mean = work.mean(dim=1, keepdim=True)
     views = []
     for v, ((rh, rw), (low_offset, high_offset)) in enumerate(
@@ -123,11 +142,11 @@ def multires_views(
         if resized:
             view = resize(view, (rh, rw), interpolation, antialias=True)
         if noise != 0:
-            view = view + _noise(seed, (b, ch, rh, rw), low_offset, noise, noise_kind, view)
+            view = view + _noise(seed, generator, (b, ch, rh, rw), low_offset, noise, noise_kind, view)
         if resized:
             view = resize(view, (h, w), interpolation, antialias=False)
         if noise != 0:
-            view = view + _noise(seed, (b, ch, h, w), high_offset, noise, noise_kind, view)
+            view = view + _noise(seed, generator, (b, ch, h, w), high_offset, noise, noise_kind, view)
         views.append(view)
     return views
 
@@ -141,9 +160,13 @@ def multires_stack(
     noise_kind: str = "uniform",
     contrast: tuple[float, float] = (0.5, 1.0),
     interpolation: str = "bicubic",
-    seed: int,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """[B, C, H, W] in [0, 1] -> [B, C * len(resolutions), H, W] (see the module docstring)."""
+    """[B, C, H, W] in [0, 1] -> [B, C * len(resolutions), H, W] (see the module docstring).
+
+    Exactly one of `seed` (the library's Philox stream, which the kernels reproduce) and
+    `generator` (torch's own generator, the public recipe's randomness) is given."""
     sizes = view_sizes(resolutions, x.shape[-2], x.shape[-1])
     views = multires_views(
         x,
@@ -154,5 +177,6 @@ def multires_stack(
         contrast=contrast,
         interpolation=interpolation,
         seed=seed,
+        generator=generator,
     )
     return torch.cat([v.clamp(0, 1) for v in views], dim=1).to(x.dtype)
