@@ -3,7 +3,7 @@ step-wise schedules, JSON-lines metrics, atomic safetensors checkpoints, exact r
 data parallelism under torchrun) and the baseline methods built on it."""
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .distributed import DistributedContext, init_distributed, shutdown_distributed, wrap_model
+from .distributed import DistributedContext, barrier, init_distributed, shutdown_distributed, wrap_model
 from .eval_mode import eval_mode
 from .method import StandardTraining, TrainingMethod
 from .optimizer import DEFAULT_NO_WEIGHT_DECAY, build_sgd
@@ -23,6 +23,7 @@ __all__ = [
     "TrainResult",
     "TrainingMethod",
     "accuracy",
+    "barrier",
     "build_sgd",
     "derived_generator",
     "derived_seed",

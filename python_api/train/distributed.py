@@ -11,7 +11,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistributedContext", "all_reduce_sum", "init_distributed", "shutdown_distributed", "wrap_model"]
+__all__ = [
+    "DistributedContext",
+    "all_reduce_sum",
+    "barrier",
+    "init_distributed",
+    "shutdown_distributed",
+    "wrap_model",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,12 @@ def all_reduce_sum(values: torch.Tensor, context: DistributedContext) -> torch.T
         values = values.to(context.device)
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values.cpu()
+
+
+def barrier(context: DistributedContext) -> None:
+    """Waits until every process gets here (no-op when not distributed)."""
+    if context.enabled:
+        dist.barrier()
 
 
 def shutdown_distributed() -> None:

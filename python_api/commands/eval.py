@@ -1,0 +1,169 @@
+"""`robustkernels eval`: robust accuracy of a trained checkpoint under an attack.
+
+    robustkernels eval --checkpoint runs/at --attack pgd --eps 8/255
+    robustkernels eval --checkpoint runs/at --attack autoattack --eps 8/255 --limit 1000
+    robustkernels eval --checkpoint runs/at --attack transfer --source runs/std --eps 8/255
+
+White-box attacks (fgsm, pgd, apgd, autoattack) use the evaluated model's gradients;
+"transfer" is a black-box attack: momentum PGD (MI-FGSM) examples crafted on the
+--source checkpoint are fed to the evaluated model. The data set and its normalisation
+come from the checkpoint; files other than the embedded digits need --data-dir. The
+report is printed and written as JSON into --out (default: the checkpoint's directory).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..attacks import pgd, predict
+from ..data import load_dataset, to_unit_interval
+from ..evaluate import evaluate, format_report
+from ..train import init_distributed, load_checkpoint
+from . import arguments
+from .errors import CommandError, reports_errors
+from .runs import model_from_checkpoint
+
+__all__ = ["add_arguments", "run_from_args", "transfer_evaluation"]
+
+WHITE_BOX = ("pgd", "apgd", "autoattack", "fgsm")
+# MI-FGSM's decay factor (Dong et al. 2018).
+TRANSFER_MOMENTUM = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n")[0].strip("`")
+    parser.epilog = "\n".join(__doc__.strip().splitlines()[2:])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--checkpoint", required=True, help="run directory written by `robustkernels train --out`"
+    )
+    parser.add_argument("--attack", choices=(*WHITE_BOX, "transfer"), default="pgd", help="(default: pgd)")
+    parser.add_argument("--eps", type=arguments.epsilon, default=8 / 255, help="radius, e.g. 8/255 (default)")
+    parser.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model (default: linf)")
+    parser.add_argument(
+        "--steps", type=arguments.positive_int, help="attack steps (default: the attack's own)"
+    )
+    parser.add_argument(
+        "--restarts", type=arguments.positive_int, help="random restarts (default: the attack's own)"
+    )
+    parser.add_argument(
+        "--eot-draws", type=arguments.positive_int, help="gradient draws per step, for randomised models"
+    )
+    parser.add_argument(
+        "--randomized", action="store_true", help="the model is randomised (AutoAttack 'rand')"
+    )
+    parser.add_argument("--source", help="checkpoint the transfer attack crafts its examples on")
+    parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
+    parser.add_argument("--split", choices=("test", "train"), default="test", help="(default: test)")
+    parser.add_argument("--limit", type=arguments.positive_int, help="evaluate only the first N images")
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=256, help="(default: 256)")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="seed of the attacks' randomness")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+    parser.add_argument("--out", help="directory for the JSON report (default: the checkpoint's directory)")
+
+
+def transfer_evaluation(
+    target,
+    source,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+    batch_size: int,
+    seed: int,
+) -> dict:
+    """Black-box transfer: MI-FGSM examples crafted on `source`, accuracy of `target` on them."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    clean = source_correct = target_correct = 0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        x_adv = pgd(
+            source,
+            xb,
+            yb,
+            eps=eps,
+            alpha=eps / steps,
+            steps=steps,
+            norm=norm,
+            random_start=False,
+            momentum=TRANSFER_MOMENTUM,
+            generator=generator,
+        )
+        with torch.no_grad():
+            clean += int((predict(target, xb).argmax(1) == yb).sum())
+            target_correct += int((predict(target, x_adv).argmax(1) == yb).sum())
+            source_correct += int((predict(source, x_adv).argmax(1) == yb).sum())
+    n = len(y)
+    return {
+        "attack": "transfer (MI-FGSM on the source model)",
+        "eps": eps,
+        "norm": norm,
+        "steps": steps,
+        "n": n,
+        "clean_accuracy": clean / n,
+        "robust_accuracy": target_correct / n,
+        "source_white_box_accuracy": source_correct / n,
+    }
+
+
+@reports_errors("eval")
+def run_from_args(args: argparse.Namespace) -> int:
+    if args.attack == "transfer" and args.source is None:
+        raise CommandError("--attack transfer needs --source (the checkpoint to craft the examples on)")
+    if args.source is not None and args.attack != "transfer":
+        raise CommandError("--source is only used by --attack transfer")
+    context = init_distributed(args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
+    model, run = model_from_checkpoint(checkpoint)
+    model.to(context.device)
+    images, labels = load_dataset(run["dataset"]["name"], args.split, args.data_dir)
+    if args.limit is not None:
+        images, labels = images[: args.limit], labels[: args.limit]
+    x, y = to_unit_interval(images).to(context.device), labels.to(context.device)
+    torch.manual_seed(args.seed)
+    if args.attack == "transfer":
+        source, source_run = model_from_checkpoint(load_checkpoint(args.source))
+        if source_run["model"]["num_classes"] != run["model"]["num_classes"]:
+            raise CommandError("--source was trained for a different number of classes")
+        result = transfer_evaluation(
+            model,
+            source.to(context.device),
+            x,
+            y,
+            eps=args.eps,
+            norm=args.norm,
+            steps=args.steps or 10,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        report = "\n".join(f"{key}: {value}" for key, value in result.items())
+    else:
+        options = {
+            key: getattr(args, key)
+            for key in ("steps", "restarts", "eot_draws")
+            if getattr(args, key) is not None
+        }
+        result = evaluate(
+            model,
+            x,
+            y,
+            attack=args.attack,
+            eps=args.eps,
+            norm=args.norm,
+            randomized=args.randomized,
+            batch_size=args.batch_size,
+            **options,
+        )
+        report = format_report(result)
+    result = {"checkpoint": str(checkpoint.path), "split": args.split, "seed": args.seed, **result}
+    out = Path(args.out) if args.out else checkpoint.path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"eval-{args.attack}-{args.norm}-eps{args.eps:.5g}.json"
+    (out / name).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(report)
+    print(f"wrote {out / name}")
+    return 0
