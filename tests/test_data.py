@@ -49,7 +49,7 @@ def test_cifar10_statistics_and_split_on_the_slice():
     torch.testing.assert_close(
         torch.tensor(std, dtype=torch.float64), floats.std(dim=(0, 2, 3), unbiased=False)
     )
-    (tx, ty), (vx, vy) = data.train_val_split(images, labels, 0.1, seed=3)
+    (_, ty), (_, vy) = data.train_val_split(images, labels, 0.1, seed=3)
     assert len(ty) + len(vy) == len(labels) and len(vy) == sum(
         round(0.1 * int(c)) for c in torch.bincount(labels)
     )
@@ -85,7 +85,7 @@ def test_cifar_reader_refuses_pickles_that_run_code(tmp_path):
             return (print, ("pwned",))
 
     (tmp_path / "test").write_bytes(pickle.dumps({"data": Exploit(), "fine_labels": []}))
-    with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
+    with pytest.raises(pickle.UnpicklingError, match=r"builtins\.print"):
         data.load_cifar100(tmp_path, "test")
 
 
@@ -162,7 +162,7 @@ def test_missing_files_name_what_is_expected(tmp_path, name, expected):
 
 
 def test_registry_and_split_names_are_checked():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'.*cifar10"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'.*cifar10"):
         data.load_dataset("mnist")
     with pytest.raises(ValueError, match="split"):
         data.load_cifar10("/nonexistent", "val")
@@ -195,7 +195,7 @@ def test_random_crop_flip_takes_windows_of_the_padded_images():
 def test_train_val_split_is_deterministic_stratified_and_disjoint():
     labels = torch.arange(100) % 4
     images = torch.arange(100).view(100, 1).float()
-    (tx, ty), (vx, vy) = data.train_val_split(images, labels, 0.2, seed=5)
+    (tx, _), (vx, vy) = data.train_val_split(images, labels, 0.2, seed=5)
     (tx2, _), (vx2, _) = data.train_val_split(images, labels, 0.2, seed=5)
     assert torch.equal(vx, vx2) and torch.equal(tx, tx2)
     assert torch.bincount(vy).tolist() == [5, 5, 5, 5]

@@ -53,7 +53,7 @@ def test_larger_inputs_are_pooled_globally():
 
 
 def test_build_model_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="unknown model 'resnet99'.*resnet20"):
+    with pytest.raises(ValueError, match=r"unknown model 'resnet99'.*resnet20"):
         models.build_model("resnet99")
     with pytest.raises(ValueError, match="num_classes"):
         models.build_model("resnet20", num_classes=1)
