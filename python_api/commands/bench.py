@@ -15,7 +15,7 @@ import torch
 
 from ..data import dataset_spec
 from ..models import MODELS, build_model
-from ..train import derived_generator, init_distributed
+from ..train import derived_generator, resolve_device
 from ..train.optimizer import build_sgd
 from . import arguments
 from .errors import reports_errors
@@ -56,7 +56,7 @@ def _sync(device: torch.device) -> None:
 @reports_errors("bench")
 def run_from_args(args: argparse.Namespace) -> int:
     spec = dataset_spec(args.dataset)
-    device = init_distributed(args.device).device
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     x = torch.rand(args.batch_size, spec.in_channels, spec.image_size, spec.image_size, device=device)
     y = torch.randint(0, spec.num_classes, (args.batch_size,), device=device)

@@ -20,7 +20,7 @@ import torch
 from ..attacks import pgd, predict
 from ..data import load_dataset, to_unit_interval
 from ..evaluate import evaluate, format_report
-from ..train import init_distributed, load_checkpoint
+from ..train import load_checkpoint, resolve_device
 from . import arguments
 from .errors import CommandError, reports_errors
 from .runs import model_from_checkpoint
@@ -116,14 +116,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise CommandError("--attack transfer needs --source (the checkpoint to craft the examples on)")
     if args.source is not None and args.attack != "transfer":
         raise CommandError("--source is only used by --attack transfer")
-    context = init_distributed(args.device)
+    device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model, run = model_from_checkpoint(checkpoint)
-    model.to(context.device)
+    model.to(device)
     images, labels = load_dataset(run["dataset"]["name"], args.split, args.data_dir)
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
-    x, y = to_unit_interval(images).to(context.device), labels.to(context.device)
+    x, y = to_unit_interval(images).to(device), labels.to(device)
     torch.manual_seed(args.seed)
     if args.attack == "transfer":
         source, source_run = model_from_checkpoint(load_checkpoint(args.source))
@@ -131,7 +131,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             raise CommandError("--source was trained for a different number of classes")
         result = transfer_evaluation(
             model,
-            source.to(context.device),
+            source.to(device),
             x,
             y,
             eps=args.eps,

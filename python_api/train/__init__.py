@@ -3,7 +3,14 @@ step-wise schedules, JSON-lines metrics, atomic safetensors checkpoints, exact r
 data parallelism under torchrun) and the baseline methods built on it."""
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .distributed import DistributedContext, barrier, init_distributed, shutdown_distributed, wrap_model
+from .distributed import (
+    DistributedContext,
+    barrier,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+    wrap_model,
+)
 from .eval_mode import eval_mode
 from .method import StandardTraining, TrainingMethod
 from .optimizer import DEFAULT_NO_WEIGHT_DECAY, build_sgd
@@ -30,6 +37,7 @@ __all__ = [
     "eval_mode",
     "init_distributed",
     "load_checkpoint",
+    "resolve_device",
     "save_checkpoint",
     "shutdown_distributed",
     "train",

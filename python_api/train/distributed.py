@@ -16,6 +16,7 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "init_distributed",
+    "resolve_device",
     "shutdown_distributed",
     "wrap_model",
 ]
@@ -38,18 +39,27 @@ class DistributedContext:
         return self.rank == 0
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """ "auto" is CUDA when available, else the CPU; anything else is parsed by torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from error
+
+
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Joins the torchrun job when WORLD_SIZE > 1 and picks this process's device.
 
-    device "auto" is CUDA when available, else CPU; a distributed CUDA job gives each
-    process the GPU LOCAL_RANK and uses NCCL, a CPU job uses gloo.
+    A distributed CUDA job gives each process the GPU LOCAL_RANK and uses NCCL; a CPU
+    job uses gloo.
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else torch.device(device).type == "cuda"
+    chosen = resolve_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistributedContext(
-            0, 1, torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device)
-        )
+        return DistributedContext(0, 1, chosen)
+    use_cuda = chosen.type == "cuda"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)

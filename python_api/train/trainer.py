@@ -222,69 +222,75 @@ def train(
     last_metrics: dict = {}
     checkpoint_path = None
     order = None
-    for step in range(start_step, total_steps):
-        epoch, index = divmod(step, steps_per_epoch)
-        if order is None or index == 0:
-            order = torch.randperm(len(labels), generator=derived_generator(config.seed, "shuffle", epoch))
-        batch = order[index * config.batch_size : (index + 1) * config.batch_size][
-            context.rank :: context.world_size
-        ]
-        x = to_unit_interval(images[batch]).to(context.device, non_blocking=True)
-        y = labels[batch].to(context.device, non_blocking=True)
-        if config.augment:
-            augment_generator = derived_generator(config.seed, "augment", step, context.rank)
-            x = random_crop_flip(x, config.crop_padding, generator=augment_generator)
-        method_generator = derived_generator(config.seed, "method", step, context.rank, device=context.device)
-        lr = schedule.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    try:
+        for step in range(start_step, total_steps):
+            epoch, index = divmod(step, steps_per_epoch)
+            if order is None or index == 0:
+                order = torch.randperm(
+                    len(labels), generator=derived_generator(config.seed, "shuffle", epoch)
+                )
+            batch = order[index * config.batch_size : (index + 1) * config.batch_size][
+                context.rank :: context.world_size
+            ]
+            x = to_unit_interval(images[batch]).to(context.device, non_blocking=True)
+            y = labels[batch].to(context.device, non_blocking=True)
+            if config.augment:
+                augment_generator = derived_generator(config.seed, "augment", step, context.rank)
+                x = random_crop_flip(x, config.crop_padding, generator=augment_generator)
+            method_generator = derived_generator(
+                config.seed, "method", step, context.rank, device=context.device
+            )
+            lr = schedule.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
-        loss, logits = method.loss(trained, x, y, attack_model=model, generator=method_generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            loss, logits = method.loss(trained, x, y, attack_model=model, generator=method_generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
-        window += torch.tensor(
-            [loss.item() * len(y), int((logits.detach().argmax(dim=1) == y).sum()), len(y)],
-            dtype=torch.float64,
-        )
-        done = step + 1
-        epoch_end = done % steps_per_epoch == 0
-        if done % config.log_every == 0 or epoch_end or done == total_steps:
-            totals = all_reduce_sum(window.clone(), context)
-            last_metrics = {
-                "event": "train",
-                "step": done,
-                "epoch": done / steps_per_epoch,
-                "lr": lr,
-                "loss": totals[0].item() / totals[2].item(),
-                "accuracy": totals[1].item() / totals[2].item(),
-                "seconds": time.perf_counter() - started,
-            }
-            write_metrics(last_metrics)
-            window.zero_()
+            window += torch.tensor(
+                [loss.item() * len(y), int((logits.detach().argmax(dim=1) == y).sum()), len(y)],
+                dtype=torch.float64,
+            )
+            done = step + 1
+            epoch_end = done % steps_per_epoch == 0
+            if done % config.log_every == 0 or epoch_end or done == total_steps:
+                totals = all_reduce_sum(window.clone(), context)
+                last_metrics = {
+                    "event": "train",
+                    "step": done,
+                    "epoch": done / steps_per_epoch,
+                    "lr": lr,
+                    "loss": totals[0].item() / totals[2].item(),
+                    "accuracy": totals[1].item() / totals[2].item(),
+                    "seconds": time.perf_counter() - started,
+                }
+                write_metrics(last_metrics)
+                window.zero_()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", acc=f"{last_metrics['accuracy']:.3f}")
+            if epoch_end and val_data is not None and context.is_main:
+                val_accuracy = accuracy(model, *val_data, batch_size=config.eval_batch_size)
+                write_metrics(
+                    {"event": "val", "step": done, "epoch": done / steps_per_epoch, "accuracy": val_accuracy}
+                )
+                emit(
+                    f"epoch {done // steps_per_epoch}: train loss {last_metrics['loss']:.4f}, val accuracy {val_accuracy:.4f}"
+                )
+            if (
+                epoch_end
+                or done == total_steps
+                or (config.checkpoint_every and done % config.checkpoint_every == 0)
+            ):
+                checkpoint_path = save(done)
             if bar is not None:
-                bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", acc=f"{last_metrics['accuracy']:.3f}")
-        if epoch_end and val_data is not None and context.is_main:
-            val_accuracy = accuracy(model, *val_data, batch_size=config.eval_batch_size)
-            write_metrics(
-                {"event": "val", "step": done, "epoch": done / steps_per_epoch, "accuracy": val_accuracy}
-            )
-            emit(
-                f"epoch {done // steps_per_epoch}: train loss {last_metrics['loss']:.4f}, val accuracy {val_accuracy:.4f}"
-            )
-        if (
-            epoch_end
-            or done == total_steps
-            or (config.checkpoint_every and done % config.checkpoint_every == 0)
-        ):
-            checkpoint_path = save(done)
+                bar.update(1)
+            if on_step is not None:
+                on_step(done)
+    finally:
         if bar is not None:
-            bar.update(1)
-        if on_step is not None:
-            on_step(done)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return TrainResult(
         steps=total_steps,
         total_steps=total_steps,
