@@ -142,6 +142,8 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
             on_step=_interrupt_at(11),
         )
     assert T.load_checkpoint(interrupted_dir).record["step"] == 8
+    with open(interrupted_dir / T.METRICS_NAME, "a") as f:
+        f.write('{"event": "train", "st')  # a line torn by a kill
     resumed = _model()
     result = T.train(resumed, T.StandardTraining(), _digits(), CONFIG, interrupted_dir, log=None)
     assert result.resumed_from == 8

@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--randomized", action="store_true", help="the model is randomised (AutoAttack 'rand')"
     )
+    parser.add_argument(
+        "--no-checks",
+        action="store_true",
+        help="skip the sanity checks that flag untrustworthy white-box numbers",
+    )
     parser.add_argument("--source", help="checkpoint the transfer attack crafts its examples on")
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="(default: test)")
@@ -156,6 +161,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             norm=args.norm,
             randomized=args.randomized,
             batch_size=args.batch_size,
+            seed=args.seed,
+            checks=not args.no_checks,
             **options,
         )
         report = format_report(result)

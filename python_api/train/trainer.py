@@ -122,11 +122,22 @@ def _check_same_run(record: dict, settings: dict, directory: Path) -> None:
         )
 
 
+def _complete_entry(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:  # the torn last line of a killed run
+        return None
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drops metric lines logged after `step` (by a run killed before its next checkpoint)."""
     if path.exists():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if (entry := _complete_entry(line)) and entry["step"] <= step
+        ]
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def train(
