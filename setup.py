@@ -75,6 +75,8 @@ setup(
         "robustkernels.ops",
         "robustkernels.nn",
         "robustkernels.api",
+        "robustkernels.api.attacks",
+        "robustkernels.api.evaluate",
     ],
     package_dir={"robustkernels.api": "python_api"},
     python_requires=">=3.10",
