@@ -79,6 +79,8 @@ setup(
         "robustkernels.api.models",
         "robustkernels.api.train",
         "robustkernels.api.commands",
+        "robustkernels.api.attacks",
+        "robustkernels.api.evaluate",
     ],
     package_dir={"robustkernels.api": "python_api"},
     python_requires=">=3.10",

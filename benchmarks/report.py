@@ -66,6 +66,14 @@ TARGETS = [
         (">=", 2.0),
         "speed-up vs compiled reference",
     ),
+    (
+        "pgd_step",
+        "forward",
+        "reference_eager",
+        "robustkernels",
+        (">=", 2.0),
+        "speed-up vs eager attack step",
+    ),
 ]
 
 

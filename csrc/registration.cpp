@@ -25,4 +25,8 @@ TORCH_LIBRARY(robustkernels, m) {
   m.def("crossmax_fwd_kernel(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
   // d logits [N, B, C] from d out [B, C] and the forward's index tensors.
   m.def("crossmax_bwd_kernel(Tensor grad_out, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
+  // One attack step: x_adv + step[b] * sign(grad) (linf) or grad / ||grad_b|| (l2), or
+  // + step[b] * grad (normalize false), projected onto the eps ball around x_orig, clamped to [lo, hi].
+  m.def("pgd_step_fwd_kernel(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, "
+        "float lo, float hi, bool normalize) -> Tensor");
 }
