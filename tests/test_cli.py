@@ -14,14 +14,26 @@ from robustkernels.api import cli
 from robustkernels.api import train as T
 
 # A few quick steps of a small CNN on the embedded digits.
-QUICK = ["--model", "small-cnn", "--batch-size", "32", "--attack-steps", "2", "--no-progress", "--log-every", "2"]
+QUICK = [
+    "--model",
+    "small-cnn",
+    "--batch-size",
+    "16",
+    "--attack-steps",
+    "2",
+    "--no-progress",
+    "--log-every",
+    "2",
+]
 
 
 def _weights(directory) -> dict[str, torch.Tensor]:
     return T.load_checkpoint(directory).model_state
 
 
-@pytest.mark.parametrize(("command", "expected"), [("train", "--data-dir"), ("eval", "--checkpoint"), ("bench", "--rounds")])
+@pytest.mark.parametrize(
+    ("command", "expected"), [("train", "--data-dir"), ("eval", "--checkpoint"), ("bench", "--rounds")]
+)
 def test_help_explains_the_options(capsys, command, expected):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -54,7 +66,16 @@ def test_bad_arguments_are_rejected_with_a_reason(capsys, argv, message):
 def test_missing_files_give_one_readable_line(capsys, tmp_path):
     assert cli.main(["train", "standard", "--dataset", "cifar10", "--out", str(tmp_path / "r")]) == 2
     assert "--dataset cifar10 needs --data-dir" in capsys.readouterr().err
-    argv = ["train", "standard", "--dataset", "svhn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]
+    argv = [
+        "train",
+        "standard",
+        "--dataset",
+        "svhn",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert cli.main(argv) == 2
     assert "SVHN files not found" in capsys.readouterr().err
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "none")]) == 2
@@ -71,15 +92,37 @@ def test_train_then_evaluate_on_the_digits(capsys, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 4 and 0 <= summary["test_clean_accuracy"] <= 1
 
-    argv = ["eval", "--checkpoint", str(run), "--attack", "pgd", "--eps", "8/255", "--steps", "2", "--limit", "40"]
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(run),
+        "--attack",
+        "pgd",
+        "--eps",
+        "8/255",
+        "--steps",
+        "2",
+        "--limit",
+        "20",
+    ]
     assert cli.main(argv) == 0
     report = json.loads((run / f"eval-pgd-linf-eps{8 / 255:.5g}.json").read_text())
     assert report["split"] == "test" and report["checkpoint"].endswith("checkpoint.json")
 
-    transfer = ["eval", "--checkpoint", str(run), "--attack", "transfer", "--source", str(run), "--steps", "2"]
-    assert cli.main([*transfer, "--limit", "40", "--out", str(tmp_path / "reports")]) == 0
+    transfer = [
+        "eval",
+        "--checkpoint",
+        str(run),
+        "--attack",
+        "transfer",
+        "--source",
+        str(run),
+        "--steps",
+        "2",
+    ]
+    assert cli.main([*transfer, "--limit", "20", "--out", str(tmp_path / "reports")]) == 0
     result = json.loads(next((tmp_path / "reports").glob("eval-transfer-*.json")).read_text())
-    assert result["n"] == 40 and 0 <= result["robust_accuracy"] <= result["clean_accuracy"] + 1e-9
+    assert result["n"] == 20 and 0 <= result["robust_accuracy"] <= result["clean_accuracy"] + 1e-9
     # Crafted on the evaluated model itself, "transfer" is white-box and must hurt at least as much.
     assert result["robust_accuracy"] == result["source_white_box_accuracy"]
 
@@ -90,19 +133,22 @@ def test_trades_trains_from_the_command_line(tmp_path):
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
-    argv = ["train", "pgd-at", *QUICK, "--steps", "24", "--checkpoint-every", "2", "--val-fraction", "0"]
+    argv = ["train", "pgd-at", *QUICK, "--steps", "10", "--checkpoint-every", "1"]
+    argv += ["--val-fraction", "0"]
     assert cli.main([*argv, "--out", str(tmp_path / "straight")]) == 0
 
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "robustkernels.api.cli", *argv, "--out", str(killed)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (killed / "checkpoint.json").exists() and process.poll() is None and time.monotonic() < deadline:
+    while (
+        not (killed / "checkpoint.json").exists() and process.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = T.load_checkpoint(killed).record["step"]
-    assert process.returncode == -signal.SIGKILL and killed_at < 24, "the run ended before it could be killed"
+    assert process.returncode == -signal.SIGKILL and killed_at < 10, "the run ended before it could be killed"
 
     assert cli.main([*argv, "--out", str(killed)]) == 0
     straight, resumed = _weights(tmp_path / "straight"), _weights(killed)
@@ -115,4 +161,8 @@ def test_bench_compares_methods(capsys, tmp_path):
     assert cli.main([*argv, "--attack-steps", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "standard" in out and "pgd-at" in out and "x standard" in out
-    assert set(json.loads((tmp_path / "bench.json").read_text())["seconds"]) == {"standard", "pgd-at", "trades"}
+    assert set(json.loads((tmp_path / "bench.json").read_text())["seconds"]) == {
+        "standard",
+        "pgd-at",
+        "trades",
+    }

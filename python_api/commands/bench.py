@@ -25,7 +25,7 @@ __all__ = ["add_arguments", "run_from_args"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.split("\n\n")[0].strip("`")
+    parser.description = __doc__.split("\n\n")[0].replace("`", "")
     parser.epilog = "\n".join(__doc__.strip().splitlines()[3:])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", choices=list(MODELS), default="resnet20", help="(default: resnet20)")

@@ -5,8 +5,8 @@
     robustkernels eval --checkpoint runs/at --attack transfer --source runs/std --eps 8/255
 
 White-box attacks (fgsm, pgd, apgd, autoattack) use the evaluated model's gradients;
-"transfer" is a black-box attack: momentum PGD (MI-FGSM) examples crafted on the
---source checkpoint are fed to the evaluated model. The data set and its normalisation
+"transfer" is a black-box attack: M-DI2-FGSM examples (momentum PGD with input
+diversity) crafted on the --source checkpoint are fed to the evaluated model. The data set and its normalisation
 come from the checkpoint; files other than the embedded digits need --data-dir. The
 report is printed and written as JSON into --out (default: the checkpoint's directory).
 """
@@ -28,12 +28,14 @@ from .runs import model_from_checkpoint
 __all__ = ["add_arguments", "run_from_args", "transfer_evaluation"]
 
 WHITE_BOX = ("pgd", "apgd", "autoattack", "fgsm")
-# MI-FGSM's decay factor (Dong et al. 2018).
+# M-DI2-FGSM's settings: MI-FGSM's decay factor (Dong et al. 2018) and DI's transform
+# probability (Xie et al. 2019).
 TRANSFER_MOMENTUM = 1.0
+TRANSFER_INPUT_DIVERSITY = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.split("\n\n")[0].strip("`")
+    parser.description = __doc__.split("\n\n")[0].replace("`", "")
     parser.epilog = "\n".join(__doc__.strip().splitlines()[2:])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
@@ -81,7 +83,7 @@ def transfer_evaluation(
     batch_size: int,
     seed: int,
 ) -> dict:
-    """Black-box transfer: MI-FGSM examples crafted on `source`, accuracy of `target` on them."""
+    """Black-box transfer: M-DI2-FGSM examples crafted on `source`, accuracy of `target` on them."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     clean = source_correct = target_correct = 0
     for start in range(0, len(y), batch_size):
@@ -96,15 +98,16 @@ def transfer_evaluation(
             norm=norm,
             random_start=False,
             momentum=TRANSFER_MOMENTUM,
+            input_diversity=TRANSFER_INPUT_DIVERSITY,
             generator=generator,
         )
         with torch.no_grad():
-            clean += int((predict(target, xb).argmax(1) == yb).sum())
-            target_correct += int((predict(target, x_adv).argmax(1) == yb).sum())
-            source_correct += int((predict(source, x_adv).argmax(1) == yb).sum())
+            clean += int((predict(target, xb) == yb).sum())
+            target_correct += int((predict(target, x_adv) == yb).sum())
+            source_correct += int((predict(source, x_adv) == yb).sum())
     n = len(y)
     return {
-        "attack": "transfer (MI-FGSM on the source model)",
+        "attack": "transfer (M-DI2-FGSM on the source model)",
         "eps": eps,
         "norm": norm,
         "steps": steps,

@@ -63,7 +63,7 @@ def _val_fraction(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.split("\n\n")[0].strip("`")
+    parser.description = __doc__.split("\n\n")[0].replace("`", "")
     parser.epilog = "\n".join(__doc__.strip().splitlines()[2:])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
