@@ -122,9 +122,9 @@ def test_train_then_evaluate_on_the_digits(capsys, tmp_path):
     ]
     assert cli.main([*transfer, "--limit", "20", "--out", str(tmp_path / "reports")]) == 0
     result = json.loads(next((tmp_path / "reports").glob("eval-transfer-*.json")).read_text())
-    assert result["n"] == 20 and 0 <= result["robust_accuracy"] <= result["clean_accuracy"] + 1e-9
-    # Crafted on the evaluated model itself, "transfer" is white-box and must hurt at least as much.
-    assert result["robust_accuracy"] == result["source_white_box_accuracy"]
+    assert result["n"] == 20 and result["surrogates"] == [str(run)]
+    # The surrogate is the evaluated model itself here, so the attack can only lower accuracy.
+    assert 0 <= result["transfer_accuracy"] <= result["clean_accuracy"] <= 1
 
 
 def test_trades_trains_from_the_command_line(tmp_path):

@@ -17,7 +17,9 @@ _WORKER = textwrap.dedent(
     """
     import sys
     import torch
+    from robustkernels.api import models
     from robustkernels.api import train as T
+    from robustkernels.api.train.pgd_at import PGDAdversarialTraining
     from test_distributed import CONFIG, tiny_model, train_data
 
     out = sys.argv[1]
@@ -25,6 +27,13 @@ _WORKER = textwrap.dedent(
     model = tiny_model()
     T.train(model, T.StandardTraining(), train_data(), CONFIG, out, context=context, log=None)
     torch.save(model.state_dict(), f"{out}/rank{context.rank}.pt")
+
+    # PGD-AT with BatchNorm and augmentation: the attack runs on the unwrapped replica.
+    torch.manual_seed(0)
+    model = models.SmallCNN(width=4)
+    config = T.TrainConfig(max_steps=2, epochs=None, batch_size=32, log_every=1)
+    T.train(model, PGDAdversarialTraining(steps=2), train_data(), config, f"{out}/at", context=context, log=None)
+    torch.save(dict(model.named_parameters()), f"{out}/at_rank{context.rank}.pt")
     T.shutdown_distributed()
     """
 )
@@ -84,3 +93,8 @@ def test_two_gloo_processes_stay_identical_and_match_one_process(tmp_path):
         assert ddp_entry["accuracy"] == single_entry["accuracy"]
         assert abs(ddp_entry["loss"] - single_entry["loss"]) < 1e-5
     assert T.load_checkpoint(tmp_path / "ddp").record["step"] == 6
+
+    # BatchNorm running statistics are per process; the parameters must agree exactly.
+    at0, at1 = (torch.load(tmp_path / "ddp" / f"at_rank{r}.pt") for r in (0, 1))
+    assert at0.keys() == at1.keys() and all(torch.equal(at0[k], at1[k]) for k in at0)
+    assert T.load_checkpoint(tmp_path / "ddp" / "at").record["method"]["name"] == "pgd-at"

@@ -4,9 +4,10 @@
     robustkernels eval --checkpoint runs/at --attack autoattack --eps 8/255 --limit 1000
     robustkernels eval --checkpoint runs/at --attack transfer --source runs/std --eps 8/255
 
-White-box attacks (fgsm, pgd, apgd, autoattack) use the evaluated model's gradients;
-"transfer" is a black-box attack: M-DI2-FGSM examples (momentum PGD with input
-diversity) crafted on the --source checkpoint are fed to the evaluated model. The data set and its normalisation
+White-box attacks (fgsm, pgd, apgd, autoattack) use the evaluated model's gradients
+and run sanity checks that flag untrustworthy numbers. "transfer" is a black-box
+attack: M-DI2-FGSM examples (momentum PGD with input diversity) crafted on each
+--source checkpoint are fed to the evaluated model. The data set and its normalisation
 come from the checkpoint; files other than the embedded digits need --data-dir. The
 report is printed and written as JSON into --out (default: the checkpoint's directory).
 """
@@ -17,21 +18,22 @@ from pathlib import Path
 
 import torch
 
-from ..attacks import pgd, predict
+from ..attacks import pgd
 from ..data import load_dataset, to_unit_interval
-from ..evaluate import evaluate, format_report
+from ..evaluate import evaluate, format_report, transfer_accuracy
 from ..train import load_checkpoint, resolve_device
 from . import arguments
 from .errors import CommandError, reports_errors
 from .runs import model_from_checkpoint
 
-__all__ = ["add_arguments", "run_from_args", "transfer_evaluation"]
+__all__ = ["add_arguments", "mdi2_fgsm", "run_from_args"]
 
 WHITE_BOX = ("pgd", "apgd", "autoattack", "fgsm")
 # M-DI2-FGSM's settings: MI-FGSM's decay factor (Dong et al. 2018) and DI's transform
 # probability (Xie et al. 2019).
 TRANSFER_MOMENTUM = 1.0
 TRANSFER_INPUT_DIVERSITY = 0.5
+TRANSFER_STEPS = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the sanity checks that flag untrustworthy white-box numbers",
     )
-    parser.add_argument("--source", help="checkpoint the transfer attack crafts its examples on")
+    parser.add_argument(
+        "--source",
+        action="append",
+        help="checkpoint the transfer attack crafts its examples on; repeat for several surrogates "
+        "(a sample counts as robust only if it survives all of them)",
+    )
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="(default: test)")
     parser.add_argument("--limit", type=arguments.positive_int, help="evaluate only the first N images")
@@ -71,51 +78,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="directory for the JSON report (default: the checkpoint's directory)")
 
 
-def transfer_evaluation(
-    target,
-    source,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    norm: str,
-    steps: int,
-    batch_size: int,
-    seed: int,
-) -> dict:
-    """Black-box transfer: M-DI2-FGSM examples crafted on `source`, accuracy of `target` on them."""
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    clean = source_correct = target_correct = 0
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        x_adv = pgd(
-            source,
-            xb,
-            yb,
-            eps=eps,
-            alpha=eps / steps,
-            steps=steps,
-            norm=norm,
-            random_start=False,
-            momentum=TRANSFER_MOMENTUM,
-            input_diversity=TRANSFER_INPUT_DIVERSITY,
-            generator=generator,
-        )
-        with torch.no_grad():
-            clean += int((predict(target, xb) == yb).sum())
-            target_correct += int((predict(target, x_adv) == yb).sum())
-            source_correct += int((predict(source, x_adv) == yb).sum())
-    n = len(y)
-    return {
-        "attack": "transfer (M-DI2-FGSM on the source model)",
-        "eps": eps,
-        "norm": norm,
-        "steps": steps,
-        "n": n,
-        "clean_accuracy": clean / n,
-        "robust_accuracy": target_correct / n,
-        "source_white_box_accuracy": source_correct / n,
-    }
+def mdi2_fgsm(model, x, y, *, eps, norm, steps, eot_draws, generator):
+    """M-DI2-FGSM (momentum PGD with input diversity, no random start), the transfer attack."""
+    return pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        alpha=eps / steps,
+        steps=steps,
+        norm=norm,
+        random_start=False,
+        momentum=TRANSFER_MOMENTUM,
+        input_diversity=TRANSFER_INPUT_DIVERSITY,
+        eot_draws=eot_draws,
+        generator=generator,
+    )
 
 
 @reports_errors("eval")
@@ -134,21 +112,25 @@ def run_from_args(args: argparse.Namespace) -> int:
     x, y = to_unit_interval(images).to(device), labels.to(device)
     torch.manual_seed(args.seed)
     if args.attack == "transfer":
-        source, source_run = model_from_checkpoint(load_checkpoint(args.source))
-        if source_run["model"]["num_classes"] != run["model"]["num_classes"]:
-            raise CommandError("--source was trained for a different number of classes")
-        result = transfer_evaluation(
+        surrogates = {}
+        for source_path in args.source:
+            source, source_run = model_from_checkpoint(load_checkpoint(source_path))
+            if source_run["model"]["num_classes"] != run["model"]["num_classes"]:
+                raise CommandError(f"--source {source_path} was trained for a different number of classes")
+            surrogates[source_path] = source.to(device)
+        result = transfer_accuracy(
             model,
-            source.to(device),
-            x,
-            y,
+            surrogates,
+            (x, y),
+            attack=mdi2_fgsm,
             eps=args.eps,
             norm=args.norm,
-            steps=args.steps or 10,
+            steps=args.steps or TRANSFER_STEPS,
+            restarts=args.restarts or 1,
+            eot_draws=args.eot_draws or 1,
             batch_size=args.batch_size,
             seed=args.seed,
         )
-        report = "\n".join(f"{key}: {value}" for key, value in result.items())
     else:
         options = {
             key: getattr(args, key)
@@ -168,12 +150,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             checks=not args.no_checks,
             **options,
         )
-        report = format_report(result)
     result = {"checkpoint": str(checkpoint.path), "split": args.split, "seed": args.seed, **result}
     out = Path(args.out) if args.out else checkpoint.path.parent
     out.mkdir(parents=True, exist_ok=True)
     name = f"eval-{args.attack}-{args.norm}-eps{args.eps:.5g}.json"
     (out / name).write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(report)
+    print(format_report(result))
     print(f"wrote {out / name}")
     return 0
