@@ -24,7 +24,8 @@ setup() {
     "$PY" -m pip install -q ${ROBUSTKERNELS_TORCH_INDEX:+--index-url "$ROBUSTKERNELS_TORCH_INDEX"} "torch==$TORCH_VERSION"
     # A CUDA build of torch brings its own matching Triton; otherwise install the tested one.
     "$PY" -c "import triton" 2>/dev/null || "$PY" -m pip install -q "triton==$TRITON_VERSION"
-    "$PY" -m pip install -q numpy scikit-learn ninja setuptools wheel pytest pytest-benchmark ruff
+    "$PY" -m pip install -q numpy scikit-learn ninja setuptools wheel pytest pytest-benchmark ruff \
+        tqdm safetensors matplotlib pillow
     # --no-build-isolation: build against the torch installed above.
     MAX_JOBS="${MAX_JOBS:-2}" "$PY" -m pip install -q --no-build-isolation -e .
 }

@@ -74,6 +74,14 @@ TARGETS = [
         (">=", 3.0),
         "speed-up vs eager reference",
     ),
+    (
+        "pgd_step",
+        "forward",
+        "reference_eager",
+        "robustkernels",
+        (">=", 2.0),
+        "speed-up vs eager attack step",
+    ),
 ]
 # (op, passes, variant, target fraction): memory traffic per second as a fraction of
 # the STREAM-style copy's (benchmarks/test_multires_stack.py::test_stream_copy).

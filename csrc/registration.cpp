@@ -35,4 +35,8 @@ TORCH_LIBRARY(robustkernels, m) {
   // dx [B, C, H, W] from d out and the forward's clip_mask.
   m.def("multires_stack_bwd_kernel(Tensor grad_out, Tensor clip_mask, int[] heights, int[] widths, "
         "Tensor[] starts, Tensor[] weights, int jitter, float contrast_low, float contrast_high, int seed) -> Tensor");
+  // One attack step: x_adv + step[b] * sign(grad) (linf) or grad / ||grad_b|| (l2), or
+  // + step[b] * grad (normalize false), projected onto the eps ball around x_orig, clamped to [lo, hi].
+  m.def("pgd_step_fwd_kernel(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, "
+        "float lo, float hi, bool normalize) -> Tensor");
 }

@@ -10,12 +10,19 @@ import sys
 from types import ModuleType
 
 from . import demo
+from .commands import bench, info
+from .commands import eval as eval_command
+from .commands import train as train_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # name -> (module with add_arguments / run_from_args, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "demo": (demo, "train a small noisy-convolution CNN on the bundled digits data and evaluate it"),
+    "info": (info, "show versions, kernel backends, models, data sets and optional packages"),
+    "train": (train_command, "train a model with a method (standard, pgd-at, trades); resumes a killed run"),
+    "eval": (eval_command, "robust accuracy of a trained checkpoint under an attack"),
+    "bench": (bench, "seconds per training step of each method, in interleaved rounds"),
 }
 
 

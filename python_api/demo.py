@@ -21,6 +21,7 @@ from torch import nn
 
 import robustkernels
 
+from .commands import arguments
 from .data import iterate_batches, load_digits
 from .models import SmallCNN
 
@@ -182,45 +183,26 @@ def run_demo(
     )
 
 
-def _parse_number(text: str, kind: type, ok: Callable[[float], bool], requirement: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not ok(value):
-        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _parse_number(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def _non_negative_float(text: str) -> float:
-    return _parse_number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
-
-
-def _seed(text: str) -> int:
-    return _parse_number(text, int, lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's options, shared by `robustkernels demo` and `python -m robustkernels.api.demo`."""
     parser.add_argument(
-        "--steps", type=_positive_int, default=DEFAULT_STEPS, help="SGD steps (default: %(default)s)"
+        "--steps", type=arguments.positive_int, default=DEFAULT_STEPS, help="SGD steps (default: %(default)s)"
     )
     parser.add_argument(
         "--lam",
-        type=_non_negative_float,
+        type=arguments.non_negative_float,
         default=DEFAULT_LAM,
         help="noise scale while training (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=_seed, default=DEFAULT_SEED, help="torch.manual_seed value (default: %(default)s)"
+        "--seed",
+        type=arguments.seed,
+        default=DEFAULT_SEED,
+        help="torch.manual_seed value (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=arguments.positive_int,
         default=DEFAULT_BATCH_SIZE,
         help="training batch size (default: %(default)s)",
     )

@@ -8,8 +8,9 @@ from robustkernels.ops import crossmax as _crossmax_ops
 from robustkernels.ops import multires_stack as _multires_ops
 from robustkernels.ops import noisy_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
+from robustkernels.ops import pgd_step as _pgd_step_ops
 
-__all__ = ["crossmax", "multires_stack", "noisy_conv2d", "noisy_linear", "noisy_weight", "philox_normal"]
+__all__ = ["crossmax", "multires_stack", "noisy_conv2d", "noisy_linear", "noisy_weight", "pgd_step", "philox_normal"]
 
 
 def _check_arguments(op: str, lam, seed, **tensors) -> None:
@@ -190,3 +191,33 @@ def multires_stack(
         seed,
     )
     return out
+def pgd_step(
+    x_adv: torch.Tensor,
+    grad: torch.Tensor,
+    x_orig: torch.Tensor,
+    *,
+    step: float | torch.Tensor,
+    eps: float,
+    norm: str = "linf",
+    lo: float = 0.0,
+    hi: float = 1.0,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """One projected-gradient attack step, fused in one pass (L∞) or three (L2); returns the new x_adv.
+
+    - "linf": x_adv + step * sign(grad), clamped to [x_orig - eps, x_orig + eps];
+    - "l2": x_adv + step * grad / ||grad||, then the displacement from x_orig is scaled
+      onto the eps ball where it is longer than eps;
+
+    then clamped to [lo, hi]. Norms are per sample (all dimensions but the first);
+    a zero gradient makes no step. `step` is one number or a [B] tensor (one step size
+    per sample, as APGD keeps). normalize=False steps by step * grad as given (no sign,
+    no normalisation), e.g. to project APGD's momentum combination. Attacks call it on
+    detached tensors; it is differentiable all the same (see robustkernels.ops.pgd_step).
+    """
+    validation.pgd_step_args(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize, "pgd_step")
+    if not isinstance(step, torch.Tensor):
+        step = torch.full((x_adv.shape[0],), float(step), dtype=x_adv.dtype, device=x_adv.device)
+    return _pgd_step_ops.pgd_step(
+        x_adv, grad, x_orig, step, float(eps), norm, float(lo), float(hi), normalize
+    )

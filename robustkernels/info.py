@@ -12,7 +12,7 @@ from robustkernels import __version__, _extension
 from robustkernels import triton as _triton
 from robustkernels.ops.backend import BACKENDS, select, unavailable_reason
 
-OPS = ("noisy_weight", "noisy_conv2d", "noisy_linear", "philox_normal", "crossmax", "multires_stack")
+OPS = ("noisy_weight", "noisy_conv2d", "noisy_linear", "philox_normal", "crossmax", "multires_stack", "pgd_step")
 
 
 def _devices() -> list[str]:

@@ -213,3 +213,61 @@ def multires_options(jitter, noise, noise_kind, contrast, interpolation, op: str
         raise ValueError(
             f"robustkernels.{op}: interpolation must be one of {MULTIRES_INTERPOLATIONS}, got {interpolation!r}"
         )
+PGD_NORMS = ("linf", "l2")
+_PGD_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _check_number(name: str, value, op: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"robustkernels.{op}: {name} must be a float, got {type(value).__name__}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"robustkernels.{op}: {name} must be finite, got {value}")
+    return float(value)
+
+
+def pgd_step_args(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize, op: str) -> None:
+    """Checks one attack step's arguments; step is a number or a [B] tensor."""
+    for name, value in (("x_adv", x_adv), ("grad", grad), ("x_orig", x_orig)):
+        check_tensor(name, value, op)
+    if x_adv.dtype not in _PGD_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: x_adv must be float32, float64, float16 or bfloat16, got {x_adv.dtype}"
+        )
+    if x_adv.dim() < 1:
+        raise ValueError(f"robustkernels.{op}: x_adv must have a batch dimension, got a 0-d tensor")
+    for name, value in (("grad", grad), ("x_orig", x_orig)):
+        if value.dtype != x_adv.dtype:
+            raise TypeError(
+                f"robustkernels.{op}: {name} must have x_adv's dtype {x_adv.dtype}, got {value.dtype}"
+            )
+        if value.shape != x_adv.shape:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must have x_adv's shape {tuple(x_adv.shape)}, got {tuple(value.shape)}"
+            )
+        if value.device != x_adv.device:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must be on x_adv's device {x_adv.device}, got {value.device}"
+            )
+    if isinstance(step, torch.Tensor):
+        if not step.is_floating_point():
+            raise TypeError(
+                f"robustkernels.{op}: step must be a float or a floating-point tensor, got {step.dtype}"
+            )
+        if step.shape != (x_adv.shape[0],):
+            raise ValueError(
+                f"robustkernels.{op}: a step tensor must have shape [B] = [{x_adv.shape[0]}], got {tuple(step.shape)}"
+            )
+        if step.device != x_adv.device:
+            raise ValueError(
+                f"robustkernels.{op}: step must be on x_adv's device {x_adv.device}, got {step.device}"
+            )
+    else:
+        _check_number("step", step, op)
+    if _check_number("eps", eps, op) < 0:
+        raise ValueError(f"robustkernels.{op}: eps must be >= 0, got {eps}")
+    if not isinstance(norm, str) or norm not in PGD_NORMS:
+        raise ValueError(f"robustkernels.{op}: norm must be one of {PGD_NORMS}, got {norm!r}")
+    if _check_number("lo", lo, op) > _check_number("hi", hi, op):
+        raise ValueError(f"robustkernels.{op}: lo must be <= hi, got lo={lo}, hi={hi}")
+    if not isinstance(normalize, bool):
+        raise TypeError(f"robustkernels.{op}: normalize must be a bool, got {type(normalize).__name__}")

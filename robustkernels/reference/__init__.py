@@ -10,6 +10,7 @@ from robustkernels.reference.noisy_weight import (
     pni_noisy_conv2d,
     pni_noisy_weight,
 )
+from robustkernels.reference.pgd_step import pgd_step
 from robustkernels.reference.philox import philox_normal
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "noisy_conv2d",
     "noisy_linear",
     "noisy_weight",
+    "pgd_step",
     "philox_normal",
     "pni_noisy_conv2d",
     "pni_noisy_weight",

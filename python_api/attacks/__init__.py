@@ -1,0 +1,34 @@
+"""Attacks (robustkernels.api.attacks): FGSM, PGD, APGD, AutoAttack-style suites, EOT,
+transfer tricks (DI, SGM) and DVERGE's feature distillation.
+
+Every attack step is one `robustkernels.functional.pgd_step`. Attacks leave the model's
+train/eval mode and its parameters' requires_grad as they found them and write no
+parameter gradients; models may normalise their inputs inside (attacks work in the
+[lo, hi] = [0, 1] input space).
+"""
+
+from .apgd import apgd
+from .distillation import feature_distillation, feature_mse
+from .eot import loss_gradient, predict
+from .guard import untouched
+from .losses import LOSSES, attack_loss
+from .pgd import fgsm, pgd
+from .suites import autoattack
+from .transfer import input_diversity, residual_relus, skip_gradient
+
+__all__ = [
+    "LOSSES",
+    "apgd",
+    "attack_loss",
+    "autoattack",
+    "feature_distillation",
+    "feature_mse",
+    "fgsm",
+    "input_diversity",
+    "loss_gradient",
+    "pgd",
+    "predict",
+    "residual_relus",
+    "skip_gradient",
+    "untouched",
+]

@@ -1,0 +1,46 @@
+"""Expectation over Transformation (Athalye et al., 2018): the loss gradient averaged
+over draws of the model's randomness (noisy weights, random gates, random
+resolutions) and of any random input transform. Every attack in this package takes
+its gradients from `loss_gradient`, so `eot_draws` works with each of them."""
+
+from collections.abc import Callable
+
+import torch
+
+from .losses import attack_loss
+
+
+def loss_gradient(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str,
+    *,
+    target: torch.Tensor | None = None,
+    draws: int = 1,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(d loss / d x [like x], loss [B], logits [B, C]), each the mean over `draws` forward
+    passes; transform (e.g. input diversity) is applied to x anew in every draw. Only x
+    gets a gradient; the per-sample losses are summed, so samples do not interact."""
+    grad_sum = torch.zeros_like(x)
+    loss_sum = logits_sum = None
+    with torch.enable_grad():
+        for _ in range(draws):
+            x_in = x.detach().requires_grad_(True)
+            logits = model(transform(x_in) if transform is not None else x_in)
+            values = attack_loss(loss, logits, y, target)
+            (grad,) = torch.autograd.grad(values.sum(), x_in)
+            grad_sum += grad
+            loss_sum = values.detach() if loss_sum is None else loss_sum + values.detach()
+            logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
+    return grad_sum / draws, loss_sum / draws, logits_sum / draws
+
+
+@torch.no_grad()
+def predict(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, draws: int = 1) -> torch.Tensor:
+    """Labels from the logits averaged over `draws` forward passes."""
+    logits = model(x)
+    for _ in range(draws - 1):
+        logits = logits + model(x)
+    return logits.argmax(dim=1)

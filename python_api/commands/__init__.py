@@ -1,0 +1,1 @@
+"""The `robustkernels` subcommands other than `demo`: info, train, eval and bench."""

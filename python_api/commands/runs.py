@@ -1,0 +1,50 @@
+"""What the train, eval and bench commands share: preparing a data set and (re)building a model."""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import channel_mean_std, dataset_spec, load_dataset, train_val_split
+from ..models import build_model
+from ..train import Checkpoint
+from .errors import CommandError
+
+__all__ = ["model_from_checkpoint", "model_info", "prepare_training_data"]
+
+
+def prepare_training_data(dataset: str, data_dir: str | Path | None, val_fraction: float, split_seed: int):
+    """(train (images, labels), validation (images, labels) or None) of `dataset`'s training split."""
+    images, labels = load_dataset(dataset, "train", data_dir)
+    if val_fraction == 0:
+        return (images, labels), None
+    return train_val_split(images, labels, val_fraction, split_seed)
+
+
+def model_info(model_name: str, dataset: str, train_images: torch.Tensor) -> dict:
+    """The model description a checkpoint stores: enough to rebuild the network for evaluation.
+
+    The input normalisation uses the per-channel mean and std of the training images.
+    """
+    spec = dataset_spec(dataset)
+    mean, std = channel_mean_std(train_images)
+    return {
+        "name": model_name,
+        "num_classes": spec.num_classes,
+        "in_channels": spec.in_channels,
+        "mean": mean,
+        "std": std,
+    }
+
+
+def model_from_checkpoint(checkpoint: Checkpoint) -> tuple[nn.Module, dict]:
+    """The trained network of `checkpoint` (in eval mode) and the run description it was trained with."""
+    run = checkpoint.record.get("run", {})
+    if "model" not in run or "dataset" not in run:
+        raise CommandError(
+            f"{checkpoint.path} does not describe its model and data set (not written by `train`?)"
+        )
+    info = run["model"]
+    model = build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
+    model.load_state_dict(checkpoint.model_state)
+    return model.eval(), run

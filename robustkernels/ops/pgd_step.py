@@ -1,0 +1,189 @@
+"""One projected-gradient attack step as an autograd-aware custom op.
+
+robustkernels::pgd_step(x_adv, grad, x_orig, step [B], eps, norm, lo, hi, normalize) -> x_adv'
+
+The forward runs the backend `backend.select` picks: the C++ kernel op
+(robustkernels::pgd_step_fwd_kernel, CPU), the Triton kernels or the reference.
+There is no CUDA C++ kernel: on GPUs the step runs with Triton.
+
+Attacks never differentiate through their own steps (each step starts from a
+detached x_adv), so the backward is not a fused kernel: it is the closed-form
+derivative written with torch ops (the same on every backend), recomputing the few
+intermediates from the inputs instead of saving them. It follows torch.clamp's
+conventions at the clamp bounds (a value equal to a bound passes its gradient to
+the clamped input), so it matches autograd through the reference wherever the
+reference is differentiable, and is there so that gradcheck, opcheck and methods
+that do differentiate through a step (e.g. learned-step or meta-attacks) work.
+"""
+
+import torch
+
+from robustkernels.ops import backend, validation
+from robustkernels.reference.pgd_step import NORM_FLOOR
+from robustkernels.triton import available as _triton_available
+
+if _triton_available:
+    import triton
+
+    from robustkernels.triton.pgd_step import pgd_step_l2_kernel, pgd_step_linf_kernel
+
+_LINF_BLOCK = 1024
+_L2_BLOCK_MAX = 1024
+
+
+def _select(device: torch.device) -> str:
+    name = backend.select("pgd_step", device)
+    if name != "cuda":
+        return name
+    if backend.explicit_choice() == "cuda":
+        raise RuntimeError(
+            "robustkernels.pgd_step: backend 'cuda' has no pgd_step kernel; use 'triton' or 'reference'"
+        )
+    return "reference"
+
+
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _forward_triton(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
+    import triton.language as tl
+
+    x, g, o = x_adv.contiguous(), grad.contiguous(), x_orig.contiguous()
+    out = torch.empty_like(x)
+    batch = x.shape[0]
+    if x.numel() == 0:
+        return out
+    per_sample = x.numel() // batch
+    acc = tl.float64 if x.dtype == torch.float64 else tl.float32
+    steps = step.to(_acc_dtype(x)).contiguous()
+    if norm == "linf":
+        grid = (triton.cdiv(x.numel(), _LINF_BLOCK),)
+        pgd_step_linf_kernel[grid](
+            x, g, o, steps, out, x.numel(), per_sample, eps, lo, hi,
+            NORMALIZE=normalize, BLOCK=_LINF_BLOCK, ACC=acc,
+        )  # fmt: skip
+    else:
+        block = min(triton.next_power_of_2(per_sample), _L2_BLOCK_MAX)
+        pgd_step_l2_kernel[(batch,)](
+            x, g, o, steps, out, per_sample, eps, lo, hi, NORM_FLOOR,
+            NORMALIZE=normalize, BLOCK=block, ACC=acc,
+        )  # fmt: skip
+    return out
+
+
+def _forward_reference(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
+    from robustkernels.reference.pgd_step import pgd_step as reference_step
+
+    return reference_step(x_adv, grad, x_orig, step.to(x_adv.dtype), eps, norm, lo, hi, normalize)
+
+
+def _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize) -> None:
+    validation.pgd_step_args(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize, "pgd_step")
+
+
+@torch.library.custom_op("robustkernels::pgd_step", mutates_args=())
+def pgd_step(
+    x_adv: torch.Tensor,
+    grad: torch.Tensor,
+    x_orig: torch.Tensor,
+    step: torch.Tensor,
+    eps: float,
+    norm: str,
+    lo: float,
+    hi: float,
+    normalize: bool,
+) -> torch.Tensor:
+    _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
+    name = _select(x_adv.device)
+    if name == "cpp":
+        return torch.ops.robustkernels.pgd_step_fwd_kernel(
+            x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize
+        )
+    if name == "triton":
+        return _forward_triton(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
+    return _forward_reference(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize).contiguous()
+
+
+@pgd_step.register_fake
+def _pgd_step_fake(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
+    _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
+    return torch.empty_like(x_adv, memory_format=torch.contiguous_format)
+
+
+def _sum_per_sample(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(dim=1, keepdim=True)
+
+
+def _derivatives(grad_out, x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
+    """(d x_adv, d grad, d x_orig, d step) on [B, M] views, in the accumulation dtype."""
+    batch = x_adv.shape[0]
+    acc = _acc_dtype(x_adv)
+    x, g, o, go = (t.reshape(batch, -1).to(acc) for t in (x_adv, grad, x_orig, grad_out))
+    s = step.to(acc).reshape(batch, 1)
+    if norm == "linf":
+        direction = g.sign() if normalize else g
+        u = x + s * direction
+        in_ball = (u >= o - eps) & (u <= o + eps)
+        v = torch.clamp(u, o - eps, o + eps)
+        g_v = go * ((v >= lo) & (v <= hi))
+        d_u = g_v * in_ball
+        d_o = g_v * ~in_ball
+        d_g = torch.zeros_like(g) if normalize else s * d_u
+        return d_u, d_g, d_o, _sum_per_sample(d_u * direction)
+    if normalize:
+        g_norm = g.norm(dim=1, keepdim=True)
+        g_norm_floored = g_norm.clamp_min(NORM_FLOOR)
+        direction = g / g_norm_floored
+    else:
+        direction = g
+    delta = x + s * direction - o
+    d_norm = delta.norm(dim=1, keepdim=True)
+    d_norm_floored = d_norm.clamp_min(NORM_FLOOR)
+    ratio = eps / d_norm_floored
+    factor = ratio.clamp_max(1.0)
+    v = o + delta * factor
+    g_v = go * ((v >= lo) & (v <= hi))
+    d_factor = _sum_per_sample(g_v * delta)
+    # factor = min(1, eps / max(||delta||, floor)): live where the ratio is <= 1 and the norm >= floor
+    live = (ratio <= 1.0) & (d_norm >= NORM_FLOOR)
+    d_delta = (
+        g_v * factor + torch.where(live, -d_factor * eps / d_norm_floored.square() / d_norm, 0.0) * delta
+    )
+    d_direction = s * d_delta
+    if normalize:
+        radial = torch.where(
+            g_norm >= NORM_FLOOR, _sum_per_sample(d_direction * g) / g_norm_floored.square(), 0.0
+        )
+        d_g = d_direction / g_norm_floored - radial * g / g_norm.clamp_min(NORM_FLOOR)
+    else:
+        d_g = d_direction
+    return d_delta, d_g, g_v - d_delta, _sum_per_sample(d_delta * direction)
+
+
+def _setup_context(ctx, inputs, output):
+    x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize = inputs
+    ctx.save_for_backward(x_adv, grad, x_orig, step)
+    ctx.args = (eps, norm, lo, hi, normalize)
+
+
+def _backward(ctx, grad_out):
+    x_adv, grad, x_orig, step = ctx.saved_tensors
+    if not any(ctx.needs_input_grad[:4]) or x_adv.numel() == 0:
+        return None, None, None, None, None, None, None, None, None
+    d_x, d_g, d_o, d_s = _derivatives(grad_out, x_adv, grad, x_orig, step, *ctx.args)
+    shape = x_adv.shape
+    return (
+        d_x.reshape(shape).to(x_adv.dtype) if ctx.needs_input_grad[0] else None,
+        d_g.reshape(shape).to(grad.dtype) if ctx.needs_input_grad[1] else None,
+        d_o.reshape(shape).to(x_orig.dtype) if ctx.needs_input_grad[2] else None,
+        d_s.reshape(step.shape).to(step.dtype) if ctx.needs_input_grad[3] else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+pgd_step.register_autograd(_backward, setup_context=_setup_context)

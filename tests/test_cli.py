@@ -1,0 +1,168 @@
+"""The `robustkernels` command line: info, train, eval and bench, their help and their errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from robustkernels.api import cli
+from robustkernels.api import train as T
+
+# A few quick steps of a small CNN on the embedded digits.
+QUICK = [
+    "--model",
+    "small-cnn",
+    "--batch-size",
+    "16",
+    "--attack-steps",
+    "2",
+    "--no-progress",
+    "--log-every",
+    "2",
+]
+
+
+def _weights(directory) -> dict[str, torch.Tensor]:
+    return T.load_checkpoint(directory).model_state
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"), [("train", "--data-dir"), ("eval", "--checkpoint"), ("bench", "--rounds")]
+)
+def test_help_explains_the_options(capsys, command, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert expected in text and "robustkernels" in text
+
+
+def test_info_lists_models_and_data_sets(capsys):
+    assert cli.main(["info", "--no-models"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet20" in out and "cifar10" in out and "embedded" in out and "safetensors" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "pgd-at", "--out", "x", "--eps", "eight"], "must be a number >= 0 such as 8/255"),
+        (["train", "pgd-at", "--out", "x", "--model", "resnet99"], "invalid choice: 'resnet99'"),
+        (["train", "nope", "--out", "x"], "invalid choice: 'nope'"),
+        (["eval", "--checkpoint", "x", "--attack", "cw"], "invalid choice: 'cw'"),
+    ],
+)
+def test_bad_arguments_are_rejected_with_a_reason(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_files_give_one_readable_line(capsys, tmp_path):
+    assert cli.main(["train", "standard", "--dataset", "cifar10", "--out", str(tmp_path / "r")]) == 2
+    assert "--dataset cifar10 needs --data-dir" in capsys.readouterr().err
+    argv = [
+        "train",
+        "standard",
+        "--dataset",
+        "svhn",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert cli.main(argv) == 2
+    assert "SVHN files not found" in capsys.readouterr().err
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "none")]) == 2
+    assert "robustkernels eval: error: no checkpoint at" in capsys.readouterr().err
+
+
+def test_train_then_evaluate_on_the_digits(capsys, tmp_path):
+    run = tmp_path / "at"
+    assert cli.main(["train", "pgd-at", *QUICK, "--steps", "4", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "clean test accuracy" in out and "robustkernels eval --checkpoint" in out
+    for name in ("checkpoint.json", "metrics.jsonl", "summary.json", "training.png"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and 0 <= summary["test_clean_accuracy"] <= 1
+
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(run),
+        "--attack",
+        "pgd",
+        "--eps",
+        "8/255",
+        "--steps",
+        "2",
+        "--limit",
+        "20",
+    ]
+    assert cli.main(argv) == 0
+    report = json.loads((run / f"eval-pgd-linf-eps{8 / 255:.5g}.json").read_text())
+    assert report["split"] == "test" and report["checkpoint"].endswith("checkpoint.json")
+
+    transfer = [
+        "eval",
+        "--checkpoint",
+        str(run),
+        "--attack",
+        "transfer",
+        "--source",
+        str(run),
+        "--steps",
+        "2",
+    ]
+    assert cli.main([*transfer, "--limit", "20", "--out", str(tmp_path / "reports")]) == 0
+    result = json.loads(next((tmp_path / "reports").glob("eval-transfer-*.json")).read_text())
+    assert result["n"] == 20 and result["surrogates"] == [str(run)]
+    # The surrogate is the evaluated model itself here, so the attack can only lower accuracy.
+    assert 0 <= result["transfer_accuracy"] <= result["clean_accuracy"] <= 1
+
+
+def test_trades_trains_from_the_command_line(tmp_path):
+    assert cli.main(["train", "trades", *QUICK, "--steps", "2", "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["method"] == "trades"
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    argv = ["train", "pgd-at", *QUICK, "--steps", "10", "--checkpoint-every", "1"]
+    argv += ["--val-fraction", "0"]
+    assert cli.main([*argv, "--out", str(tmp_path / "straight")]) == 0
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "robustkernels.api.cli", *argv, "--out", str(killed)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while (
+        not (killed / "checkpoint.json").exists() and process.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = T.load_checkpoint(killed).record["step"]
+    assert process.returncode == -signal.SIGKILL and killed_at < 10, "the run ended before it could be killed"
+
+    assert cli.main([*argv, "--out", str(killed)]) == 0
+    straight, resumed = _weights(tmp_path / "straight"), _weights(killed)
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    assert json.loads((killed / "summary.json").read_text())["resumed_from_step"] == killed_at
+
+
+def test_bench_compares_methods(capsys, tmp_path):
+    argv = ["bench", "--model", "small-cnn", "--dataset", "digits", "--batch-size", "8", "--rounds", "2"]
+    assert cli.main([*argv, "--attack-steps", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "standard" in out and "pgd-at" in out and "x standard" in out
+    assert set(json.loads((tmp_path / "bench.json").read_text())["seconds"]) == {
+        "standard",
+        "pgd-at",
+        "trades",
+    }

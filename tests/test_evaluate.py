@@ -1,0 +1,184 @@
+"""Evaluation of robustkernels.api.evaluate on tiny models; every sanity check catches a planted broken evaluation."""
+
+import json
+
+import pytest
+import torch
+from tiny_models import NoisyLogits, digits, trained
+
+from robustkernels.api import attacks
+from robustkernels.api import evaluate as ev
+
+
+def data(n=64):
+    x, y = digits("test")
+    return x[:n], y[:n]
+
+
+def test_clean_accuracy_from_tensors_and_loaders():
+    model = trained()
+    x, y = data()
+    expected = (model(x).argmax(dim=1) == y).float().mean().item()
+    assert ev.clean_accuracy(model, (x, y), batch_size=10) == pytest.approx(expected)
+    loader = [(x[:40], y[:40]), (x[40:], y[40:])]
+    assert ev.clean_accuracy(model, loader) == pytest.approx(expected)
+
+
+def test_robust_accuracy_is_all_or_nothing_over_restarts():
+    model = trained()
+    x, y = data()
+    result = ev.robust_accuracy(model, (x, y), attack="pgd", eps=0.05, steps=3, restarts=3, batch_size=32)
+    per_restart = result["robust_accuracy_per_restart"]
+    assert len(per_restart) == 3 and per_restart == sorted(per_restart, reverse=True)
+    assert result["robust_accuracy"] == per_restart[-1] <= result["clean_accuracy"]
+    # the same restarts by hand: robust only if clean-correct and every restart fails
+    gen = torch.Generator().manual_seed(0)
+    robust = torch.zeros(0, dtype=torch.bool)
+    for start in (0, 32):
+        xb, yb = x[start : start + 32], y[start : start + 32]
+        ok = model(xb).argmax(dim=1) == yb
+        for _ in range(3):
+            idx = ok.nonzero().squeeze(1)
+            x_adv = attacks.pgd(
+                model, xb[idx], yb[idx], eps=0.05, alpha=2.5 * 0.05 / 3, steps=3, generator=gen
+            )
+            ok[idx] = model(x_adv).argmax(dim=1) == yb[idx]
+        robust = torch.cat([robust, ok])
+    assert result["robust_accuracy"] == pytest.approx(robust.float().mean().item())
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "apgd", "autoattack"])
+def test_every_attack_name(attack):
+    model = trained()
+    x, y = data(32)
+    result = ev.robust_accuracy(model, (x, y), attack=attack, eps=0.1, steps=5)
+    assert 0 <= result["robust_accuracy"] < result["clean_accuracy"]
+    if attack == "autoattack":
+        assert result["suite_attacks"][:2] == ["apgd-ce", "apgd-t"]
+    json.loads(ev.to_json(result))
+
+
+def test_transfer_accuracy_is_all_or_nothing_over_versions():
+    target = trained("cnn")
+    surrogates = {"mlp": trained("mlp"), "cnn_copy": trained("cnn")}
+    x, y = data(48)
+    result = ev.transfer_accuracy(target, surrogates, (x, y), eps=0.1, steps=5, restarts=2)
+    per = result["per_surrogate"]
+    assert set(per) == {"mlp", "cnn_copy"}
+    assert result["transfer_accuracy"] <= min(per.values()) <= max(per.values()) <= result["clean_accuracy"]
+    assert per["cnn_copy"] < per["mlp"]  # a copy of the target is a white-box attack
+    assert "transfer accuracy" in ev.format_report(result)
+
+
+def test_eps_sweep_is_monotone_for_a_sound_attack():
+    model = trained()
+    sweep = ev.eps_sweep(model, data(), [0.0, 0.05, 0.1, 0.2], steps=5)
+    assert sweep["eps"] == [0.0, 0.05, 0.1, 0.2]
+    assert sweep["robust_accuracy"] == sorted(sweep["robust_accuracy"], reverse=True)
+    assert sweep["robust_accuracy"][0] == sweep["results"][0]["clean_accuracy"]
+
+
+def flagged(checks):
+    return {c["name"] for c in checks if not c["passed"]}
+
+
+def test_sound_evaluation_raises_no_flag():
+    model = trained()
+    x, y = data()
+    result = ev.evaluate(model, x, y, attack="pgd", eps=0.1, steps=5)
+    assert result["flagged"] == []
+    assert {c["name"] for c in result["sanity_checks"]} == {
+        "eps_zero", "monotone_in_eps", "large_eps", "more_steps", "more_restarts", "eot_for_randomness",
+    }  # fmt: skip
+    report = ev.format_report(result)
+    assert "FLAGGED" not in report and "[ok] large_eps" in report
+    assert json.loads(ev.to_json(result))["flagged"] == []
+
+
+def _pgd(model, x, y, *, eps, steps, alpha, generator, random_start=True):
+    return attacks.pgd(
+        model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, random_start=random_start
+    )
+
+
+def ignores_eps(model, x, y, *, eps, norm, steps, eot_draws, generator):
+    """Broken: attacks with a fixed budget whatever eps is asked for."""
+    return _pgd(model, x, y, eps=0.2, steps=steps, alpha=0.05, generator=generator)
+
+
+def step_shrinks_with_eps(model, x, y, *, eps, norm, steps, eot_draws, generator):
+    """Broken: the step size is inverted (alpha = c / eps), so larger budgets take tiny steps."""
+    if eps == 0:
+        return x
+    return _pgd(model, x, y, eps=eps, steps=steps, alpha=1e-4 / eps, generator=generator, random_start=False)
+
+
+def capped_budget(model, x, y, *, eps, norm, steps, eot_draws, generator):
+    """Broken: never uses more than 0.02 of the budget (e.g. a leftover clamp)."""
+    return _pgd(model, x, y, eps=min(eps, 0.02), steps=steps, alpha=0.01, generator=generator)
+
+
+def step_over_steps_squared(model, x, y, *, eps, norm, steps, eot_draws, generator):
+    """Broken: the step size falls with the square of the steps, so more steps travel less."""
+    return _pgd(model, x, y, eps=eps, steps=steps, alpha=2.5 * eps / steps**2, generator=generator)
+
+
+@pytest.mark.parametrize(
+    ("attack", "check"),
+    [
+        (ignores_eps, "eps_zero"),
+        (step_shrinks_with_eps, "monotone_in_eps"),
+        (capped_budget, "large_eps"),
+        (step_over_steps_squared, "more_steps"),
+    ],
+)
+def test_each_check_catches_its_planted_attack(attack, check):
+    model = trained()
+    x, y = data()
+    result = ev.evaluate(model, x, y, attack=attack, eps=0.1, steps=4)
+    assert check in result["flagged"]
+    report = ev.format_report(result)
+    assert f"[FLAGGED] {check}" in report and report.startswith("WARNING")
+
+
+def any_restart_counts(model, data, *, attack, eps, norm, steps, restarts, eot_draws, batch_size, seed):
+    """Broken evaluation: a sample counts as robust if ANY restart fails (instead of every one)."""
+    x, y = data
+    generator = torch.Generator().manual_seed(seed)
+    survived = torch.zeros_like(y, dtype=torch.bool)
+    for _ in range(restarts):
+        x_adv = attacks.pgd(model, x, y, eps=eps, alpha=eps / 10, steps=steps, generator=generator)
+        survived |= model(x_adv).argmax(dim=1) == y
+    clean = (model(x).argmax(dim=1) == y).float().mean().item()
+    return {"robust_accuracy": survived.float().mean().item(), "clean_accuracy": clean, "n": len(y)}
+
+
+def test_more_restarts_check_catches_an_any_restart_evaluation():
+    model = trained()
+    checks = ev.sanity_checks(model, data(), eps=0.2, steps=2, evaluator=any_restart_counts)
+    assert "more_restarts" in flagged(checks)
+    assert "more_restarts" not in flagged(ev.sanity_checks(model, data(), eps=0.2, steps=2))
+
+
+def test_randomised_model_needs_eot():
+    model = NoisyLogits(trained(), sigma=2.0)
+    x, y = data(32)
+    assert ev.looks_randomized(model, (x, y)) and not ev.looks_randomized(trained(), (x, y))
+    without = ev.evaluate(model, x, y, eps=0.1, steps=2)
+    assert "eot_for_randomness" in without["flagged"]
+    with_eot = ev.evaluate(model, x, y, eps=0.1, steps=2, eot_draws=2)
+    assert "eot_for_randomness" not in with_eot["flagged"]
+    declared = ev.evaluate(trained(), x, y, eps=0.1, steps=2, randomized=True)
+    assert "eot_for_randomness" in declared["flagged"]
+
+
+def test_bad_arguments():
+    x, y = data(4)
+    with pytest.raises(ValueError, match="attack"):
+        ev.robust_accuracy(trained(), (x, y), attack="cw", eps=0.1)
+    with pytest.raises(ValueError, match="restarts"):
+        ev.robust_accuracy(trained(), (x, y), eps=0.1, restarts=0)
+    with pytest.raises(ValueError, match="surrogates"):
+        ev.transfer_accuracy(trained(), {}, (x, y), eps=0.1)
+    with pytest.raises(ValueError, match="length"):
+        ev.clean_accuracy(trained(), (x, y[:2]))
