@@ -98,6 +98,9 @@ def test_targeted_attacks_hit_their_targets():
             model, x, target, eps=0.5, alpha=0.05, steps=30, loss=loss, targeted=True, generator=gen()
         )
         assert torch.equal(model(x_adv).argmax(dim=1), target)
+    # the targeted DLR loss lifts the target above the true class: it misclassifies
+    x_adv = attacks.pgd(model, x, y, eps=0.5, alpha=0.05, steps=30, loss="dlr-targeted", target=target)
+    assert bool((model(x_adv).argmax(dim=1) != y).all())
     x_adv = attacks.apgd(model, x, y, eps=0.5, steps=30, loss="dlr-targeted", target=target, generator=gen())
     assert bool((model(x_adv).argmax(dim=1) != y).all())
 
@@ -305,6 +308,7 @@ def test_autoattack_rand_uses_eot():
         ({"norm": "l1"}, ValueError, "norm"),
         ({"loss": "mse"}, ValueError, "loss"),
         ({"loss": "dlr", "targeted": True}, ValueError, "loss"),
+        ({"loss": "dlr-targeted"}, ValueError, "target"),
         ({"eot_draws": 0}, ValueError, "eot_draws"),
         ({"input_diversity": 2.0}, ValueError, "input_diversity"),
     ],
