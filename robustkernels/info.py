@@ -13,6 +13,7 @@ from robustkernels import triton as _triton
 from robustkernels.ops.backend import BACKENDS, select, unavailable_reason
 
 OPS = ("noisy_weight", "noisy_conv2d", "noisy_linear", "philox_normal", "crossmax")
+OPS += ("path_weights", "route_sort")
 
 
 def _devices() -> list[str]:

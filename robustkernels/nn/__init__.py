@@ -2,5 +2,39 @@
 
 from robustkernels.nn.crossmax import CrossMax
 from robustkernels.nn.noisy import NoisyConv2d, NoisyLinear, convert, set_noise_scale
+from robustkernels.nn.path import (
+    EnsembleConv2d,
+    EnsembleModel,
+    GatedConv2d,
+    MaskedExpertConv2d,
+    PathBatchNorm2d,
+    PathLinear,
+    convert_ensemble,
+    convert_gated,
+    convert_masked_experts,
+    derive,
+    expert_masks,
+    gated_blocks,
+    set_route,
+    use_path,
+    use_route,
+)
 
 __all__ = ["CrossMax", "NoisyConv2d", "NoisyLinear", "convert", "set_noise_scale"]
+__all__ += [
+    "EnsembleConv2d",
+    "EnsembleModel",
+    "GatedConv2d",
+    "MaskedExpertConv2d",
+    "PathBatchNorm2d",
+    "PathLinear",
+    "convert_ensemble",
+    "convert_gated",
+    "convert_masked_experts",
+    "derive",
+    "expert_masks",
+    "gated_blocks",
+    "set_route",
+    "use_path",
+    "use_route",
+]
