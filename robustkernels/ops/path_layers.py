@@ -53,7 +53,7 @@ def _linear_backward(grad_y, x, w, _, needs):
 _KINDS = {"path_conv2d": (_conv_forward, _conv_backward), "path_linear": (_linear_forward, _linear_backward)}
 
 
-def _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op):
+def _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, groups=1):
     paths, entries = path_layout(weight, mask, alpha, lams, seeds, op)[:2]
     validation.check_input(x, weight, op, (4,) if op == "path_conv2d" else tuple(range(2, 9)))
     if bias is not None:
@@ -66,6 +66,13 @@ def _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments
     if op == "path_conv2d" and weight.dim() != 5:
         raise ValueError(
             f"robustkernels.{op}: weight must be [S, C_out, C_in/groups, kh, kw], got {tuple(weight.shape)}"
+        )
+    if op == "path_conv2d" and (
+        groups < 1 or x.shape[1] != weight.shape[2] * groups or weight.shape[1] % groups
+    ):
+        raise ValueError(
+            f"robustkernels.{op}: x has {x.shape[1]} channels but weight {tuple(weight.shape)} with "
+            f"groups={groups} expects {weight.shape[2] * groups}"
         )
     if op == "path_linear" and (weight.dim() != 3 or x.shape[-1] != weight.shape[2]):
         raise ValueError(
@@ -117,7 +124,8 @@ def _bias_of(bias, p):
 
 
 def _routed_forward(op, x, weight, bias, mask, alpha, lams, seeds, route, segments, conv):
-    paths, _ = _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op)
+    groups = conv[3] if conv else 1
+    paths, _ = _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, groups)
     forward = _KINDS[op][0]
     grouped, sizes, counts, perm = _group(x, route, segments, paths, op)
     effective, _ = path_weights(weight, mask, alpha, lams, seeds, counts)
@@ -132,31 +140,30 @@ def _routed_forward(op, x, weight, bias, mask, alpha, lams, seeds, route, segmen
 
 
 def _routed_setup_context(ctx, inputs, output):
-    x, weight, bias, mask, alpha, lams, seeds, route, segments = inputs[:9]
+    x, weight, bias, mask, alpha, lams, seeds, _, segments = inputs[:9]
     ctx.save_for_backward(x, weight, mask, alpha, output[1], output[2])
-    ctx.lams, ctx.seeds, ctx.segments, ctx.routed = lams, seeds, segments, route is not None
-    ctx.bias_shape = None if bias is None else bias.shape
-    ctx.conv = tuple(inputs[9:])
+    ctx.lams, ctx.seeds, ctx.segments = lams, seeds, segments
+    ctx.bias_entries = 0 if bias is None else bias.shape[0]
+    ctx.conv = list(inputs[9:])
     ctx.backend = backend.explicit_choice()
 
 
-def _routed_backward(op, ctx, grad_y):
-    with backend.restore_choice(ctx.backend):
-        return _routed_backward_impl(op, ctx, grad_y)
-
-
-def _routed_backward_impl(op, ctx, grad_y):
-    x, weight, mask, alpha, perm, counts = ctx.saved_tensors
-    need_x, need_weight, need_bias, _, need_alpha = ctx.needs_input_grad[:5]
-    need_bias = need_bias and ctx.bias_shape is not None
+def _routed_grads(
+    op, grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, conv, needs
+):
+    """(dx, dW, dbias, dalpha), empty where not asked for. A route tensor (segments == []) regroups
+    grad_y and x by its saved perm; its counts are read once more, the group sizes."""
+    need_x, need_weight, need_bias, need_alpha = needs
+    need_bias = need_bias and bias_entries > 0
     need_effective = need_weight or need_alpha
     backward = _KINDS[op][1]
-    sizes = counts.tolist() if ctx.routed else list(ctx.segments)
-    effective, sigma = path_weights(weight, mask, alpha, ctx.lams, ctx.seeds, counts)
-    grouped_grad = grad_y.index_select(0, perm) if ctx.routed else grad_y
-    grouped_x = x.index_select(0, perm) if ctx.routed and need_effective else x
+    routed = not segments
+    sizes = counts.tolist() if routed else list(segments)
+    effective, sigma = path_weights(weight, mask, alpha, lams, seeds, counts)
+    grouped_grad = grad_y.index_select(0, perm) if routed else grad_y
+    grouped_x = x.index_select(0, perm) if routed and need_effective else x
     grad_effective = torch.zeros_like(effective) if need_effective else None
-    grad_bias = grad_y.new_zeros(ctx.bias_shape) if need_bias else None
+    grad_bias = grad_y.new_zeros((bias_entries, weight.shape[1])) if need_bias else grad_y.new_empty(0)
     grad_parts = []
     start = 0
     for p, size in enumerate(sizes):
@@ -165,31 +172,53 @@ def _routed_backward_impl(op, ctx, grad_y):
         rows = slice(start, start + size)
         start += size
         gx, gw, gb = backward(
-            grouped_grad[rows], grouped_x[rows], effective[p], ctx.conv, (need_x, need_effective, need_bias)
+            grouped_grad[rows], grouped_x[rows], effective[p], conv, (need_x, need_effective, need_bias)
         )
         if need_x:
             grad_parts.append(gx)
         if need_effective:
             grad_effective[p] = gw
         if need_bias:
-            grad_bias[0 if ctx.bias_shape[0] == 1 else p] += gb
-    grad_x = None
+            grad_bias[0 if bias_entries == 1 else p] += gb
+    grad_x = grad_y.new_empty(0)
     if need_x:
-        grad_x = _scatter_back(grad_parts, perm, ctx.routed) if grad_parts else torch.zeros_like(x)
-    grad_weight = grad_alpha = None
+        grad_x = _scatter_back(grad_parts, perm, routed) if grad_parts else torch.zeros_like(x)
+    grad_weight = grad_alpha = grad_y.new_empty(0)
     if need_effective:
         grad_weight, grad_alpha = path_weights_backward(
-            grad_effective, weight.shape[0], mask, alpha, sigma, ctx.lams, ctx.seeds, counts, need_alpha
+            grad_effective, weight.shape[0], mask, alpha, sigma, lams, seeds, counts, need_alpha
         )
-    nones = (None,) * (len(ctx.needs_input_grad) - 5)
+    return grad_x, grad_weight, grad_bias, grad_alpha
+
+
+def _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs):
+    need_x, need_weight, need_bias, need_alpha = needs
+    empty = grad_y.new_empty(0)
     return (
-        grad_x,
-        grad_weight if need_weight else None,
-        grad_bias,
-        None,
-        grad_alpha if need_alpha else None,
-        *nones,
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else empty,
+        torch.empty_like(weight, memory_format=torch.contiguous_format)
+        if need_weight or need_alpha
+        else empty,
+        grad_y.new_empty((bias_entries, weight.shape[1])) if need_bias and bias_entries else empty,
+        alpha.new_empty(alpha.shape) if need_alpha and alpha is not None else empty,
     )
+
+
+def _routed_backward(backward_op, ctx, grad_y):
+    x, weight, mask, alpha, perm, counts = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[i] for i in (0, 1, 2, 4)]
+    with backend.restore_choice(ctx.backend):
+        grad_x, grad_weight, grad_bias, grad_alpha = backward_op(
+            grad_y, x, weight, mask, alpha, perm, counts, ctx.lams, ctx.seeds, ctx.segments, ctx.bias_entries,
+            *ctx.conv, needs,
+        )  # fmt: skip
+    grads = [
+        g if need else None
+        for g, need in zip((grad_x, grad_weight, grad_bias, grad_alpha), needs, strict=True)
+    ]
+    grads[2] = grads[2] if ctx.bias_entries else None
+    nones = (None,) * (len(ctx.needs_input_grad) - 5)
+    return grads[0], grads[1], grads[2], None, grads[3], *nones
 
 
 @torch.library.custom_op("robustkernels::path_conv2d", mutates_args=())
@@ -216,14 +245,62 @@ def path_conv2d(
 def _path_conv2d_fake(
     x, weight, bias, mask, alpha, lams, seeds, route, segments, stride, padding, dilation, groups
 ):
-    paths, _ = _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, "path_conv2d")
+    paths, _ = _check_layer_args(
+        x, weight, bias, mask, alpha, lams, seeds, route, segments, "path_conv2d", groups
+    )
     y = F.conv2d(x, torch.empty_like(weight[0]), None, stride, padding, dilation, groups)
     perm = x.new_empty((x.shape[0] if route is not None else 0,), dtype=torch.int64)
     return y, perm, x.new_empty((paths,), dtype=torch.int64)
 
 
+@torch.library.custom_op("robustkernels::path_conv2d_backward", mutates_args=())
+def path_conv2d_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor | None,
+    alpha: torch.Tensor | None,
+    perm: torch.Tensor,
+    counts: torch.Tensor,
+    lams: list[float],
+    seeds: list[int],
+    segments: list[int],
+    bias_entries: int,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    conv = (stride, padding, dilation, groups)
+    return _routed_grads(
+        "path_conv2d",
+        grad_y,
+        x,
+        weight,
+        mask,
+        alpha,
+        perm,
+        counts,
+        lams,
+        seeds,
+        segments,
+        bias_entries,
+        conv,
+        needs,
+    )
+
+
+@path_conv2d_backward.register_fake
+def _path_conv2d_backward_fake(
+    grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, stride, padding, dilation,
+    groups, needs,
+):  # fmt: skip
+    return _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs)
+
+
 path_conv2d.register_autograd(
-    lambda ctx, grad_y, _perm, _counts: _routed_backward("path_conv2d", ctx, grad_y),
+    lambda ctx, grad_y, _perm, _counts: _routed_backward(path_conv2d_backward, ctx, grad_y),
     setup_context=_routed_setup_context,
 )
 
@@ -250,7 +327,47 @@ def _path_linear_fake(x, weight, bias, mask, alpha, lams, seeds, route, segments
     return x.new_empty((*x.shape[:-1], weight.shape[1])), perm, x.new_empty((paths,), dtype=torch.int64)
 
 
+@torch.library.custom_op("robustkernels::path_linear_backward", mutates_args=())
+def path_linear_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor | None,
+    alpha: torch.Tensor | None,
+    perm: torch.Tensor,
+    counts: torch.Tensor,
+    lams: list[float],
+    seeds: list[int],
+    segments: list[int],
+    bias_entries: int,
+    needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _routed_grads(
+        "path_linear",
+        grad_y,
+        x,
+        weight,
+        mask,
+        alpha,
+        perm,
+        counts,
+        lams,
+        seeds,
+        segments,
+        bias_entries,
+        (),
+        needs,
+    )
+
+
+@path_linear_backward.register_fake
+def _path_linear_backward_fake(
+    grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+):
+    return _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs)
+
+
 path_linear.register_autograd(
-    lambda ctx, grad_y, _perm, _counts: _routed_backward("path_linear", ctx, grad_y),
+    lambda ctx, grad_y, _perm, _counts: _routed_backward(path_linear_backward, ctx, grad_y),
     setup_context=_routed_setup_context,
 )
