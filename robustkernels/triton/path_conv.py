@@ -51,8 +51,10 @@ def path_weights_fwd_kernel(
     entry = 0 if SHARED else path
     local = block.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = local < n
+    first_block = block == 0  # the program that stores std(W_s)
     if HAS_COUNTS:
         valid = valid & (tl.load(count_ptr + path + local * 0) > 0)
+        first_block = first_block & (tl.load(count_ptr + path) > 0)
     value = tl.load(w_ptr + entry * n + local, mask=valid, other=0.0).to(ACC)
     if HAS_NOISE:
         lam = tl.load(lam_ptr + path).to(ACC)
@@ -66,7 +68,7 @@ def path_weights_fwd_kernel(
                 NUM_PARTIALS,
                 ACC,
             )
-            tl.store(sigma_ptr + entry, sigma, mask=block == 0)
+            tl.store(sigma_ptr + entry, sigma, mask=first_block)
             alpha = tl.load(
                 alpha_ptr + path * alpha_size + _alpha_index(local, n, inner, alpha_size),
                 mask=valid,
