@@ -256,7 +256,7 @@ def path_conv2d(
     )
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
     x, padding = _conv_padding(x, weight[0], padding, stride, dilation)
-    y, _, _ = path_layers.path_conv2d(
+    y, *_ = path_layers.path_conv2d(
         x,
         weight,
         bias,
@@ -299,7 +299,7 @@ def path_linear(
     bias = (
         bias_bank.unsqueeze(0) if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1 else bias_bank
     )
-    y, _, _ = path_layers.path_linear(x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments)
+    y, *_ = path_layers.path_linear(x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments)
     return y
 
 
