@@ -219,6 +219,21 @@ def _route_arguments(route, batch: int, num_paths: int, op: str):
     )
 
 
+def _stacked_weights(x, weight, bias, mask, alpha, lams, seeds, paths, op, per_path_features):
+    """route="stacked": x carries path p's features in block p of its channels (features);
+    returns every path's W' concatenated over output channels [P * C_out, ...] and the biases
+    [P * C_out], for one grouped convolution (one batched matmul)."""
+    features = x.shape[1] if x.dim() == 4 else x.shape[-1]
+    if features != paths * per_path_features:
+        raise ValueError(
+            f'robustkernels.{op}: route="stacked" needs x with {paths} x {per_path_features} channels, got {features}'
+        )
+    effective, _ = path_ops.path_weights(weight, mask, alpha, lams, seeds, None)
+    if bias is not None:
+        bias = bias.expand(paths, weight.shape[1]).reshape(-1)
+    return effective.reshape(paths * weight.shape[1], *weight.shape[2:]), bias
+
+
 def path_conv2d(
     x: torch.Tensor,
     weight_bank: torch.Tensor,
@@ -241,20 +256,29 @@ def path_conv2d(
     W + lam_p * alpha_p * std(W) * eta(seed_p) (the foundation's transform; lam_p = 0 paths pay
     nothing for it). route is an int32/int64 tensor [B] of paths, an int p (the whole batch on
     path p), "split" (P equal contiguous segments: FLOAT's clean/adversarial halves, an ensemble's
-    stacked copies) or a list of segment sizes per path; all but the tensor need no sort. Samples are grouped by path on the device; paths with no samples cost nothing
-    and get exactly zero gradients.
+    stacked copies) or a list of segment sizes per path; all but the tensor need no sort.
+    route="stacked" is the ensemble layout: x carries path p's input in channel block p
+    ([B, P * C_in, H, W]) and y path p's output in block p, from one grouped convolution.
+    Samples are grouped by path on the device; paths with no samples cost nothing and get
+    exactly zero gradients.
     """
     op = "path_conv2d"
     validation.check_tensor("x", x, op)
     validation.check_tensor("weight_bank", weight_bank, op)
     paths = _path_count(num_paths, weight_bank, 5, mask_bank, bias_bank, noise, route)
     alpha, lams, seeds = _path_noise(noise, paths, op)
-    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
     weight = weight_bank if weight_bank.dim() == 5 else weight_bank.unsqueeze(0)
     bias = (
         bias_bank.unsqueeze(0) if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1 else bias_bank
     )
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
+    if isinstance(route, str) and route == "stacked":
+        effective, bias = _stacked_weights(
+            x, weight, bias, mask_bank, alpha, lams, seeds, paths, op, weight.shape[2] * groups
+        )
+        x, padding = _conv_padding(x, effective, padding, stride, dilation)
+        return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
+    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
     x, padding = _conv_padding(x, weight[0], padding, stride, dilation)
     y, *_ = path_layers.path_conv2d(
         x,
@@ -294,11 +318,19 @@ def path_linear(
     validation.check_tensor("weight_bank", weight_bank, op)
     paths = _path_count(num_paths, weight_bank, 3, mask_bank, bias_bank, noise, route)
     alpha, lams, seeds = _path_noise(noise, paths, op)
-    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
     weight = weight_bank if weight_bank.dim() == 3 else weight_bank.unsqueeze(0)
     bias = (
         bias_bank.unsqueeze(0) if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1 else bias_bank
     )
+    if isinstance(route, str) and route == "stacked":
+        effective, bias = _stacked_weights(
+            x, weight, bias, mask_bank, alpha, lams, seeds, paths, op, weight.shape[2]
+        )
+        stacked = x.reshape(*x.shape[:-1], paths, -1)
+        y = torch.einsum("...pi,poi->...po", stacked, effective.reshape(paths, -1, stacked.shape[-1]))
+        y = y.flatten(-2)
+        return y if bias is None else y + bias
+    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
     y, *_ = path_layers.path_linear(x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments)
     return y
 

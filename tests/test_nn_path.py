@@ -167,8 +167,9 @@ def test_masks_survive_save_and_load(factory):
     torch.testing.assert_close(fresh(x), layer(x))
 
 
+@pytest.mark.parametrize("layout", ["stacked", "split"])
 @pytest.mark.parametrize("density", [None, 0.5])
-def test_ensemble_equals_sequential_members(density):
+def test_ensemble_equals_sequential_members(density, layout):
     members = 4
     model = rnn.convert_ensemble(small_resnet_block(), members, density=density)
     randomise(model).eval()
@@ -179,7 +180,7 @@ def test_ensemble_equals_sequential_members(density):
                     layer.masks.float().mean(dim=(1, 2, 3, 4)), torch.full((members,), 0.5), atol=0.03
                 )
     x = images(5)
-    out = rnn.EnsembleModel(model, members)(x)
+    out = rnn.EnsembleModel(model, members, layout=layout)(x)
     assert out.shape == (members, 5, 5)
     for k in range(members):
         torch.testing.assert_close(out[k], rnn.derive(model, k)(x), **TOLERANCE[torch.float32])
@@ -209,6 +210,22 @@ def test_path_batchnorm_matches_per_path_batchnorm():
     torch.testing.assert_close(
         path_bn(x), torch.cat([plain[0](x[:3]), plain[2](x[3:])]), **TOLERANCE[torch.float32]
     )
+
+
+def test_stacked_training_matches_split():
+    """Batch statistics, running statistics and gradients agree between the two layouts."""
+    models = [randomise(rnn.convert_ensemble(small_resnet_block(), 3)) for _ in range(2)]
+    x = images(4)
+    outs = []
+    for model, layout in zip(models, ["stacked", "split"], strict=True):
+        out = rnn.EnsembleModel(model, 3, layout=layout)(x)
+        out.square().sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1], **TOLERANCE[torch.float32])
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4, msg=name)
+    for a, b in zip(models[0].buffers(), models[1].buffers(), strict=True):
+        torch.testing.assert_close(a, b, **TOLERANCE[torch.float32])
 
 
 def test_path_linear_head():

@@ -373,3 +373,32 @@ def test_cpp_kernels_reject_bad_inputs():
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stacked_layout(backend):
+    """route="stacked": path p's input in channel block p, one grouped convolution / batched matmul."""
+    require_backend(backend)
+    weight, bias, mask, alpha = make_bank((6, 2, 3, 3), 3)
+    x = make_x((4, 6, 7, 7))
+
+    def ours(x, w, b, a):
+        with robustkernels.use_backend(backend):
+            return F.path_conv2d(
+                x, w, "stacked", bias_bank=b, mask_bank=mask, noise=(a, LAMS, SEEDS), padding=1
+            )
+
+    def per_path(x, w, b, a):
+        effective = reference.path_weights(w, LAMS, SEEDS, a, mask)
+        blocks = x.split(2, dim=1)
+        return torch.cat([TF.conv2d(blocks[p], effective[p], b[p], padding=1) for p in range(3)], dim=1)
+
+    tensors = (x, weight, bias, alpha)
+    assert_all_close(grads_of(ours, tensors), grads_of(per_path, tensors))
+    lw, lb, _, _ = make_bank((5, 4), 3)
+    lx = make_x((3, 12))
+    y = F.path_linear(lx, lw, "stacked", bias_bank=lb)
+    expected = torch.cat([TF.linear(lx[:, 4 * p : 4 * p + 4], lw[p], lb[p]) for p in range(3)], dim=1)
+    torch.testing.assert_close(y, expected, **TOLERANCE[torch.float32])
+    with pytest.raises(ValueError, match='route="stacked" needs x with 3 x 4 channels'):
+        F.path_linear(lx[:, :8], lw, "stacked")

@@ -480,12 +480,34 @@ class PathBatchNorm2d(_Routed):
             self.eps,
         )
 
+    def _norm_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """Path p's channels in block p of x: per-channel statistics over P * C channels are
+        exactly the per-path statistics, so one batch_norm call serves every path."""
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.running_mean is not None:
+            self.num_batches_tracked += 1
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked[0])
+        flat = lambda t: None if t is None else t.view(-1)  # noqa: E731  (views: running stats update in place)
+        return nn.functional.batch_norm(
+            x,
+            flat(self.running_mean),
+            flat(self.running_var),
+            flat(self.weight),
+            flat(self.bias),
+            self.training or self.running_mean is None,
+            momentum,
+            self.eps,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"PathBatchNorm2d expects a 4-D input [B, C, H, W], got shape {tuple(x.shape)}")
         route = self._resolve_route(x.shape[0], x.device)
         if isinstance(route, int) and not isinstance(route, bool):
             return self._norm(x, route)
+        if isinstance(route, str) and route == "stacked":
+            return self._norm_stacked(x)
         if not isinstance(route, torch.Tensor):
             if route == "split":
                 route = [x.shape[0] // self.num_paths] * self.num_paths
@@ -671,18 +693,40 @@ def convert_ensemble(
 
 
 class EnsembleModel(nn.Module):
-    """Evaluates the K members of a convert_ensemble'd model on one batch in one pass: the input
-    is stacked K times, member k takes copy k, and the output is [K, B, ...]."""
+    """Evaluates the K members of a convert_ensemble'd model on one batch in one pass; the output
+    is [K, B, ...].
 
-    def __init__(self, model: nn.Module, members: int):
+    layout="stacked" (default) runs the members side by side in the channels: the input is
+    repeated K times along its channels, every EnsembleConv2d is one grouped convolution, every
+    PathBatchNorm2d one batch norm over K * C channels and the PathLinear head one batched
+    matmul, so the whole ensemble is one network of K-times-wider layers; channels_last (the
+    default on CPU, where oneDNN's grouped convolutions are fastest in it) sets the memory
+    format. layout="split" stacks the K copies along the batch instead (route "split"). Models
+    whose layers mix features across channels outside these modules (e.g. a Flatten of spatial
+    maps before the head) need layout="split"."""
+
+    def __init__(
+        self, model: nn.Module, members: int, *, layout: str = "stacked", channels_last: bool | None = None
+    ):
         super().__init__()
-        self.model, self.members = model, members
+        if layout not in ("stacked", "split"):
+            raise ValueError(f'layout must be "stacked" or "split", got {layout!r}')
+        self.model, self.members, self.layout = model, members, layout
+        self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stacked = x.unsqueeze(0).expand(self.members, *x.shape).reshape(-1, *x.shape[1:])
-        with use_route(self.model, "split"):
+        if self.layout == "split":
+            stacked = x.unsqueeze(0).expand(self.members, *x.shape).reshape(-1, *x.shape[1:])
+            with use_route(self.model, "split"):
+                out = self.model(stacked)
+            return out.reshape(self.members, x.shape[0], *out.shape[1:])
+        stacked = x.repeat(1, self.members, *([1] * (x.dim() - 2)))
+        channels_last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
+        if channels_last and stacked.dim() == 4:
+            stacked = stacked.contiguous(memory_format=torch.channels_last)
+        with use_route(self.model, "stacked"):
             out = self.model(stacked)
-        return out.reshape(self.members, x.shape[0], *out.shape[1:])
+        return out.reshape(x.shape[0], self.members, -1, *out.shape[2:]).transpose(0, 1)
 
 
 # ---- routes on whole models ---------------------------------------------------------------------
