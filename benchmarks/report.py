@@ -82,6 +82,46 @@ TARGETS = [
         (">=", 2.0),
         "speed-up vs eager attack step",
     ),
+    (
+        "path_conv2d",
+        "forward_backward",
+        "robustkernels",
+        "plain_conv2d",
+        ("<=", 1.25),
+        "cost vs one plain conv, P=4 random route",
+    ),
+    (
+        "path_conv2d",
+        "forward_backward",
+        "every_path",
+        "robustkernels",
+        (">=", 2.0),
+        "speed-up vs every path + select",
+    ),
+    (
+        "path_conv2d",
+        "forward_backward",
+        "robustkernels",
+        "reference_eager",
+        ("<=", 1.0),
+        "cost vs eager index_select loop",
+    ),
+    (
+        "path_conv2d_float",
+        "forward_backward",
+        "robustkernels",
+        "plain_conv2d",
+        ("<=", 1.15),
+        "cost vs one plain conv, FLOAT dual path",
+    ),
+    (
+        "path_ensemble",
+        "forward",
+        "sequential",
+        "robustkernels",
+        (">=", 1.5),
+        "speed-up vs 8 models in sequence",
+    ),
 ]
 # (op, passes, variant, target fraction): memory traffic per second as a fraction of
 # the STREAM-style copy's (benchmarks/test_multires_stack.py::test_stream_copy).

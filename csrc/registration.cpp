@@ -39,4 +39,14 @@ TORCH_LIBRARY(robustkernels, m) {
   // + step[b] * grad (normalize false), projected onto the eps ball around x_orig, clamped to [lo, hi].
   m.def("pgd_step_fwd_kernel(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, "
         "float lo, float hi, bool normalize) -> Tensor");
+  // Routed multi-path layers. Every path's W'_p = M_p * (W_s(p) + lam_p * alpha_p * std(W_s(p)) * eta(seed_p)),
+  // weight [S, C_out, ...] with S = 1 (shared) or P; returns (W' [P, C_out, ...], std [S]).
+  // Paths whose count is 0 get zeros.
+  m.def("path_weights_fwd_kernel(Tensor weight, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
+        "Tensor? counts) -> (Tensor, Tensor)");
+  // (dW [entries, ...], dalpha [P, A]) from dW' [P, ...]; dalpha is empty when need_alpha_grad is false.
+  m.def("path_weights_bwd_kernel(Tensor grad_out, int entries, Tensor? mask, Tensor? alpha, Tensor sigma, "
+        "float[] lams, int[] seeds, Tensor? counts, bool need_alpha_grad) -> (Tensor, Tensor)");
+  // Stable counting sort of a route [B]: (counts [P] int64, perm [B] int64, samples grouped by path).
+  m.def("route_sort_kernel(Tensor route, int num_paths) -> (Tensor, Tensor)");
 }

@@ -4,9 +4,9 @@ Importing the package never initialises CUDA. `python -m robustkernels.info`
 shows which backends each op has on this machine and why.
 """
 
-from robustkernels import functional, nn, ops, reference
+from robustkernels import functional, nn, ops, paths, reference
 from robustkernels.ops.backend import use_backend
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "functional", "nn", "ops", "reference", "use_backend"]
+__all__ = ["__version__", "functional", "nn", "ops", "paths", "reference", "use_backend"]

@@ -6,11 +6,21 @@ from torch.nn.modules.utils import _pair
 
 from robustkernels.ops import crossmax as _crossmax_ops
 from robustkernels.ops import multires_stack as _multires_ops
-from robustkernels.ops import noisy_layers, validation
+from robustkernels.ops import noisy_layers, path_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
+from robustkernels.ops import path_conv as path_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
 
-__all__ = ["crossmax", "multires_stack", "noisy_conv2d", "noisy_linear", "noisy_weight", "pgd_step", "philox_normal"]
+__all__ = [
+    "crossmax",
+    "multires_stack",
+    "noisy_conv2d",
+    "noisy_linear",
+    "noisy_weight",
+    "pgd_step",
+    "philox_normal",
+]
+__all__ += ["path_conv2d", "path_linear", "path_weights", "route_sort"]
 
 
 def _check_arguments(op: str, lam, seed, **tensors) -> None:
@@ -191,6 +201,8 @@ def multires_stack(
         seed,
     )
     return out
+
+
 def pgd_step(
     x_adv: torch.Tensor,
     grad: torch.Tensor,
@@ -221,3 +233,226 @@ def pgd_step(
     return _pgd_step_ops.pgd_step(
         x_adv, grad, x_orig, step, float(eps), norm, float(lo), float(hi), normalize
     )
+
+
+def _path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route) -> int:
+    """P from the first argument that states it: num_paths, a weight bank, masks, per-path biases,
+    per-path noise, or segment sizes; a lone shared weight with a route tensor is one path."""
+    if num_paths is not None:
+        if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
+            raise ValueError(f"num_paths must be a positive int, got {num_paths!r}")
+        return num_paths
+    if isinstance(weight_bank, torch.Tensor) and weight_bank.dim() == bank_rank:
+        return weight_bank.shape[0]
+    if isinstance(mask_bank, torch.Tensor):
+        return mask_bank.shape[0]
+    if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 2:
+        return bias_bank.shape[0]
+    if noise is not None and isinstance(noise[0], torch.Tensor) and noise[0].dim() >= 1:
+        return noise[0].shape[0]
+    if isinstance(route, (list, tuple)):
+        return len(route)
+    return 1
+
+
+def _path_noise(noise, num_paths: int, op: str):
+    """(alpha [P, A] or None, lams, seeds) from noise = (alpha, lam, seed) or None.
+
+    alpha: [P] (one per path), [P, C_out] or [P, *weight shape]; lam: one float for every path
+    or one per path (0 = a clean path); seed: one int (path p draws with seed + p) or one per path.
+    """
+    if noise is None:
+        return None, [0.0] * num_paths, [0] * num_paths
+    if not isinstance(noise, (tuple, list)) or len(noise) != 3:
+        raise TypeError(
+            f"robustkernels.{op}: noise must be a tuple (alpha, lam, seed), got {type(noise).__name__}"
+        )
+    alpha, lam, seed = noise
+    validation.check_tensor("alpha", alpha, op)
+    if alpha.dim() < 1 or alpha.shape[0] != num_paths:
+        raise ValueError(
+            f"robustkernels.{op}: alpha must have one row per path ({num_paths}), got {tuple(alpha.shape)}"
+        )
+    lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * num_paths
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * num_paths
+    for value in lams:
+        validation.check_lam(value, op)
+    for value in seeds:
+        validation.check_seed(value, op)
+    if not isinstance(seed, (list, tuple)):
+        seeds = [seed + p for p in range(num_paths)]
+    if len(lams) != num_paths or len(seeds) != num_paths:
+        raise ValueError(
+            f"robustkernels.{op}: lam and seed must hold one value or one per path ({num_paths})"
+        )
+    return alpha.reshape(num_paths, -1), [float(v) for v in lams], seeds
+
+
+def _route_arguments(route, batch: int, num_paths: int, op: str):
+    """(route tensor or None, segment sizes) from a tensor [B], an int p (the whole batch on path p),
+    "split" (P equal contiguous segments, path p the p-th) or a list of per-path segment sizes."""
+    if isinstance(route, torch.Tensor):
+        return route, []
+    if isinstance(route, int) and not isinstance(route, bool):
+        if not 0 <= route < num_paths:
+            raise ValueError(f"robustkernels.{op}: route={route} must name a path in [0, {num_paths})")
+        return None, [batch if p == route else 0 for p in range(num_paths)]
+    if route == "split":
+        if batch % num_paths:
+            raise ValueError(
+                f'robustkernels.{op}: route="split" needs a batch divisible by the {num_paths} paths, got {batch}'
+            )
+        return None, [batch // num_paths] * num_paths
+    if isinstance(route, (list, tuple)) and all(
+        isinstance(s, int) and not isinstance(s, bool) for s in route
+    ):
+        return None, list(route)
+    raise TypeError(
+        f'robustkernels.{op}: route must be an int tensor [B], a path index, "split" or a list of segment '
+        f"sizes, got {route!r}"
+    )
+
+
+def _stacked_weights(x, weight, bias, mask, alpha, lams, seeds, paths, op, per_path_features):
+    """route="stacked": x carries path p's features in block p of its channels (features);
+    returns every path's W' concatenated over output channels [P * C_out, ...] and the biases
+    [P * C_out], for one grouped convolution (one batched matmul)."""
+    features = x.shape[1] if x.dim() == 4 else x.shape[-1]
+    if features != paths * per_path_features:
+        raise ValueError(
+            f'robustkernels.{op}: route="stacked" needs x with {paths} x {per_path_features} channels, got {features}'
+        )
+    effective, _ = path_ops.path_weights(weight, mask, alpha, lams, seeds, None)
+    if bias is not None:
+        bias = bias.expand(paths, weight.shape[1]).reshape(-1)
+    return effective.reshape(paths * weight.shape[1], *weight.shape[2:]), bias
+
+
+def path_conv2d(
+    x: torch.Tensor,
+    weight_bank: torch.Tensor,
+    route,
+    *,
+    bias_bank: torch.Tensor | None = None,
+    mask_bank: torch.Tensor | None = None,
+    noise: tuple | None = None,
+    num_paths: int | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """Routed multi-path convolution: y[b] = conv(x[b], W'_{route[b]}) + bias_{route[b]}.
+
+    weight_bank is [P, C_out, C_in/groups, kh, kw], or one [C_out, C_in/groups, kh, kw] weight
+    shared by every path (paths then differ by masks and noise); bias_bank [P, C_out] or [C_out];
+    mask_bank [P, ...] bool; noise = (alpha, lam, seed) gives path p the weight
+    W + lam_p * alpha_p * std(W) * eta(seed_p) (the foundation's transform; lam_p = 0 paths pay
+    nothing for it). route is an int32/int64 tensor [B] of paths, an int p (the whole batch on
+    path p), "split" (P equal contiguous segments: FLOAT's clean/adversarial halves, an ensemble's
+    stacked copies) or a list of segment sizes per path; all but the tensor need no sort.
+    route="stacked" is the ensemble layout: x carries path p's input in channel block p
+    ([B, P * C_in, H, W]) and y path p's output in block p, from one grouped convolution.
+    Samples are grouped by path on the device; paths with no samples cost nothing and get
+    exactly zero gradients.
+    """
+    op = "path_conv2d"
+    validation.check_tensor("x", x, op)
+    validation.check_tensor("weight_bank", weight_bank, op)
+    paths = _path_count(num_paths, weight_bank, 5, mask_bank, bias_bank, noise, route)
+    alpha, lams, seeds = _path_noise(noise, paths, op)
+    weight = weight_bank if weight_bank.dim() == 5 else weight_bank.unsqueeze(0)
+    bias = (
+        bias_bank.unsqueeze(0) if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1 else bias_bank
+    )
+    stride, dilation = list(_pair(stride)), list(_pair(dilation))
+    if isinstance(route, str) and route == "stacked":
+        effective, bias = _stacked_weights(
+            x, weight, bias, mask_bank, alpha, lams, seeds, paths, op, weight.shape[2] * groups
+        )
+        x, padding = _conv_padding(x, effective, padding, stride, dilation)
+        return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
+    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
+    x, padding = _conv_padding(x, weight[0], padding, stride, dilation)
+    y, *_ = path_layers.path_conv2d(
+        x,
+        weight,
+        bias,
+        mask_bank,
+        alpha,
+        lams,
+        seeds,
+        route_tensor,
+        segments,
+        stride,
+        padding,
+        dilation,
+        groups,
+    )
+    return y
+
+
+def path_linear(
+    x: torch.Tensor,
+    weight_bank: torch.Tensor,
+    route,
+    *,
+    bias_bank: torch.Tensor | None = None,
+    mask_bank: torch.Tensor | None = None,
+    noise: tuple | None = None,
+    num_paths: int | None = None,
+) -> torch.Tensor:
+    """Routed multi-path linear layer (classifier heads): y[b] = linear(x[b], W'_{route[b]}) + bias_{route[b]}.
+
+    weight_bank [P, out, in] or one shared [out, in]; x [B, ..., in] is routed over its first
+    dimension. Every other argument as in path_conv2d.
+    """
+    op = "path_linear"
+    validation.check_tensor("x", x, op)
+    validation.check_tensor("weight_bank", weight_bank, op)
+    paths = _path_count(num_paths, weight_bank, 3, mask_bank, bias_bank, noise, route)
+    alpha, lams, seeds = _path_noise(noise, paths, op)
+    weight = weight_bank if weight_bank.dim() == 3 else weight_bank.unsqueeze(0)
+    bias = (
+        bias_bank.unsqueeze(0) if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1 else bias_bank
+    )
+    if isinstance(route, str) and route == "stacked":
+        effective, bias = _stacked_weights(
+            x, weight, bias, mask_bank, alpha, lams, seeds, paths, op, weight.shape[2]
+        )
+        stacked = x.reshape(*x.shape[:-1], paths, -1)
+        y = torch.einsum("...pi,poi->...po", stacked, effective.reshape(paths, -1, stacked.shape[-1]))
+        y = y.flatten(-2)
+        return y if bias is None else y + bias
+    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
+    y, *_ = path_layers.path_linear(x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments)
+    return y
+
+
+def path_weights(
+    weight_bank: torch.Tensor,
+    *,
+    shared_paths: int | None = None,
+    mask_bank: torch.Tensor | None = None,
+    noise: tuple | None = None,
+) -> torch.Tensor:
+    """Every path's effective weight [P, ...] in one launch (mask and per-path noise as in path_conv2d).
+
+    weight_bank is a bank [P, ...], or with shared_paths=P one weight shared by P paths.
+    """
+    op = "path_weights"
+    validation.check_tensor("weight_bank", weight_bank, op)
+    weight = weight_bank if shared_paths is None else weight_bank.unsqueeze(0)
+    paths = weight.shape[0] if shared_paths is None else shared_paths
+    alpha, lams, seeds = _path_noise(noise, paths, op)
+    effective, _ = path_ops.path_weights(weight, mask_bank, alpha, lams, seeds, None)
+    return effective
+
+
+def route_sort(route: torch.Tensor, num_paths: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable counting sort of a route [B] on its device: (counts [P] int64, perm [B] int64),
+    perm listing the samples of path 0, then path 1, ..., each in batch order."""
+    counts, perm = path_ops.route_sort(route, num_paths)
+    if int(counts.sum()) != route.shape[0]:
+        raise ValueError(f"robustkernels.route_sort: route values must lie in [0, {num_paths})")
+    return counts, perm

@@ -12,7 +12,16 @@ from robustkernels import __version__, _extension
 from robustkernels import triton as _triton
 from robustkernels.ops.backend import BACKENDS, select, unavailable_reason
 
-OPS = ("noisy_weight", "noisy_conv2d", "noisy_linear", "philox_normal", "crossmax", "multires_stack", "pgd_step")
+OPS = (
+    "noisy_weight",
+    "noisy_conv2d",
+    "noisy_linear",
+    "philox_normal",
+    "crossmax",
+    "multires_stack",
+    "pgd_step",
+)
+OPS += ("path_weights", "route_sort")
 
 
 def _devices() -> list[str]:

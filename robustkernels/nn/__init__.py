@@ -3,6 +3,23 @@
 from robustkernels.nn.crossmax import CrossMax
 from robustkernels.nn.multires import IntermediateHeads, MultiResStack
 from robustkernels.nn.noisy import NoisyConv2d, NoisyLinear, convert, set_noise_scale
+from robustkernels.nn.path import (
+    EnsembleConv2d,
+    EnsembleModel,
+    GatedConv2d,
+    MaskedExpertConv2d,
+    PathBatchNorm2d,
+    PathLinear,
+    convert_ensemble,
+    convert_gated,
+    convert_masked_experts,
+    derive,
+    expert_masks,
+    gated_blocks,
+    set_route,
+    use_path,
+    use_route,
+)
 
 __all__ = [
     "CrossMax",
@@ -12,4 +29,21 @@ __all__ = [
     "NoisyLinear",
     "convert",
     "set_noise_scale",
+]
+__all__ += [
+    "EnsembleConv2d",
+    "EnsembleModel",
+    "GatedConv2d",
+    "MaskedExpertConv2d",
+    "PathBatchNorm2d",
+    "PathLinear",
+    "convert_ensemble",
+    "convert_gated",
+    "convert_masked_experts",
+    "derive",
+    "expert_masks",
+    "gated_blocks",
+    "set_route",
+    "use_path",
+    "use_route",
 ]

@@ -213,6 +213,8 @@ def multires_options(jitter, noise, noise_kind, contrast, interpolation, op: str
         raise ValueError(
             f"robustkernels.{op}: interpolation must be one of {MULTIRES_INTERPOLATIONS}, got {interpolation!r}"
         )
+
+
 PGD_NORMS = ("linf", "l2")
 _PGD_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

@@ -10,6 +10,7 @@ from robustkernels.reference.noisy_weight import (
     pni_noisy_conv2d,
     pni_noisy_weight,
 )
+from robustkernels.reference.path_conv import path_conv2d, path_linear, path_weights
 from robustkernels.reference.pgd_step import pgd_step
 from robustkernels.reference.philox import philox_normal
 
@@ -20,6 +21,9 @@ __all__ = [
     "noisy_conv2d",
     "noisy_linear",
     "noisy_weight",
+    "path_conv2d",
+    "path_linear",
+    "path_weights",
     "pgd_step",
     "philox_normal",
     "pni_noisy_conv2d",

@@ -1,0 +1,396 @@
+"""Routed multi-path layers as autograd-aware custom ops.
+
+robustkernels::path_weights(weight [S, ...], mask [P, ...]?, alpha [P, A]?, lams, seeds, counts [P]?)
+    -> (W' [P, ...], std [S]): every path's effective weight in one launch
+robustkernels::path_weights_backward(...) -> (dW [S, ...], dalpha [P, A])
+robustkernels::route_sort(route [B], num_paths) -> (counts [P], perm [B]): stable counting sort
+robustkernels::path_conv2d / path_linear(x, weight, bias, mask, alpha, lams, seeds, route, segments, ...)
+    -> (y, perm, counts): y[b] = layer(x[b], W'_{route[b]}) + bias_{route[b]}
+
+S = 1 (one weight shared by all paths, as SMART and FLOAT) or P (a bank, as Ensemble-in-One
+and EED). A route is either a per-sample int tensor, sorted on the device with one small
+read of the per-path counts, or segment sizes (path p takes the next segments[p] samples),
+which need no sort and no read. Each group runs through the platform convolution / matmul;
+paths with no samples cost nothing. The backward rebuilds W' and regenerates the noise.
+"""
+
+import torch
+
+from robustkernels import reference
+from robustkernels.ops import backend, validation
+from robustkernels.ops.noisy_weight import sigma_dtype
+from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
+from robustkernels.triton import available as _triton_available
+
+if _triton_available:
+    import triton
+
+    from robustkernels.ops.noisy_weight import _BLOCK, _MAX_PARTIALS, _triton_acc
+    from robustkernels.triton.noisy_weight import std_partials_kernel
+    from robustkernels.triton.path_conv import (
+        path_weights_bwd_kernel,
+        path_weights_fwd_kernel,
+        route_sort_kernel,
+    )
+
+# Elements of the [samples, paths] tile of the Triton counting sort.
+_SORT_TILE = 4096
+
+
+def _select(op: str, device: torch.device) -> str:
+    """cpp / triton / reference; there is no CUDA C++ kernel (GPUs use Triton)."""
+    name = backend.select(op, device)
+    if name != "cuda":
+        return name
+    if backend.explicit_choice() == "cuda":
+        raise RuntimeError(
+            f"robustkernels.{op}: backend 'cuda' has no path kernel; use 'triton' or 'reference'"
+        )
+    return "reference"
+
+
+def path_layout(weight, mask, alpha, lams, seeds, op: str) -> tuple[int, int, int, int, int]:
+    """Checks the weight-side arguments; returns (paths, entries, rows, inner, alpha values per path)."""
+    validation.check_tensor("weight", weight, op)
+    if not weight.is_floating_point():
+        raise TypeError(f"robustkernels.{op}: weight must be a floating-point tensor, got {weight.dtype}")
+    if weight.dim() < 2 or weight.numel() == 0:
+        raise ValueError(
+            f"robustkernels.{op}: weight must be a non-empty [S, C_out, ...] bank, got {tuple(weight.shape)}"
+        )
+    paths = len(lams)
+    if paths < 1:
+        raise ValueError(f"robustkernels.{op}: lams must hold one value per path, got none")
+    if len(seeds) != paths:
+        raise ValueError(
+            f"robustkernels.{op}: seeds must hold one value per path ({paths}), got {len(seeds)}"
+        )
+    for lam in lams:
+        validation.check_lam(lam, op)
+    for seed in seeds:
+        validation.check_seed(seed, op)
+    entries, rows = weight.shape[0], weight.shape[1]
+    if entries not in (1, paths):
+        raise ValueError(
+            f"robustkernels.{op}: weight must hold 1 or {paths} (one per path) entries, got {entries}"
+        )
+    numel = weight[0].numel()
+    if mask is not None:
+        validation.check_tensor("mask", mask, op)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"robustkernels.{op}: mask must be a bool tensor, got {mask.dtype}")
+        if mask.shape != (paths, *weight.shape[1:]):
+            raise ValueError(
+                f"robustkernels.{op}: mask must have shape {(paths, *weight.shape[1:])}, got {tuple(mask.shape)}"
+            )
+        if mask.device != weight.device:
+            raise ValueError(
+                f"robustkernels.{op}: mask must be on the weight's device {weight.device}, got {mask.device}"
+            )
+    if alpha is None:
+        if any(lam != 0 for lam in lams):
+            raise ValueError(f"robustkernels.{op}: alpha is required when a path has lam != 0")
+        return paths, entries, rows, numel // rows, 0
+    validation.check_tensor("alpha", alpha, op)
+    if alpha.dtype != weight.dtype:
+        raise TypeError(
+            f"robustkernels.{op}: alpha must have the weight's dtype {weight.dtype}, got {alpha.dtype}"
+        )
+    if alpha.device != weight.device:
+        raise ValueError(
+            f"robustkernels.{op}: alpha must be on the weight's device {weight.device}, got {alpha.device}"
+        )
+    if alpha.dim() != 2 or alpha.shape[0] != paths or alpha.shape[1] not in (1, rows, numel):
+        raise ValueError(
+            f"robustkernels.{op}: alpha must be [{paths}, A] with A = 1, {rows} or {numel} values per path, "
+            f"got shape {tuple(alpha.shape)}"
+        )
+    return paths, entries, rows, numel // rows, alpha.shape[1]
+
+
+def _check_counts(counts, paths: int, op: str) -> None:
+    if counts is None:
+        return
+    validation.check_tensor("counts", counts, op)
+    if counts.dtype != torch.int64 or counts.shape != (paths,):
+        raise ValueError(
+            f"robustkernels.{op}: counts must be int64 [{paths}], got {counts.dtype} {tuple(counts.shape)}"
+        )
+
+
+# ---- path_weights -------------------------------------------------------------------------------
+
+
+def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
+    paths, entries, rows, inner, alpha_size = layout
+    weight = weight.contiguous()
+    n = rows * inner
+    noisy = any(lam != 0 for lam in lams)
+    acc_dtype = sigma_dtype(weight)
+    partial_block = max(_BLOCK, triton.cdiv(n, _MAX_PARTIALS))
+    num_partials = triton.cdiv(n, partial_block)
+    sums = torch.zeros((entries, num_partials), dtype=acc_dtype, device=weight.device)
+    m2 = torch.zeros_like(sums)
+    if noisy:
+        for entry in range(entries):
+            std_partials_kernel[(num_partials,)](
+                weight[entry], sums[entry], m2[entry], n, partial_block, BLOCK=_BLOCK, ACC=_triton_acc(weight)
+            )
+    device = weight.device
+    sigma = torch.zeros(entries, dtype=acc_dtype, device=device)
+    out = torch.empty((paths, *weight.shape[1:]), dtype=weight.dtype, device=device)
+    block = min(_BLOCK, triton.next_power_of_2(n))
+    path_weights_fwd_kernel[(paths, triton.cdiv(n, block))](
+        weight,
+        mask.contiguous().view(torch.uint8) if mask is not None else weight,
+        alpha.contiguous() if alpha is not None else weight,
+        torch.tensor(lams, dtype=torch.float64, device=device),
+        torch.tensor(seeds, dtype=torch.int64, device=device),
+        counts if counts is not None else weight,
+        sigma,
+        sums,
+        m2,
+        out,
+        n,
+        inner,
+        alpha_size,
+        num_partials,
+        partial_block,
+        SHARED=entries == 1,
+        HAS_MASK=mask is not None,
+        HAS_COUNTS=counts is not None,
+        HAS_NOISE=noisy,
+        BLOCK=max(block, 4),
+        NUM_PARTIALS=triton.next_power_of_2(num_partials),
+        ACC=_triton_acc(weight),
+    )
+    return out, sigma
+
+
+def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, need_alpha, layout):
+    paths, _, rows, inner, alpha_size = layout
+    grad = grad.contiguous()
+    device = grad.device
+    n = rows * inner
+    block = max(4, min(_BLOCK, triton.next_power_of_2(inner)))
+    blocks_per_row = triton.cdiv(inner, block)
+    alpha_grad = need_alpha and alpha_size > 0 and any(lam != 0 for lam in lams)
+    elementwise = alpha_size == n and n > 1 and alpha_size != rows
+    grad_weight = torch.empty((entries, *grad.shape[1:]), dtype=grad.dtype, device=device)
+    if alpha_grad and elementwise:
+        grad_alpha = torch.empty((paths, n), dtype=grad.dtype, device=device)
+    elif alpha_grad:
+        grad_alpha = torch.empty((paths, rows, blocks_per_row), dtype=sigma.dtype, device=device)
+    else:
+        grad_alpha = grad_weight  # not written
+    path_weights_bwd_kernel[(entries * rows, blocks_per_row)](
+        grad,
+        mask.contiguous().view(torch.uint8) if mask is not None else grad,
+        torch.tensor(lams, dtype=torch.float64, device=device),
+        torch.tensor(seeds, dtype=torch.int64, device=device),
+        counts if counts is not None else grad,
+        sigma,
+        grad_weight,
+        grad_alpha,
+        paths,
+        rows,
+        inner,
+        blocks_per_row,
+        SHARED=entries == 1,
+        HAS_MASK=mask is not None,
+        HAS_COUNTS=counts is not None,
+        ALPHA_GRAD=alpha_grad,
+        ELEMENTWISE=elementwise,
+        BLOCK=block,
+        ACC=_triton_acc(grad),
+    )
+    if not need_alpha or alpha_size == 0:
+        return grad_weight, grad.new_empty(0)
+    if not alpha_grad:
+        return grad_weight, grad.new_zeros((paths, alpha_size))
+    if not elementwise:
+        grad_alpha = grad_alpha.sum(dim=2)
+        grad_alpha = grad_alpha.sum(dim=1, keepdim=True) if alpha_size == 1 else grad_alpha
+    return grad_weight, grad_alpha.to(grad.dtype)
+
+
+def _active(counts, paths: int, device) -> torch.Tensor:
+    if counts is None:
+        return torch.ones(paths, dtype=torch.bool, device=device)
+    return counts > 0
+
+
+def _broadcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape + (1,) * (like.dim() - t.dim()))
+
+
+def _weights_forward_reference(weight, mask, alpha, lams, seeds, counts, layout):
+    paths, entries = layout[:2]
+    sigma = torch.stack([reference_weight_std(weight[s]) for s in range(entries)]).to(sigma_dtype(weight))
+    out = reference.path_weights(weight, lams, seeds, alpha, mask)
+    out = torch.where(_broadcast(_active(counts, paths, weight.device), out), out, 0)
+    return out.contiguous(), sigma
+
+
+def _weights_backward_reference(grad, entries, mask, sigma, lams, seeds, counts, need_alpha, layout):
+    paths, _, rows, _, alpha_size = layout
+    active = _broadcast(_active(counts, paths, grad.device), grad)
+    kept = torch.where(active, grad if mask is None else grad * mask, 0)
+    grad_weight = kept.sum(dim=0, keepdim=True) if entries == 1 else kept
+    if not need_alpha or alpha_size == 0:
+        return grad_weight.contiguous(), grad.new_empty(0)
+    grad_alpha = []
+    for p in range(paths):
+        noise = reference.philox_normal(seeds[p], kept[p].numel(), device=grad.device)
+        scale = lams[p] * sigma[0 if entries == 1 else p]
+        per_element = (kept[p].reshape(-1).to(sigma.dtype) * noise * scale).reshape(rows, -1)
+        if alpha_size == 1:
+            grad_alpha.append(per_element.sum().reshape(1))
+        elif alpha_size == rows:
+            grad_alpha.append(per_element.sum(dim=1))
+        else:
+            grad_alpha.append(per_element.reshape(-1))
+    return grad_weight.contiguous(), torch.stack(grad_alpha).to(grad.dtype)
+
+
+@torch.library.custom_op("robustkernels::path_weights", mutates_args=())
+def path_weights(
+    weight: torch.Tensor,
+    mask: torch.Tensor | None,
+    alpha: torch.Tensor | None,
+    lams: list[float],
+    seeds: list[int],
+    counts: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
+    _check_counts(counts, layout[0], "path_weights")
+    name = _select("path_weights", weight.device)
+    if name == "cpp":
+        return torch.ops.robustkernels.path_weights_fwd_kernel(weight, mask, alpha, lams, seeds, counts)
+    if name == "triton":
+        return _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout)
+    return _weights_forward_reference(weight, mask, alpha, lams, seeds, counts, layout)
+
+
+@path_weights.register_fake
+def _path_weights_fake(weight, mask, alpha, lams, seeds, counts):
+    paths, entries = path_layout(weight, mask, alpha, lams, seeds, "path_weights")[:2]
+    return weight.new_empty((paths, *weight.shape[1:])), weight.new_empty(
+        (entries,), dtype=sigma_dtype(weight)
+    )
+
+
+@torch.library.custom_op("robustkernels::path_weights_backward", mutates_args=())
+def path_weights_backward(
+    grad: torch.Tensor,
+    entries: int,
+    mask: torch.Tensor | None,
+    alpha: torch.Tensor | None,
+    sigma: torch.Tensor,
+    lams: list[float],
+    seeds: list[int],
+    counts: torch.Tensor | None,
+    need_alpha_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    layout = path_layout(grad, mask, alpha, lams, seeds, "path_weights_backward")
+    _check_counts(counts, layout[0], "path_weights_backward")
+    if entries not in (1, layout[0]) or sigma.shape != (entries,):
+        raise ValueError(
+            f"robustkernels.path_weights_backward: entries must be 1 or {layout[0]} and sigma [entries], "
+            f"got {entries} and {tuple(sigma.shape)}"
+        )
+    name = _select("path_weights_backward", grad.device)
+    if name == "cpp":
+        return torch.ops.robustkernels.path_weights_bwd_kernel(
+            grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad
+        )
+    if name == "triton":
+        return _weights_backward_triton(
+            grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout
+        )
+    return _weights_backward_reference(
+        grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout
+    )
+
+
+@path_weights_backward.register_fake
+def _path_weights_backward_fake(grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad):
+    paths, _, _, _, alpha_size = path_layout(grad, mask, alpha, lams, seeds, "path_weights_backward")
+    grad_alpha = grad.new_empty((paths, alpha_size)) if need_alpha_grad and alpha_size else grad.new_empty(0)
+    return grad.new_empty((entries, *grad.shape[1:])), grad_alpha
+
+
+def _weights_setup_context(ctx, inputs, output):
+    weight, mask, alpha, lams, seeds, counts = inputs
+    ctx.save_for_backward(mask, alpha, output[1], counts)
+    ctx.entries, ctx.lams, ctx.seeds = weight.shape[0], lams, seeds
+    ctx.backend = backend.explicit_choice()
+
+
+def _weights_backward(ctx, grad_out, _grad_sigma):
+    mask, alpha, sigma, counts = ctx.saved_tensors
+    need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+    if not (need_weight or need_alpha):
+        return None, None, None, None, None, None
+    with backend.restore_choice(ctx.backend):
+        grad_weight, grad_alpha = path_weights_backward(
+            grad_out, ctx.entries, mask, alpha, sigma, ctx.lams, ctx.seeds, counts, need_alpha
+        )
+    return (
+        (grad_weight if need_weight else None),
+        None,
+        (grad_alpha if need_alpha else None),
+        None,
+        None,
+        None,
+    )
+
+
+path_weights.register_autograd(_weights_backward, setup_context=_weights_setup_context)
+
+
+# ---- route_sort ---------------------------------------------------------------------------------
+
+
+def check_route(route, num_paths, op: str) -> None:
+    validation.check_tensor("route", route, op)
+    if route.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"robustkernels.{op}: route must be an int32 or int64 tensor, got {route.dtype}")
+    if route.dim() != 1:
+        raise ValueError(f"robustkernels.{op}: route must be 1-D [B], got shape {tuple(route.shape)}")
+    if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
+        raise ValueError(f"robustkernels.{op}: num_paths must be a positive int, got {num_paths!r}")
+
+
+def _route_sort_triton(route, num_paths):
+    batch = route.shape[0]
+    counts = torch.empty(num_paths, dtype=torch.int64, device=route.device)
+    perm = torch.empty(batch, dtype=torch.int64, device=route.device)
+    paths = triton.next_power_of_2(num_paths)
+    block = max(16, min(triton.next_power_of_2(max(batch, 1)), _SORT_TILE // paths))
+    route_sort_kernel[(1,)](route.contiguous(), counts, perm, batch, num_paths, BLOCK=block, PATHS=paths)
+    return counts, perm
+
+
+def _route_sort_reference(route, num_paths):
+    valid = (route >= 0) & (route < num_paths)
+    counts = torch.bincount(route[valid].long(), minlength=num_paths)
+    # out-of-range entries sort last and are counted nowhere: the caller sees counts sum below B
+    return counts, torch.argsort(torch.where(valid, route.long(), num_paths), stable=True)
+
+
+@torch.library.custom_op("robustkernels::route_sort", mutates_args=())
+def route_sort(route: torch.Tensor, num_paths: int) -> tuple[torch.Tensor, torch.Tensor]:
+    check_route(route, num_paths, "route_sort")
+    name = _select("route_sort", route.device)
+    if name == "cpp":
+        return torch.ops.robustkernels.route_sort_kernel(route, num_paths)
+    if name == "triton":
+        return _route_sort_triton(route, num_paths)
+    return _route_sort_reference(route, num_paths)
+
+
+@route_sort.register_fake
+def _route_sort_fake(route, num_paths):
+    check_route(route, num_paths, "route_sort")
+    return route.new_empty((num_paths,), dtype=torch.int64), route.new_empty(route.shape, dtype=torch.int64)
