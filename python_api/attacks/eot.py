@@ -30,8 +30,15 @@ def loss_gradient(
             x_in = x.detach().requires_grad_(True)
             logits = model(transform(x_in) if transform is not None else x_in)
             values = attack_loss(loss, logits, y, target)
-            (grad,) = torch.autograd.grad(values.sum(), x_in)
-            grad_sum += grad
+            # a model that cuts the graph to its input (masked gradients) gives no gradient, not
+            # an error, so evaluations of it run and their sanity checks can flag it
+            grad = (
+                torch.autograd.grad(values.sum(), x_in, allow_unused=True)[0]
+                if values.requires_grad
+                else None
+            )
+            if grad is not None:
+                grad_sum += grad
             loss_sum = values.detach() if loss_sum is None else loss_sum + values.detach()
             logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
     return grad_sum / draws, loss_sum / draws, logits_sum / draws
