@@ -98,6 +98,9 @@ def test_targeted_attacks_hit_their_targets():
             model, x, target, eps=0.5, alpha=0.05, steps=30, loss=loss, targeted=True, generator=gen()
         )
         assert torch.equal(model(x_adv).argmax(dim=1), target)
+    # the targeted DLR loss lifts the target above the true class: it misclassifies
+    x_adv = attacks.pgd(model, x, y, eps=0.5, alpha=0.05, steps=30, loss="dlr-targeted", target=target)
+    assert bool((model(x_adv).argmax(dim=1) != y).all())
     x_adv = attacks.apgd(model, x, y, eps=0.5, steps=30, loss="dlr-targeted", target=target, generator=gen())
     assert bool((model(x_adv).argmax(dim=1) != y).all())
 
@@ -145,6 +148,20 @@ def test_eot_gradient_is_the_mean_over_draws():
     torch.testing.assert_close(grad, torch.stack([s[0] for s in singles]).mean(dim=0))
     torch.testing.assert_close(loss, torch.stack([s[1] for s in singles]).mean(dim=0))
     torch.testing.assert_close(logits, torch.stack([s[2] for s in singles]).mean(dim=0))
+
+
+def test_eot_wrapper_averages_draws():
+    model = NoisyLogits(trained(), sigma=1.0)
+    x, _ = batch(4)
+    x = x.requires_grad_(True)
+    torch.manual_seed(2)
+    wrapped = attacks.EOT(model, draws=3)(x)
+    (grad,) = torch.autograd.grad(wrapped[:, 0].sum(), x)
+    torch.manual_seed(2)
+    draws = [model(x) for _ in range(3)]
+    torch.testing.assert_close(wrapped, torch.stack(draws).mean(dim=0))
+    singles = [torch.autograd.grad(d[:, 0].sum(), x)[0] for d in draws]
+    torch.testing.assert_close(grad, torch.stack(singles).mean(dim=0))
 
 
 def test_eot_reaches_every_attack():
@@ -305,6 +322,7 @@ def test_autoattack_rand_uses_eot():
         ({"norm": "l1"}, ValueError, "norm"),
         ({"loss": "mse"}, ValueError, "loss"),
         ({"loss": "dlr", "targeted": True}, ValueError, "loss"),
+        ({"loss": "dlr-targeted"}, ValueError, "target"),
         ({"eot_draws": 0}, ValueError, "eot_draws"),
         ({"input_diversity": 2.0}, ValueError, "input_diversity"),
     ],

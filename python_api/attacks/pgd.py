@@ -23,17 +23,18 @@ def l1_normalised(grad: torch.Tensor) -> torch.Tensor:
     return grad / norms.reshape((-1,) + (1,) * (grad.dim() - 1))
 
 
-def succeeded(model, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool, draws: int = 1) -> torch.Tensor:
+def succeeded(
+    model, x_adv: torch.Tensor, y: torch.Tensor | None, target: torch.Tensor | None
+) -> torch.Tensor:
     """Per sample: the model predicts the target (targeted) or anything but y (untargeted)."""
-    predicted = predict(model, x_adv, draws)
-    return predicted == y if targeted else predicted != y
+    predicted = predict(model, x_adv)
+    return predicted == target if target is not None else predicted != y
 
 
-def _single_run(model, x, y, *, eps, alpha, steps, norm, random_start, loss, targeted, momentum, eot_draws,
+def _single_run(model, x, labels, target, *, eps, alpha, steps, norm, random_start, loss, momentum, eot_draws,
                 transform, generator, lo, hi):  # fmt: skip
     x_adv = uniform_in_ball(x, eps, norm, generator, lo, hi) if random_start else x.clone()
     velocity = torch.zeros_like(x)
-    labels, target = (None, y) if targeted else (y, None)
     for _ in range(steps):
         grad, _, _ = loss_gradient(
             model, x_adv, labels, loss, target=target, draws=eot_draws, transform=transform
@@ -64,11 +65,13 @@ def pgd(
     generator: torch.Generator | None = None,
     lo: float = 0.0,
     hi: float = 1.0,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on `loss` within the eps ball around x (and the [lo, hi] box).
 
     alpha: step size (sign step for L∞, unit-L2 gradient step for L2). targeted=True
-    reads y as target labels and moves towards them ("ce" or "cw"). momentum > 0 is
+    reads y as target labels and moves towards them ("ce" or "cw"); the targeted DLR
+    loss needs the true labels as well: loss="dlr-targeted" with y true and `target`. momentum > 0 is
     MI-FGSM (L1-normalised gradients accumulated with this decay). input_diversity is
     DI's probability of transforming the input per gradient draw. eot_draws averages
     each gradient over that many forward passes. With restarts > 1, each restart
@@ -84,10 +87,19 @@ def pgd(
     check_count("steps", steps)
     check_count("restarts", restarts)
     check_count("eot_draws", eot_draws)
-    if loss not in LOSSES or loss == "dlr-targeted" or (targeted and loss == "dlr"):
+    if loss not in LOSSES or (targeted and loss.startswith("dlr")):
         raise ValueError(
-            f"loss must be 'ce', 'cw' or (untargeted) 'dlr' for pgd, got {loss!r}{' (targeted)' if targeted else ''}"
+            f"loss must be one of {LOSSES} ('ce' or 'cw' with targeted=True), got {loss!r}"
+            f"{' (targeted)' if targeted else ''}"
         )
+    if (loss == "dlr-targeted") != (target is not None):
+        raise ValueError(
+            "target labels go with loss 'dlr-targeted' (y then holds the true labels), and only with it"
+        )
+    if target is not None:
+        check_batch(x, target, name_y="target")
+    # (true labels, target labels) as the loss reads them; targeted=True: y are the targets
+    labels, goal = (None, y) if targeted else (y, target)
     if not 0 <= input_diversity <= 1:
         raise ValueError(f"input_diversity must be a probability in [0, 1], got {input_diversity}")
     transform = (
@@ -100,15 +112,19 @@ def pgd(
     with untouched(model):
         remaining = torch.arange(x.shape[0], device=x.device)
         for restart in range(restarts):
+            labels_r = None if labels is None else labels[remaining]
+            goal_r = None if goal is None else goal[remaining]
             x_r = _single_run(
-                model, x[remaining], y[remaining], eps=eps, alpha=alpha, steps=steps, norm=norm,
-                random_start=random_start, loss=loss, targeted=targeted, momentum=momentum,
+                model, x[remaining], labels_r, goal_r, eps=eps, alpha=alpha, steps=steps, norm=norm,
+                random_start=random_start, loss=loss, momentum=momentum,
                 eot_draws=eot_draws, transform=transform, generator=generator, lo=lo, hi=hi,
             )  # fmt: skip
             result[remaining] = x_r
             if restart + 1 == restarts:
                 break
-            remaining = remaining[~succeeded(model, x_r, y[remaining], targeted)]
+            # success: the target when targeted=True, else misclassification (also for
+            # "dlr-targeted", whose loss only lifts the target above the true class, as in APGD-T)
+            remaining = remaining[~succeeded(model, x_r, labels_r, goal_r if targeted else None)]
             if remaining.numel() == 0:
                 break
     return result

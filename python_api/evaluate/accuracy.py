@@ -60,6 +60,14 @@ def run_attack(
     return x_adv, None
 
 
+def generator_on(device: torch.device, seed: int, current: torch.Generator | None) -> torch.Generator:
+    """The generator in use if it lives on `device`, else a new one there seeded with `seed`
+    (one stream for the whole evaluation, on the data's device as torch requires)."""
+    if current is not None and current.device == device:
+        return current
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def clean_accuracy(model, data: Data, *, batch_size: int = 256) -> float:
     correct = total = 0
     for x, y in batches(data, batch_size):
@@ -90,14 +98,13 @@ def robust_accuracy(
     suite's attacks and skipped attacks (restarts are the suite's own there)."""
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = None
     rounds = 1 if attack == "autoattack" else restarts
     total = clean = 0
     robust_after = [0] * rounds
     suite = {}
     for x, y in batches(data, batch_size):
-        if generator.device != x.device:
-            generator = torch.Generator(device=x.device).manual_seed(seed)
+        generator = generator_on(x.device, seed, generator)
         robust = predict(model, x) == y
         clean += int(robust.sum())
         total += len(y)
@@ -152,10 +159,11 @@ def transfer_accuracy(
     )
     if not named:
         raise ValueError("surrogates must hold at least one model")
-    generator = torch.Generator().manual_seed(seed)
+    generator = None
     total = clean = robust_all = 0
     per_surrogate = dict.fromkeys(named, 0)
     for x, y in batches(data, batch_size):
+        generator = generator_on(x.device, seed, generator)
         correct = predict(target_model, x) == y
         everywhere = correct.clone()
         for name, surrogate in named.items():
