@@ -150,6 +150,20 @@ def test_eot_gradient_is_the_mean_over_draws():
     torch.testing.assert_close(logits, torch.stack([s[2] for s in singles]).mean(dim=0))
 
 
+def test_eot_wrapper_averages_draws():
+    model = NoisyLogits(trained(), sigma=1.0)
+    x, _ = batch(4)
+    x = x.requires_grad_(True)
+    torch.manual_seed(2)
+    wrapped = attacks.EOT(model, draws=3)(x)
+    (grad,) = torch.autograd.grad(wrapped[:, 0].sum(), x)
+    torch.manual_seed(2)
+    draws = [model(x) for _ in range(3)]
+    torch.testing.assert_close(wrapped, torch.stack(draws).mean(dim=0))
+    singles = [torch.autograd.grad(d[:, 0].sum(), x)[0] for d in draws]
+    torch.testing.assert_close(grad, torch.stack(singles).mean(dim=0))
+
+
 def test_eot_reaches_every_attack():
     """eot_draws=k makes k forward passes per gradient in pgd and apgd."""
     calls = []

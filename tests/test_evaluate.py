@@ -182,3 +182,21 @@ def test_bad_arguments():
         ev.transfer_accuracy(trained(), {}, (x, y), eps=0.1)
     with pytest.raises(ValueError, match="length"):
         ev.clean_accuracy(trained(), (x, y[:2]))
+
+
+class Detached(torch.nn.Module):
+    """Gradient masking: the model cuts the graph to its input."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        return self.base(x.detach())
+
+
+def test_masked_gradients_are_flagged_not_crashed():
+    x, y = data()
+    result = ev.evaluate(Detached(trained()), x, y, eps=0.1, steps=4)
+    assert result["robust_accuracy"] > 0.5  # the attack is blind, so accuracy looks high
+    assert "large_eps" in result["flagged"]

@@ -9,7 +9,7 @@ parameter gradients; models may normalise their inputs inside (attacks work in t
 
 from .apgd import apgd
 from .distillation import feature_distillation, feature_mse
-from .eot import loss_gradient, predict
+from .eot import EOT, loss_gradient, predict
 from .guard import untouched
 from .losses import LOSSES, attack_loss
 from .pgd import fgsm, pgd
@@ -17,6 +17,7 @@ from .suites import autoattack
 from .transfer import input_diversity, residual_relus, skip_gradient
 
 __all__ = [
+    "EOT",
     "LOSSES",
     "apgd",
     "attack_loss",

@@ -30,8 +30,15 @@ def loss_gradient(
             x_in = x.detach().requires_grad_(True)
             logits = model(transform(x_in) if transform is not None else x_in)
             values = attack_loss(loss, logits, y, target)
-            (grad,) = torch.autograd.grad(values.sum(), x_in)
-            grad_sum += grad
+            # a model that cuts the graph to its input (masked gradients) gives no gradient, not
+            # an error, so evaluations of it run and their sanity checks can flag it
+            grad = (
+                torch.autograd.grad(values.sum(), x_in, allow_unused=True)[0]
+                if values.requires_grad
+                else None
+            )
+            if grad is not None:
+                grad_sum += grad
             loss_sum = values.detach() if loss_sum is None else loss_sum + values.detach()
             logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
     return grad_sum / draws, loss_sum / draws, logits_sum / draws
@@ -44,3 +51,19 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, draw
     for _ in range(draws - 1):
         logits = logits + model(x)
     return logits.argmax(dim=1)
+
+
+class EOT(torch.nn.Module):
+    """A model wrapper for attacks that take no `eot_draws` (e.g. torchattacks'): its
+    logits are the mean over `draws` forward passes, so any gradient of them is the
+    mean of the per-draw gradients of the logits. (Our attacks average the gradients of
+    the loss instead, through `eot_draws`, which is exact for non-linear losses.)"""
+
+    def __init__(self, model: torch.nn.Module, draws: int):
+        super().__init__()
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+        self.model, self.draws = model, draws
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(x) for _ in range(self.draws)]).mean(dim=0)
