@@ -76,7 +76,13 @@ def test_multires_stack(benchmark, shape, variant, passes):
 
     if passes == "forward":
         step = torch.no_grad()(step)
-    step()  # warm-up (and compilation for the compiled reference)
+    try:
+        step()  # warm-up (and compilation for the compiled reference)
+    except RuntimeError as error:
+        if variant != "reference_compiled" or "isIntList" not in str(error):
+            raise
+        # torch 2.13: inductor's fake-tensor pass asserts on the antialiased bicubic backward
+        pytest.skip(f"torch.compile cannot compile the reference's backward: {str(error).splitlines()[0]}")
     case = "x".join(map(str, shape))
     benchmark.group = f"multires_stack {case} {passes}"
     benchmark.extra_info.update(

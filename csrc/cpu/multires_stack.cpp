@@ -20,10 +20,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../philox.h"
+#include "multiversion.h"
 #include "normal_block.h"
+
 
 namespace robustkernels {
 namespace {
@@ -127,7 +130,7 @@ std::vector<View<acc_t>> make_views(at::IntArrayRef heights, at::IntArrayRef wid
 
 // dst[o, :] = sum_t w[o, t] * src[start[o] + t, :] for rows of `cols` elements.
 template <typename acc_t>
-void rows_pass(const Pass<acc_t>& pass, int64_t n_out, const acc_t* src, acc_t* dst, int64_t cols) {
+RK_ALWAYS_INLINE inline void rows_pass(const Pass<acc_t>& pass, int64_t n_out, const acc_t* src, acc_t* dst, int64_t cols) {
   for (int64_t o = 0; o < n_out; ++o) {
     acc_t* out = dst + o * cols;
     std::fill(out, out + cols, acc_t(0));
@@ -142,7 +145,7 @@ void rows_pass(const Pass<acc_t>& pass, int64_t n_out, const acc_t* src, acc_t* 
 
 // Transpose of rows_pass: dsrc[start[o] + t, :] += w[o, t] * ddst[o, :] (dsrc zeroed here).
 template <typename acc_t>
-void rows_pass_t(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* ddst, acc_t* dsrc, int64_t cols) {
+RK_ALWAYS_INLINE inline void rows_pass_t(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* ddst, acc_t* dsrc, int64_t cols) {
   std::fill(dsrc, dsrc + n_in * cols, acc_t(0));
   for (int64_t o = 0; o < n_out; ++o) {
     const acc_t* g = ddst + o * cols;
@@ -155,42 +158,21 @@ void rows_pass_t(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc
   }
 }
 
-// dst[r, o] = sum_t w[o, t] * src[r, start[o] + t] for `rows` rows.
+// dst[c, r] = src[r, c] for a rows x cols block.
 template <typename acc_t>
-void cols_pass(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* src, acc_t* dst, int64_t rows) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const acc_t* in = src + r * n_in;
-    acc_t* out = dst + r * n_out;
-    for (int64_t o = 0; o < n_out; ++o) {
-      const acc_t* w = pass.weight + o * pass.taps;
-      const acc_t* x = in + pass.start[o];
-      acc_t sum = 0;
-      for (int64_t t = 0; t < pass.taps; ++t) sum += w[t] * x[t];
-      out[o] = sum;
-    }
-  }
-}
-
-// Transpose of cols_pass (dsrc zeroed here).
-template <typename acc_t>
-void cols_pass_t(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* ddst, acc_t* dsrc, int64_t rows) {
-  std::fill(dsrc, dsrc + rows * n_in, acc_t(0));
-  for (int64_t r = 0; r < rows; ++r) {
-    const acc_t* g = ddst + r * n_out;
-    acc_t* out = dsrc + r * n_in;
-    for (int64_t o = 0; o < n_out; ++o) {
-      const acc_t* w = pass.weight + o * pass.taps;
-      acc_t* x = out + pass.start[o];
-      const acc_t go = g[o];
-      for (int64_t t = 0; t < pass.taps; ++t) x[t] += w[t] * go;
-    }
-  }
+RK_ALWAYS_INLINE inline void transpose(const acc_t* src, int64_t rows, int64_t cols, acc_t* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
 // plane[i] += amplitude * noise(first + i), noise uniform or normal, for a plane of n elements.
+// plane[i] += amplitude * noise(first + i) for a row-major rows x cols plane, or,
+// with `transposed`, for the same plane stored column-major; noise uniform or normal.
 template <typename acc_t>
-void add_noise(acc_t* plane, int64_t n, uint64_t seed, uint64_t first, float amplitude, bool gaussian) {
+void add_noise(acc_t* plane, int64_t rows, int64_t cols, bool transposed, uint64_t seed, uint64_t first,
+               float amplitude, bool gaussian) {
   alignas(64) float block[kNormalBlock];
+  const int64_t n = rows * cols;
   for (int64_t i = 0; i < n; i += kNormalBlock) {
     const int64_t count = std::min<int64_t>(kNormalBlock, n - i);
     if (gaussian) {
@@ -198,13 +180,20 @@ void add_noise(acc_t* plane, int64_t n, uint64_t seed, uint64_t first, float amp
     } else {
       fill_uniform_block(seed, first + i, count, block);
     }
-    for (int64_t j = 0; j < count; ++j) plane[i + j] += static_cast<acc_t>(amplitude * block[j]);
+    if (!transposed) {
+      for (int64_t j = 0; j < count; ++j) plane[i + j] += static_cast<acc_t>(amplitude * block[j]);
+    } else {
+      for (int64_t j = 0; j < count; ++j) {
+        const int64_t e = i + j;
+        plane[(e % cols) * rows + e / cols] += static_cast<acc_t>(amplitude * block[j]);
+      }
+    }
   }
 }
 
 // dst[y, w] = f(src[(y - dy) % H, (w - dx) % W]) with dy, dx in [0, H) x [0, W): per row two contiguous runs.
 template <typename F>
-void for_each_rolled(int64_t height, int64_t width, int64_t dy, int64_t dx, F&& f) {
+RK_ALWAYS_INLINE inline void for_each_rolled(int64_t height, int64_t width, int64_t dy, int64_t dx, F&& f) {
   for (int64_t y = 0; y < height; ++y) {
     const int64_t ys = y >= dy ? y - dy : y - dy + height;
     f(y, ys, 0, width - dx, dx);          // dst columns 0 .. dx - 1 read src columns W - dx ..
@@ -213,69 +202,192 @@ void for_each_rolled(int64_t height, int64_t width, int64_t dy, int64_t dx, F&& 
 }
 
 template <typename scalar_t>
+struct ForwardJob {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* x;
+  scalar_t* out;
+  uint8_t* mask;
+  const View<acc_t>* views;
+  int64_t num_views, batch, channels, height, width, jitter;
+  float noise, contrast_low, contrast_high;
+  bool gaussian;
+  uint64_t seed;
+};
+
+template <typename scalar_t>
+struct BackwardJob {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* grad;
+  const uint8_t* mask;
+  scalar_t* dx;
+  const View<acc_t>* views;
+  int64_t num_views, batch, channels, height, width, jitter;
+  float contrast_low, contrast_high;
+  uint64_t seed;
+};
+
+// dst = clip(u, 0, 1) and bit k of bits[j] = (0 <= u[8 j + k] <= 1) for one row.
+template <typename scalar_t, typename acc_t>
+RK_ALWAYS_INLINE inline void clip_row(const acc_t* u, int64_t width, scalar_t* dst, uint8_t* bits) {
+  for (int64_t w = 0; w < width; ++w) dst[w] = static_cast<scalar_t>(std::min(std::max(u[w], acc_t(0)), acc_t(1)));
+  const int64_t whole = width / 8;
+  for (int64_t byte = 0; byte < whole; ++byte) {
+    const acc_t* u8 = u + 8 * byte;
+    unsigned packed = 0;
+    for (int k = 0; k < 8; ++k) packed |= static_cast<unsigned>((u8[k] >= acc_t(0)) & (u8[k] <= acc_t(1))) << k;
+    bits[byte] = static_cast<uint8_t>(packed);
+  }
+  if (whole * 8 < width) {
+    unsigned packed = 0;
+    for (int64_t w = whole * 8; w < width; ++w)
+      packed |= static_cast<unsigned>((u[w] >= acc_t(0)) & (u[w] <= acc_t(1))) << (w - whole * 8);
+    bits[whole] = static_cast<uint8_t>(packed);
+  }
+}
+
+// g = bits ? grad : 0 for one row (a select, so a non-finite gradient where the clip clipped gives 0).
+template <typename scalar_t, typename acc_t>
+RK_ALWAYS_INLINE inline void unmask_row(const scalar_t* grad, const uint8_t* bits, int64_t width, acc_t* g) {
+  for (int64_t byte = 0; 8 * byte < width; ++byte) {
+    const unsigned packed = bits[byte];
+    const int64_t n = std::min<int64_t>(8, width - 8 * byte);
+    for (int64_t k = 0; k < n; ++k)
+      g[8 * byte + k] = ((packed >> k) & 1u) ? static_cast<acc_t>(grad[8 * byte + k]) : acc_t(0);
+  }
+}
+
+template <typename scalar_t>
+RK_ALWAYS_INLINE inline void forward_images(const ForwardJob<scalar_t>& job, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t channels = job.channels, height = job.height, width = job.width, plane = height * width;
+  const int64_t mask_row = (width + 7) / 8;
+  const bool noisy = job.noise != 0.0f;
+  std::vector<acc_t> mean(plane), rows(plane), low(plane), cols(plane), up(plane);
+  for (int64_t b = begin; b < end; ++b) {
+    const scalar_t* image = job.x + b * channels * plane;
+    std::fill(mean.begin(), mean.end(), acc_t(0));
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int64_t p = 0; p < plane; ++p) mean[p] += static_cast<acc_t>(image[ch * plane + p]);
+    for (int64_t p = 0; p < plane; ++p) mean[p] /= static_cast<acc_t>(channels);
+    for (int64_t v = 0; v < job.num_views; ++v) {
+      const View<acc_t>& view = job.views[v];
+      const ImageParams ip =
+          image_params(job.seed, v * job.batch + b, job.jitter, job.contrast_low, job.contrast_high, height, width);
+      const acc_t c = static_cast<acc_t>(ip.contrast);
+      const acc_t one_minus_c = acc_t(1) - c;
+      const int64_t low_plane = view.height * view.width;
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        const scalar_t* src = image + ch * plane;
+        for_each_rolled(height, width, ip.shift_y, ip.shift_x,
+                        [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
+                          acc_t* d = up.data() + y * width + dst0;
+                          const scalar_t* s = src + ys * width + src0;
+                          const acc_t* m = mean.data() + ys * width + src0;
+                          for (int64_t i = 0; i < n; ++i) d[i] = c * static_cast<acc_t>(s[i]) + one_minus_c * m[i];
+                        });
+        const uint64_t plane_index = static_cast<uint64_t>(b * channels + ch);
+        if (view.resized) {
+          // Every pass runs along rows (contiguous, vectorised); the column passes
+          // work on transposed planes: low and the up-column result are [columns][rows].
+          rows_pass(view.down_y, view.height, up.data(), rows.data(), width);
+          transpose(rows.data(), view.height, width, cols.data());
+          rows_pass(view.down_x, view.width, cols.data(), low.data(), view.height);
+          if (noisy)
+            add_noise(low.data(), view.height, view.width, true, job.seed, view.low_offset + plane_index * low_plane,
+                      job.noise, job.gaussian);
+          rows_pass(view.up_x, width, low.data(), cols.data(), view.height);
+          transpose(cols.data(), width, view.height, rows.data());
+          rows_pass(view.up_y, height, rows.data(), up.data(), width);
+        } else if (noisy) {
+          add_noise(up.data(), height, width, false, job.seed, view.low_offset + plane_index * plane, job.noise,
+                    job.gaussian);
+        }
+        if (noisy)
+          add_noise(up.data(), height, width, false, job.seed, view.high_offset + plane_index * plane, job.noise,
+                    job.gaussian);
+        const int64_t out_plane = (b * job.num_views + v) * channels + ch;
+        for (int64_t y = 0; y < height; ++y)
+          clip_row(up.data() + y * width, width, job.out + out_plane * plane + y * width,
+                   job.mask + (out_plane * height + y) * mask_row);
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+RK_ALWAYS_INLINE inline void backward_images(const BackwardJob<scalar_t>& job, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t channels = job.channels, height = job.height, width = job.width, plane = height * width;
+  const int64_t mask_row = (width + 7) / 8;
+  std::vector<acc_t> acc(channels * plane), dmean(plane), g(plane), cols(plane), low(plane), rows(plane),
+      drolled(plane);
+  for (int64_t b = begin; b < end; ++b) {
+    std::fill(acc.begin(), acc.end(), acc_t(0));
+    std::fill(dmean.begin(), dmean.end(), acc_t(0));
+    for (int64_t v = 0; v < job.num_views; ++v) {
+      const View<acc_t>& view = job.views[v];
+      const ImageParams ip =
+          image_params(job.seed, v * job.batch + b, job.jitter, job.contrast_low, job.contrast_high, height, width);
+      const acc_t c = static_cast<acc_t>(ip.contrast);
+      const acc_t one_minus_c = acc_t(1) - c;
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        const int64_t out_plane = (b * job.num_views + v) * channels + ch;
+        for (int64_t y = 0; y < height; ++y)
+          unmask_row(job.grad + out_plane * plane + y * width, job.mask + (out_plane * height + y) * mask_row, width,
+                     g.data() + y * width);
+        const acc_t* d = g.data();
+        if (view.resized) {
+          // The forward's passes transposed, in reverse order (see forward_images).
+          rows_pass_t(view.up_y, height, view.height, g.data(), rows.data(), width);
+          transpose(rows.data(), view.height, width, cols.data());
+          rows_pass_t(view.up_x, width, view.width, cols.data(), low.data(), view.height);
+          rows_pass_t(view.down_x, view.width, width, low.data(), cols.data(), view.height);
+          transpose(cols.data(), width, view.height, rows.data());
+          rows_pass_t(view.down_y, view.height, height, rows.data(), drolled.data(), width);
+          d = drolled.data();
+        }
+        acc_t* a = acc.data() + ch * plane;
+        for_each_rolled(height, width, ip.shift_y, ip.shift_x,
+                        [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
+                          const acc_t* gr = d + y * width + dst0;
+                          acc_t* ax = a + ys * width + src0;
+                          acc_t* am = dmean.data() + ys * width + src0;
+                          for (int64_t i = 0; i < n; ++i) {
+                            ax[i] += c * gr[i];
+                            am[i] += one_minus_c * gr[i];
+                          }
+                        });
+      }
+    }
+    scalar_t* out = job.dx + b * channels * plane;
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int64_t p = 0; p < plane; ++p)
+        out[ch * plane + p] = static_cast<scalar_t>(acc[ch * plane + p] + dmean[p] / static_cast<acc_t>(channels));
+  }
+}
+
+// float32, the common case, compiled for AVX-512, AVX2 and the baseline (the
+// extension's baseline is plain x86-64, which would leave these loops on SSE2).
+RK_MULTIVERSION void forward_images_f32(const ForwardJob<float>& job, int64_t begin, int64_t end) {
+  forward_images<float>(job, begin, end);
+}
+
+RK_MULTIVERSION void backward_images_f32(const BackwardJob<float>& job, int64_t begin, int64_t end) {
+  backward_images<float>(job, begin, end);
+}
+
+template <typename scalar_t>
 void forward_impl(const at::Tensor& x, const std::vector<View<at::opmath_type<scalar_t>>>& views, int64_t jitter,
                   float noise, bool gaussian, float contrast_low, float contrast_high, uint64_t seed, at::Tensor& out,
                   at::Tensor& mask) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
-  const int64_t plane = height * width, num_views = static_cast<int64_t>(views.size());
-  const int64_t mask_row = (width + 7) / 8;
-  const scalar_t* x_data = x.data_ptr<scalar_t>();
-  scalar_t* out_data = out.data_ptr<scalar_t>();
-  uint8_t* mask_data = mask.data_ptr<uint8_t>();
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> mean(plane), rows(plane), low(plane), cols(plane), up(plane);
-    for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* image = x_data + b * channels * plane;
-      std::fill(mean.begin(), mean.end(), acc_t(0));
-      for (int64_t ch = 0; ch < channels; ++ch)
-        for (int64_t p = 0; p < plane; ++p) mean[p] += static_cast<acc_t>(image[ch * plane + p]);
-      for (int64_t p = 0; p < plane; ++p) mean[p] /= static_cast<acc_t>(channels);
-      for (int64_t v = 0; v < num_views; ++v) {
-        const View<acc_t>& view = views[v];
-        const ImageParams ip =
-            image_params(seed, v * batch + b, jitter, contrast_low, contrast_high, height, width);
-        const acc_t c = static_cast<acc_t>(ip.contrast);
-        const acc_t one_minus_c = acc_t(1) - c;
-        const int64_t low_plane = view.height * view.width;
-        for (int64_t ch = 0; ch < channels; ++ch) {
-          const scalar_t* src = image + ch * plane;
-          for_each_rolled(height, width, ip.shift_y, ip.shift_x,
-                          [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
-                            acc_t* d = up.data() + y * width + dst0;
-                            const scalar_t* s = src + ys * width + src0;
-                            const acc_t* m = mean.data() + ys * width + src0;
-                            for (int64_t i = 0; i < n; ++i) d[i] = c * static_cast<acc_t>(s[i]) + one_minus_c * m[i];
-                          });
-          const uint64_t plane_index = static_cast<uint64_t>(b * channels + ch);
-          if (view.resized) {
-            rows_pass(view.down_y, view.height, up.data(), rows.data(), width);
-            cols_pass(view.down_x, view.width, width, rows.data(), low.data(), view.height);
-            if (noise != 0.0f)
-              add_noise(low.data(), low_plane, seed, view.low_offset + plane_index * low_plane, noise, gaussian);
-            rows_pass(view.up_y, height, low.data(), cols.data(), view.width);
-            cols_pass(view.up_x, width, view.width, cols.data(), up.data(), height);
-          } else if (noise != 0.0f) {
-            add_noise(up.data(), plane, seed, view.low_offset + plane_index * plane, noise, gaussian);
-          }
-          if (noise != 0.0f) add_noise(up.data(), plane, seed, view.high_offset + plane_index * plane, noise, gaussian);
-          const int64_t out_plane = (b * num_views + v) * channels + ch;
-          scalar_t* dst = out_data + out_plane * plane;
-          uint8_t* bits = mask_data + out_plane * height * mask_row;
-          for (int64_t y = 0; y < height; ++y) {
-            const acc_t* u = up.data() + y * width;
-            for (int64_t w = 0; w < width; ++w) dst[y * width + w] = static_cast<scalar_t>(std::min(std::max(u[w], acc_t(0)), acc_t(1)));
-            for (int64_t byte = 0; byte < mask_row; ++byte) {
-              uint8_t packed = 0;
-              for (int64_t k = 0; k < 8 && 8 * byte + k < width; ++k) {
-                const acc_t value = u[8 * byte + k];
-                packed |= static_cast<uint8_t>((value >= acc_t(0) && value <= acc_t(1)) ? 1u << k : 0u);
-              }
-              bits[y * mask_row + byte] = packed;
-            }
-          }
-        }
-      }
+  const ForwardJob<scalar_t> job{x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), mask.data_ptr<uint8_t>(),
+                                 views.data(), static_cast<int64_t>(views.size()), x.size(0), x.size(1), x.size(2),
+                                 x.size(3), jitter, noise, contrast_low, contrast_high, gaussian, seed};
+  at::parallel_for(0, job.batch, 1, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      forward_images_f32(job, begin, end);
+    } else {
+      forward_images<scalar_t>(job, begin, end);
     }
   });
 }
@@ -284,58 +396,14 @@ template <typename scalar_t>
 void backward_impl(const at::Tensor& grad, const at::Tensor& mask,
                    const std::vector<View<at::opmath_type<scalar_t>>>& views, int64_t jitter, float contrast_low,
                    float contrast_high, uint64_t seed, at::Tensor& dx) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t batch = dx.size(0), channels = dx.size(1), height = dx.size(2), width = dx.size(3);
-  const int64_t plane = height * width, num_views = static_cast<int64_t>(views.size());
-  const int64_t mask_row = (width + 7) / 8;
-  const scalar_t* grad_data = grad.data_ptr<scalar_t>();
-  const uint8_t* mask_data = mask.data_ptr<uint8_t>();
-  scalar_t* dx_data = dx.data_ptr<scalar_t>();
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(channels * plane), dmean(plane), g(plane), cols(plane), low(plane), rows(plane),
-        drolled(plane);
-    for (int64_t b = begin; b < end; ++b) {
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      std::fill(dmean.begin(), dmean.end(), acc_t(0));
-      for (int64_t v = 0; v < num_views; ++v) {
-        const View<acc_t>& view = views[v];
-        const ImageParams ip =
-            image_params(seed, v * batch + b, jitter, contrast_low, contrast_high, height, width);
-        const acc_t c = static_cast<acc_t>(ip.contrast);
-        const acc_t one_minus_c = acc_t(1) - c;
-        for (int64_t ch = 0; ch < channels; ++ch) {
-          const int64_t out_plane = (b * num_views + v) * channels + ch;
-          const scalar_t* gp = grad_data + out_plane * plane;
-          const uint8_t* bits = mask_data + out_plane * height * mask_row;
-          for (int64_t y = 0; y < height; ++y)
-            for (int64_t w = 0; w < width; ++w)
-              g[y * width + w] = ((bits[y * mask_row + w / 8] >> (w % 8)) & 1u) ? static_cast<acc_t>(gp[y * width + w])
-                                                                                : acc_t(0);
-          const acc_t* d = g.data();
-          if (view.resized) {
-            cols_pass_t(view.up_x, width, view.width, g.data(), cols.data(), height);
-            rows_pass_t(view.up_y, height, view.height, cols.data(), low.data(), view.width);
-            cols_pass_t(view.down_x, view.width, width, low.data(), rows.data(), view.height);
-            rows_pass_t(view.down_y, view.height, height, rows.data(), drolled.data(), width);
-            d = drolled.data();
-          }
-          acc_t* a = acc.data() + ch * plane;
-          for_each_rolled(height, width, ip.shift_y, ip.shift_x,
-                          [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
-                            const acc_t* gr = d + y * width + dst0;
-                            acc_t* ax = a + ys * width + src0;
-                            acc_t* am = dmean.data() + ys * width + src0;
-                            for (int64_t i = 0; i < n; ++i) {
-                              ax[i] += c * gr[i];
-                              am[i] += one_minus_c * gr[i];
-                            }
-                          });
-        }
-      }
-      scalar_t* out = dx_data + b * channels * plane;
-      for (int64_t ch = 0; ch < channels; ++ch)
-        for (int64_t p = 0; p < plane; ++p)
-          out[ch * plane + p] = static_cast<scalar_t>(acc[ch * plane + p] + dmean[p] / static_cast<acc_t>(channels));
+  const BackwardJob<scalar_t> job{grad.data_ptr<scalar_t>(), mask.data_ptr<uint8_t>(), dx.data_ptr<scalar_t>(),
+                                  views.data(), static_cast<int64_t>(views.size()), dx.size(0), dx.size(1),
+                                  dx.size(2), dx.size(3), jitter, contrast_low, contrast_high, seed};
+  at::parallel_for(0, job.batch, 1, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      backward_images_f32(job, begin, end);
+    } else {
+      backward_images<scalar_t>(job, begin, end);
     }
   });
 }
