@@ -1,12 +1,8 @@
 #include "float_loops.h"
 
-namespace robustkernels {
+#include "multiversion.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RK_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RK_MULTIVERSION
-#endif
+namespace robustkernels {
 
 RK_MULTIVERSION
 void shifted_sums_f32(const float* x, int64_t n, double shift, double* sum, double* sum_sq) {

@@ -18,13 +18,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RK_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#define RK_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define RK_MULTIVERSION
-#define RK_ALWAYS_INLINE
-#endif
+#include "multiversion.h"
 
 namespace robustkernels {
 namespace {
