@@ -12,7 +12,9 @@ Cases (ResNet-style 3x3 layers, batch 128, 64 channels, 32x32):
 - path_conv2d_float: FLOAT's dual path, clean first half and noisy second half of one weight,
   against one plain conv and the eager clean conv + PNI-style noisy conv on the halves;
 - path_ensemble: K=8 masked sub-models of a small ResNet evaluated as one batched network
-  (convert_ensemble + EnsembleModel) against the 8 plain models one after another.
+  (convert_ensemble + EnsembleModel: the stacked layout, channels_last; split_layout stacks
+  the copies along the batch instead) against the 8 plain models one after another (in the
+  default memory format, and in channels_last).
 """
 
 import copy
@@ -124,13 +126,17 @@ def ensemble_variants(batch):
         with torch.no_grad():
             for p in member.parameters():
                 p.add_(torch.randn_like(p) * 0.01)
-    ensemble = rnn.EnsembleModel(
-        rnn.convert_ensemble(copy.deepcopy(base), MEMBERS, density=0.5), MEMBERS
-    ).eval()
+    converted = rnn.convert_ensemble(copy.deepcopy(base), MEMBERS, density=0.5).eval()
+    stacked = rnn.EnsembleModel(converted, MEMBERS)
+    split = rnn.EnsembleModel(converted, MEMBERS, layout="split")
+    members_cl = [copy.deepcopy(m).to(memory_format=torch.channels_last) for m in members]
     x = torch.randn(batch, 3, 32, 32, device=DEVICE)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     return {
         "sequential": (lambda: torch.stack([m(x) for m in members]), ()),
-        "robustkernels": (lambda: ensemble(x), ()),
+        "sequential_channels_last": (lambda: torch.stack([m(x_cl) for m in members_cl]), ()),
+        "split_layout": (lambda: split(x), ()),
+        "robustkernels": (lambda: stacked(x), ()),
     }
 
 
@@ -157,7 +163,7 @@ CASES = {
 _VARIANTS = {
     "path_conv2d": ["plain_conv2d", "every_path", "reference_eager", "reference_compiled", "robustkernels"],
     "path_conv2d_float": ["plain_conv2d", "reference_eager", "reference_compiled", "robustkernels"],
-    "path_ensemble": ["sequential", "robustkernels"],
+    "path_ensemble": ["sequential", "sequential_channels_last", "split_layout", "robustkernels"],
 }
 
 
@@ -183,6 +189,7 @@ TARGETS = [
     ("path_conv2d", "robustkernels", "reference_eager", "<=", 1.0),
     ("path_conv2d_float", "robustkernels", "plain_conv2d", "<=", 1.15),
     ("path_ensemble", "sequential", "robustkernels", ">=", 1.5),
+    ("path_ensemble", "sequential_channels_last", "robustkernels", ">=", 1.5),
 ]
 
 

@@ -313,6 +313,17 @@ def _route_arguments(route, batch: int, num_paths: int, op: str):
     )
 
 
+def _bank_arguments(op, bank_rank, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths):
+    """(P, weight [S, ...], bias [S, C_out] or None, alpha, lams, seeds) of a routed layer's call."""
+    validation.check_tensor("x", x, op)
+    validation.check_tensor("weight_bank", weight_bank, op)
+    paths = _path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route)
+    alpha, lams, seeds = _path_noise(noise, paths, op)
+    weight = weight_bank if weight_bank.dim() == bank_rank else weight_bank.unsqueeze(0)
+    shared_bias = isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1
+    return paths, weight, bias_bank.unsqueeze(0) if shared_bias else bias_bank, alpha, lams, seeds
+
+
 def _stacked_weights(x, weight, bias, mask, alpha, lams, seeds, paths, op, per_path_features):
     """route="stacked": x carries path p's features in block p of its channels (features);
     returns every path's W' concatenated over output channels [P * C_out, ...] and the biases
@@ -357,13 +368,8 @@ def path_conv2d(
     exactly zero gradients.
     """
     op = "path_conv2d"
-    validation.check_tensor("x", x, op)
-    validation.check_tensor("weight_bank", weight_bank, op)
-    paths = _path_count(num_paths, weight_bank, 5, mask_bank, bias_bank, noise, route)
-    alpha, lams, seeds = _path_noise(noise, paths, op)
-    weight = weight_bank if weight_bank.dim() == 5 else weight_bank.unsqueeze(0)
-    bias = (
-        bias_bank.unsqueeze(0) if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1 else bias_bank
+    paths, weight, bias, alpha, lams, seeds = _bank_arguments(
+        op, 5, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
     )
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
     if isinstance(route, str) and route == "stacked":
@@ -408,13 +414,8 @@ def path_linear(
     dimension. Every other argument as in path_conv2d.
     """
     op = "path_linear"
-    validation.check_tensor("x", x, op)
-    validation.check_tensor("weight_bank", weight_bank, op)
-    paths = _path_count(num_paths, weight_bank, 3, mask_bank, bias_bank, noise, route)
-    alpha, lams, seeds = _path_noise(noise, paths, op)
-    weight = weight_bank if weight_bank.dim() == 3 else weight_bank.unsqueeze(0)
-    bias = (
-        bias_bank.unsqueeze(0) if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1 else bias_bank
+    paths, weight, bias, alpha, lams, seeds = _bank_arguments(
+        op, 3, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
     )
     if isinstance(route, str) and route == "stacked":
         effective, bias = _stacked_weights(

@@ -180,7 +180,7 @@ def test_ensemble_equals_sequential_members(density, layout):
                     layer.masks.float().mean(dim=(1, 2, 3, 4)), torch.full((members,), 0.5), atol=0.03
                 )
     x = images(5)
-    out = rnn.EnsembleModel(model, members, layout=layout)(x)
+    out = rnn.EnsembleModel(model, members, layout=layout, chunk_size=2)(x)
     assert out.shape == (members, 5, 5)
     for k in range(members):
         torch.testing.assert_close(out[k], rnn.derive(model, k)(x), **TOLERANCE[torch.float32])
