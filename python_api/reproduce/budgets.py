@@ -26,7 +26,7 @@ class Budget:
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", "small-cnn", 100, 64, 100, 4, 2),
+    "smoke": Budget("smoke", "small-cnn", 60, 64, 100, 4, 2),
     "small": Budget("small", "small-cnn", 1500, 128, 500, 10, 4),
     "paper": Budget("paper", "resnet34", 78_000, 128, 10_000, 20, 20),  # 200 epochs of CIFAR-10
 }
