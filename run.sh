@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # robustkernels' two commands on a fresh machine (Python 3.10+):
 #   ./run.sh demo   set up, then run the main job on the embedded digits data
+#                   (robustkernels reproduce all --budget smoke; extra arguments are passed on)
 #   ./run.sh test   set up, then run the whole test suite (lint, nvcc check, pytest)
 # and, once set up:
 #   ./run.sh bench  run the benchmarks and write benchmarks/results/<machine>.csv
@@ -34,7 +35,7 @@ case "${1:-}" in
     demo)
         setup
         shift
-        "$VENV/bin/robustkernels" demo "$@"
+        "$VENV/bin/robustkernels" reproduce all --budget smoke "$@"
         ;;
     test)
         setup

@@ -12,6 +12,7 @@ from types import ModuleType
 from . import demo
 from .commands import bench, info
 from .commands import eval as eval_command
+from .commands import reproduce as reproduce_command
 from .commands import train as train_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "train": (train_command, "train a model with a method (standard, pgd-at, trades); resumes a killed run"),
     "eval": (eval_command, "robust accuracy of a trained checkpoint under an attack"),
     "bench": (bench, "seconds per training step of each method, in interleaved rounds"),
+    "reproduce": (reproduce_command, "train and evaluate FLOAT and PGD-AT end to end: CA-RA table and plot"),
 }
 
 

@@ -198,7 +198,8 @@ def _routed_grads(
     grad_x = grad_y.new_empty(0)
     if need_x:
         grad_x = _scatter_back(grad_parts, perm, sizes, routed) if grad_parts else torch.zeros_like(x)
-    grad_weight = grad_alpha = grad_y.new_empty(0)
+    # two tensors: a custom op's outputs may not alias each other
+    grad_weight, grad_alpha = grad_y.new_empty(0), grad_y.new_empty(0)
     if need_effective:
         grad_weight, grad_alpha = path_weights_backward(
             grad_effective, weight.shape[0], mask, alpha, sigma, lams, seeds, counts, need_alpha

@@ -1,0 +1,46 @@
+"""How much each `reproduce` budget trains and evaluates, per data set.
+
+The attack follows the papers on CIFAR-10 (L-inf eps 8/255, step 2/255, 7 training steps).
+The digits are 8x8 scans upsampled, with 17 grey levels: 8/255 is half a level and changes
+no digit, so they get eps 32/255 (two levels) with the same step-to-eps ratio, 8/255.
+"""
+
+from dataclasses import dataclass, replace
+
+__all__ = ["BUDGETS", "Budget", "budget_for"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    model: str
+    train_steps: int  # optimizer steps per trained model
+    batch_size: int
+    eval_images: int  # first n test images
+    eval_steps: int  # PGD steps of the evaluation (the sanity checks also run 4x as many)
+    eot_draws: int  # gradient draws per attack step on a randomised (noisy) model
+    eps: float = 8 / 255
+    alpha: float = 2 / 255
+    attack_steps: int = 7  # PGD steps while training
+    lr: float = 0.1
+
+
+BUDGETS = {
+    "smoke": Budget("smoke", "small-cnn", 60, 64, 100, 4, 2),
+    "small": Budget("small", "small-cnn", 1500, 128, 500, 10, 4),
+    "paper": Budget("paper", "resnet34", 78_000, 128, 10_000, 20, 20),  # 200 epochs of CIFAR-10
+}
+
+_DIGITS_ATTACK = {"eps": 32 / 255, "alpha": 8 / 255}
+# the papers' architectures per data set at `paper`; a ResNet-20 for CIFAR-10 at `small`
+_MODELS = {("small", "cifar10"): "resnet20", ("paper", "svhn"): "wrn-16-8", ("paper", "stl10"): "wrn-40-2"}
+
+
+def budget_for(name: str, dataset: str) -> Budget:
+    """The budget `name` adapted to `dataset` (the digits' larger eps, the architecture)."""
+    if name not in BUDGETS:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {name!r}")
+    budget = BUDGETS[name]
+    if dataset == "digits":
+        budget = replace(budget, **_DIGITS_ATTACK)
+    return replace(budget, model=_MODELS.get((name, dataset), budget.model))
