@@ -19,6 +19,7 @@ Randomness comes from the library's Philox stream keyed by `seed`:
     (element i: uniform i % 4 of tl.rand4x(seed, i // 4)), "gaussian" noise * N(0, 1).
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -86,9 +87,7 @@ def _noise(
     if generator is not None:
         draw = torch.rand if kind == "uniform" else torch.randn
         return amplitude * draw(shape, generator=generator, dtype=like.dtype).to(like.device)
-    numel = 1
-    for s in shape:
-        numel *= s
+    numel = math.prod(shape)
     draw = philox_uniform if kind == "uniform" else philox_normal
     return (amplitude * draw(seed, numel, offset=offset, device=like.device)).reshape(shape).to(like.dtype)
 

@@ -18,8 +18,10 @@ from robustkernels.triton.philox import philox_normal, philox_uniform
 @triton.jit
 def _image_params(seed, counter, jitter, contrast_low, contrast_high, H, W):
     """(c, dy, dx) of one (view, image): dy in [0, H), dx in [0, W)."""
-    _, w1, w2, _ = tl.randint4x(seed, counter)
-    u = tl.rand(seed, counter)  # uniform of word 0
+    w0, w1, w2, _ = tl.randint4x(seed, counter)
+    u = tl.random.uint_to_uniform_float(
+        w0
+    )  # what tl.rand(seed, counter) returns, without a second Philox call
     c = contrast_low + (contrast_high - contrast_low) * u
     span = (2 * jitter + 1).to(tl.uint64)
     dy = ((w1.to(tl.uint64) * span) >> 32).to(tl.int64) - jitter
