@@ -130,6 +130,24 @@ def test_one_path_equals_plain_conv(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_input_gradient_alone(backend):
+    """What an attack asks for: dx with frozen weights, noise and alpha (no weight or alpha gradient)."""
+    require_backend(backend)
+    weight, bias, mask, alpha = make_bank((5, 4, 3, 3), 2)
+    x = make_x((6, 4, 7, 7)).requires_grad_(True)
+    route = torch.tensor([0, 1, 1, 0, 1, 0])
+    noise = (alpha, [0.0, 1.0], [3, 4])
+    with robustkernels.use_backend(backend):
+        y = F.path_conv2d(x, weight, route, bias_bank=bias, mask_bank=mask, noise=noise, padding=1)
+    (got,) = torch.autograd.grad(y.square().sum(), x)
+    xr = x.detach().clone().requires_grad_(True)
+    with robustkernels.use_backend("reference"):
+        yr = F.path_conv2d(xr, weight, route, bias_bank=bias, mask_bank=mask, noise=noise, padding=1)
+    (expected,) = torch.autograd.grad(yr.square().sum(), xr)
+    torch.testing.assert_close(got, expected, **TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_unused_paths_get_exactly_zero_gradients(backend):
     require_backend(backend)
     weight, bias, mask, alpha = make_bank((5, 4, 3, 3), 4)
