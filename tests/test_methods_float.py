@@ -137,12 +137,20 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
     rows = results["rows"]
     assert [(r["method"], r["lam_th"], r["lam_n"]) for r in rows] == [
         *[("FLOAT", th, n) for th in (0.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
+        ("SMART", None, 0.0),
+        ("SMART", None, 1.0),
         *[("PGD-AT", None, n) for n in (0.0, 0.2, 0.7, 1.0)],
     ]
     for row in rows:
         assert 0 <= row["robust_accuracy"] <= row["clean_accuracy"] <= 1
-        assert {c["name"] for c in row["sanity_checks"]} >= {"eps_zero", "eot_for_randomness"}
+        assert 0 <= row["rand_robust_accuracy"] <= row["clean_accuracy"]
+        for attack in ("pgd", "rand"):
+            assert {c["name"] for c in row["sanity_checks"][attack]} >= {"eps_zero", "eot_for_randomness"}
         assert row["eot_draws"] == (TINY.eot_draws if row["noise_scale"] > 0 else 1)
+        assert (row["noise_additions"] > 0) == (row["noise_scale"] > 0)
+    smart_clean, smart_adversarial = (r for r in rows if r["method"] == "SMART")
+    assert smart_clean["parameters"] == smart_adversarial["parameters"] < smart_clean["union_parameters"]
+    assert smart_clean["union_parameters"] < rows[0]["parameters"]  # sparser than the dense FLOAT model
     assert (out / "results.md").read_text().count("| FLOAT |") == 8
     assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out

@@ -5,10 +5,13 @@
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
 
 Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
-pgd-at (one PGD-AT model per lam of that sweep, loss (1 - lam) CE clean + lam CE adversarial),
-all (every method). Writes into --out: results.md and results.json (CA and RA per lam with the
-evaluation's sanity checks), tradeoff.png (the CA-RA trade-off) and one training run per
-model (a re-run with the same settings reuses the trained models).
+smart (one SMART model evaluated on its clean and its adversarial expert path), pgd-at (one
+PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
+method). Every setting is evaluated under PGD and under the rand AutoAttack-style suite (with
+EOT where the model is random). Writes into --out: results.md and results.json (CA and RA per
+lam with the evaluation's sanity checks, non-zero parameters and noise additions per path),
+tradeoff.png (the CA-RA trade-off) and one training run per model (a re-run with the same
+settings reuses the trained models).
 """
 
 import argparse

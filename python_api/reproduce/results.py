@@ -7,7 +7,10 @@ from ..optional import require
 
 __all__ = ["format_table", "plot_tradeoff", "write_results"]
 
-_HEADER = ("method", "lam_th", "lam_n", "noise", "BN", "CA", "RA", "sanity checks")
+_HEADER = (
+    "method", "lam_th", "lam_n", "noise", "BN", "CA", "RA (PGD)", "RA (rand)",
+    "non-zero params", "noise adds", "sanity checks",
+)  # fmt: skip
 
 
 def _cells(row: dict) -> tuple[str, ...]:
@@ -20,6 +23,10 @@ def _cells(row: dict) -> tuple[str, ...]:
         row["bn"],
         f"{100 * row['clean_accuracy']:.1f}",
         f"{100 * row['robust_accuracy']:.1f}",
+        f"{100 * row['rand_robust_accuracy']:.1f}",
+        f"{row['parameters']:,}"
+        + (f" (union {row['union_parameters']:,})" if row["union_parameters"] != row["parameters"] else ""),
+        f"{row['noise_additions']:,}",
         flagged if not row["flagged"] else f"FLAGGED: {flagged}",
     )
 
@@ -37,17 +44,19 @@ def _markdown(results: dict) -> str:
     return (
         f"# robustkernels reproduce ({budget['name']} budget, {settings['dataset']})\n\n"
         f"{budget['model']}, {budget['train_steps']} training steps of batch {budget['batch_size']} per model; "
-        f"CA / RA on the first {budget['eval_images']} test images, RA under L-inf PGD-{budget['eval_steps']} "
-        f"at eps {budget['eps']:.4g} (EOT over {budget['eot_draws']} draws where the model is random), "
-        "trained against PGD-"
-        f"{budget['attack_steps']} (eps {budget['eps']:.4g}, step {budget['alpha']:.4g}).\n\n"
-        + format_table(results)
-        + "\n"
+        f"trained against PGD-{budget['attack_steps']} (eps {budget['eps']:.4g}, step {budget['alpha']:.4g}). "
+        f"CA and RA on the first {budget['eval_images']} test images at L-inf eps {budget['eps']:.4g}: "
+        f"RA (PGD) under PGD-{budget['eval_steps']}, RA (rand) under the rand suite (APGD-CE then APGD-DLR, "
+        f"{budget['eval_steps']} steps each); where the model is random, every gradient is averaged over "
+        f"{budget['eot_draws']} draws (EOT). Non-zero params: the weights and biases of the convolutions "
+        "and linear layers on the evaluated path (SMART: and of both paths' union); noise adds: the "
+        "additions of weight noise per forward pass.\n\n" + format_table(results) + "\n"
     )
 
 
 def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
-    """CA against RA, one line per method (and FLOAT per lam_th), points labelled with lam_n."""
+    """CA against RA, under PGD (left) and the rand suite (right), one line per method (and
+    FLOAT per lam_th), points labelled with lam_n."""
     matplotlib = require("matplotlib", "plotting", "matplotlib")
     matplotlib.use("Agg")
     pyplot = require("matplotlib.pyplot", "plotting", "matplotlib")
@@ -55,15 +64,23 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
     for row in results["rows"]:
         label = row["method"] if row["lam_th"] is None else f"{row['method']} (lam_th={row['lam_th']:g})"
         series.setdefault(label, []).append(row)
-    figure, axes = pyplot.subplots(figsize=(6, 5))
-    for label, rows in series.items():
-        ra = [100 * r["robust_accuracy"] for r in rows]
-        ca = [100 * r["clean_accuracy"] for r in rows]
-        axes.plot(ra, ca, "o-", label=label)
-        for r, x, y in zip(rows, ra, ca, strict=True):
-            axes.annotate(f"{r['lam_n']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set(xlabel="robust accuracy (%)", ylabel="clean accuracy (%)", title="CA-RA trade-off (labels: lam)")
-    axes.legend()
+    figure, panels = pyplot.subplots(1, 2, figsize=(11, 5), sharey=True)
+    for axes, key, attack in zip(
+        panels, ("robust_accuracy", "rand_robust_accuracy"), ("PGD", "rand suite"), strict=True
+    ):
+        for label, rows in series.items():
+            ra = [100 * r[key] for r in rows]
+            ca = [100 * r["clean_accuracy"] for r in rows]
+            axes.plot(ra, ca, "o-", label=label)
+            for r, x, y in zip(rows, ra, ca, strict=True):
+                axes.annotate(
+                    f"{r['lam_n']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
+        axes.set(
+            xlabel=f"robust accuracy under {attack} (%)", title=f"CA-RA trade-off, {attack} (labels: lam)"
+        )
+    panels[0].set_ylabel("clean accuracy (%)")
+    panels[0].legend()
     figure.tight_layout()
     figure.savefig(png_path, dpi=100)
     pyplot.close(figure)

@@ -1,9 +1,11 @@
 """Training and evaluating each method of `reproduce`: FLOAT over its lam_n sweep for both
-lam_th, and one PGD-AT model per lam of the sweep, every number with the evaluation's sanity
-checks."""
+lam_th, SMART on its two expert paths, and one PGD-AT model per lam of the sweep. Every setting
+is evaluated under PGD and under the `rand` AutoAttack-style suite (APGD-CE and APGD-DLR with
+EOT), every number with the evaluation's sanity checks."""
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -13,15 +15,18 @@ from ..data import load_dataset, to_unit_interval
 from ..evaluate import evaluate
 from ..models import build_model
 from ..train import TrainConfig, eval_mode, train
-from ..train.float_at import FLOATTraining, float_inference, inference_setting, to_float_model
+from ..train.float_at import CLEAN, NOISY, FLOATTraining, float_inference, inference_setting, to_float_model
+from ..train.smart import SMARTTraining, path_parameters, smart_inference, to_smart_model
 from ..train.weighted_at import WeightedAdversarialTraining
 from .budgets import Budget
 
-__all__ = ["LAM_N", "LAM_TH", "METHODS", "reproduce", "work_units"]
+__all__ = ["ATTACKS", "LAM_N", "LAM_TH", "METHODS", "reproduce", "work_units"]
 
 LAM_N = (0.0, 0.2, 0.7, 1.0)
 LAM_TH = (0.0, 0.5)
-METHODS = ("float", "pgd-at")
+METHODS = ("float", "smart", "pgd-at")
+ATTACKS = ("pgd", "rand")  # "rand": AutoAttack's suite for randomised defences
+_BN = {CLEAN: "BN_C", NOISY: "BN_A"}
 
 
 def _config(budget: Budget, seed: int) -> TrainConfig:
@@ -32,12 +37,44 @@ def _config(budget: Budget, seed: int) -> TrainConfig:
 
 
 def _evaluate(model, test, budget: Budget, randomized: bool, seed: int) -> dict:
-    result = evaluate(
-        model, *test, attack="pgd", eps=budget.eps, steps=budget.eval_steps,
-        eot_draws=budget.eot_draws if randomized else 1, randomized=randomized, seed=seed,
-    )  # fmt: skip
-    keys = ("clean_accuracy", "robust_accuracy", "eot_draws", "n", "flagged", "sanity_checks")
-    return {key: result[key] for key in keys}
+    """CA, RA under PGD ("robust_accuracy") and under the rand suite ("rand_robust_accuracy"),
+    the sanity checks of both ("flagged" names each failed check with its attack)."""
+    common = {"eps": budget.eps, "steps": budget.eval_steps, "randomized": randomized, "seed": seed,
+              "eot_draws": budget.eot_draws if randomized else 1}  # fmt: skip
+    pgd = evaluate(model, *test, attack="pgd", **common)
+    rand = evaluate(model, *test, attack="autoattack", version="rand", **common)
+    return {
+        "clean_accuracy": pgd["clean_accuracy"],
+        "robust_accuracy": pgd["robust_accuracy"],
+        "rand_robust_accuracy": rand["robust_accuracy"],
+        "eot_draws": pgd["eot_draws"],
+        "n": pgd["n"],
+        "flagged": [f"{name} (pgd)" for name in pgd["flagged"]]
+        + [f"{name} (rand)" for name in rand["flagged"]],
+        "sanity_checks": {"pgd": pgd["sanity_checks"], "rand": rand["sanity_checks"]},
+    }
+
+
+def _float_settings(model) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
+    for lam_th in LAM_TH:
+        for lam_n in LAM_N:
+            scale, bn_path = inference_setting(lam_n, lam_th)
+            fields = {"lam_th": lam_th, "lam_n": lam_n, "noise_scale": scale, "bn": _BN[bn_path]}
+            yield fields, float_inference(model, lam_n, lam_th), scale > 0
+
+
+def _smart_settings(model) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
+    # the two expert paths: lam_n 0 the clean path, 1 the adversarial one with its noise
+    for path in (CLEAN, NOISY):
+        fields = {"lam_th": None, "lam_n": float(path), "noise_scale": float(path), "bn": _BN[path]}
+        yield fields, smart_inference(model, path), path == NOISY
+
+
+def _counts(counts: dict, path: int, noisy: bool) -> dict:
+    """A path's non-zero parameters, the union of both paths' and its noise additions per inference."""
+    name = ("clean_path", "adversarial_path")[path]
+    return {"parameters": counts[name], "union_parameters": counts["union"],
+            "noise_additions": counts["noise_additions"]["adversarial_path"] if noisy else 0}  # fmt: skip
 
 
 def reproduce(
@@ -53,8 +90,9 @@ def reproduce(
 ) -> dict:
     """Trains every method in `methods` (names from METHODS) at `budget`, evaluates it on the
     first budget.eval_images test images and returns {"settings", "rows"}; each row is one
-    (method, lam) point with CA, RA and the sanity checks. Training runs write their checkpoints
-    under out/<model> (a re-run with the same settings resumes, or reuses a finished model).
+    (method, lam) point with CA, RA under PGD and the rand suite, the path's non-zero parameters
+    and noise additions, and the sanity checks. Training runs write their checkpoints under
+    out/<model> (a re-run with the same settings resumes, or reuses a finished model).
     `progress(n)` is called with the work units done: one per training step, one per evaluation."""
     tick = progress or (lambda _n: None)
     emit = log or (lambda _line: None)
@@ -71,34 +109,42 @@ def reproduce(
         run_info = {"model": info, "dataset": {"name": dataset}, "reproduce": name}
         train(model, method, train_data, _config(budget, seed), out / name, run_info=run_info,
               log=None, on_step=lambda _step: tick(1))  # fmt: skip
-        return model.eval(), time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        emit(f"{name} trained in {seconds:.1f} s")
+        return model.eval(), seconds
 
     def fresh_model():
         torch.manual_seed(seed)
         return build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
 
+    def sweep(method: str, model, seconds: float, settings) -> None:
+        counts = path_parameters(model)
+        for fields, inference, randomized in settings:
+            path = NOISY if fields["bn"] == "BN_A" else CLEAN
+            with eval_mode(model), inference:
+                result = _evaluate(model, test, budget, randomized, seed)
+            rows.append({"method": method, **fields, **_counts(counts, path, fields["noise_scale"] > 0),
+                         "train_seconds": seconds, **result})  # fmt: skip
+            tick(1)
+
     if "float" in methods:
         model, seconds = fit("float", to_float_model(fresh_model()), FLOATTraining(**attack))
-        emit(f"FLOAT trained in {seconds:.1f} s")
-        for lam_th in LAM_TH:
-            for lam_n in LAM_N:
-                scale, bn_path = inference_setting(lam_n, lam_th)
-                with eval_mode(model), float_inference(model, lam_n, lam_th):
-                    result = _evaluate(model, test, budget, scale > 0, seed)
-                rows.append({"method": "FLOAT", "lam_th": lam_th, "lam_n": lam_n, "noise_scale": scale,
-                             "bn": "BN_A" if bn_path else "BN_C", "train_seconds": seconds, **result})  # fmt: skip
-                tick(1)
+        sweep("FLOAT", model, seconds, _float_settings(model))
+    if "smart" in methods:
+        generator = torch.Generator().manual_seed(seed)  # the masks
+        model, seconds = fit(
+            "smart", to_smart_model(fresh_model(), generator=generator), SMARTTraining(**attack)
+        )
+        sweep("SMART", model, seconds, _smart_settings(model))
     if "pgd-at" in methods:
         for lam in LAM_N:
             model, seconds = fit(
                 f"pgd-at-lam{lam}", fresh_model(), WeightedAdversarialTraining(lam, **attack)
             )
-            emit(f"PGD-AT (lam={lam}) trained in {seconds:.1f} s")
-            rows.append({"method": "PGD-AT", "lam_th": None, "lam_n": lam, "noise_scale": 0.0, "bn": "BN",
-                         "train_seconds": seconds, **_evaluate(model, test, budget, False, seed)})  # fmt: skip
-            tick(1)
+            fields = {"lam_th": None, "lam_n": lam, "noise_scale": 0.0, "bn": "BN"}
+            sweep("PGD-AT", model, seconds, [(fields, contextlib.nullcontext(), False)])
     settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),
-                "attack": "pgd", "norm": "linf"}  # fmt: skip
+                "attacks": list(ATTACKS), "norm": "linf"}  # fmt: skip
     return {"settings": settings, "rows": rows}
 
 
@@ -107,6 +153,8 @@ def work_units(methods, budget: Budget) -> int:
     units = 0
     if "float" in methods:
         units += budget.train_steps + len(LAM_N) * len(LAM_TH)
+    if "smart" in methods:
+        units += budget.train_steps + 2
     if "pgd-at" in methods:
         units += len(LAM_N) * (budget.train_steps + 1)
     return units
