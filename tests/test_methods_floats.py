@@ -1,6 +1,9 @@
 """FLOAT-Slim: slimmable FLOAT layers (robustkernels.nn.slimmable) and Algorithm 2's training."""
 
 import copy
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -216,7 +219,7 @@ def test_short_training_run_lowers_the_loss(tmp_path):
     train(model, method, (images, labels), config, tmp_path, log=None)
     losses = [
         line["loss"]
-        for line in map(__import__("json").loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+        for line in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
         if line["event"] == "train"
     ]
     assert losses[-1] < losses[0]
@@ -245,3 +248,38 @@ def test_bad_inputs_name_the_argument():
         model.block1[1](torch.rand(1, 2, 8, 8))
     with pytest.raises(ValueError, match="SlimmableLinear"):
         SlimmableLinear(4, 2)(torch.rand(1, 5))
+
+
+_DDP_WORKER = """
+import sys
+import torch
+from robustkernels.api import train as T
+from robustkernels.api.models import SmallCNN
+from robustkernels.api.train.float_slim import FLOATSlimTraining, to_floats_model
+
+out = sys.argv[1]
+context = T.init_distributed("cpu")
+torch.manual_seed(0)
+model = to_floats_model(SmallCNN(width=4))
+images = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+config = T.TrainConfig(epochs=None, max_steps=2, batch_size=16, augment=False, log_every=1)
+method = FLOATSlimTraining(steps=1)
+T.train(model, method, (images, torch.arange(32) % 10), config, out, context=context, log=None)
+torch.save(dict(model.named_parameters()), f"{out}/rank{context.rank}.pt")
+T.shutdown_distributed()
+"""
+
+
+def test_data_parallel_replicas_stay_identical(tmp_path):
+    """Under DistributedDataParallel the carried gradients of the earlier widths are reduced with
+    the last width's: both replicas take the same steps (widest batch norms and alphas included)."""
+    script = tmp_path / "worker.py"
+    script.write_text(_DDP_WORKER)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    run = subprocess.run([*command, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    initial = dict(_floats_cnn().named_parameters())
+    for name, value in rank0.items():
+        assert torch.equal(value, rank1[name]), name
+        assert not torch.equal(value, initial[name]), name  # every parameter, of every width, was trained
