@@ -47,3 +47,24 @@ __all__ += [
     "use_path",
     "use_route",
 ]
+from robustkernels.nn.slimmable import (  # noqa: E402
+    SlimmableBatchNorm2d,
+    SlimmableLinear,
+    SlimmableMaskedExpertConv2d,
+    convert_slimmable,
+    model_widths,
+    set_width,
+    slim_channels,
+    use_width,
+)
+
+__all__ += [
+    "SlimmableBatchNorm2d",
+    "SlimmableLinear",
+    "SlimmableMaskedExpertConv2d",
+    "convert_slimmable",
+    "model_widths",
+    "set_width",
+    "slim_channels",
+    "use_width",
+]

@@ -271,12 +271,16 @@ class MaskedExpertConv2d(_PathConv):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._dual_path_conv(x, self.weight, self.bias, self.alpha, self.masks)
+
+    def _dual_path_conv(self, x, weight, bias, alpha, masks) -> torch.Tensor:
+        """The two paths over `weight` (the whole weight here, a slice in a slimmable subclass)."""
         seed = self.seed if self.seed is not None else int(torch.randint(_SEED_HIGH, (1,)).item())
         self.last_seed = seed
         # alpha of the clean path is a placeholder: its lam is 0, so it gets no noise and no gradient
-        alpha = self.alpha.reshape(1, -1)
+        alpha = alpha.reshape(1, -1)
         noise = (torch.cat([torch.zeros_like(alpha), alpha]), [0.0, self.lam], [0, seed])
-        return self._conv(x, self.weight, self.bias, mask_bank=self.masks, noise=noise)
+        return self._conv(x, weight, bias, mask_bank=masks, noise=noise)
 
     def derive(self, path: int) -> nn.Conv2d:
         """A plain nn.Conv2d holding path's masked weight (the adversarial path without its noise)."""
