@@ -135,11 +135,12 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
     assert cli.main(["reproduce", "all", "--budget", "smoke", "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
-    assert [(r["method"], r["lam_th"], r["lam_n"]) for r in rows] == [
-        *[("FLOAT", th, n) for th in (0.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
-        ("SMART", None, 0.0),
-        ("SMART", None, 1.0),
-        *[("PGD-AT", None, n) for n in (0.0, 0.2, 0.7, 1.0)],
+    assert [(r["method"], r["width"], r["lam_th"], r["lam_n"]) for r in rows] == [
+        *[("FLOAT", 1.0, th, n) for th in (0.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
+        *[("FLOAT-Slim", w, 0.5, n) for w in (1.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
+        ("SMART", 1.0, None, 0.0),
+        ("SMART", 1.0, None, 1.0),
+        *[("PGD-AT", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
     ]
     for row in rows:
         assert 0 <= row["robust_accuracy"] <= row["clean_accuracy"] <= 1
@@ -151,10 +152,15 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
     smart_clean, smart_adversarial = (r for r in rows if r["method"] == "SMART")
     assert smart_clean["parameters"] == smart_adversarial["parameters"] < smart_clean["union_parameters"]
     assert smart_clean["union_parameters"] < rows[0]["parameters"]  # sparser than the dense FLOAT model
+    slim_full, slim_half = (
+        next(r for r in rows if r["method"] == "FLOAT-Slim" and r["width"] == w) for w in (1.0, 0.5)
+    )
+    assert slim_full["parameters"] == rows[0]["parameters"]
+    assert slim_half["parameters"] < 0.5 * slim_full["parameters"]  # about a quarter of the conv weights
     assert (out / "results.md").read_text().count("| FLOAT |") == 8
     assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
-    assert "| PGD-AT | - | 1 |" in printed and "results.md" in printed
+    assert "| PGD-AT | 1 | - | 1 |" in printed and "results.md" in printed
 
 
 def test_reproduce_needs_a_data_dir_for_files_on_disk(tmp_path, capsys):

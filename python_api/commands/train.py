@@ -131,7 +131,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument(
         "--gamma", type=arguments.positive_float, default=0.1, help="multistep factor (default: 0.1)"
     )
-    budget.add_argument("--no-augment", action="store_true", help="no random crop (padding 4) and flip")
+    budget.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="no random crop (padding 4) and flip (no flip on digits and SVHN)",
+    )
     attack = parser.add_argument_group("adversary of pgd-at and trades")
     attack.add_argument("--eps", type=arguments.epsilon, default=8 / 255, help="radius, e.g. 8/255 (default)")
     attack.add_argument("--alpha", type=arguments.epsilon, default=2 / 255, help="step size (default: 2/255)")
@@ -173,6 +177,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         milestones=args.milestones,
         gamma=args.gamma,
         augment=not args.no_augment,
+        flip=dataset_spec(args.dataset).flip,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,

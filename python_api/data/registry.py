@@ -25,15 +25,16 @@ class DatasetSpec:
     image_size: int
     needs_data_dir: bool
     reader: Callable[[str | Path | None, str], tuple[torch.Tensor, torch.Tensor]]
+    flip: bool = True  # a mirrored image is still of its class (not so for digits)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("digits", 10, 3, 32, False, lambda _data_dir, split: load_digits(split)),
+        DatasetSpec("digits", 10, 3, 32, False, lambda _data_dir, split: load_digits(split), flip=False),
         DatasetSpec("cifar10", 10, 3, 32, True, load_cifar10),
         DatasetSpec("cifar100", 100, 3, 32, True, load_cifar100),
-        DatasetSpec("svhn", 10, 3, 32, True, load_svhn),
+        DatasetSpec("svhn", 10, 3, 32, True, load_svhn, flip=False),
         DatasetSpec("stl10", 10, 3, 96, True, load_stl10),
         DatasetSpec("tiny-imagenet", 200, 3, 64, True, load_tiny_imagenet),
     )

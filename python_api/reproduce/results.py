@@ -8,7 +8,7 @@ from ..optional import require
 __all__ = ["format_table", "plot_tradeoff", "write_results"]
 
 _HEADER = (
-    "method", "lam_th", "lam_n", "noise", "BN", "CA", "RA (PGD)", "RA (rand)",
+    "method", "width", "lam_th", "lam_n", "noise", "BN", "CA", "RA (PGD)", "RA (rand)",
     "non-zero params", "noise adds", "sanity checks",
 )  # fmt: skip
 
@@ -17,6 +17,7 @@ def _cells(row: dict) -> tuple[str, ...]:
     flagged = ", ".join(row["flagged"]) if row["flagged"] else "all passed"
     return (
         row["method"],
+        f"{row['width']:g}",
         "-" if row["lam_th"] is None else f"{row['lam_th']:g}",
         f"{row['lam_n']:g}",
         f"{row['noise_scale']:g}",
@@ -63,6 +64,8 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
     series: dict[str, list[dict]] = {}
     for row in results["rows"]:
         label = row["method"] if row["lam_th"] is None else f"{row['method']} (lam_th={row['lam_th']:g})"
+        if row["method"] == "FLOAT-Slim":
+            label += f" width {row['width']:g}"
         series.setdefault(label, []).append(row)
     figure, panels = pyplot.subplots(1, 2, figsize=(11, 5), sharey=True)
     for axes, key, attack in zip(

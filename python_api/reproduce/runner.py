@@ -1,5 +1,6 @@
 """Training and evaluating each method of `reproduce`: FLOAT over its lam_n sweep for both
-lam_th, SMART on its two expert paths, and one PGD-AT model per lam of the sweep. Every setting
+lam_th, FLOAT-Slim over the sweep at each width (lam_th 0.5), SMART on its two expert paths,
+and one PGD-AT model per lam of the sweep. Every setting
 is evaluated under PGD and under the `rand` AutoAttack-style suite (APGD-CE and APGD-DLR with
 EOT), every number with the evaluation's sanity checks."""
 
@@ -11,28 +12,33 @@ from pathlib import Path
 import torch
 
 from ..commands.runs import model_info, prepare_training_data
-from ..data import load_dataset, to_unit_interval
+from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..evaluate import evaluate
 from ..models import build_model
 from ..train import TrainConfig, eval_mode, train
 from ..train.float_at import CLEAN, NOISY, FLOATTraining, float_inference, inference_setting, to_float_model
-from ..train.smart import SMARTTraining, path_parameters, smart_inference, to_smart_model
+from ..train.float_slim import FLOATSlimTraining, floats_inference, to_floats_model
+from ..train.parameter_counts import path_parameters
+from ..train.smart import SMARTTraining, smart_inference, to_smart_model
 from ..train.weighted_at import WeightedAdversarialTraining
 from .budgets import Budget
 
-__all__ = ["ATTACKS", "LAM_N", "LAM_TH", "METHODS", "reproduce", "work_units"]
+__all__ = ["ATTACKS", "FLOATS_LAM_TH", "LAM_N", "LAM_TH", "METHODS", "WIDTHS", "reproduce", "work_units"]
 
 LAM_N = (0.0, 0.2, 0.7, 1.0)
 LAM_TH = (0.0, 0.5)
-METHODS = ("float", "smart", "pgd-at")
+METHODS = ("float", "floats", "smart", "pgd-at")
+WIDTHS = (1.0, 0.5)  # FLOAT-Slim's widths, trained and reported widest first
+FLOATS_LAM_TH = 0.5
 ATTACKS = ("pgd", "rand")  # "rand": AutoAttack's suite for randomised defences
 _BN = {CLEAN: "BN_C", NOISY: "BN_A"}
 
 
-def _config(budget: Budget, seed: int) -> TrainConfig:
+def _config(budget: Budget, dataset: str, seed: int) -> TrainConfig:
     return TrainConfig(
         epochs=None, max_steps=budget.train_steps, batch_size=budget.batch_size, lr=budget.lr,
-        momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=seed, log_every=max(budget.train_steps // 10, 1),
+        momentum=0.9, weight_decay=5e-4, schedule="cosine", flip=dataset_spec(dataset).flip, seed=seed,
+        log_every=max(budget.train_steps // 10, 1),
     )  # fmt: skip
 
 
@@ -61,6 +67,19 @@ def _float_settings(model) -> Iterator[tuple[dict, contextlib.AbstractContextMan
             scale, bn_path = inference_setting(lam_n, lam_th)
             fields = {"lam_th": lam_th, "lam_n": lam_n, "noise_scale": scale, "bn": _BN[bn_path]}
             yield fields, float_inference(model, lam_n, lam_th), scale > 0
+
+
+def _floats_settings(model, width: float) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
+    for lam_n in LAM_N:
+        scale, bn_path = inference_setting(lam_n, FLOATS_LAM_TH)
+        fields = {
+            "width": width,
+            "lam_th": FLOATS_LAM_TH,
+            "lam_n": lam_n,
+            "noise_scale": scale,
+            "bn": _BN[bn_path],
+        }
+        yield fields, floats_inference(model, width, lam_n, FLOATS_LAM_TH), scale > 0
 
 
 def _smart_settings(model) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
@@ -107,7 +126,7 @@ def reproduce(
     def fit(name: str, model, method) -> tuple[torch.nn.Module, float]:
         started = time.perf_counter()
         run_info = {"model": info, "dataset": {"name": dataset}, "reproduce": name}
-        train(model, method, train_data, _config(budget, seed), out / name, run_info=run_info,
+        train(model, method, train_data, _config(budget, dataset, seed), out / name, run_info=run_info,
               log=None, on_step=lambda _step: tick(1))  # fmt: skip
         seconds = time.perf_counter() - started
         emit(f"{name} trained in {seconds:.1f} s")
@@ -117,9 +136,10 @@ def reproduce(
         torch.manual_seed(seed)
         return build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
 
-    def sweep(method: str, model, seconds: float, settings) -> None:
-        counts = path_parameters(model)
+    def sweep(method: str, model, seconds: float, settings, counts: dict | None = None) -> None:
+        counts = counts or path_parameters(model)
         for fields, inference, randomized in settings:
+            fields = {"width": 1.0, **fields}
             path = NOISY if fields["bn"] == "BN_A" else CLEAN
             with eval_mode(model), inference:
                 result = _evaluate(model, test, budget, randomized, seed)
@@ -130,6 +150,14 @@ def reproduce(
     if "float" in methods:
         model, seconds = fit("float", to_float_model(fresh_model()), FLOATTraining(**attack))
         sweep("FLOAT", model, seconds, _float_settings(model))
+    if "floats" in methods:
+        model, seconds = fit(
+            "floats", to_floats_model(fresh_model(), WIDTHS), FLOATSlimTraining(WIDTHS, **attack)
+        )
+        for width in WIDTHS:
+            with eval_mode(model), floats_inference(model, width, 0.0):
+                counts = path_parameters(model, test[0][:1])
+            sweep("FLOAT-Slim", model, seconds, _floats_settings(model, width), counts)
     if "smart" in methods:
         generator = torch.Generator().manual_seed(seed)  # the masks
         model, seconds = fit(
@@ -153,6 +181,8 @@ def work_units(methods, budget: Budget) -> int:
     units = 0
     if "float" in methods:
         units += budget.train_steps + len(LAM_N) * len(LAM_TH)
+    if "floats" in methods:
+        units += budget.train_steps + len(WIDTHS) * len(LAM_N)
     if "smart" in methods:
         units += budget.train_steps + 2
     if "pgd-at" in methods:

@@ -8,15 +8,16 @@ paths over one set of weights, a clean one and an adversarial (noisy) one, chose
 - `SMARTTraining`: FLOAT's batch split, attack and loss (the adversarial half is attacked and
   trained on the adversarial path).
 - `smart_inference(model, path)`: the clean (0) or the adversarial (1) expert path.
-- `path_parameters(model)`: the non-zero parameters of each path and of their union, and the
-  noise additions per inference, the figures the paper reports beside CA and RA.
+- `path_parameters(model)` (from .parameter_counts): the non-zero parameters of each path and
+  of their union, and the noise additions per inference, the figures the paper reports.
 """
 
 from torch import nn
 
-from robustkernels.nn import MaskedExpertConv2d, PathBatchNorm2d, convert_masked_experts, use_route
+from robustkernels.nn import PathBatchNorm2d, convert_masked_experts, use_route
 
 from .float_at import CLEAN, NOISY, FLOATTraining
+from .parameter_counts import path_parameters
 
 __all__ = [
     "CLEAN",
@@ -88,35 +89,3 @@ def smart_inference(model: nn.Module, path: int):
     if path not in (CLEAN, NOISY):
         raise ValueError(f"path must be {CLEAN} (clean) or {NOISY} (adversarial), got {path!r}")
     return use_route(model, path)
-
-
-def path_parameters(model: nn.Module) -> dict:
-    """Non-zero weights and biases of the convolutions and linear layers on each path and on the
-    union of both (batch-norm affine parameters, 2 per channel and path, are left out), and the
-    noise additions per inference of each path: the adversarial path adds one noise value to each
-    weight its mask keeps, once per forward, whatever the batch size."""
-    clean = adversarial = union = noise_additions = 0
-    for module in model.modules():
-        weights = [p for name, p in module.named_parameters(recurse=False) if name in ("weight", "bias")]
-        if not weights or isinstance(module, (nn.BatchNorm2d, PathBatchNorm2d)):
-            continue
-        bias = int(module.bias.count_nonzero()) if getattr(module, "bias", None) is not None else 0
-        weight = module.weight.detach()
-        if isinstance(module, MaskedExpertConv2d) and module.masks is not None:
-            kept = [int((weight * module.masks[p]).count_nonzero()) for p in (CLEAN, NOISY)]
-            both = int((weight * (module.masks[0] | module.masks[1])).count_nonzero())
-            noisy = int(module.masks[NOISY].sum())
-        else:
-            kept = [int(weight.count_nonzero())] * 2
-            both = kept[0]
-            noisy = weight.numel() if isinstance(module, MaskedExpertConv2d) else 0
-        clean += kept[0] + bias
-        adversarial += kept[1] + bias
-        union += both + bias
-        noise_additions += noisy
-    return {
-        "clean_path": clean,
-        "adversarial_path": adversarial,
-        "union": union,
-        "noise_additions": {"clean_path": 0, "adversarial_path": noise_additions},
-    }

@@ -51,6 +51,7 @@ class TrainConfig:
     gamma: float = 0.1
     augment: bool = True
     crop_padding: int = 4
+    flip: bool = True  # mirror half the images (False for data a mirror changes, e.g. digits)
     seed: int = 0
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: only at epoch ends
     log_every: int = 50
@@ -247,7 +248,7 @@ def train(
             y = labels[batch].to(context.device, non_blocking=True)
             if config.augment:
                 augment_generator = derived_generator(config.seed, "augment", step, context.rank)
-                x = random_crop_flip(x, config.crop_padding, generator=augment_generator)
+                x = random_crop_flip(x, config.crop_padding, config.flip, generator=augment_generator)
             method_generator = derived_generator(
                 config.seed, "method", step, context.rank, device=context.device
             )
