@@ -165,4 +165,44 @@ def test_bench_compares_methods(capsys, tmp_path):
         "standard",
         "pgd-at",
         "trades",
+        "float",
+        "floats",
+        "smart",
     }
+
+
+@pytest.mark.parametrize("method", ["float", "floats", "smart"])
+def test_once_for_all_methods_train_and_evaluate_at_a_test_time_setting(capsys, tmp_path, method):
+    run = tmp_path / method
+    assert cli.main(["train", method, *QUICK, "--steps", "2", "--out", str(run)]) == 0
+    assert T.load_checkpoint(run).record["run"]["model"]["method"] == method
+    common = [
+        "eval",
+        "--checkpoint",
+        str(run),
+        "--limit",
+        "16",
+        "--steps",
+        "2",
+        "--no-checks",
+        "--eps",
+        "8/255",
+    ]
+    width = ["--width", "0.5"] if method == "floats" else []
+    assert cli.main([*common, "--lam-n", "1", "--eot-draws", "2", *width]) == 0
+    reports = list(run.glob("eval-pgd-*-lam1-*.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert (report["method"], report["lam_n"], report["eot_draws"]) == (method, 1.0, 2)
+    assert 0 <= report["robust_accuracy"] <= report["clean_accuracy"] <= 1
+    capsys.readouterr()
+    bad = ["--lam-n", "0.5"] if method == "smart" else ["--lam-n", "1.5"]
+    assert cli.main([*common, *bad]) == 2
+    assert "lam_n" in capsys.readouterr().err
+
+
+def test_test_time_options_need_a_once_for_all_model(capsys, tmp_path):
+    run = tmp_path / "standard"
+    assert cli.main(["train", "standard", *QUICK, "--steps", "1", "--out", str(run)]) == 0
+    assert cli.main(["eval", "--checkpoint", str(run), "--limit", "8", "--lam-n", "1"]) == 2
+    assert "once-for-all" in capsys.readouterr().err

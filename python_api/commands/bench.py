@@ -16,6 +16,7 @@ import torch
 from ..data import dataset_spec
 from ..models import MODELS, build_model
 from ..train import derived_generator, resolve_device
+from ..train.once_for_all import ONCE_FOR_ALL, convert
 from ..train.optimizer import build_sgd
 from . import arguments
 from .errors import reports_errors
@@ -62,7 +63,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     y = torch.randint(0, spec.num_classes, (args.batch_size,), device=device)
     runs = {}
     for name in args.methods:
-        model = build_model(args.model, spec.num_classes, spec.in_channels).to(device).train()
+        model = build_model(args.model, spec.num_classes, spec.in_channels)
+        if name in ONCE_FOR_ALL:
+            convert(name, model)
+        model = model.to(device).train()
         method = build_method(argparse.Namespace(**{**vars(args), "method": name}))
         runs[name] = (model, method, build_sgd(model, lr=0.01))
     times: dict[str, list[float]] = {name: [] for name in runs}

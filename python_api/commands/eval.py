@@ -10,9 +10,14 @@ attack: M-DI2-FGSM examples (momentum PGD with input diversity) crafted on each
 --source checkpoint are fed to the evaluated model. The data set and its normalisation
 come from the checkpoint; files other than the embedded digits need --data-dir. The
 report is printed and written as JSON into --out (default: the checkpoint's directory).
+A once-for-all model (trained with float, floats or smart) is evaluated at --lam-n
+(default 0: the clean setting), --lam-th and, for floats, --width:
+
+    robustkernels eval --checkpoint runs/float --attack autoattack --randomized --lam-n 1
 """
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -22,6 +27,7 @@ from ..attacks import pgd
 from ..data import load_dataset, to_unit_interval
 from ..evaluate import evaluate, format_report, transfer_accuracy
 from ..train import load_checkpoint, resolve_device
+from ..train.once_for_all import at_test_time
 from . import arguments
 from .errors import CommandError, reports_errors
 from .runs import model_from_checkpoint
@@ -69,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint the transfer attack crafts its examples on; repeat for several surrogates "
         "(a sample counts as robust only if it survives all of them)",
     )
+    ofa = parser.add_argument_group("once-for-all models (float, floats, smart)")
+    ofa.add_argument("--lam-n", type=float, default=0.0, help="test-time lam_n in [0, 1] (default: 0)")
+    ofa.add_argument("--lam-th", type=float, default=0.5, help="BN_A above this lam_n (default: 0.5)")
+    ofa.add_argument("--width", type=float, help="floats: the width to evaluate (default: the widest)")
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="(default: test)")
     parser.add_argument("--limit", type=arguments.positive_int, help="evaluate only the first N images")
@@ -96,29 +106,15 @@ def mdi2_fgsm(model, x, y, *, eps, norm, steps, eot_draws, generator):
     )
 
 
-@reports_errors("eval")
-def run_from_args(args: argparse.Namespace) -> int:
-    if args.attack == "transfer" and args.source is None:
-        raise CommandError("--attack transfer needs --source (the checkpoint to craft the examples on)")
-    if args.source is not None and args.attack != "transfer":
-        raise CommandError("--source is only used by --attack transfer")
-    device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.checkpoint)
-    model, run = model_from_checkpoint(checkpoint)
-    model.to(device)
-    images, labels = load_dataset(run["dataset"]["name"], args.split, args.data_dir)
-    if args.limit is not None:
-        images, labels = images[: args.limit], labels[: args.limit]
-    x, y = to_unit_interval(images).to(device), labels.to(device)
-    torch.manual_seed(args.seed)
+def _evaluate(args: argparse.Namespace, model, run: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
     if args.attack == "transfer":
         surrogates = {}
         for source_path in args.source:
             source, source_run = model_from_checkpoint(load_checkpoint(source_path))
             if source_run["model"]["num_classes"] != run["model"]["num_classes"]:
                 raise CommandError(f"--source {source_path} was trained for a different number of classes")
-            surrogates[source_path] = source.to(device)
-        result = transfer_accuracy(
+            surrogates[source_path] = source.to(x.device)
+        return transfer_accuracy(
             model,
             surrogates,
             (x, y),
@@ -131,29 +127,64 @@ def run_from_args(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
         )
-    else:
-        options = {
-            key: getattr(args, key)
-            for key in ("steps", "restarts", "eot_draws")
-            if getattr(args, key) is not None
-        }
-        result = evaluate(
-            model,
-            x,
-            y,
-            attack=args.attack,
-            eps=args.eps,
-            norm=args.norm,
-            randomized=args.randomized,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            checks=not args.no_checks,
-            **options,
+    options = {
+        key: getattr(args, key)
+        for key in ("steps", "restarts", "eot_draws")
+        if getattr(args, key) is not None
+    }
+    return evaluate(
+        model,
+        x,
+        y,
+        attack=args.attack,
+        eps=args.eps,
+        norm=args.norm,
+        randomized=args.randomized,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checks=not args.no_checks,
+        **options,
+    )
+
+
+@reports_errors("eval")
+def run_from_args(args: argparse.Namespace) -> int:
+    if args.attack == "transfer" and args.source is None:
+        raise CommandError("--attack transfer needs --source (the checkpoint to craft the examples on)")
+    if args.source is not None and args.attack != "transfer":
+        raise CommandError("--source is only used by --attack transfer")
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
+    model, run = model_from_checkpoint(checkpoint)
+    model.to(device)
+    method = run["model"].get("method")
+    if method is None and (args.lam_n != 0.0 or args.width is not None):
+        raise CommandError(
+            "--lam-n and --width apply to once-for-all models (trained with float, floats or smart)"
         )
+    setting = (
+        contextlib.nullcontext()
+        if method is None
+        else at_test_time(method, model, args.lam_n, args.lam_th, args.width)
+    )
+    images, labels = load_dataset(run["dataset"]["name"], args.split, args.data_dir)
+    if args.limit is not None:
+        images, labels = images[: args.limit], labels[: args.limit]
+    x, y = to_unit_interval(images).to(device), labels.to(device)
+    torch.manual_seed(args.seed)
+    with setting:
+        result = _evaluate(args, model, run, x, y)
+    if method is not None:
+        result = {"method": method, "lam_n": args.lam_n, "lam_th": args.lam_th, "width": args.width, **result}
     result = {"checkpoint": str(checkpoint.path), "split": args.split, "seed": args.seed, **result}
     out = Path(args.out) if args.out else checkpoint.path.parent
     out.mkdir(parents=True, exist_ok=True)
-    name = f"eval-{args.attack}-{args.norm}-eps{args.eps:.5g}.json"
+    setting_name = (
+        ""
+        if method is None
+        else f"-lam{args.lam_n:g}-th{args.lam_th:g}" + (f"-width{args.width:g}" if args.width else "")
+    )
+    name = f"eval-{args.attack}-{args.norm}-eps{args.eps:.5g}{setting_name}.json"
     (out / name).write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(format_report(result))
     print(f"wrote {out / name}")

@@ -8,9 +8,10 @@ from torch import nn
 from ..data import channel_mean_std, dataset_spec, load_dataset, train_val_split
 from ..models import build_model
 from ..train import Checkpoint
+from ..train.once_for_all import convert
 from .errors import CommandError
 
-__all__ = ["model_from_checkpoint", "model_info", "prepare_training_data"]
+__all__ = ["build_from_info", "model_from_checkpoint", "model_info", "prepare_training_data"]
 
 
 def prepare_training_data(dataset: str, data_dir: str | Path | None, val_fraction: float, split_seed: int):
@@ -21,10 +22,11 @@ def prepare_training_data(dataset: str, data_dir: str | Path | None, val_fractio
     return train_val_split(images, labels, val_fraction, split_seed)
 
 
-def model_info(model_name: str, dataset: str, train_images: torch.Tensor) -> dict:
+def model_info(model_name: str, dataset: str, train_images: torch.Tensor, method: str | None = None) -> dict:
     """The model description a checkpoint stores: enough to rebuild the network for evaluation.
 
-    The input normalisation uses the per-channel mean and std of the training images.
+    The input normalisation uses the per-channel mean and std of the training images; `method`
+    names the once-for-all method (float, floats, smart) whose layers the model has, if any.
     """
     spec = dataset_spec(dataset)
     mean, std = channel_mean_std(train_images)
@@ -34,7 +36,17 @@ def model_info(model_name: str, dataset: str, train_images: torch.Tensor) -> dic
         "in_channels": spec.in_channels,
         "mean": mean,
         "std": std,
+        "method": method,
     }
+
+
+def build_from_info(info: dict, seed: int = 0) -> nn.Module:
+    """The network `info` (model_info's dict) describes, freshly initialised, converted for its
+    once-for-all method when it names one (SMART's masks drawn with `seed`)."""
+    model = build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
+    if info.get("method") is not None:
+        convert(info["method"], model, seed)
+    return model
 
 
 def model_from_checkpoint(checkpoint: Checkpoint) -> tuple[nn.Module, dict]:
@@ -45,6 +57,6 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> tuple[nn.Module, dict]:
             f"{checkpoint.path} does not describe its model and data set (not written by `train`?)"
         )
     info = run["model"]
-    model = build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
-    model.load_state_dict(checkpoint.model_state)
+    model = build_from_info(info)
+    model.load_state_dict(checkpoint.model_state)  # a once-for-all model's saved masks included
     return model.eval(), run

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..data import DATASETS, dataset_spec, load_dataset
-from ..models import MODELS, build_model
+from ..models import MODELS
 from ..optional import require
 from ..plots import plot_training
 from ..train import (
@@ -35,10 +35,11 @@ from ..train import (
     train,
 )
 from ..train.checkpoint import RECORD_NAME
+from ..train.once_for_all import ONCE_FOR_ALL
 from . import arguments
 from .errors import CommandError, reports_errors
 from .methods import METHODS, build_method
-from .runs import model_info, prepare_training_data
+from .runs import build_from_info, model_info, prepare_training_data
 
 __all__ = ["add_arguments", "run_from_args"]
 
@@ -200,9 +201,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         train_data, val_data = prepare_training_data(
             args.dataset, args.data_dir, args.val_fraction, args.split_seed
         )
-        info = model_info(args.model, args.dataset, train_data[0])
+        info = model_info(
+            args.model, args.dataset, train_data[0], args.method if args.method in ONCE_FOR_ALL else None
+        )
         torch.manual_seed(args.seed)
-        model = build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
+        model = build_from_info(info, args.seed)
         run_info = {
             "model": info,
             "dataset": {

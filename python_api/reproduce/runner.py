@@ -11,24 +11,23 @@ from pathlib import Path
 
 import torch
 
-from ..commands.runs import model_info, prepare_training_data
+from ..commands.runs import build_from_info, model_info, prepare_training_data
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..evaluate import evaluate
-from ..models import build_model
 from ..train import TrainConfig, eval_mode, train
-from ..train.float_at import CLEAN, NOISY, FLOATTraining, float_inference, inference_setting, to_float_model
-from ..train.float_slim import FLOATSlimTraining, floats_inference, to_floats_model
+from ..train.float_at import CLEAN, NOISY, float_inference, inference_setting
+from ..train.float_slim import floats_inference
+from ..train.once_for_all import WIDTHS, training_method
 from ..train.parameter_counts import path_parameters
-from ..train.smart import SMARTTraining, smart_inference, to_smart_model
+from ..train.smart import smart_inference
 from ..train.weighted_at import WeightedAdversarialTraining
 from .budgets import Budget
 
-__all__ = ["ATTACKS", "FLOATS_LAM_TH", "LAM_N", "LAM_TH", "METHODS", "WIDTHS", "reproduce", "work_units"]
+__all__ = ["ATTACKS", "FLOATS_LAM_TH", "LAM_N", "LAM_TH", "METHODS", "reproduce", "work_units"]
 
 LAM_N = (0.0, 0.2, 0.7, 1.0)
 LAM_TH = (0.0, 0.5)
 METHODS = ("float", "floats", "smart", "pgd-at")
-WIDTHS = (1.0, 0.5)  # FLOAT-Slim's widths, trained and reported widest first
 FLOATS_LAM_TH = 0.5
 ATTACKS = ("pgd", "rand")  # "rand": AutoAttack's suite for randomised defences
 _BN = {CLEAN: "BN_C", NOISY: "BN_A"}
@@ -123,18 +122,18 @@ def reproduce(
     out = Path(out)
     rows = []
 
-    def fit(name: str, model, method) -> tuple[torch.nn.Module, float]:
+    def fit(name: str, method, training) -> tuple[torch.nn.Module, float]:
+        """Trains a fresh model (converted for `method` when it is once-for-all) with `training`."""
+        torch.manual_seed(seed)
+        described = {**info, "method": method}
+        model = build_from_info(described, seed)
         started = time.perf_counter()
-        run_info = {"model": info, "dataset": {"name": dataset}, "reproduce": name}
-        train(model, method, train_data, _config(budget, dataset, seed), out / name, run_info=run_info,
+        run_info = {"model": described, "dataset": {"name": dataset}, "reproduce": name}
+        train(model, training, train_data, _config(budget, dataset, seed), out / name, run_info=run_info,
               log=None, on_step=lambda _step: tick(1))  # fmt: skip
         seconds = time.perf_counter() - started
         emit(f"{name} trained in {seconds:.1f} s")
         return model.eval(), seconds
-
-    def fresh_model():
-        torch.manual_seed(seed)
-        return build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
 
     def sweep(method: str, model, seconds: float, settings, counts: dict | None = None) -> None:
         counts = counts or path_parameters(model)
@@ -148,27 +147,20 @@ def reproduce(
             tick(1)
 
     if "float" in methods:
-        model, seconds = fit("float", to_float_model(fresh_model()), FLOATTraining(**attack))
+        model, seconds = fit("float", "float", training_method("float", **attack))
         sweep("FLOAT", model, seconds, _float_settings(model))
     if "floats" in methods:
-        model, seconds = fit(
-            "floats", to_floats_model(fresh_model(), WIDTHS), FLOATSlimTraining(WIDTHS, **attack)
-        )
-        for width in WIDTHS:
+        model, seconds = fit("floats", "floats", training_method("floats", **attack))
+        for width in sorted(WIDTHS, reverse=True):
             with eval_mode(model), floats_inference(model, width, 0.0):
                 counts = path_parameters(model, test[0][:1])
             sweep("FLOAT-Slim", model, seconds, _floats_settings(model, width), counts)
     if "smart" in methods:
-        generator = torch.Generator().manual_seed(seed)  # the masks
-        model, seconds = fit(
-            "smart", to_smart_model(fresh_model(), generator=generator), SMARTTraining(**attack)
-        )
+        model, seconds = fit("smart", "smart", training_method("smart", **attack))
         sweep("SMART", model, seconds, _smart_settings(model))
     if "pgd-at" in methods:
         for lam in LAM_N:
-            model, seconds = fit(
-                f"pgd-at-lam{lam}", fresh_model(), WeightedAdversarialTraining(lam, **attack)
-            )
+            model, seconds = fit(f"pgd-at-lam{lam}", None, WeightedAdversarialTraining(lam, **attack))
             fields = {"lam_th": None, "lam_n": lam, "noise_scale": 0.0, "bn": "BN"}
             sweep("PGD-AT", model, seconds, [(fields, contextlib.nullcontext(), False)])
     settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),

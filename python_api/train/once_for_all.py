@@ -1,0 +1,63 @@
+"""The once-for-all methods by name, as the CLI sees them: how a model is converted for each
+(recorded in a checkpoint, so `eval` rebuilds the same layers before loading the weights) and
+how one trained model is set at test time (lam_n, lam_th and, for FLOAT-Slim, the width)."""
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .float_at import CLEAN, NOISY, FLOATTraining, float_inference, to_float_model
+from .float_slim import FLOATSlimTraining, floats_inference, to_floats_model
+from .smart import SMARTTraining, smart_inference, to_smart_model
+
+__all__ = ["ONCE_FOR_ALL", "at_test_time", "convert", "training_method"]
+
+ONCE_FOR_ALL = {
+    "float": "FLOAT (Kundu et al.): noisy-weight convs and dual BN, one model tuned by lam_n at test time",
+    "floats": "FLOAT-Slim: FLOAT at widths 0.5 and 1.0 of one slimmable model (Algorithm 2)",
+    "smart": "SMART (Kundu et al.): clean and adversarial sparse expert masks over the later stages",
+}
+WIDTHS = (0.5, 1.0)
+
+
+def _check(method: str) -> None:
+    if method not in ONCE_FOR_ALL:
+        raise ValueError(f"method must be one of {', '.join(ONCE_FOR_ALL)}, got {method!r}")
+
+
+def convert(method: str, model: nn.Module, seed: int = 0) -> nn.Module:
+    """`model` converted in place for `method` (SMART's masks drawn from a generator seeded
+    with `seed`; a checkpoint's saved masks replace them on loading)."""
+    _check(method)
+    if method == "float":
+        return to_float_model(model)
+    if method == "floats":
+        return to_floats_model(model, WIDTHS)
+    return to_smart_model(model, generator=torch.Generator().manual_seed(seed))
+
+
+def training_method(method: str, **attack):
+    """The method's trainer loss with the attack settings (eps, alpha, steps, norm)."""
+    _check(method)
+    if method == "floats":
+        return FLOATSlimTraining(tuple(reversed(WIDTHS)), **attack)
+    return {"float": FLOATTraining, "smart": SMARTTraining}[method](**attack)
+
+
+def at_test_time(
+    method: str, model: nn.Module, lam_n: float, lam_th: float = 0.5, width: float | None = None
+) -> contextlib.AbstractContextManager:
+    """`with at_test_time(...):` runs the block with the model at lam_n (FLOAT and FLOAT-Slim:
+    float_inference's rule with lam_th; SMART: lam_n 0 is the clean expert path, 1 the
+    adversarial one) and, for FLOAT-Slim, at `width` (default: the widest)."""
+    _check(method)
+    if width is not None and method != "floats":
+        raise ValueError(f"width applies to floats only, not {method}")
+    if method == "float":
+        return float_inference(model, lam_n, lam_th)
+    if method == "floats":
+        return floats_inference(model, max(WIDTHS) if width is None else width, lam_n, lam_th)
+    if lam_n not in (0.0, 1.0):
+        raise ValueError(f"SMART has two paths: lam_n must be 0 (clean) or 1 (adversarial), got {lam_n}")
+    return smart_inference(model, NOISY if lam_n == 1.0 else CLEAN)
