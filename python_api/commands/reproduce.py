@@ -2,6 +2,7 @@
 
     robustkernels reproduce all --budget smoke                 # minutes on a CPU, embedded digits
     robustkernels reproduce float --budget small --out runs/float
+    robustkernels reproduce float pgd-at --budget small --out runs/float-vs-pgd-at
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
 
 Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
@@ -32,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[0].replace("`", "")
     parser.epilog = "\n".join(__doc__.strip().splitlines()[2:])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("method", choices=[*METHODS, "all"], help="method to reproduce, or all")
+    parser.add_argument(
+        "method", nargs="+", choices=[*METHODS, "all"], help="methods to reproduce (one or more), or all"
+    )
     parser.add_argument(
         "--budget",
         choices=list(BUDGETS),
@@ -52,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     if dataset_spec(args.dataset).needs_data_dir and args.data_dir is None:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
-    methods = list(METHODS) if args.method == "all" else [args.method]
+    methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
     budget = budget_for(args.budget, args.dataset)
     print(
-        f"robustkernels reproduce {args.method}: {', '.join(methods)} at the {budget.name} budget "
+        f"robustkernels reproduce {' '.join(args.method)}: {', '.join(methods)} at the {budget.name} budget "
         f"({budget.model} on {args.dataset}), output in {args.out}"
     )
     bar = None
