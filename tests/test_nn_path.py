@@ -147,6 +147,32 @@ def test_float_dual_path_is_mask_free():
     assert model[3].alpha.grad is not None and model[3].route == 0
 
 
+@pytest.mark.parametrize("density", [None, 0.5])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_masked_expert_frozen_single_path_equals_the_routed_op(density, padding_mode):
+    """An attack's forward (frozen parameters, the whole batch on one path) skips the routed op:
+    the same output and input gradient as path_conv2d, on the same noise."""
+    conv = rnn.MaskedExpertConv2d(4, 6, 3, padding=1, padding_mode=padding_mode, density=density)
+    conv.seed = 5
+    x = torch.randn(3, 4, 7, 7)
+    for path in (0, 1):
+        conv.route = path
+        routed_x = x.clone().requires_grad_(True)
+        routed = conv(routed_x)  # trainable parameters: the routed op
+        conv.requires_grad_(False)
+        frozen_x = x.clone().requires_grad_(True)
+        frozen = conv(frozen_x)
+        conv.requires_grad_(True)
+        torch.testing.assert_close(frozen, routed, **TOLERANCE[torch.float32])
+        routed.square().sum().backward()
+        frozen.square().sum().backward()
+        torch.testing.assert_close(frozen_x.grad, routed_x.grad, **TOLERANCE[torch.float32])
+        assert conv.last_route == path
+    conv.route = 2
+    with torch.no_grad(), pytest.raises(ValueError, match="route"):
+        conv(x)
+
+
 @pytest.mark.parametrize("factory", ["experts", "ensemble"])
 def test_masks_survive_save_and_load(factory):
     if factory == "experts":

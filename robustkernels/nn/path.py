@@ -274,9 +274,32 @@ class MaskedExpertConv2d(_PathConv):
         seed = self.seed if self.seed is not None else int(torch.randint(_SEED_HIGH, (1,)).item())
         self.last_seed = seed
         # alpha of the clean path is a placeholder: its lam is 0, so it gets no noise and no gradient
+        frozen = not torch.is_grad_enabled() or not any(
+            p is not None and p.requires_grad for p in (self.weight, self.alpha, self.bias)
+        )
+        if frozen and not self._follows and isinstance(self.route, int) and not isinstance(self.route, bool):
+            return self._frozen_path_conv(x, self.route, seed)
         alpha = self.alpha.reshape(1, -1)
         noise = (torch.cat([torch.zeros_like(alpha), alpha]), [0.0, self.lam], [0, seed])
         return self._conv(x, self.weight, self.bias, mask_bank=self.masks, noise=noise)
+
+    def _frozen_path_conv(self, x: torch.Tensor, path: int, seed: int) -> torch.Tensor:
+        """The whole batch on one path with frozen parameters (an attack on the model, inference):
+        the path's weight once and the platform convolution, whose backward keeps that weight
+        (one layer's worth) instead of regenerating it. Same weight and noise as path_conv2d."""
+        if path not in (0, 1):
+            raise ValueError(f"route must be 0 or 1 for a MaskedExpertConv2d, got {path}")
+        self._resolve_route(x.shape[0], x.device)
+        mask = None if self.masks is None else self.masks[path]
+        if path == 1 and self.lam != 0:
+            weight = functional.noisy_weight(self.weight, self.alpha, lam=self.lam, seed=seed, mask=mask)
+        else:
+            weight = self.weight if mask is None else self.weight * mask
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return nn.functional.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def derive(self, path: int) -> nn.Conv2d:
         """A plain nn.Conv2d holding path's masked weight (the adversarial path without its noise)."""
