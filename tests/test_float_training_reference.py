@@ -163,3 +163,11 @@ def test_eager_noise_scale_is_trained():
         nn.functional.cross_entropy(eager(x), y).backward()
     alphas = [m.alpha.grad for m in eager.modules() if isinstance(m, PNIConv2d)]
     assert all(g is not None and g.abs().sum() > 0 for g in alphas)
+
+
+def test_a_shared_layer_stays_shared():
+    conv, bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+    model = to_eager_float_model(nn.Sequential(conv, bn, conv, bn))
+    assert isinstance(model[0], PNIConv2d) and model[0] is model[2]
+    assert isinstance(model[1], DualBatchNorm2d) and model[1] is model[3]
+    torch.testing.assert_close(model[0].weight, conv.weight)

@@ -62,19 +62,29 @@ class DualBatchNorm2d(nn.Module):
 def to_eager_float_model(model: nn.Module) -> nn.Module:
     """Converts `model` in place: every nn.Conv2d becomes a PNIConv2d and every nn.BatchNorm2d a
     DualBatchNorm2d, weights and statistics kept (the eager counterpart of to_float_model)."""
+    converted: dict[int, nn.Module] = {}  # a layer shared by several parents stays shared
+
+    def build(child: nn.Module) -> nn.Module | None:
+        if type(child) is nn.BatchNorm2d:
+            return DualBatchNorm2d(child)
+        if type(child) is not nn.Conv2d:
+            return None
+        conv = PNIConv2d(
+            child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+            child.dilation, child.groups, child.bias is not None, child.padding_mode,
+            device=child.weight.device, dtype=child.weight.dtype,
+        )  # fmt: skip
+        conv.load_state_dict(child.state_dict(), strict=False)  # alpha keeps its init
+        return conv.train(child.training)
+
     for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Conv2d:
-                conv = PNIConv2d(
-                    child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                    child.dilation, child.groups, child.bias is not None, child.padding_mode,
-                    device=child.weight.device, dtype=child.weight.dtype,
-                )  # fmt: skip
-                conv.load_state_dict(child.state_dict(), strict=False)  # alpha keeps its init
-                conv.train(child.training)
-                setattr(module, name, conv)
-            elif type(child) is nn.BatchNorm2d:
-                setattr(module, name, DualBatchNorm2d(child))
+        for name, child in list(module._modules.items()):  # named_children() skips repeats
+            if child is None:
+                continue
+            if id(child) not in converted:
+                converted[id(child)] = build(child)
+            if converted[id(child)] is not None:
+                setattr(module, name, converted[id(child)])
     return model
 
 
