@@ -16,7 +16,8 @@ Cases (batch 128):
 Run through `python benchmarks/report.py` (pytest-benchmark medians of a few steps per variant),
 or `python benchmarks/test_float_training.py [rounds]`, which times the variants in interleaved
 rounds (every variant once per round, rotating order; a round of small_cnn_digits is a whole
-epoch) and prints ms/step, s/epoch and the ratio eager / ours.
+epoch) and prints ms/step, s/epoch and the ratio eager / ours. On a shared 2-core machine
+`OMP_NUM_THREADS=1` gives the steadier ratio (two threads wait on each other's time slices).
 """
 
 import copy
@@ -62,6 +63,7 @@ def small_cnn_digits():
 
 
 def resnet20_cifar_shape():
+    """(plain model, one random batch, steps of a CIFAR-10 epoch)."""
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = build_model("resnet20", 10, 3)
