@@ -122,6 +122,14 @@ TARGETS = [
         (">=", 1.5),
         "speed-up vs 8 models in sequence",
     ),
+    (
+        "float_training",
+        "train_step",
+        "reference_eager",
+        "robustkernels",
+        (">=", 1.0),
+        "FLOAT epoch time speed-up vs eager PNI convs + two BNs",
+    ),
 ]
 # (op, passes, variant, target fraction): memory traffic per second as a fraction of
 # the STREAM-style copy's (benchmarks/test_multires_stack.py::test_stream_copy).

@@ -75,11 +75,12 @@ def test_float_inference_sets_and_restores_routes_and_noise():
     assert all(n.route == 0 for n in norms)
 
 
-def test_batch_split_routes_clean_half_through_bn_c_and_adversarial_half_through_bn_a():
+@pytest.mark.parametrize("forward", ["routed", "separate"])
+def test_batch_split_routes_clean_half_through_bn_c_and_adversarial_half_through_bn_a(forward):
     model = _float_cnn().train()
     reference = copy.deepcopy(model)
     x, y = _batch(8)
-    method = FLOATTraining(eps=8 / 255, alpha=2 / 255, steps=2)
+    method = FLOATTraining(eps=8 / 255, alpha=2 / 255, steps=2, forward=forward)
     loss, logits = method.loss(model, x, y, attack_model=model, generator=torch.Generator().manual_seed(0))
     assert logits.shape == (8, 10) and loss.ndim == 0
     # the clean half alone, clean weights and BN_C in train mode (statistics of those 4 samples)
@@ -89,6 +90,31 @@ def test_batch_split_routes_clean_half_through_bn_c_and_adversarial_half_through
     for norm in (m for m in model.modules() if isinstance(m, PathBatchNorm2d)):
         assert norm.num_batches_tracked.tolist() == [1, 1]  # one update each; the attack ran in eval mode
         assert norm.route == 0
+
+
+def test_routed_and_separate_forwards_give_the_same_loss_and_gradients():
+    x, y = _batch(8)
+    results = []
+    for forward in ("routed", "separate"):
+        model = _float_cnn().train()
+        for conv in model.modules():
+            if isinstance(conv, MaskedExpertConv2d):
+                conv.seed = 11  # the same noise in both
+        method = FLOATTraining(eps=8 / 255, alpha=2 / 255, steps=2, forward=forward)
+        loss, logits = method.loss(
+            model, x, y, attack_model=model, generator=torch.Generator().manual_seed(0)
+        )
+        loss.backward()
+        results.append((loss, logits, {n: p.grad for n, p in model.named_parameters()}, model.state_dict()))
+    (loss_a, logits_a, grads_a, state_a), (loss_b, logits_b, grads_b, state_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    torch.testing.assert_close(logits_a, logits_b)
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grad, grads_b[name], msg=name)
+    for name, value in state_a.items():  # the batch norms' statistics too
+        torch.testing.assert_close(value, state_b[name], msg=name)
+    with pytest.raises(ValueError, match="forward"):
+        FLOATTraining(forward="fused")
 
 
 def test_alpha_gets_no_weight_decay():

@@ -147,6 +147,42 @@ def test_float_dual_path_is_mask_free():
     assert model[3].alpha.grad is not None and model[3].route == 0
 
 
+@pytest.mark.parametrize("density", [None, 0.5])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_masked_expert_single_path_equals_the_routed_op(density, padding_mode, frozen):
+    """The whole batch on one int path (an attack's forward with frozen parameters, a per-path
+    training forward) skips the routed op: the same output and gradients (input, weight, alpha)
+    as path_conv2d routing every sample to that path by segment sizes, on the same noise."""
+    conv = rnn.MaskedExpertConv2d(4, 6, 3, padding=1, padding_mode=padding_mode, density=density)
+    conv.seed = 5
+    conv.requires_grad_(not frozen)
+    x = torch.randn(3, 4, 7, 7)
+    for path in (0, 1):
+        outputs, grads = [], []
+        for route in (path, [3, 0] if path == 0 else [0, 3]):
+            conv.route = route
+            conv.zero_grad()
+            xi = x.clone().requires_grad_(True)
+            out = conv(xi)
+            out.square().sum().backward()
+            outputs.append(out)
+            params = [] if frozen else [conv.weight, conv.alpha]
+            grads.append(
+                [xi.grad] + [None if q.grad is None or not q.grad.any() else q.grad.clone() for q in params]
+            )
+            assert conv.last_route == route
+        torch.testing.assert_close(outputs[0], outputs[1], **TOLERANCE[torch.float32])
+        for one_path, routed in zip(*grads, strict=True):  # None: no gradient (alpha off the noisy path)
+            if one_path is None or routed is None:
+                assert one_path is None and routed is None
+            else:
+                torch.testing.assert_close(one_path, routed, **TOLERANCE[torch.float32])
+    conv.route = 2
+    with torch.no_grad(), pytest.raises(ValueError, match="route"):
+        conv(x)
+
+
 @pytest.mark.parametrize("factory", ["experts", "ensemble"])
 def test_masks_survive_save_and_load(factory):
     if factory == "experts":

@@ -8,7 +8,7 @@ noisy-weight convolutions and dual batch norm trade clean for robust accuracy at
   routed on their own (not following the convolution) so inference can pair noisy weights
   with BN_C, as the lam_th = 0.5 rule needs.
 - `FLOATTraining`: Algorithm 1's loss, 0.5 * CE(clean half, lam=0, BN_C) + 0.5 * CE(PGD of the
-  other half, lam=1, BN_A), both halves in one routed forward.
+  other half, lam=1, BN_A), both halves in one routed forward (or one forward each on a CPU).
 - `float_inference(model, lam_n, lam_th)`: the test-time setting of a lam_n in [0, 1].
 """
 
@@ -81,17 +81,40 @@ def float_inference(model: nn.Module, lam_n: float, lam_th: float = 0.5):
 
 class FLOATTraining:
     """FLOAT's Algorithm 1 on one batch: the first half clean (lam=0, BN_C), the second half
-    attacked by PGD (random start) with lam=1 and BN_A, then both halves in one forward routed
-    [clean, adversarial]; loss 0.5 * L_C + 0.5 * L_A. The attack runs in eval mode, as PGD-AT's.
-    Reported accuracy is on the whole (clean + adversarial) batch."""
+    attacked by PGD (random start) with lam=1 and BN_A, then trained on; loss
+    0.5 * L_C + 0.5 * L_A. The attack runs in eval mode, as PGD-AT's. Reported accuracy is on
+    the whole (clean + adversarial) batch.
+
+    `forward` says how the two halves are trained: "routed" runs them in one forward routed
+    [clean, adversarial] (one launch per layer for both halves, the GPU's choice and the one a
+    data-parallel wrapper needs: it allows one forward per backward); "separate" runs one forward
+    per half (on a CPU the routed forward's joins of the halves at every layer cost more than
+    they save: benchmarks/results/float_training.md); "auto" (default) picks "separate" on a CPU
+    outside data parallelism, else "routed"."""
 
     name = "float"
+    FORWARDS = ("auto", "routed", "separate")
 
-    def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 7, norm: str = "linf"):
+    def __init__(
+        self,
+        eps: float = 8 / 255,
+        alpha: float = 2 / 255,
+        steps: int = 7,
+        norm: str = "linf",
+        forward: str = "auto",
+    ):
+        if forward not in self.FORWARDS:
+            raise ValueError(f"forward must be one of {self.FORWARDS}, got {forward!r}")
         self.eps, self.alpha, self.steps, self.norm = float(eps), float(alpha), int(steps), norm
+        self.forward = forward
 
     def settings(self) -> dict:
         return {"eps": self.eps, "alpha": self.alpha, "steps": self.steps, "norm": self.norm}
+
+    def _routed(self, model, attack_model, device: torch.device) -> bool:
+        if self.forward == "auto":
+            return device.type != "cpu" or model is not attack_model
+        return self.forward == "routed"
 
     def loss(self, model, x, y, *, attack_model, generator):
         half = len(y) // 2
@@ -106,8 +129,14 @@ class FLOATTraining:
                 norm=self.norm,
                 generator=generator,
             )
-        split = [half, len(y) - half]  # the clean path has no noise whatever lam is
-        with _routes(attack_model, split, split, 1.0):
-            logits = model(torch.cat([x[:half], x_adv]))
+        if self._routed(model, attack_model, x.device):
+            split = [half, len(y) - half]  # the clean path has no noise whatever lam is
+            with _routes(attack_model, split, split, 1.0):
+                logits = model(torch.cat([x[:half], x_adv]))
+        else:
+            with _routes(attack_model, CLEAN, CLEAN, 1.0):
+                clean_logits = model(x[:half])
+            with _routes(attack_model, NOISY, NOISY, 1.0):
+                logits = torch.cat([clean_logits, model(x_adv)])
         loss = 0.5 * F.cross_entropy(logits[:half], y[:half]) + 0.5 * F.cross_entropy(logits[half:], y[half:])
         return loss, logits

@@ -278,9 +278,29 @@ class MaskedExpertConv2d(_PathConv):
         seed = self.seed if self.seed is not None else int(torch.randint(_SEED_HIGH, (1,)).item())
         self.last_seed = seed
         # alpha of the clean path is a placeholder: its lam is 0, so it gets no noise and no gradient
+        if not self._follows and isinstance(self.route, int) and not isinstance(self.route, bool):
+            return self._one_path_conv(x, weight, bias, alpha, masks, self.route, seed)
         alpha = alpha.reshape(1, -1)
         noise = (torch.cat([torch.zeros_like(alpha), alpha]), [0.0, self.lam], [0, seed])
         return self._conv(x, weight, bias, mask_bank=masks, noise=noise)
+
+    def _one_path_conv(self, x, weight, bias, alpha, masks, path: int, seed: int) -> torch.Tensor:
+        """The whole batch on one path (an attack's forward, inference, a per-path training
+        forward): the path's weight once (the fused noisy_weight op: the same Philox noise as
+        path_conv2d, regenerated in its backward) and the platform convolution, with no routing."""
+        if path not in (0, 1):
+            raise ValueError(f"route must be 0 or 1 for a MaskedExpertConv2d, got {path}")
+        self._resolve_route(x.shape[0], x.device)
+        mask = None if masks is None else masks[path]
+        if path == 1 and self.lam != 0:
+            weight = functional.noisy_weight(weight, alpha, lam=self.lam, seed=seed, mask=mask)
+        elif mask is not None:
+            weight = weight * mask
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return nn.functional.conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups)
 
     def derive(self, path: int) -> nn.Conv2d:
         """A plain nn.Conv2d holding path's masked weight (the adversarial path without its noise)."""
