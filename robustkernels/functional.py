@@ -47,6 +47,12 @@ def noisy_weight(
     the library's Philox normal noise, regenerated in backward rather than stored.
     """
     _check_arguments("noisy_weight", lam, seed, weight=weight, alpha=alpha, mask=mask)
+    differentiable = torch.is_grad_enabled() and (weight.requires_grad or alpha.requires_grad)
+    if not differentiable and not torch.compiler.is_compiling():
+        # nothing to differentiate (an attack on a frozen model, inference): the kernel alone,
+        # without the custom op's autograd wrapper (most of a small layer's cost)
+        effective, _ = _noisy_weight_ops.noisy_weight_forward(weight, alpha, float(lam), seed, mask)
+        return effective
     effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask)
     return effective
 

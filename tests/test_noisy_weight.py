@@ -238,3 +238,20 @@ def test_std_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(single, double)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_frozen_inputs_take_the_kernel_without_autograd_and_give_the_same_weight(mask):
+    """With nothing to differentiate (an attack's frozen model, no_grad), functional.noisy_weight
+    runs the kernel without the custom op's autograd wrapper: the same values, no graph."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 4, 3, 3, generator=generator)
+    alpha = torch.full((6,), 0.3)
+    keep = torch.rand(6, 4, 3, 3, generator=generator) > 0.5 if mask else None
+    trainable = F.noisy_weight(weight.clone().requires_grad_(True), alpha, lam=0.7, seed=9, mask=keep)
+    frozen = F.noisy_weight(weight, alpha, lam=0.7, seed=9, mask=keep)
+    with torch.no_grad():
+        no_grad = F.noisy_weight(weight.clone().requires_grad_(True), alpha, lam=0.7, seed=9, mask=keep)
+    assert trainable.grad_fn is not None and frozen.grad_fn is None and no_grad.grad_fn is None
+    torch.testing.assert_close(frozen, trainable.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(no_grad, trainable.detach(), rtol=0, atol=0)

@@ -144,10 +144,11 @@ def _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
     return grad_weight.contiguous(), grad_alpha.reshape(alpha.shape).to(alpha.dtype)
 
 
-@torch.library.custom_op("robustkernels::noisy_weight", mutates_args=())
-def noisy_weight(
+def noisy_weight_forward(
     weight: torch.Tensor, alpha: torch.Tensor, lam: float, seed: int, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The op's forward without its autograd wrapper: (noisy weight, sigma) straight from the
+    backend's kernel, for callers with nothing to differentiate (an attack's frozen model)."""
     mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
     name = backend.select("noisy_weight", weight.device)
     if name in ("cpp", "cuda"):
@@ -155,6 +156,9 @@ def noisy_weight(
     if name == "triton":
         return _forward_triton(weight, alpha, lam, seed, mask, mode)
     return _forward_reference(weight, alpha, lam, seed, mask)
+
+
+noisy_weight = torch.library.custom_op("robustkernels::noisy_weight", noisy_weight_forward, mutates_args=())
 
 
 @noisy_weight.register_fake
