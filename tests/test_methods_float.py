@@ -2,9 +2,11 @@
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
+from data_files import cifar10_subset
 from torch import nn
 
 from robustkernels.api import cli
@@ -192,3 +194,18 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
 def test_reproduce_needs_a_data_dir_for_files_on_disk(tmp_path, capsys):
     assert cli.main(["reproduce", "float", "--dataset", "cifar10", "--out", str(tmp_path)]) == 2
     assert "--data-dir" in capsys.readouterr().err
+
+
+def test_reproduce_runs_on_the_shared_cifar10_slice_with_the_small_budgets_model(tmp_path, monkeypatch):
+    """`--budget small --dataset cifar10` trains ResNet-20 on the real CIFAR-10 slice (here with
+    the tiny budget's step counts)."""
+    pytest.importorskip("matplotlib")
+    data_dir = cifar10_subset()
+    monkeypatch.setitem(BUDGETS, "small", replace(TINY, name="small"))
+    out = tmp_path / "cifar"
+    argv = ["reproduce", "smart", "--budget", "small", "--dataset", "cifar10"]
+    assert cli.main([*argv, "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["budget"]["model"] == "resnet20"
+    assert {r["method"] for r in results["rows"]} == {"SMART"}
+    assert all(r["n"] == TINY.eval_images for r in results["rows"])
