@@ -28,7 +28,7 @@ class Budget:
 
 BUDGETS = {
     "smoke": Budget("smoke", "small-cnn", 120, 64, 64, 3, 2, attack_steps=3),
-    "small": Budget("small", "small-cnn", 600, 128, 200, 10, 4, attack_steps=5),
+    "small": Budget("small", "small-cnn", 600, 128, 200, 10, 2, attack_steps=5),
     "paper": Budget("paper", "resnet34", 78_000, 128, 10_000, 20, 20),  # 200 epochs of CIFAR-10
 }
 
