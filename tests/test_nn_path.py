@@ -294,3 +294,12 @@ def test_converted_model_under_torch_compile():
     x = images(4)
     compiled = torch.compile(ensemble, backend="aot_eager")
     torch.testing.assert_close(compiled(x), ensemble(x))
+
+
+def test_route_contexts_restore_every_layer_even_when_the_block_raises():
+    model = rnn.convert_masked_experts(small_resnet_block(), density=None, skip=("0",))
+    model[3].route = 1
+    with pytest.raises(RuntimeError, match="inside"), rnn.use_route(model, "split"):
+        assert model[3].route == "split"
+        raise RuntimeError("inside")
+    assert model[3].route == 1

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkernels.nn import MaskedExpertConv2d, PathBatchNorm2d, convert_masked_experts
+from robustkernels.nn.restore import restoring
 
 from ..attacks import pgd
 from .eval_mode import eval_mode
@@ -58,18 +59,12 @@ def inference_setting(lam_n: float, lam_th: float) -> tuple[float, int]:
 def _routes(model: nn.Module, conv_route, bn_route, lam: float):
     convs = [m for m in model.modules() if isinstance(m, MaskedExpertConv2d)]
     norms = [m for m in model.modules() if isinstance(m, PathBatchNorm2d)]
-    saved = [(m.route, m.lam) for m in convs], [m.route for m in norms]
-    try:
+    with restoring(convs, "route", "lam"), restoring(norms, "route"):
         for conv in convs:
             conv.route, conv.lam = conv_route, lam
         for norm in norms:
             norm.route = bn_route
         yield model
-    finally:
-        for conv, (route, previous_lam) in zip(convs, saved[0], strict=True):
-            conv.route, conv.lam = route, previous_lam
-        for norm, route in zip(norms, saved[1], strict=True):
-            norm.route = route
 
 
 def float_inference(model: nn.Module, lam_n: float, lam_th: float = 0.5):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkernels.nn.noisy import ALPHA_INIT
+from robustkernels.nn.restore import restoring
 from robustkernels.reference.noisy_weight import pni_noisy_weight
 
 from ..attacks import pgd
@@ -94,18 +95,12 @@ def eager_setting(model: nn.Module, lam: float, bn_path: int):
     PNIConv2d and batch norm bn_path on every DualBatchNorm2d, then restores them."""
     convs = [m for m in model.modules() if isinstance(m, PNIConv2d)]
     norms = [m for m in model.modules() if isinstance(m, DualBatchNorm2d)]
-    saved = [m.lam for m in convs], [m.route for m in norms]
-    try:
+    with restoring(convs, "lam"), restoring(norms, "route"):
         for conv in convs:
             conv.lam = lam
         for norm in norms:
             norm.route = bn_path
         yield model
-    finally:
-        for conv, lam_before in zip(convs, saved[0], strict=True):
-            conv.lam = lam_before
-        for norm, route in zip(norms, saved[1], strict=True):
-            norm.route = route
 
 
 class EagerFLOATTraining(FLOATTraining):

@@ -25,6 +25,8 @@ from robustkernels import functional
 from robustkernels.nn.noisy import ALPHA_INIT, _alpha_shape
 from robustkernels.paths import random_route
 
+from .restore import restoring
+
 _SEED_HIGH = 2**62
 
 
@@ -786,14 +788,9 @@ def set_route(model: nn.Module, route) -> None:
 def use_route(model: nn.Module, route):
     """`with use_route(model, route):` runs the block with `route` on every routed module, then
     restores each module's previous route."""
-    modules = _routed_modules(model)
-    saved = [m.route for m in modules]
-    try:
+    with restoring(_routed_modules(model), "route"):
         set_route(model, route)
         yield model
-    finally:
-        for module, previous in zip(modules, saved, strict=True):
-            module.route = previous
 
 
 def gated_blocks(model: nn.Module) -> list[GatedConv2d]:
@@ -809,14 +806,10 @@ def use_path(model: nn.Module, path):
     path = path.tolist() if isinstance(path, torch.Tensor) and path.dim() == 1 else list(path)
     if len(path) != len(blocks):
         raise ValueError(f"path must name one gate per gated block ({len(blocks)}), got {len(path)}")
-    saved = [b.route for b in blocks]
-    try:
+    with restoring(blocks, "route"):
         for block, gate in zip(blocks, path, strict=True):
             block.route = gate
         yield model
-    finally:
-        for block, previous in zip(blocks, saved, strict=True):
-            block.route = previous
 
 
 def derive(model: nn.Module, path) -> nn.Module:

@@ -27,6 +27,7 @@ from torch import nn
 
 from robustkernels.nn.noisy import ALPHA_INIT
 from robustkernels.nn.path import MaskedExpertConv2d, PathBatchNorm2d, _check_model, _conv_geometry, _replace
+from robustkernels.nn.restore import restoring
 
 __all__ = [
     "SlimmableBatchNorm2d",
@@ -274,11 +275,6 @@ def set_width(model: nn.Module, width: float) -> None:
 def use_width(model: nn.Module, width: float):
     """`with use_width(model, width):` runs the block at `width`, then restores each layer's width.
     Composes with the route contexts, e.g. `with use_width(m, 0.5), float_inference(m, 0.7):`."""
-    layers = _width_aware(model)
-    saved = [layer.width for layer in layers]
-    try:
+    with restoring(_width_aware(model), "width"):
         set_width(model, width)
         yield model
-    finally:
-        for layer, previous in zip(layers, saved, strict=True):
-            layer.width = previous
