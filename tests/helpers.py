@@ -92,3 +92,13 @@ def assert_half_close(actual: torch.Tensor, same_dtype: torch.Tensor, oracle: to
         f"{what}: {actual.dtype} error {error:.3g} exceeds twice the same-dtype reference's "
         f"{reference_error:.3g} (+ one ulp {ulp:.3g})"
     )
+
+
+def grads_of(fn, tensors, device="cpu", seed=3):
+    """fn's output and the gradients of `tensors` (copied to `device`) for a seeded incoming
+    gradient, all back on the CPU (None for a tensor fn does not use)."""
+    tensors = [t.detach().to(device, copy=True).requires_grad_(True) for t in tensors]
+    out = fn(*tensors)
+    grad = seeded_normal(out.shape, seed, torch.float32, like=out).to(out.dtype)
+    results = (out, *torch.autograd.grad(out, tensors, grad, allow_unused=True))
+    return [None if r is None else r.cpu() for r in results]

@@ -5,7 +5,7 @@ oracles run on the device under test, and results are compared on the CPU)."""
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, require_backend, targets
+from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, grads_of, require_backend, targets
 
 import robustkernels
 from robustkernels import functional as F
@@ -39,18 +39,6 @@ def make_x(shape, dtype=torch.float32, seed=1):
 
 def random_route(batch, paths, dtype=torch.int64, seed=2):
     return torch.randint(paths, (batch,), generator=torch.Generator().manual_seed(seed)).to(dtype)
-
-
-def grads_of(fn, tensors, device="cpu", seed=3):
-    """fn's output and the gradients of `tensors` (copied to `device`), back on the CPU."""
-    tensors = [t.detach().to(device, copy=True).requires_grad_(True) for t in tensors]
-    out = fn(*tensors)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
-    results = (
-        out,
-        *torch.autograd.grad(out, tensors, grad.to(dtype=out.dtype, device=out.device), allow_unused=True),
-    )
-    return [None if r is None else r.cpu() for r in results]
 
 
 def assert_all_close(got, expected, dtype=torch.float32):
