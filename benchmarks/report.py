@@ -395,8 +395,11 @@ def main() -> None:
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["# machine", args.machine, "torch", torch.__version__, "threads", torch.get_num_threads()]
-            + ["device", DEVICE, "rounds", args.rounds or "each benchmark's own"]
+            [
+                *("# machine", args.machine, "torch", torch.__version__),
+                *("threads", torch.get_num_threads(), "device", DEVICE),
+                *("rounds", args.rounds or "each benchmark's own"),
+            ]
         )
         writer.writerow(
             [

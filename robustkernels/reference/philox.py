@@ -43,7 +43,9 @@ def uint32_to_uniform(bits: torch.Tensor) -> torch.Tensor:
 
 def _box_muller(bits1: torch.Tensor, bits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     u1 = uint32_to_uniform(bits1).clamp_min(1.0e-7)
-    theta = torch.tensor(6.283185307179586, dtype=torch.float32, device=bits2.device) * uint32_to_uniform(bits2)
+    theta = torch.tensor(6.283185307179586, dtype=torch.float32, device=bits2.device) * uint32_to_uniform(
+        bits2
+    )
     radius = torch.sqrt(-2.0 * torch.log(u1))
     return radius * torch.cos(theta), radius * torch.sin(theta)
 
