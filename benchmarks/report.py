@@ -336,7 +336,9 @@ def main() -> None:
                 }
             )
 
-    interleaved = interleaved_conv_rows()
+    # the interleaved conv timings and the saved bytes belong to noisy_conv2d: measured when it is selected
+    conv_selected = any(op == "noisy_conv2d" for op, _, _ in medians)
+    interleaved = interleaved_conv_rows() if conv_selected else []
     print("\nnoisy_conv2d forward_backward, interleaved rounds (used for the conv targets):")
     for row in interleaved:
         print(f"  {row['case']:<5} {row['variant']:<16} {row['median_ms']:>9.3f} ms")
@@ -383,7 +385,7 @@ def main() -> None:
 
     target_rows += bandwidth_rows(traffic)
 
-    memory = saved_bytes_rows()
+    memory = saved_bytes_rows() if conv_selected else []
     print("\nsaved for backward (bytes):")
     for row in memory:
         print(
