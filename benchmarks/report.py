@@ -339,7 +339,8 @@ def main() -> None:
     # the interleaved conv timings and the saved bytes belong to noisy_conv2d: measured when it is selected
     conv_selected = any(op == "noisy_conv2d" for op, _, _ in medians)
     interleaved = interleaved_conv_rows() if conv_selected else []
-    print("\nnoisy_conv2d forward_backward, interleaved rounds (used for the conv targets):")
+    if interleaved:
+        print("\nnoisy_conv2d forward_backward, interleaved rounds (used for the conv targets):")
     for row in interleaved:
         print(f"  {row['case']:<5} {row['variant']:<16} {row['median_ms']:>9.3f} ms")
         rows.append(
@@ -386,7 +387,8 @@ def main() -> None:
     target_rows += bandwidth_rows(traffic)
 
     memory = saved_bytes_rows() if conv_selected else []
-    print("\nsaved for backward (bytes):")
+    if memory:
+        print("\nsaved for backward (bytes):")
     for row in memory:
         print(
             f"  {row['case']:<14} {row['variant']:<16} saved {row['saved_bytes']:>10}  newly allocated {row['new_bytes']:>10}"
