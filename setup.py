@@ -6,17 +6,23 @@ Environment switches:
                               installed torch has CUDA and nvcc is found)
   MAX_JOBS                    parallel compile jobs (read by torch's ninja build)
 
-Install with `pip install --no-build-isolation .`: torch is a build requirement and
-an isolated build would download a CUDA build of torch.
+Install with `pip install --no-build-isolation .` into an environment that already has torch:
+the extension is built against that torch, so it is not a build requirement (an isolated build
+would download another torch, multi-GB where it is a CUDA build).
 """
 
 import glob
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# The lowest torch the code needs: torch.library.custom_op with register_fake and
+# register_autograd, which every op is built on, arrived in torch 2.4. Tested: torch 2.13.0
+# (CPU; the version run.sh and CI pin) runs the whole suite; torch 2.11.0+cu130 built the CUDA
+# extension and ran the GPU tests on an H200 (issue 11). Versions between 2.4 and 2.11 are untested.
+TORCH_REQUIREMENT = "torch>=2.4"
 
 
 def _flag(name: str) -> bool | None:
@@ -31,7 +37,14 @@ def _extensions():
         print("robustkernels: ROBUSTKERNELS_BUILD_EXT=0, building no C++ extension")
         return [], {}
 
-    import torch
+    try:
+        import torch
+    except ImportError as error:
+        raise RuntimeError(
+            "robustkernels builds its C++ extension against the installed torch: install torch first "
+            "and build with `pip install --no-build-isolation .` (or set ROBUSTKERNELS_BUILD_EXT=0 for "
+            "a pure-Python install)"
+        ) from error
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = ["csrc/registration.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
@@ -68,23 +81,15 @@ setup(
     name="robustkernels",
     version="0.1.0",
     description="Fused PyTorch kernels for adversarial-robustness research",
-    packages=[
-        "robustkernels",
-        "robustkernels.reference",
-        "robustkernels.triton",
-        "robustkernels.ops",
-        "robustkernels.nn",
-        "robustkernels.api",
-        "robustkernels.api.data",
-        "robustkernels.api.models",
-        "robustkernels.api.train",
-        "robustkernels.api.commands",
-        "robustkernels.api.attacks",
-        "robustkernels.api.evaluate",
+    # python_api/ is installed as robustkernels.api, its subpackages with it
+    packages=find_packages(include=["robustkernels", "robustkernels.*"])
+    + [
+        f"robustkernels.api{name[len('python_api') :]}"
+        for name in find_packages(include=["python_api", "python_api.*"])
     ],
     package_dir={"robustkernels.api": "python_api"},
     python_requires=">=3.10",
-    install_requires=["torch==2.13.0", "numpy", "scikit-learn", "tqdm", "safetensors"],
+    install_requires=[TORCH_REQUIREMENT, "numpy", "scikit-learn", "tqdm", "safetensors"],
     extras_require={"triton": ["triton"], "dev": ["pytest", "pytest-benchmark", "ruff", "triton"]},
     entry_points={"console_scripts": ["robustkernels=robustkernels.api.cli:main"]},
     ext_modules=ext_modules,

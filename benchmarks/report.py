@@ -1,6 +1,6 @@
 """Runs the benchmarks, prints the ratios as a table and writes benchmarks/results/<machine>.csv.
 
-    python benchmarks/report.py [-k EXPR] [--machine NAME]
+    python benchmarks/report.py [-k EXPR] [--machine NAME] [--rounds N] [--out CSV]
 
 Every figure comes from one pytest-benchmark run on this machine (medians over
 rounds); nothing is carried over from elsewhere. Also measured here: the bytes
@@ -23,6 +23,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+from timing import DEVICE, ROUNDS_VARIABLE, capped_rounds  # noqa: E402
 
 # (op, passes, numerator variant, denominator variant, target, meaning)
 TARGETS = [
@@ -190,7 +192,6 @@ def interleaved_conv_rows(rounds: int = 9) -> list[dict]:
     2-core VM their conv medians moved by up to 5x between neighbouring runs."""
     import time
 
-    sys.path.insert(0, str(HERE))
     from test_noisy_weight import CONV_SHAPES, CONV_VARIANTS, _conv_case, _run
 
     names = ["plain_conv2d", "reference_eager", "robustkernels"]
@@ -202,7 +203,7 @@ def interleaved_conv_rows(rounds: int = 9) -> list[dict]:
             step()
             step()
         times: dict[str, list[float]] = {name: [] for name in names}
-        for r in range(rounds):
+        for r in range(capped_rounds(rounds)):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 start = time.perf_counter()
@@ -237,9 +238,9 @@ def saved_bytes_rows() -> list[dict]:
     }
     rows = []
     for channels in (16, 64):
-        x = torch.randn(32, channels, 32, 32, requires_grad=True)
-        weight = torch.randn(channels, channels, 3, 3, requires_grad=True)
-        alpha = torch.full((1,), 0.25, requires_grad=True)
+        x = torch.randn(32, channels, 32, 32, device=DEVICE, requires_grad=True)
+        weight = torch.randn(channels, channels, 3, 3, device=DEVICE, requires_grad=True)
+        alpha = torch.full((1,), 0.25, device=DEVICE, requires_grad=True)
         for variant, fn in variants.items():
             total, new = _saved_for_backward(fn, x, weight, alpha)
             rows.append(
@@ -287,7 +288,19 @@ def main() -> None:
     parser.add_argument(
         "--machine", default=machine_name(), help="name of the results file (default: from the hardware)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="cap every benchmark at this many rounds of one iteration (a short run; default: their own)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="the results CSV (default: benchmarks/results/<machine>.csv)"
+    )
     args = parser.parse_args()
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error(f"--rounds must be a positive integer, got {args.rounds}")
+        os.environ[ROUNDS_VARIABLE] = str(args.rounds)  # read by the benchmarks in the pytest runs
 
     results = run_benchmarks(args.select)
     medians: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
@@ -323,8 +336,11 @@ def main() -> None:
                 }
             )
 
-    interleaved = interleaved_conv_rows()
-    print("\nnoisy_conv2d forward_backward, interleaved rounds (used for the conv targets):")
+    # the interleaved conv timings and the saved bytes belong to noisy_conv2d: measured when it is selected
+    conv_selected = any(op == "noisy_conv2d" for op, _, _ in medians)
+    interleaved = interleaved_conv_rows() if conv_selected else []
+    if interleaved:
+        print("\nnoisy_conv2d forward_backward, interleaved rounds (used for the conv targets):")
     for row in interleaved:
         print(f"  {row['case']:<5} {row['variant']:<16} {row['median_ms']:>9.3f} ms")
         rows.append(
@@ -370,19 +386,24 @@ def main() -> None:
 
     target_rows += bandwidth_rows(traffic)
 
-    memory = saved_bytes_rows()
-    print("\nsaved for backward (bytes):")
+    memory = saved_bytes_rows() if conv_selected else []
+    if memory:
+        print("\nsaved for backward (bytes):")
     for row in memory:
         print(
             f"  {row['case']:<14} {row['variant']:<16} saved {row['saved_bytes']:>10}  newly allocated {row['new_bytes']:>10}"
         )
 
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{args.machine}.csv"
+    out = args.out or RESULTS / f"{args.machine}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["# machine", args.machine, "torch", torch.__version__, "threads", torch.get_num_threads()]
+            [
+                *("# machine", args.machine, "torch", torch.__version__),
+                *("threads", torch.get_num_threads(), "device", DEVICE),
+                *("rounds", args.rounds or "each benchmark's own"),
+            ]
         )
         writer.writerow(
             [
@@ -447,7 +468,7 @@ def main() -> None:
                     r["new_bytes"] == 0,
                 ]
             )
-    print(f"\nwrote {out.relative_to(HERE.parent)}")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -7,18 +7,13 @@ max / max / topk sequence (robustkernels.reference.crossmax), k = 3, "kth".
 
 import pytest
 import torch
+from timing import DEVICE, pedantic, sync
 
 import robustkernels.functional as rkF
 from robustkernels import reference
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPES = [(8, 512, 100), (16, 128, 1000)]  # [N predictors, B samples, C classes]
 K = 3
-
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 def _variants():
@@ -44,7 +39,7 @@ def _run(fn, logits, backward):
         if backward:
             out.backward(torch.ones_like(out))
             logits.grad = None
-        _sync()
+        sync()
 
     return step
 
@@ -62,4 +57,4 @@ def test_crossmax(benchmark, shape, variant, passes):
     case = "x".join(map(str, shape))
     benchmark.group = f"crossmax {case} {passes}"
     benchmark.extra_info.update(op="crossmax", case=case, passes=passes, variant=variant)
-    benchmark.pedantic(step, rounds=20, iterations=5, warmup_rounds=2)
+    pedantic(benchmark, step, rounds=20, iterations=5, warmup_rounds=2)

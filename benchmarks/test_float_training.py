@@ -27,6 +27,7 @@ import time
 
 import pytest
 import torch
+from timing import DEVICE, pedantic, sync
 
 from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
@@ -35,15 +36,9 @@ from robustkernels.api.train import TrainConfig, build_sgd, derived_generator
 from robustkernels.api.train.float_at import FLOATTraining, to_float_model
 from robustkernels.api.train.float_reference import EagerFLOATTraining, to_eager_float_model
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BATCH = 128
 CIFAR10_TRAIN_IMAGES = 50_000
 VARIANTS = ("reference_eager", "robustkernels", "robustkernels_routed")
-
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 def small_cnn_digits():
@@ -102,7 +97,7 @@ def training_steps(case: str) -> tuple[dict, int, int]:
             loss.backward()
             optimizer.step()
             done[0] += 1
-            _sync()
+            sync()
 
         return step
 
@@ -116,7 +111,7 @@ def test_float_training(benchmark, case, variant):
     step()  # warm-up
     benchmark.group = f"float_training {case} train_step"
     benchmark.extra_info.update(op="float_training", case=case, passes="train_step", variant=variant)
-    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
+    pedantic(benchmark, step, rounds=3, iterations=1, warmup_rounds=1)
 
 
 SPEEDUP_TARGET = 1.0  # issue 6: FLOAT on robustkernels trains faster than on the eager layers

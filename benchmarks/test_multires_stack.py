@@ -10,21 +10,16 @@ two F.interpolate calls, two noise draws (torch.rand) and a clip, then one cat.
 
 import pytest
 import torch
+from timing import DEVICE, pedantic, sync
 
 import robustkernels.functional as rkF
 from robustkernels import reference
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPES = [(128, 3, 32, 32)]
 RESOLUTIONS = (32, 16, 8, 4)
 SEED = 1234
 # 64 Mi floats per buffer: far past the caches of the development machines.
 STREAM_ELEMENTS = 64 * 2**20
-
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 def _variants():
@@ -72,7 +67,7 @@ def test_multires_stack(benchmark, shape, variant, passes):
         if passes == "forward_backward":
             out.backward(grad)
             x.grad = None
-        _sync()
+        sync()
 
     if passes == "forward":
         step = torch.no_grad()(step)
@@ -88,7 +83,7 @@ def test_multires_stack(benchmark, shape, variant, passes):
     benchmark.extra_info.update(
         op="multires_stack", case=case, passes=passes, variant=variant, bytes=traffic_bytes(shape, passes)
     )
-    benchmark.pedantic(step, rounds=15, iterations=3, warmup_rounds=2)
+    pedantic(benchmark, step, rounds=15, iterations=3, warmup_rounds=2)
 
 
 def test_stream_copy(benchmark):
@@ -98,7 +93,7 @@ def test_stream_copy(benchmark):
 
     def step():
         dst.copy_(src)
-        _sync()
+        sync()
 
     step()
     benchmark.group = "stream copy"
@@ -109,4 +104,4 @@ def test_stream_copy(benchmark):
         variant="torch_copy",
         bytes=8 * STREAM_ELEMENTS,
     )
-    benchmark.pedantic(step, rounds=10, iterations=2, warmup_rounds=1)
+    pedantic(benchmark, step, rounds=10, iterations=2, warmup_rounds=1)

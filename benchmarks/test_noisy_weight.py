@@ -9,19 +9,14 @@ F.conv2d row is the floor noisy_conv2d is measured against.
 import pytest
 import torch
 import torch.nn.functional as F
+from timing import DEVICE, pedantic, sync
 
 import robustkernels.functional as rkF
 from robustkernels import reference
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CONV_SHAPES = [16, 32, 64]  # ResNet-style 3x3, channels in = out, batch 128, 32x32
 CONV_BATCH, CONV_SIZE = 128, 32
 WEIGHT_SHAPES = [(64, 64, 3, 3), (256, 256, 3, 3), (512, 512, 3, 3)]
-
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 def _conv_case(channels):
@@ -63,7 +58,7 @@ def _run(fn, args, backward):
             out.backward(torch.ones_like(out))
             for t in args:
                 t.grad = None
-        _sync()
+        sync()
 
     return step
 
@@ -79,7 +74,7 @@ def test_noisy_conv2d(benchmark, channels, variant, passes):
     step()  # warm-up (and compilation for the compiled reference)
     benchmark.group = f"noisy_conv2d b{CONV_BATCH} c{channels} {CONV_SIZE}x{CONV_SIZE} {passes}"
     benchmark.extra_info.update(op="noisy_conv2d", case=f"c{channels}", passes=passes, variant=variant)
-    benchmark.pedantic(step, rounds=7, iterations=1, warmup_rounds=2)
+    pedantic(benchmark, step, rounds=7, iterations=1, warmup_rounds=2)
 
 
 def _weight_variants():
@@ -112,4 +107,4 @@ def test_noisy_weight(benchmark, shape, variant, passes):
     case = "x".join(map(str, shape))
     benchmark.group = f"noisy_weight {case} {passes}"
     benchmark.extra_info.update(op="noisy_weight", case=case, passes=passes, variant=variant)
-    benchmark.pedantic(step, rounds=20, iterations=5, warmup_rounds=2)
+    pedantic(benchmark, step, rounds=20, iterations=5, warmup_rounds=2)

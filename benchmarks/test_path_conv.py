@@ -24,6 +24,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from timing import DEVICE, pedantic, sync
 from torch import nn
 
 import robustkernels.functional as rkF
@@ -31,15 +32,9 @@ import robustkernels.nn as rnn
 from robustkernels import reference
 from robustkernels.reference import path_conv as path_reference
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BATCH, CHANNELS, SIZE, PATHS = 128, 64, 32, 4
 MEMBERS = 8
 ENSEMBLE_BATCHES = (32, 256)
-
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 def _conv_inputs(paths=PATHS):
@@ -147,7 +142,7 @@ def _step(fn, inputs, backward):
             out.backward(torch.ones_like(out))
             for t in inputs:
                 t.grad = None
-        _sync()
+        sync()
 
     return step if backward else torch.no_grad()(step)
 
@@ -180,7 +175,7 @@ def test_path_conv(benchmark, op, case, passes, variant):
     step()  # warm-up (and compilation for the compiled reference)
     benchmark.group = f"{op} {case} {passes}"
     benchmark.extra_info.update(op=op, case=case, passes=passes, variant=variant)
-    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    pedantic(benchmark, step, rounds=5, iterations=1, warmup_rounds=1)
 
 
 TARGETS = [

@@ -9,11 +9,11 @@ differentiate through their steps.
 
 import pytest
 import torch
+from timing import DEVICE, pedantic, sync
 
 import robustkernels.functional as rkF
 from robustkernels import reference
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPES = [(128, 3, 32, 32), (256, 3, 64, 64)]
 EPS = {"linf": 8 / 255, "l2": 0.5}
 STEP = {"linf": 2 / 255, "l2": 0.1}
@@ -49,11 +49,10 @@ def test_pgd_step(benchmark, shape, norm, variant):
     @torch.no_grad()
     def step():
         fn(x_adv, grad, x_orig)
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
+        sync()
 
     step()  # warm-up (and compilation for the compiled reference)
     case = f"{norm} {'x'.join(map(str, shape))}"
     benchmark.group = f"pgd_step {case}"
     benchmark.extra_info.update(op="pgd_step", case=case, passes="forward", variant=variant)
-    benchmark.pedantic(step, rounds=20, iterations=5, warmup_rounds=2)
+    pedantic(benchmark, step, rounds=20, iterations=5, warmup_rounds=2)

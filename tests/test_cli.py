@@ -32,7 +32,8 @@ def _weights(directory) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("command", "expected"), [("train", "--data-dir"), ("eval", "--checkpoint"), ("bench", "--rounds")]
+    ("command", "expected"),
+    [("train", "--data-dir"), ("eval", "--checkpoint"), ("bench", "--rounds"), ("reproduce", "--device")],
 )
 def test_help_explains_the_options(capsys, command, expected):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,16 +1,25 @@
-"""CrossMax (multi-resolution self-ensemble aggregation) against its reference, on every CPU backend."""
+"""CrossMax (multi-resolution self-ensemble aggregation) against its reference, on every backend
+and device (see helpers.py for the device convention)."""
 
 import pytest
 import torch
-from helpers import TOLERANCE, require_backend
+from helpers import TOLERANCE, assert_half_close, require_backend, targets
 
 import robustkernels
 from robustkernels import functional as F
 from robustkernels import reference
 from robustkernels.nn import CrossMax
+from robustkernels.ops import crossmax as crossmax_ops
 
 REDUCTIONS = ["kth", "topk_mean", "median"]
 SHAPES = [(n, b, c) for n in (1, 3, 7) for b in (1, 5) for c in (2, 10, 13)]
+TARGETS = targets("cpp", "reference", "triton")  # no CUDA C++ kernel: Triton serves GPUs
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Triton tiles of 16 elements, so that the loops over class tiles run several times."""
+    monkeypatch.setattr(crossmax_ops, "_TILE", 16)
 
 
 def ks_for(num_predictors, reduction):
@@ -32,15 +41,18 @@ def make_logits(shape, dtype=torch.float32, seed=0, scale=3.0):
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
 
 
-def out_grad(shape, dtype, seed=1):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+def out_grad(shape, dtype, seed=1, device="cpu"):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype=dtype, device=device)
 
 
-def run_with_grad(backend, logits, grad_seed=1, **kwargs):
+def run_with_grad(backend, logits, grad_seed=1, grad_dtype=None, **kwargs):
+    """Forward and backward on `backend`, on logits' device; the incoming gradient is drawn in
+    `grad_dtype` (default the output's) and cast to the output's dtype."""
     logits = logits.detach().clone().requires_grad_(True)
     with robustkernels.use_backend(backend):
         out = F.crossmax(logits, **kwargs)
-        (grad,) = torch.autograd.grad(out, logits, out_grad(out.shape, out.dtype, grad_seed))
+        grad_out = out_grad(out.shape, grad_dtype or out.dtype, grad_seed, out.device).to(out.dtype)
+        (grad,) = torch.autograd.grad(out, logits, grad_out)
     return out, grad
 
 
@@ -54,15 +66,33 @@ def reference_with_grad(logits, grad_seed=1, **kwargs):
     return out, grad
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize(("shape", "k", "reduction"), list(cases()))
-def test_matches_reference_float32(backend, shape, k, reduction):
-    require_backend(backend)
+def test_matches_reference_float32(target, shape, k, reduction):
     logits = make_logits(shape)
-    got = run_with_grad(backend, logits, k=k, reduction=reduction)
+    got = run_with_grad(target.backend, *target.to(logits), k=k, reduction=reduction)
     expected = reference_with_grad(logits, k=k, reduction=reduction)
     for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, **TOLERANCE[torch.float32])
+        assert g.device.type == target.device
+        torch.testing.assert_close(g.cpu(), e, **TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(("shape", "k"), [((7, 3, 13), 5), ((12, 2, 9), 9), ((12, 2, 9), 2)])
+@pytest.mark.parametrize("target", targets("triton"))
+def test_triton_class_loops_equal_cpp(small_tiles, target, shape, k, reduction):
+    """Several Triton class tiles per sample, ranks from the top and from the bottom: the same
+    values and indices as the C++ kernel."""
+    require_backend("cpp")
+    logits = make_logits(shape, seed=5)
+    with robustkernels.use_backend("triton"):
+        triton_out = torch.ops.robustkernels.crossmax(*target.to(logits), k, reduction)
+    cpp_out = torch.ops.robustkernels.crossmax_fwd_kernel(logits, k, reduction)
+    for t, c in zip(triton_out, cpp_out, strict=True):
+        torch.testing.assert_close(t.cpu(), c, atol=1e-6, rtol=1e-6)
+    triton_grad = run_with_grad("triton", *target.to(logits), k=k, reduction=reduction)[1]
+    cpp_grad = run_with_grad("cpp", logits, k=k, reduction=reduction)[1]
+    torch.testing.assert_close(triton_grad.cpu(), cpp_grad, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -77,31 +107,32 @@ def test_deep_ranks(reduction, num_predictors, k):
         torch.testing.assert_close(g, e, **TOLERANCE[torch.float32])
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_other_dtypes(dtype, reduction):
-    """Forward against the reference on the same values; backward against the float32 kernel
-    on the upcast inputs (low precision makes ties likely, and torch.topk's choice among
-    ties is unspecified, while the kernels' lowest-index rule is the same in every dtype)."""
-    require_backend("cpp")
+def test_other_dtypes(target, dtype, reduction):
+    """Half precision by the rule of helpers.assert_half_close: the forward against the public
+    sequence in the same dtype, the backward against the reference backend in the same dtype
+    (the kernels' lowest-index rule for ties, which low precision makes likely; torch.topk's
+    choice among ties is unspecified), both with float64 oracles on the same values."""
     logits = make_logits((7, 5, 13), dtype=dtype, seed=2)
-    out, grad = run_with_grad("cpp", logits, k=2, reduction=reduction)
-    assert out.dtype == dtype and grad.dtype == dtype
-    expected_out, _ = reference_with_grad(logits, k=2, reduction=reduction)
-    tol = TOLERANCE[dtype]
-    torch.testing.assert_close(out.to(expected_out.dtype), expected_out, **tol)
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
-    logits_up = logits.to(compute).requires_grad_(True)
-    out_up = F.crossmax(logits_up, k=2, reduction=reduction)
-    (grad_up,) = torch.autograd.grad(out_up, logits_up, out_grad(out.shape, dtype).to(compute))
-    torch.testing.assert_close(grad.to(compute), grad_up, atol=tol["atol"] * 10, rtol=tol["rtol"])
+    out, grad = run_with_grad(target.backend, *target.to(logits), k=2, reduction=reduction)
+    assert out.dtype == grad.dtype == dtype and out.device.type == target.device
+    oracle_out, oracle_grad = run_with_grad(
+        "reference", logits.double(), grad_dtype=dtype, k=2, reduction=reduction
+    )
     if dtype == torch.float64:
-        torch.testing.assert_close(grad, reference_with_grad(logits, k=2, reduction=reduction)[1])
+        torch.testing.assert_close(out.cpu(), oracle_out, **TOLERANCE[dtype])
+        torch.testing.assert_close(grad.cpu(), oracle_grad, **TOLERANCE[dtype])
+        return
+    assert_half_close(out, reference.crossmax(logits, 2, reduction), oracle_out, "forward")
+    assert_half_close(
+        grad, run_with_grad("reference", logits, k=2, reduction=reduction)[1], oracle_grad, "grad"
+    )
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-def test_non_contiguous_and_predictor_dim(backend):
-    require_backend(backend)
+@pytest.mark.parametrize("target", TARGETS)
+def test_non_contiguous_and_predictor_dim(target):
     logits = make_logits((7, 5, 13), seed=3)
     expected = reference_with_grad(logits, k=3, reduction="kth")
     views = {
@@ -113,25 +144,25 @@ def test_non_contiguous_and_predictor_dim(backend):
     wide[:, :, ::2] = logits
     views["strided classes"] = (wide[:, :, ::2], 0)
     for name, (view, dim) in views.items():
+        view = view.to(target.device)  # keeps the strides
         if name != "predictor_dim=1":
             assert not view.is_contiguous() or dim != 0, name
         view = view.detach().requires_grad_(True)
-        with robustkernels.use_backend(backend):
+        with robustkernels.use_backend(target.backend):
             out = F.crossmax(view, k=3, reduction="kth", predictor_dim=dim)
-            (grad,) = torch.autograd.grad(out, view, out_grad(out.shape, out.dtype))
-        torch.testing.assert_close(out, expected[0], **TOLERANCE[torch.float32])
-        torch.testing.assert_close(grad.movedim(dim, 0), expected[1], **TOLERANCE[torch.float32])
+            (grad,) = torch.autograd.grad(out, view, out_grad(out.shape, out.dtype, device=out.device))
+        torch.testing.assert_close(out.cpu(), expected[0], **TOLERANCE[torch.float32])
+        torch.testing.assert_close(grad.movedim(dim, 0).cpu(), expected[1], **TOLERANCE[torch.float32])
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-def test_single_predictor(backend):
+@pytest.mark.parametrize("target", TARGETS)
+def test_single_predictor(target):
     """N = 1, k = 1: Z is 0 everywhere and so is the gradient."""
-    require_backend(backend)
-    logits = make_logits((1, 4, 6))
+    (logits,) = target.to(make_logits((1, 4, 6)))
     for reduction in REDUCTIONS:
-        out, grad = run_with_grad(backend, logits, k=1, reduction=reduction)
-        assert torch.equal(out, torch.zeros(4, 6))
-        assert torch.equal(grad, torch.zeros(1, 4, 6))
+        out, grad = run_with_grad(target.backend, logits, k=1, reduction=reduction)
+        assert torch.equal(out.cpu(), torch.zeros(4, 6))
+        assert torch.equal(grad.cpu(), torch.zeros(1, 4, 6))
 
 
 def tie_rule_gradient(num_predictors, batch, classes, selected, grad_out):
@@ -148,19 +179,18 @@ def tie_rule_gradient(num_predictors, batch, classes, selected, grad_out):
     return grad
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize(
     ("reduction", "k", "selected"),
     [("kth", 2, [1]), ("kth", 4, [3]), ("kth", 1, [0]), ("topk_mean", 3, [0, 1, 2]), ("median", 1, [2])],
 )
-def test_ties_go_to_lowest_index(backend, reduction, k, selected):
-    require_backend(backend)
-    logits = torch.full((4, 3, 5), 1.5)
-    out, grad = run_with_grad(backend, logits, k=k, reduction=reduction)
-    assert torch.equal(out, torch.zeros(3, 5))
+def test_ties_go_to_lowest_index(small_tiles, target, reduction, k, selected):
+    logits = torch.full((4, 3, 5), 1.5, device=target.device)
+    out, grad = run_with_grad(target.backend, logits, k=k, reduction=reduction)
+    assert torch.equal(out.cpu(), torch.zeros(3, 5))
     expected = tie_rule_gradient(4, 3, 5, selected, out_grad((3, 5), torch.float32))
-    torch.testing.assert_close(grad.double(), expected, atol=1e-6, rtol=1e-6)
-    again = run_with_grad(backend, logits, k=k, reduction=reduction)[1]
+    torch.testing.assert_close(grad.cpu().double(), expected, atol=1e-6, rtol=1e-6)
+    again = run_with_grad(target.backend, logits, k=k, reduction=reduction)[1]
     assert torch.equal(grad, again)
 
 

@@ -1,9 +1,10 @@
-"""noisy_conv2d and noisy_linear: the transform fused with the platform convolution / matmul."""
+"""noisy_conv2d and noisy_linear: the transform fused with the platform convolution / matmul, on
+every backend and device (see helpers.py for the device convention)."""
 
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import TOLERANCE, require_backend
+from helpers import TOLERANCE, assert_half_close, grads_of, targets
 
 import robustkernels
 from robustkernels import functional as F
@@ -29,53 +30,60 @@ def conv_inputs(x_shape, w_shape, alpha_kind="channel", dtype=torch.float32, see
     return x, weight, bias, alpha, mask
 
 
-def grads_of(fn, tensors, seed=3):
-    tensors = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(*tensors)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
-    return (out, *torch.autograd.grad(out, tensors, grad))
+TARGETS = targets("cpp", "reference", "triton", "cuda")
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("alpha_kind", ["layer", "channel", "element"])
-def test_conv2d_matches_reference(backend, case, alpha_kind):
-    require_backend(backend)
+def test_conv2d_matches_reference(target, case, alpha_kind):
     x_shape, w_shape, stride, padding, dilation, groups = case
     x, weight, bias, alpha, mask = conv_inputs(x_shape, w_shape, alpha_kind)
     conv = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    (device_mask,) = target.to(mask)
 
     def ours(x, w, b, a):
-        with robustkernels.use_backend(backend):
-            return F.noisy_conv2d(x, w, b, a, lam=0.9, seed=11, mask=mask, **conv)
+        with robustkernels.use_backend(target.backend):
+            return F.noisy_conv2d(x, w, b, a, lam=0.9, seed=11, mask=device_mask, **conv)
 
     def ref(x, w, b, a):
         return reference.noisy_conv2d(x, w, b, a, 0.9, 11, mask, **conv)
 
     for got, expected in zip(
-        grads_of(ours, (x, weight, bias, alpha)), grads_of(ref, (x, weight, bias, alpha)), strict=True
+        grads_of(ours, (x, weight, bias, alpha), target.device),
+        grads_of(ref, (x, weight, bias, alpha)),
+        strict=True,
     ):
         torch.testing.assert_close(got, expected, **TOLERANCE[torch.float32])
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_conv2d_half_precision(dtype):
+def test_conv2d_half_precision(target, dtype):
+    """By the rule of helpers.assert_half_close: the reference in the same dtype and in float64 on
+    the same values."""
     x, weight, bias, alpha, mask = conv_inputs((2, 4, 8, 8), (6, 4, 3, 3), dtype=dtype)
     try:
-        TF.conv2d(x, weight)
+        TF.conv2d(*target.to(x, weight))
     except RuntimeError as exc:  # fp16 convolution is not implemented on every CPU build
-        pytest.skip(f"platform conv2d has no {dtype} kernel here: {exc}")
-    got = grads_of(
-        lambda *t: F.noisy_conv2d(*t, lam=1.0, seed=4, mask=mask, padding=1), (x, weight, bias, alpha)
-    )
-    expected = grads_of(
-        lambda *t: reference.noisy_conv2d(*t, 1.0, 4, mask, padding=1),
-        [t.float() for t in (x, weight, bias, alpha)],
-    )
-    for g, e in zip(got, expected, strict=True):
+        pytest.skip(f"platform conv2d has no {dtype} kernel on {target.device} here: {exc}")
+    tensors = (x, weight, bias, alpha)
+    (device_mask,) = target.to(mask)
+
+    def ours(*t):
+        with robustkernels.use_backend(target.backend):
+            return F.noisy_conv2d(*t, lam=1.0, seed=4, mask=device_mask, padding=1)
+
+    def ref(*t):
+        return reference.noisy_conv2d(*t, 1.0, 4, mask, padding=1)
+
+    got = grads_of(ours, tensors, target.device)
+    oracle = grads_of(ref, [t.double() for t in tensors])
+    for what, g, r, e in zip(
+        ("out", "x", "weight", "bias", "alpha"), got, grads_of(ref, tensors), oracle, strict=True
+    ):
         assert g.dtype == dtype
-        # conv outputs and weight gradients sum many half-precision products
-        torch.testing.assert_close(g.float(), e, atol=0.15, rtol=0.05)
+        assert_half_close(g, r, e, what)
 
 
 def test_conv2d_non_contiguous_inputs():
@@ -138,24 +146,26 @@ def test_linear_gradcheck_float64():
     )
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("x_shape", [(5, 7), (2, 3, 7), (7,)])
-def test_linear_matches_reference(backend, x_shape):
-    require_backend(backend)
+def test_linear_matches_reference(target, x_shape):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(x_shape, generator=gen)
     weight, bias = torch.randn(9, 7, generator=gen), torch.randn(9, generator=gen)
     alpha, mask = torch.rand(9, 7, generator=gen), torch.rand(9, 7, generator=gen) > 0.5
+    (device_mask,) = target.to(mask)
 
     def ours(x, w, b, a):
-        with robustkernels.use_backend(backend):
-            return F.noisy_linear(x, w, b, a, lam=1.0, seed=8, mask=mask)
+        with robustkernels.use_backend(target.backend):
+            return F.noisy_linear(x, w, b, a, lam=1.0, seed=8, mask=device_mask)
 
     def ref(x, w, b, a):
         return reference.noisy_linear(x, w, b, a, 1.0, 8, mask)
 
     for got, expected in zip(
-        grads_of(ours, (x, weight, bias, alpha)), grads_of(ref, (x, weight, bias, alpha)), strict=True
+        grads_of(ours, (x, weight, bias, alpha), target.device),
+        grads_of(ref, (x, weight, bias, alpha)),
+        strict=True,
     ):
         torch.testing.assert_close(got, expected, **TOLERANCE[torch.float32])
 

@@ -1,8 +1,9 @@
-"""The fused noisy / masked weight transform against its reference, on every CPU backend."""
+"""The fused noisy / masked weight transform against its reference, on every backend and device
+(see helpers.py for the device convention)."""
 
 import pytest
 import torch
-from helpers import TOLERANCE, require_backend
+from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, require_backend, targets
 
 import robustkernels
 from robustkernels import functional as F
@@ -14,7 +15,9 @@ ALPHA_SHAPES = {
     "channel_flat": lambda w: (w.shape[0],),
     "element": lambda w: tuple(w.shape),
 }
-WEIGHT_SHAPES = [(5, 3, 3, 3), (7, 2, 1, 5), (13, 11), (3,)]
+# (3, 1500): rows longer than one Triton block, so std and dalpha combine several partials
+WEIGHT_SHAPES = [(5, 3, 3, 3), (7, 2, 1, 5), (13, 11), (3,), (3, 1500)]
+TARGETS = targets("cpp", "reference", "triton", "cuda")
 
 
 def make_inputs(shape, alpha_kind, dtype=torch.float32, masked=True, seed=0):
@@ -25,86 +28,136 @@ def make_inputs(shape, alpha_kind, dtype=torch.float32, masked=True, seed=0):
     return weight, alpha, mask
 
 
+def incoming_grad(out, grad_seed, grad_dtype=None):
+    """The gradient handed to out's backward: seeded CPU draws in `grad_dtype` (default out's),
+    then in out's dtype on out's device."""
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed))
+    return grad.to(grad_dtype or out.dtype).to(dtype=out.dtype, device=out.device)
+
+
 def run_with_grads(backend, weight, alpha, mask, lam, seed, grad_seed=1):
     weight = weight.detach().clone().requires_grad_(True)
     alpha = alpha.detach().clone().requires_grad_(True)
     with robustkernels.use_backend(backend):
         out = F.noisy_weight(weight, alpha, lam=lam, seed=seed, mask=mask)
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.dtype)
-        grad_weight, grad_alpha = torch.autograd.grad(out, (weight, alpha), grad)
+        grad_weight, grad_alpha = torch.autograd.grad(out, (weight, alpha), incoming_grad(out, grad_seed))
+    return out, grad_weight, grad_alpha
+
+
+def reference_grads(weight, alpha, mask, lam, seed, grad_seed=1, grad_dtype=None):
+    """Autograd through robustkernels.reference in the inputs' dtype."""
+    weight = weight.detach().clone().requires_grad_(True)
+    alpha = alpha.detach().clone().requires_grad_(True)
+    out = reference.noisy_weight(weight, alpha, lam, seed, mask)
+    grad_weight, grad_alpha = torch.autograd.grad(
+        out, (weight, alpha), incoming_grad(out, grad_seed, grad_dtype)
+    )
     return out, grad_weight, grad_alpha
 
 
 def reference_with_grads(weight, alpha, mask, lam, seed, grad_seed=1):
-    """The reference in float32 (float64 for float64 inputs), the oracle for every dtype."""
+    """The reference in float32 (float64 for float64 inputs), the oracle of float32 results."""
     compute = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    weight = weight.detach().to(compute).requires_grad_(True)
-    alpha = alpha.detach().to(compute).requires_grad_(True)
-    out = reference.noisy_weight(weight, alpha, lam, seed, mask)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed))
-    grad = grad.to(alpha.dtype if compute == torch.float64 else out.dtype)
-    grad_weight, grad_alpha = torch.autograd.grad(out, (weight, alpha), grad)
-    return out, grad_weight, grad_alpha
+    return reference_grads(weight.to(compute), alpha.to(compute), mask, lam, seed, grad_seed)
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-@pytest.mark.parametrize("shape", WEIGHT_SHAPES)
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("shape", WEIGHT_SHAPES, ids=str)
 @pytest.mark.parametrize("alpha_kind", list(ALPHA_SHAPES))
 @pytest.mark.parametrize("masked", [False, True])
-def test_matches_reference_float32(backend, shape, alpha_kind, masked):
-    require_backend(backend)
+def test_matches_reference_float32(target, shape, alpha_kind, masked):
     weight, alpha, mask = make_inputs(shape, alpha_kind, masked=masked)
-    got = run_with_grads(backend, weight, alpha, mask, lam=0.8, seed=1234)
+    got = run_with_grads(target.backend, *target.to(weight, alpha, mask), lam=0.8, seed=1234)
     expected = reference_with_grads(weight, alpha, mask, lam=0.8, seed=1234)
     for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, **TOLERANCE[torch.float32])
+        assert g.device.type == target.device
+        torch.testing.assert_close(g.cpu(), e, **TOLERANCE[torch.float32])
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("alpha_kind", ["layer", "channel", "element"])
-def test_matches_reference_other_dtypes(dtype, alpha_kind):
-    require_backend("cpp")
+def test_matches_reference_other_dtypes(target, dtype, alpha_kind):
+    """Half precision by the rule of helpers.assert_half_close (the reference in the same dtype
+    and in float64 on the same values); float64 to float32's precision, as eta is float32 on
+    every backend and a device's logf / cosf may round it one ulp away from the CPU's."""
     weight, alpha, mask = make_inputs((6, 4, 3, 3), alpha_kind, dtype=dtype)
-    got = run_with_grads("cpp", weight, alpha, mask, lam=1.0, seed=77)
-    expected = reference_with_grads(weight, alpha, mask, lam=1.0, seed=77)
-    for g, e in zip(got, expected, strict=True):
+    got = run_with_grads(target.backend, *target.to(weight, alpha, mask), lam=1.0, seed=77)
+    oracle = reference_grads(weight.double(), alpha.double(), mask, 1.0, 77, grad_dtype=dtype)
+    same_dtype = reference_grads(weight, alpha, mask, 1.0, 77) if dtype in HALF_DTYPES else oracle
+    for what, g, r, e in zip(("forward", "grad weight", "grad alpha"), got, same_dtype, oracle, strict=True):
         assert g.dtype == dtype
-        tol = TOLERANCE[dtype] if dtype != torch.float64 else TOLERANCE[torch.float32]
-        # dalpha sums many terms; half precision inputs round each before the sum.
-        scale = 1.0 if g.numel() > 1 or dtype == torch.float64 else 4.0
-        torch.testing.assert_close(g.to(e.dtype), e, atol=tol["atol"] * scale * 10, rtol=tol["rtol"] * scale)
+        if dtype in HALF_DTYPES:
+            assert_half_close(g, r, e, what)
+        else:
+            torch.testing.assert_close(
+                g.cpu(), e, atol=1e-6, rtol=1e-6, msg=lambda m, what=what: f"{what}: {m}"
+            )
 
 
-def test_non_contiguous_weight():
-    require_backend("cpp")
+@pytest.mark.parametrize("target", TARGETS)
+def test_non_contiguous_weight(target):
     base = torch.randn(9, 6, 3, 3)
     weight = base.transpose(0, 1)  # [6, 9, 3, 3], non-contiguous
-    assert not weight.is_contiguous()
     alpha = torch.rand(6, 1, 1, 1) + 0.1
-    got = run_with_grads("cpp", weight, alpha, None, lam=0.5, seed=5)
+    device_weight, device_alpha = target.to(weight, alpha)
+    assert not device_weight.is_contiguous()
+    got = run_with_grads(target.backend, device_weight, device_alpha, None, lam=0.5, seed=5)
     expected = reference_with_grads(weight.contiguous(), alpha, None, lam=0.5, seed=5)
     for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, **TOLERANCE[torch.float32])
+        torch.testing.assert_close(g.cpu(), e, **TOLERANCE[torch.float32])
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-def test_lam_zero_is_exact_and_noise_free(backend):
-    require_backend(backend)
-    weight, alpha, mask = make_inputs((8, 4, 3, 3), "channel")
-    out, _grad_weight, grad_alpha = run_with_grads(backend, weight, alpha, mask, lam=0.0, seed=3)
+@pytest.mark.parametrize("target", TARGETS)
+def test_lam_zero_is_exact_and_noise_free(target):
+    weight, alpha, mask = target.to(*make_inputs((8, 4, 3, 3), "channel"))
+    out, _grad_weight, grad_alpha = run_with_grads(target.backend, weight, alpha, mask, lam=0.0, seed=3)
     assert torch.equal(out, weight * mask)
     assert torch.count_nonzero(grad_alpha) == 0
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-def test_mask_keeps_pruned_weights_zero(backend):
-    require_backend(backend)
-    weight, alpha, mask = make_inputs((16, 8, 3, 3), "element")
-    out, grad_weight, grad_alpha = run_with_grads(backend, weight, alpha, mask, lam=1.0, seed=3)
+@pytest.mark.parametrize("target", TARGETS)
+def test_mask_keeps_pruned_weights_zero(target):
+    weight, alpha, mask = target.to(*make_inputs((16, 8, 3, 3), "element"))
+    out, grad_weight, grad_alpha = run_with_grads(target.backend, weight, alpha, mask, lam=1.0, seed=3)
     assert torch.all(out[~mask] == 0)
     assert torch.all(grad_weight[~mask] == 0)
     assert torch.all(grad_alpha[~mask] == 0)
     assert torch.all(out[mask] != weight[mask])  # kept weights do get noise
+
+
+@pytest.mark.parametrize("alpha_kind", ["element", "channel"])
+@pytest.mark.parametrize("shape", [(6, 2, 3, 3), (4, 4, 3, 3)], ids=["rows-unaligned", "rows-aligned"])
+@pytest.mark.parametrize("target", targets("triton"))
+def test_triton_noise_paths_equal_cpp(target, shape, alpha_kind):
+    """Both noise paths of the Triton backward kernel (rows of a multiple of 4 elements or not)."""
+    require_backend("cpp")
+    weight, alpha, mask = make_inputs(shape, alpha_kind)
+    triton_result = run_with_grads("triton", *target.to(weight, alpha, mask), lam=0.3, seed=2**40 + 1)
+    cpp_result = run_with_grads("cpp", weight, alpha, mask, lam=0.3, seed=2**40 + 1)
+    for t, c in zip(triton_result, cpp_result, strict=True):
+        torch.testing.assert_close(t.cpu(), c, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_std_over_many_partial_blocks(target):
+    """std(W) combined from several block partials (Chan's formula) equals torch's."""
+    weight = torch.randn(3, 2500, generator=torch.Generator().manual_seed(0)) * 2 + 5
+    with robustkernels.use_backend(target.backend):
+        _, sigma = torch.ops.robustkernels.noisy_weight(*target.to(weight, torch.ones(1)), 1.0, 0, None)
+    torch.testing.assert_close(sigma.cpu(), weight.std(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_conv2d_matches_reference_on_the_same_device(target):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 7, 6, generator=gen)
+    x, weight, alpha, mask = target.to(x, *make_inputs((4, 3, 3, 3), "channel"))
+    with robustkernels.use_backend(target.backend):
+        got = F.noisy_conv2d(x, weight, None, alpha, lam=1.0, seed=5, mask=mask, padding=1)
+    with robustkernels.use_backend("reference"):
+        expected = F.noisy_conv2d(x, weight, None, alpha, lam=1.0, seed=5, mask=mask, padding=1)
+    torch.testing.assert_close(got, expected, **TOLERANCE[torch.float32])
 
 
 def test_seed_determinism_and_fresh_noise():
@@ -202,23 +255,21 @@ def test_std_matches_torch_and_is_returned():
     torch.testing.assert_close(sigma, weight.std(), atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference", "triton"])
-def test_lam_zero_without_mask_returns_a_fresh_tensor(backend):
+@pytest.mark.parametrize("target", TARGETS)
+def test_lam_zero_without_mask_returns_a_fresh_tensor(target):
     """A custom op may not return its input: lam = 0 without a mask must still copy."""
-    require_backend(backend)
-    weight, alpha, _ = make_inputs((4, 3, 3, 3), "layer")
-    with robustkernels.use_backend(backend):
+    weight, alpha, _ = target.to(*make_inputs((4, 3, 3, 3), "layer"))
+    with robustkernels.use_backend(target.backend):
         out = F.noisy_weight(weight, alpha, lam=0.0, seed=1)
     assert torch.equal(out, weight)
     assert out.data_ptr() != weight.data_ptr()
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference", "triton"])
-def test_std_of_a_single_element_is_zero(backend):
-    require_backend(backend)
-    weight = torch.tensor([0.5])
-    with robustkernels.use_backend(backend):
-        out, sigma = torch.ops.robustkernels.noisy_weight(weight, torch.ones(1), 1.0, 3, None)
+@pytest.mark.parametrize("target", TARGETS)
+def test_std_of_a_single_element_is_zero(target):
+    weight, alpha = target.to(torch.tensor([0.5]), torch.ones(1))
+    with robustkernels.use_backend(target.backend):
+        out, sigma = torch.ops.robustkernels.noisy_weight(weight, alpha, 1.0, 3, None)
     assert sigma.item() == 0.0
     assert torch.equal(out, weight)
 

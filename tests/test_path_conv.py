@@ -1,15 +1,18 @@
-"""Routed multi-path layers (path_conv2d, path_linear, path_weights, route_sort) against their references."""
+"""Routed multi-path layers (path_conv2d, path_linear, path_weights, route_sort) against their
+references, on every backend and device (see helpers.py for the device convention; the
+oracles run on the device under test, and results are compared on the CPU)."""
 
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import TOLERANCE, require_backend
+from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, grads_of, require_backend, targets
 
 import robustkernels
 from robustkernels import functional as F
 from robustkernels import reference
+from robustkernels.ops import path_conv as path_ops
 
-BACKENDS = ["cpp", "reference"]
+TARGETS = targets("cpp", "reference", "triton")  # no CUDA C++ kernel: Triton serves GPUs
 # (x shape, weight shape [C_out, C_in/groups, kh, kw], stride, padding, dilation, groups)
 CONV_CASES = [
     ((7, 4, 9, 7), (6, 4, 3, 3), 1, 1, 1, 1),
@@ -38,13 +41,6 @@ def random_route(batch, paths, dtype=torch.int64, seed=2):
     return torch.randint(paths, (batch,), generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
-def grads_of(fn, tensors, seed=3):
-    tensors = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(*tensors)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
-    return (out, *torch.autograd.grad(out, tensors, grad, allow_unused=True))
-
-
 def assert_all_close(got, expected, dtype=torch.float32):
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, **TOLERANCE[dtype])
@@ -67,77 +63,76 @@ def reference_conv(route, mask, lams, seeds, conv):
     return lambda x, w, b, a: reference.path_conv2d(x, w, b, route, lams, seeds, a, mask, **conv)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("alpha_kind", ["layer", "channel", "element"])
 @pytest.mark.parametrize("shared", [False, True], ids=["bank", "shared"])
-def test_conv_matches_reference(backend, case, alpha_kind, shared):
-    require_backend(backend)
+def test_conv_matches_reference(target, case, alpha_kind, shared):
     x_shape, w_shape, stride, padding, dilation, groups = case
     weight, bias, mask, alpha = make_bank(w_shape, 3, shared=shared, alpha_kind=alpha_kind)
     x = make_x(x_shape)
-    route = random_route(x_shape[0], 3)
+    route, mask = target.to(random_route(x_shape[0], 3), mask)
     conv = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     tensors = (x, weight, bias, alpha)
-    got = grads_of(ours_conv(backend, route, mask, LAMS, SEEDS, conv, shared), tensors)
-    assert_all_close(got, grads_of(reference_conv(route, mask, LAMS, SEEDS, conv), tensors))
+    got = grads_of(ours_conv(target.backend, route, mask, LAMS, SEEDS, conv, shared), tensors, target.device)
+    expected = grads_of(reference_conv(route, mask, LAMS, SEEDS, conv), tensors, target.device)
+    assert_all_close(got, expected)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("route", ["split", 1, [0, 4, 2]], ids=["split", "one-path", "sizes"])
-def test_conv_segments(backend, route):
+def test_conv_segments(target, route):
     """Segment routes (no sort) against the reference on the same per-sample paths."""
-    require_backend(backend)
     weight, bias, mask, alpha = make_bank((5, 4, 3, 3), 3)
     x = make_x((6, 4, 7, 7))
     sizes = {"split": [2, 2, 2], 1: [0, 6, 0]}.get(route, route) if not isinstance(route, list) else route
     conv = {"padding": 1}
     tensors = (x, weight, bias, alpha)
-    got = grads_of(ours_conv(backend, route, mask, LAMS, SEEDS, conv), tensors)
-    assert_all_close(got, grads_of(reference_conv(sizes, mask, LAMS, SEEDS, conv), tensors))
+    (mask,) = target.to(mask)
+    got = grads_of(ours_conv(target.backend, route, mask, LAMS, SEEDS, conv), tensors, target.device)
+    assert_all_close(got, grads_of(reference_conv(sizes, mask, LAMS, SEEDS, conv), tensors, target.device))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("route_dtype", [torch.int32, torch.int64])
-def test_random_route_equals_loop_of_plain_convs(backend, route_dtype):
-    require_backend(backend)
+def test_random_route_equals_loop_of_plain_convs(target, route_dtype):
     weight, bias, _, _ = make_bank((6, 4, 3, 3), 4)
     x = make_x((9, 4, 8, 8))
     route = random_route(9, 4, route_dtype, seed=11)
-    with robustkernels.use_backend(backend):
-        y = F.path_conv2d(x, weight, route, bias_bank=bias, padding=1)
+    with robustkernels.use_backend(target.backend):
+        y = F.path_conv2d(*target.to(x, weight, route), bias_bank=target.to(bias)[0], padding=1)
     expected = torch.cat(
         [TF.conv2d(x[b : b + 1], weight[r], bias[r], padding=1) for b, r in enumerate(route.tolist())]
     )
-    torch.testing.assert_close(y, expected, **TOLERANCE[torch.float32])
+    torch.testing.assert_close(y.cpu(), expected, **TOLERANCE[torch.float32])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_one_path_equals_plain_conv(backend):
-    require_backend(backend)
+@pytest.mark.parametrize("target", TARGETS)
+def test_one_path_equals_plain_conv(target):
     weight, bias, _, _ = make_bank((6, 4, 3, 3), 3)
     x = make_x((5, 4, 8, 8))
     expected = grads_of(lambda x, w, b: TF.conv2d(x, w, b, stride=2, padding=1), (x, weight[2], bias[2]))
-    for route in (torch.full((5,), 2), 2):
+    device_weight, device_bias, route_tensor = target.to(weight, bias, torch.full((5,), 2))
+    for route in (route_tensor, 2):
 
         def run(x, w, b, route=route):
-            bank = torch.stack([weight[0], weight[1], w])
-            biases = torch.stack([bias[0], bias[1], b])
-            with robustkernels.use_backend(backend):
+            bank = torch.stack([device_weight[0], device_weight[1], w])
+            biases = torch.stack([device_bias[0], device_bias[1], b])
+            with robustkernels.use_backend(target.backend):
                 return F.path_conv2d(x, bank, route, bias_bank=biases, stride=2, padding=1)
 
-        assert_all_close(grads_of(run, (x, weight[2], bias[2])), expected)
+        assert_all_close(grads_of(run, (x, weight[2], bias[2]), target.device), expected)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_input_gradient_alone(backend):
+@pytest.mark.parametrize("target", TARGETS)
+def test_input_gradient_alone(target):
     """What an attack asks for: dx with frozen weights, noise and alpha (no weight or alpha gradient)."""
-    require_backend(backend)
-    weight, bias, mask, alpha = make_bank((5, 4, 3, 3), 2)
-    x = make_x((6, 4, 7, 7)).requires_grad_(True)
-    route = torch.tensor([0, 1, 1, 0, 1, 0])
+    weight, bias, mask, alpha, x, route = target.to(
+        *make_bank((5, 4, 3, 3), 2), make_x((6, 4, 7, 7)), torch.tensor([0, 1, 1, 0, 1, 0])
+    )
+    x.requires_grad_(True)
     noise = (alpha, [0.0, 1.0], [3, 4])
-    with robustkernels.use_backend(backend):
+    with robustkernels.use_backend(target.backend):
         y = F.path_conv2d(x, weight, route, bias_bank=bias, mask_bank=mask, noise=noise, padding=1)
     (got,) = torch.autograd.grad(y.square().sum(), x)
     xr = x.detach().clone().requires_grad_(True)
@@ -147,15 +142,14 @@ def test_input_gradient_alone(backend):
     torch.testing.assert_close(got, expected, **TOLERANCE[torch.float32])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_unused_paths_get_exactly_zero_gradients(backend):
-    require_backend(backend)
-    weight, bias, mask, alpha = make_bank((5, 4, 3, 3), 4)
-    x = make_x((6, 4, 7, 7))
-    route = torch.tensor([0, 2, 2, 0, 0, 2])  # paths 1 and 3 unused
+@pytest.mark.parametrize("target", TARGETS)
+def test_unused_paths_get_exactly_zero_gradients(target):
+    weight, bias, mask, alpha, x, route = target.to(
+        *make_bank((5, 4, 3, 3), 4), make_x((6, 4, 7, 7)), torch.tensor([0, 2, 2, 0, 0, 2])
+    )  # paths 1 and 3 unused
     noise = (alpha, [0.5, 0.7, 0.9, 1.1], [1, 2, 3, 4])
     tensors = [t.clone().requires_grad_(True) for t in (weight, bias, alpha)]
-    with robustkernels.use_backend(backend):
+    with robustkernels.use_backend(target.backend):
         y = F.path_conv2d(
             x, tensors[0], route, bias_bank=tensors[1], mask_bank=mask, noise=(tensors[2], *noise[1:])
         )
@@ -165,72 +159,76 @@ def test_unused_paths_get_exactly_zero_gradients(backend):
         assert t.grad[[0, 2]].abs().sum() > 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_single_path(backend):
+@pytest.mark.parametrize("target", TARGETS)
+def test_single_path(target):
     """P = 1 equals the foundation's noisy_conv2d (same transform, same noise stream)."""
-    require_backend(backend)
     weight, bias, mask, alpha = make_bank((6, 4, 3, 3), 1)
     x = make_x((4, 4, 8, 8))
+    mask, route = target.to(mask, torch.zeros(4, dtype=torch.int32))
 
     def ours(x, w, b, a):
-        with robustkernels.use_backend(backend):
-            return F.path_conv2d(x, w, torch.zeros(4, dtype=torch.int32), bias_bank=b, mask_bank=mask,
-                                 noise=(a, 0.9, 17), padding=1)  # fmt: skip
+        with robustkernels.use_backend(target.backend):
+            return F.path_conv2d(x, w, route, bias_bank=b, mask_bank=mask, noise=(a, 0.9, 17), padding=1)
 
     def foundation(x, w, b, a):
-        return F.noisy_conv2d(x, w[0], b[0], a.reshape(6, 1, 1, 1), lam=0.9, seed=17, mask=mask[0], padding=1)
+        with robustkernels.use_backend(target.backend):
+            return F.noisy_conv2d(
+                x, w[0], b[0], a.reshape(6, 1, 1, 1), lam=0.9, seed=17, mask=mask[0], padding=1
+            )
 
     tensors = (x, weight, bias, alpha)
-    assert_all_close(grads_of(ours, tensors), grads_of(foundation, tensors))
+    assert_all_close(grads_of(ours, tensors, target.device), grads_of(foundation, tensors, target.device))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_float_dual_path_equals_clean_and_noisy_halves(backend):
+@pytest.mark.parametrize("target", TARGETS)
+def test_float_dual_path_equals_clean_and_noisy_halves(target):
     """FLOAT: one weight, clean first half, W + lam * alpha * std(W) * eta on the second."""
-    require_backend(backend)
     weight, bias, _, _ = make_bank((6, 4, 3, 3), 1, shared=True)
     alpha = torch.tensor([[0.0], [0.3]])
     x = make_x((8, 4, 8, 8))
 
     def ours(x, w, b, a):
-        with robustkernels.use_backend(backend):
+        with robustkernels.use_backend(target.backend):
             return F.path_conv2d(x, w[0], "split", bias_bank=b, noise=(a, [0.0, 1.0], [0, 23]), padding=1)
 
     def halves(x, w, b, a):
         clean = TF.conv2d(x[:4], w[0], b, padding=1)
-        return torch.cat([clean, F.noisy_conv2d(x[4:], w[0], b, a[1], lam=1.0, seed=23, padding=1)])
+        with robustkernels.use_backend(target.backend):
+            return torch.cat([clean, F.noisy_conv2d(x[4:], w[0], b, a[1], lam=1.0, seed=23, padding=1)])
 
     tensors = (x, weight, bias[0], alpha)
-    got, expected = grads_of(ours, tensors), grads_of(halves, tensors)
+    got, expected = grads_of(ours, tensors, target.device), grads_of(halves, tensors, target.device)
     assert_all_close(got[:4], expected[:4])
     torch.testing.assert_close(got[4][1], expected[4][1], **TOLERANCE[torch.float32])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_batch_and_non_contiguous(backend):
-    require_backend(backend)
+@pytest.mark.parametrize("target", TARGETS)
+def test_empty_batch_and_non_contiguous(target):
     weight, bias, _, _ = make_bank((6, 4, 3, 3), 2)
-    with robustkernels.use_backend(backend):
-        empty = F.path_conv2d(make_x((0, 4, 8, 8)), weight, torch.zeros(0, dtype=torch.int64), padding=1)
-        assert empty.shape == (0, 6, 8, 8)
-        x = make_x((8, 5, 4, 10))[:, :, :, ::2].transpose(1, 2)  # [8, 4, 5, 5], non-contiguous
-        bank = weight.transpose(3, 4).contiguous().transpose(3, 4)
-        route = random_route(16, 2)[::2]
-        y = F.path_conv2d(x, bank, route, bias_bank=bias, padding=1)
+    x = make_x((8, 5, 4, 10))[:, :, :, ::2].transpose(1, 2)  # [8, 4, 5, 5], non-contiguous
+    route = random_route(16, 2)[::2]
     expected = reference.path_conv2d(x.contiguous(), weight, bias, route, [0.0, 0.0], [0, 0], padding=1)
-    torch.testing.assert_close(y, expected, **TOLERANCE[torch.float32])
+    weight, bias, empty_x, empty_route = target.to(
+        weight, bias, make_x((0, 4, 8, 8)), torch.zeros(0, dtype=torch.int64)
+    )
+    x, route = x.to(target.device), route.to(target.device)  # keep the strides
+    with robustkernels.use_backend(target.backend):
+        empty = F.path_conv2d(empty_x, weight, empty_route, padding=1)
+        assert empty.shape == (0, 6, 8, 8)
+        bank = weight.transpose(3, 4).contiguous().transpose(3, 4)
+        y = F.path_conv2d(x, bank, route, bias_bank=bias, padding=1)
+    torch.testing.assert_close(y.cpu(), expected, **TOLERANCE[torch.float32])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("shared", [False, True], ids=["bank", "shared"])
-def test_linear_matches_reference(backend, shared):
-    require_backend(backend)
+def test_linear_matches_reference(target, shared):
     weight, bias, mask, alpha = make_bank((5, 7), 3, shared=shared, alpha_kind="channel")
     x = make_x((8, 7))
-    route = random_route(8, 3, seed=5)
+    route, mask = target.to(random_route(8, 3, seed=5), mask)
 
     def ours(x, w, b, a):
-        with robustkernels.use_backend(backend):
+        with robustkernels.use_backend(target.backend):
             return F.path_linear(
                 x, w[0] if shared else w, route, bias_bank=b, mask_bank=mask, noise=(a, LAMS, SEEDS)
             )
@@ -239,34 +237,39 @@ def test_linear_matches_reference(backend, shared):
         return reference.path_linear(x, w, b, route, LAMS, SEEDS, a, mask)
 
     tensors = (x, weight, bias, alpha)
-    assert_all_close(grads_of(ours, tensors), grads_of(ref, tensors))
+    assert_all_close(grads_of(ours, tensors, target.device), grads_of(ref, tensors, target.device))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
-def test_other_dtypes(dtype):
-    weight, bias, mask, alpha = make_bank((5, 4, 3, 3), 3, dtype=dtype)
-    x = make_x((6, 4, 6, 6), dtype)
-    route = random_route(6, 3)
-    got = grads_of(ours_conv("cpp", route, mask, LAMS, SEEDS, {"padding": 1}), (x, weight, bias, alpha))
-    expected = grads_of(
-        reference_conv(route, mask, LAMS, SEEDS, {"padding": 1}),
-        [t.float() for t in (x, weight, bias, alpha)],
-    )
-    for g, e in zip(got, expected, strict=True):
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_other_dtypes(target, dtype):
+    """Half precision by the rule of helpers.assert_half_close (the reference in the same dtype and
+    in float64 on the same values); float64 to float32's precision, as eta is float32."""
+    tensors = (make_x((6, 4, 6, 6), dtype), *make_bank((5, 4, 3, 3), 3, dtype=dtype))
+    x, weight, bias, mask, alpha = tensors
+    tensors = (x, weight, bias, alpha)
+    route, mask = target.to(random_route(6, 3), mask)
+    conv = {"padding": 1}
+    got = grads_of(ours_conv(target.backend, route, mask, LAMS, SEEDS, conv), tensors, target.device)
+    ref = reference_conv(route.cpu(), mask.cpu(), LAMS, SEEDS, conv)
+    oracle = grads_of(ref, [t.double() for t in tensors])
+    same_dtype = grads_of(ref, tensors) if dtype in HALF_DTYPES else oracle
+    for what, g, r, e in zip(("out", "x", "weight", "bias", "alpha"), got, same_dtype, oracle, strict=True):
         assert g.dtype == dtype
-        tol = {"atol": 0.15, "rtol": 0.05} if dtype == torch.bfloat16 else TOLERANCE[torch.float32]
-        torch.testing.assert_close(g.float(), e, **tol)
+        if dtype in HALF_DTYPES:
+            assert_half_close(g, r, e, what)
+        else:
+            torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_route_sort_is_stable(backend):
-    require_backend(backend)
+@pytest.mark.parametrize("target", TARGETS)
+def test_route_sort_is_stable(target):
     route = random_route(50, 5, torch.int32, seed=7)
     route[route == 3] = 1  # path 3 empty
-    with robustkernels.use_backend(backend):
-        counts, perm = F.route_sort(route, 5)
-    assert torch.equal(counts, torch.bincount(route.long(), minlength=5))
-    assert torch.equal(perm, torch.argsort(route, stable=True))
+    with robustkernels.use_backend(target.backend):
+        counts, perm = F.route_sort(*target.to(route), 5)
+    assert torch.equal(counts.cpu(), torch.bincount(route.long(), minlength=5))
+    assert torch.equal(perm.cpu(), torch.argsort(route, stable=True))
 
 
 def test_gradcheck_float64():
@@ -393,15 +396,15 @@ def test_cpp_kernels_reject_bad_inputs():
             call()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_stacked_layout(backend):
+@pytest.mark.parametrize("target", TARGETS)
+def test_stacked_layout(target):
     """route="stacked": path p's input in channel block p, one grouped convolution / batched matmul."""
-    require_backend(backend)
     weight, bias, mask, alpha = make_bank((6, 2, 3, 3), 3)
     x = make_x((4, 6, 7, 7))
+    (mask,) = target.to(mask)
 
     def ours(x, w, b, a):
-        with robustkernels.use_backend(backend):
+        with robustkernels.use_backend(target.backend):
             return F.path_conv2d(
                 x, w, "stacked", bias_bank=b, mask_bank=mask, noise=(a, LAMS, SEEDS), padding=1
             )
@@ -412,11 +415,74 @@ def test_stacked_layout(backend):
         return torch.cat([TF.conv2d(blocks[p], effective[p], b[p], padding=1) for p in range(3)], dim=1)
 
     tensors = (x, weight, bias, alpha)
-    assert_all_close(grads_of(ours, tensors), grads_of(per_path, tensors))
+    assert_all_close(grads_of(ours, tensors, target.device), grads_of(per_path, tensors, target.device))
     lw, lb, _, _ = make_bank((5, 4), 3)
     lx = make_x((3, 12))
-    y = F.path_linear(lx, lw, "stacked", bias_bank=lb)
+    with robustkernels.use_backend(target.backend):
+        y = F.path_linear(*target.to(lx, lw), "stacked", bias_bank=target.to(lb)[0])
     expected = torch.cat([TF.linear(lx[:, 4 * p : 4 * p + 4], lw[p], lb[p]) for p in range(3)], dim=1)
-    torch.testing.assert_close(y, expected, **TOLERANCE[torch.float32])
+    torch.testing.assert_close(y.cpu(), expected, **TOLERANCE[torch.float32])
     with pytest.raises(ValueError, match='route="stacked" needs x with 3 x 4 channels'):
         F.path_linear(lx[:, :8], lw, "stacked")
+
+
+@pytest.mark.parametrize("target", targets("triton"))
+def test_triton_path_weights_equal_cpp_kernel(target):
+    """Every path's W' and the weight backward agree with the C++ kernels, inactive paths included."""
+    require_backend("cpp")
+    weight, _, mask, alpha = make_bank((6, 5, 3, 3), 4, alpha_kind="channel")
+    lams, seeds = [0.0, 0.7, 1.1, 0.4], [1, 2, 3, 4]
+    counts = torch.tensor([3, 0, 2, 1])
+    cpp = torch.ops.robustkernels.path_weights_fwd_kernel(weight, mask, alpha, lams, seeds, counts)
+    with robustkernels.use_backend("triton"):
+        tri = path_ops.path_weights(*target.to(weight, mask, alpha), lams, seeds, *target.to(counts))
+    for t, c in zip(tri, cpp, strict=True):
+        torch.testing.assert_close(t.cpu(), c, **TOLERANCE[torch.float32])
+    grad = torch.randn(4, 6, 5, 3, 3, generator=torch.Generator().manual_seed(0))
+    cpp_grads = torch.ops.robustkernels.path_weights_bwd_kernel(
+        grad, 4, mask, alpha, cpp[1], lams, seeds, counts, True
+    )
+    with robustkernels.use_backend("triton"):
+        tri_grads = path_ops.path_weights_backward(
+            *target.to(grad), 4, *target.to(mask, alpha, cpp[1]), lams, seeds, *target.to(counts), True
+        )
+    for t, c in zip(tri_grads, cpp_grads, strict=True):
+        torch.testing.assert_close(t.cpu(), c, **TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("batch", [0, 1, 37])
+@pytest.mark.parametrize("target", targets("triton"))
+def test_triton_route_sort_tiles_equal_stable_argsort(monkeypatch, target, batch):
+    """Tiles of 16 x 4: the loops over sample tiles run several times."""
+    monkeypatch.setattr(path_ops, "_SORT_TILE", 64)
+    route = random_route(batch, 3, torch.int32, seed=9)
+    with robustkernels.use_backend("triton"):
+        counts, perm = F.route_sort(*target.to(route), 3)
+    assert torch.equal(counts.cpu(), torch.bincount(route.long(), minlength=3))
+    assert torch.equal(perm.cpu(), torch.argsort(route, stable=True))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_route_out_of_range_is_reported(target):
+    (route,) = target.to(torch.tensor([0, 2, 1]))
+    with (
+        robustkernels.use_backend(target.backend),
+        pytest.raises(ValueError, match=r"route values must lie in \[0, 2\)"),
+    ):
+        F.route_sort(route, 2)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_linear_segments(target):
+    weight, bias, _, alpha = make_bank((4, 5), 2, shared=True, alpha_kind="layer")
+    x = make_x((6, 5))
+
+    def ours(x, w, b, a):
+        with robustkernels.use_backend(target.backend):
+            return F.path_linear(x, w[0], "split", bias_bank=b, noise=(a, [0.0, 1.0], [0, 3]))
+
+    def ref(x, w, b, a):
+        return reference.path_linear(x, w, b, [3, 3], [0.0, 1.0], [0, 3], a)
+
+    tensors = (x, weight, bias, alpha)
+    assert_all_close(grads_of(ours, tensors, target.device), grads_of(ref, tensors, target.device))

@@ -1,15 +1,34 @@
-"""The fused attack step against its reference, on every CPU backend."""
+"""The fused attack step against its reference, on every backend and device (see helpers.py for
+the device convention)."""
 
 import pytest
 import torch
-from helpers import TOLERANCE, require_backend
+from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, require_backend, targets
 
 import robustkernels
 from robustkernels import functional as F
 from robustkernels import reference
+from robustkernels.ops import pgd_step as pgd_step_ops
 
 NORMS = ["linf", "l2"]
 SHAPES = [(1, 5), (4, 3, 7, 5), (3, 1, 2, 2), (6, 13), (5,)]
+TARGETS = targets("cpp", "reference", "triton")  # no CUDA C++ kernel: Triton serves GPUs
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Triton blocks of 16 elements, so the L∞ grid has several programs and the L2 loops run several times."""
+    monkeypatch.setattr(pgd_step_ops, "_LINF_BLOCK", 16)
+    monkeypatch.setattr(pgd_step_ops, "_L2_BLOCK_MAX", 16)
+
+
+def kernel_scalar(target, value: float) -> float:
+    """The value a kernel computes with for the Python float `value`: Triton's compiler passes
+    Python floats to a kernel as fp32 (its interpreter keeps them float64), which shows in
+    float64 results."""
+    if target.backend == "triton" and target.device == "cuda":
+        return torch.tensor(value, dtype=torch.float32).item()
+    return value
 
 
 def make_case(shape, dtype=torch.float32, seed=0):
@@ -25,8 +44,8 @@ def run_with_grad(backend, x_adv, grad, x_orig, step, **kwargs):
     inputs = [t.detach().clone().requires_grad_(True) for t in (x_adv, grad, x_orig)]
     with robustkernels.use_backend(backend):
         out = F.pgd_step(*inputs, step=step, **kwargs)
-        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.dtype)
-        grads = torch.autograd.grad(out, inputs, upstream)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        grads = torch.autograd.grad(out, inputs, upstream.to(dtype=out.dtype, device=out.device))
     return (out, *grads)
 
 
@@ -47,17 +66,17 @@ def cases():
                 )
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize(("norm", "shape", "normalize"), list(cases()))
-def test_matches_reference_float32(backend, norm, shape, normalize):
-    require_backend(backend)
+def test_matches_reference_float32(small_blocks, target, norm, shape, normalize):
     x_adv, grad, x_orig = make_case(shape)
     eps = 0.1 if norm == "linf" else 0.5
     kwargs = {"eps": eps, "norm": norm, "normalize": normalize}
-    got = run_with_grad(backend, x_adv, grad, x_orig, 0.05, **kwargs)
+    got = run_with_grad(target.backend, *target.to(x_adv, grad, x_orig), 0.05, **kwargs)
     expected = reference_with_grad(x_adv, grad, x_orig, 0.05, **kwargs)
     for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, **TOLERANCE[torch.float32])
+        assert g.device.type == target.device
+        torch.testing.assert_close(g.cpu(), e, **TOLERANCE[torch.float32])
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -72,14 +91,13 @@ def test_result_in_ball_and_box(norm):
     assert bool((size <= eps * (1 + 1e-6)).all())
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("norm", NORMS)
-def test_per_sample_step(backend, norm):
+def test_per_sample_step(target, norm):
     """A [B] step tensor equals B separate calls with one step each, and a zero step moves only by projection."""
-    require_backend(backend)
-    x_adv, grad, x_orig = make_case((4, 2, 3, 3), seed=5)
-    steps = torch.tensor([0.0, 0.01, 0.1, 1.0])
-    with robustkernels.use_backend(backend):
+    x_adv, grad, x_orig = target.to(*make_case((4, 2, 3, 3), seed=5))
+    steps = torch.tensor([0.0, 0.01, 0.1, 1.0], device=target.device)
+    with robustkernels.use_backend(target.backend):
         together = F.pgd_step(x_adv, grad, x_orig, step=steps, eps=0.2, norm=norm)
         for b in range(4):
             alone = F.pgd_step(
@@ -90,40 +108,48 @@ def test_per_sample_step(backend, norm):
     torch.testing.assert_close(together[0], projected[0])
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("norm", NORMS)
-def test_zero_gradient_and_zero_eps(backend, norm):
-    require_backend(backend)
-    x_orig = torch.rand(3, 10)
-    with robustkernels.use_backend(backend):
-        same = F.pgd_step(x_orig, torch.zeros(3, 10), x_orig, step=0.5, eps=0.1, norm=norm)
-        pinned = F.pgd_step(x_orig + 0.3, torch.randn(3, 10), x_orig, step=0.5, eps=0.0, norm=norm)
+def test_zero_gradient_and_zero_eps(target, norm):
+    x_orig, zero, grad = target.to(torch.rand(3, 10), torch.zeros(3, 10), torch.randn(3, 10))
+    with robustkernels.use_backend(target.backend):
+        same = F.pgd_step(x_orig, zero, x_orig, step=0.5, eps=0.1, norm=norm)
+        pinned = F.pgd_step(x_orig + 0.3, grad, x_orig, step=0.5, eps=0.0, norm=norm)
     assert torch.equal(same, x_orig)
     assert torch.equal(pinned, x_orig)
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("norm", NORMS)
-def test_other_dtypes(dtype, norm):
-    require_backend("cpp")
-    x_adv, grad, x_orig = make_case((3, 4, 5), dtype=dtype, seed=2)
-    out = F.pgd_step(x_adv, grad, x_orig, step=0.05, eps=0.1, norm=norm)
-    assert out.dtype == dtype
-    expected = reference.pgd_step(x_adv.double(), grad.double(), x_orig.double(), 0.05, 0.1, norm)
-    torch.testing.assert_close(out.double(), expected, **TOLERANCE[dtype])
+def test_other_dtypes_with_per_sample_steps(small_blocks, target, dtype, norm):
+    """Half precision by the rule of helpers.assert_half_close; float64 to float64's precision, with
+    the scalars the kernel computes with (see kernel_scalar)."""
+    x_adv, grad, x_orig = make_case((3, 4, 6), dtype=dtype, seed=9)
+    steps = torch.tensor([0.0, 0.05, 0.5], dtype=dtype)
+    *inputs, device_steps = target.to(x_adv, grad, x_orig, steps)
+    with robustkernels.use_backend(target.backend):
+        out = F.pgd_step(*inputs, step=device_steps, eps=0.3, norm=norm)
+    assert out.dtype == dtype and out.device.type == target.device
+    eps = kernel_scalar(target, 0.3) if dtype == torch.float64 else 0.3
+    oracle = reference.pgd_step(x_adv.double(), grad.double(), x_orig.double(), steps.double(), eps, norm)
+    if dtype in HALF_DTYPES:
+        assert_half_close(out, reference.pgd_step(x_adv, grad, x_orig, steps, 0.3, norm), oracle)
+    else:
+        torch.testing.assert_close(out.cpu(), oracle, **TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-def test_non_contiguous(backend):
-    require_backend(backend)
+@pytest.mark.parametrize("target", TARGETS)
+def test_non_contiguous(target):
     x_adv, grad, x_orig = make_case((5, 3, 4, 6), seed=4)
     views = [t.transpose(1, 3) for t in (x_adv, grad, x_orig)]
-    assert not views[0].is_contiguous()
+    device_views = target.to(*views)  # keeps the strides
+    assert not device_views[0].is_contiguous()
     for norm in NORMS:
-        with robustkernels.use_backend(backend):
-            out = F.pgd_step(*views, step=0.05, eps=0.3, norm=norm)
+        with robustkernels.use_backend(target.backend):
+            out = F.pgd_step(*device_views, step=0.05, eps=0.3, norm=norm)
         expected = reference.pgd_step(*(v.contiguous() for v in views), 0.05, 0.3, norm)
-        torch.testing.assert_close(out, expected, **TOLERANCE[torch.float32])
+        torch.testing.assert_close(out.cpu(), expected, **TOLERANCE[torch.float32])
 
 
 @pytest.mark.parametrize("norm", NORMS)

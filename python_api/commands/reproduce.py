@@ -23,6 +23,7 @@ from ..data import DATASETS, dataset_spec
 from ..optional import require
 from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, write_results
 from ..reproduce.runner import work_units
+from ..train import resolve_device
 from . import arguments
 from .errors import CommandError, reports_errors
 
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
     parser.add_argument("--out", default="runs/reproduce", help="output directory (default: %(default)s)")
     parser.add_argument("--seed", type=arguments.seed, default=0, help="(default: 0)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,9 +59,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
     methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
     budget = budget_for(args.budget, args.dataset)
+    device = resolve_device(args.device)
     print(
         f"robustkernels reproduce {' '.join(args.method)}: {', '.join(methods)} at the {budget.name} budget "
-        f"({budget.model} on {args.dataset}), output in {args.out}"
+        f"({budget.model} on {args.dataset}, {device}), output in {args.out}"
     )
     bar = None
     if not args.no_progress:
@@ -69,7 +72,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         results = reproduce(
-            methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+            methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
             progress=bar.update if bar is not None else None, log=bar.write if bar is not None else print,
         )  # fmt: skip
     finally:

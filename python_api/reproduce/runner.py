@@ -103,6 +103,7 @@ def reproduce(
     dataset: str = "digits",
     data_dir: str | Path | None = None,
     seed: int = 0,
+    device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -110,13 +111,17 @@ def reproduce(
     first budget.eval_images test images and returns {"settings", "rows"}; each row is one
     (method, lam) point with CA, RA under PGD and the rand suite, the path's non-zero parameters
     and noise additions, and the sanity checks. Training runs write their checkpoints under
-    out/<model> (a re-run with the same settings resumes, or reuses a finished model).
+    out/<model> (a re-run with the same settings resumes, or reuses a finished model). Models train
+    and are evaluated on `device`.
     `progress(n)` is called with the work units done: one per training step, one per evaluation."""
     tick = progress or (lambda _n: None)
     emit = log or (lambda _line: None)
     train_data, _ = prepare_training_data(dataset, data_dir, 0.0, 0)
     images, labels = load_dataset(dataset, "test", data_dir)
-    test = (to_unit_interval(images[: budget.eval_images]), labels[: budget.eval_images])
+    test = (
+        to_unit_interval(images[: budget.eval_images]).to(device),
+        labels[: budget.eval_images].to(device),
+    )
     info = model_info(budget.model, dataset, train_data[0])
     attack = {"eps": budget.eps, "alpha": budget.alpha, "steps": budget.attack_steps}
     out = Path(out)
@@ -126,7 +131,7 @@ def reproduce(
         """Trains a fresh model (converted for `method` when it is once-for-all) with `training`."""
         torch.manual_seed(seed)
         described = {**info, "method": method}
-        model = build_from_info(described, seed)
+        model = build_from_info(described, seed).to(device)  # train() trains on the model's device
         started = time.perf_counter()
         run_info = {"model": described, "dataset": {"name": dataset}, "reproduce": name}
         train(model, training, train_data, _config(budget, dataset, seed), out / name, run_info=run_info,
@@ -164,7 +169,7 @@ def reproduce(
             fields = {"lam_th": None, "lam_n": lam, "noise_scale": 0.0, "bn": "BN"}
             sweep("PGD-AT", model, seconds, [(fields, contextlib.nullcontext(), False)])
     settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),
-                "attacks": list(ATTACKS), "norm": "linf"}  # fmt: skip
+                "attacks": list(ATTACKS), "norm": "linf", "device": str(device)}  # fmt: skip
     return {"settings": settings, "rows": rows}
 
 

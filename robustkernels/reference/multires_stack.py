@@ -64,8 +64,8 @@ def view_parameters(
     """(c, shift_y, shift_x), each [V, B]: c float32, the shifts int64."""
     counter = torch.arange(num_views * batch, dtype=torch.int64, device=device)
     w0, w1, w2, _ = philox_words(seed, counter)
-    low = torch.tensor(contrast[0], dtype=torch.float32)
-    high = torch.tensor(contrast[1], dtype=torch.float32)
+    low = torch.tensor(contrast[0], dtype=torch.float32, device=device)
+    high = torch.tensor(contrast[1], dtype=torch.float32, device=device)
     c = low + (high - low) * uint32_to_uniform(w0)
     span = 2 * jitter + 1
     shift_y = ((w1 * span) >> 32) - jitter
@@ -86,7 +86,7 @@ def _noise(
 ) -> torch.Tensor:
     if generator is not None:
         draw = torch.rand if kind == "uniform" else torch.randn
-        return amplitude * draw(shape, generator=generator, dtype=like.dtype).to(like.device)
+        return amplitude * draw(shape, generator=generator, dtype=like.dtype, device=like.device)
     numel = math.prod(shape)
     draw = philox_uniform if kind == "uniform" else philox_normal
     return (amplitude * draw(seed, numel, offset=offset, device=like.device)).reshape(shape).to(like.dtype)
@@ -126,10 +126,12 @@ def multires_views(
     if generator is None:
         c, shift_y, shift_x = view_parameters(seed, len(sizes), b, jitter, contrast, x.device)
     else:
-        shape = (len(sizes), b)
-        c = contrast[0] + (contrast[1] - contrast[0]) * torch.rand(shape, generator=generator)
-        shift_y, shift_x = (torch.randint(-jitter, jitter + 1, shape, generator=generator) for _ in range(2))
-        c, shift_y, shift_x = c.to(x.device), shift_y.to(x.device), shift_x.to(x.device)
+        # drawn on x's device: torch requires the generator to live there too
+        shape, device = (len(sizes), b), x.device
+        c = contrast[0] + (contrast[1] - contrast[0]) * torch.rand(shape, generator=generator, device=device)
+        shift_y, shift_x = (
+            torch.randint(-jitter, jitter + 1, shape, generator=generator, device=device) for _ in range(2)
+        )
     mean = work.mean(dim=1, keepdim=True)
     views = []
     for v, ((rh, rw), (low_offset, high_offset)) in enumerate(

@@ -38,12 +38,14 @@ def philox4x32_10(counter: tuple[torch.Tensor, ...], seed: int) -> tuple[torch.T
 def uint32_to_uniform(bits: torch.Tensor) -> torch.Tensor:
     signed = torch.where(bits >= 2**31, bits - 2**32, bits)
     signed = torch.where(signed < 0, -signed - 1, signed)
-    return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
+    return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32, device=bits.device)
 
 
 def _box_muller(bits1: torch.Tensor, bits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     u1 = uint32_to_uniform(bits1).clamp_min(1.0e-7)
-    theta = torch.tensor(6.283185307179586, dtype=torch.float32) * uint32_to_uniform(bits2)
+    theta = torch.tensor(6.283185307179586, dtype=torch.float32, device=bits2.device) * uint32_to_uniform(
+        bits2
+    )
     radius = torch.sqrt(-2.0 * torch.log(u1))
     return radius * torch.cos(theta), radius * torch.sin(theta)
 
