@@ -50,7 +50,9 @@ def _extensions():
     sources = ["csrc/registration.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
     # The kernels compile with OpenMP pragmas so at::parallel_for runs in parallel;
     # the OpenMP runtime itself is the one libtorch already loads, so no -fopenmp at link.
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    # No contraction of a * b + c into one FMA: the AVX-512 variants of the CPU loops
+    # would round differently from the AVX2 and scalar ones (csrc/cpu/multiversion.h).
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-ffp-contract=off"]
     want_cuda = _flag("ROBUSTKERNELS_CUDA")
     has_cuda = torch.version.cuda is not None and shutil.which("nvcc") is not None
     use_cuda = has_cuda if want_cuda is None else want_cuda

@@ -47,6 +47,11 @@ TORCH_LIBRARY(robustkernels, m) {
   // (dW [entries, ...], dalpha [P, A]) from dW' [P, ...]; dalpha is empty when need_alpha_grad is false.
   m.def("path_weights_bwd_kernel(Tensor grad_out, int entries, Tensor? mask, Tensor? alpha, Tensor sigma, "
         "float[] lams, int[] seeds, Tensor? counts, bool need_alpha_grad) -> (Tensor, Tensor)");
+  // The instruction-set path of the CPU kernels (csrc/cpu/cpu_isa.h): choose one
+  // ('scalar', 'avx2', 'avx512' or 'best'), read the choice, list what this CPU supports.
+  m.def("set_cpu_isa(str isa) -> ()");
+  m.def("cpu_isa() -> str");
+  m.def("supported_cpu_isas() -> str[]");
   // Stable counting sort of a route [B]: (counts [P] int64, perm [B] int64, samples grouped by path).
   m.def("route_sort_kernel(Tensor route, int num_paths) -> (Tensor, Tensor)");
 }

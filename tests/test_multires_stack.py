@@ -59,15 +59,15 @@ def assert_close(actual, expected, dtype):
 @pytest.mark.parametrize(("shape", "resolutions"), CASES)
 @pytest.mark.parametrize("noise_kind", ["uniform", "gaussian"])
 def test_matches_reference(target, interpolation, shape, resolutions, noise_kind):
-    x = images(shape)
-    kwargs = dict(
-        resolutions=resolutions,
-        jitter=3,
-        noise=0.2,
-        noise_kind=noise_kind,
-        interpolation=interpolation,
-        seed=11,
-    )
+    kwargs = dict(jitter=3, noise=0.2, noise_kind=noise_kind, interpolation=interpolation, seed=11)
+    assert_matches_reference(target, images(shape), resolutions, **kwargs)
+
+
+def assert_matches_reference(target, x, resolutions, **kwargs):
+    """`target`'s float32 output and input gradient against the reference's (the gradient through
+    the target's own clip decisions, see grad_through_clip_decisions)."""
+    shape = x.shape
+    kwargs = dict(resolutions=resolutions, **kwargs)
     out, grad = run_with_grad(target.backend, *target.to(x), **kwargs)
     expected_out, _ = reference_with_grad(x, **kwargs)
     assert out.shape == (shape[0], shape[1] * len(resolutions), *shape[2:])

@@ -234,14 +234,13 @@ RK_ALWAYS_INLINE inline void crossmax_forward_samples(const scalar_t* x, int64_t
   }
 }
 
-// float32, the common case: cloned for AVX-512, AVX2 and the baseline (the
-// extension's baseline is SSE2), the best picked at load time.
-RK_MULTIVERSION void crossmax_forward_samples_f32(const float* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B,
-                                                  int64_t C, Selection sel, float* out, int32_t* class_idx,
-                                                  int32_t* pred_idx, int32_t* sel_idx, int64_t b_begin,
-                                                  int64_t b_end) {
-  crossmax_forward_samples<float>(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end);
-}
+// float32, the common case, compiled for each instruction-set path (the
+// extension's baseline is SSE2).
+RK_PER_ISA(void, crossmax_forward_samples_f32,
+           (const float* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C, Selection sel, float* out,
+            int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx, int64_t b_begin, int64_t b_end),
+           (x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end),
+           crossmax_forward_samples<float>)
 
 template <typename scalar_t>
 void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C,

@@ -366,15 +366,12 @@ RK_ALWAYS_INLINE inline void backward_images(const BackwardJob<scalar_t>& job, i
   }
 }
 
-// float32, the common case, compiled for AVX-512, AVX2 and the baseline (the
+// float32, the common case, compiled for each instruction-set path (the
 // extension's baseline is plain x86-64, which would leave these loops on SSE2).
-RK_MULTIVERSION void forward_images_f32(const ForwardJob<float>& job, int64_t begin, int64_t end) {
-  forward_images<float>(job, begin, end);
-}
-
-RK_MULTIVERSION void backward_images_f32(const BackwardJob<float>& job, int64_t begin, int64_t end) {
-  backward_images<float>(job, begin, end);
-}
+RK_PER_ISA(void, forward_images_f32, (const ForwardJob<float>& job, int64_t begin, int64_t end), (job, begin, end),
+           forward_images<float>)
+RK_PER_ISA(void, backward_images_f32, (const BackwardJob<float>& job, int64_t begin, int64_t end),
+           (job, begin, end), backward_images<float>)
 
 template <typename scalar_t>
 void forward_impl(const at::Tensor& x, const std::vector<View<at::opmath_type<scalar_t>>>& views, int64_t jitter,

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "../noisy_weight_checks.h"
@@ -21,32 +20,6 @@
 
 namespace robustkernels {
 namespace {
-
-// gw = M * g over one block; returns sum(gw * eta) in double.
-template <typename scalar_t>
-double masked_copy_dot(const scalar_t* g, const bool* m, const float* eta, scalar_t* gw, int64_t count) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    return masked_copy_dot_f32(g, m, eta, gw, count);
-  } else {
-    double acc[kLanes] = {};
-    int64_t j = 0;
-    for (; j + kLanes <= count; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const double kept = (m == nullptr || m[j + l]) ? static_cast<double>(g[j + l]) : 0.0;
-        gw[j + l] = static_cast<scalar_t>(kept);
-        acc[l] += kept * static_cast<double>(eta[j + l]);
-      }
-    }
-    double total = 0.0;
-    for (; j < count; ++j) {
-      const double kept = (m == nullptr || m[j]) ? static_cast<double>(g[j]) : 0.0;
-      gw[j] = static_cast<scalar_t>(kept);
-      total += kept * static_cast<double>(eta[j]);
-    }
-    for (int l = 0; l < kLanes; ++l) total += acc[l];
-    return total;
-  }
-}
 
 template <typename scalar_t>
 void apply_mask(const scalar_t* src, const bool* m, scalar_t* dst, int64_t n) {

@@ -1,32 +1,12 @@
 #include "normal_block.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "../philox.h"
+#include "cpu_isa.h"
 
 namespace robustkernels {
-
 namespace {
-
-enum class Simd { kScalar, kAvx2, kAvx512 };
-
-// ROBUSTKERNELS_CPU_SIMD=scalar|avx2 caps the instruction set (to compare paths).
-Simd detect_simd() {
-#if defined(__x86_64__)
-  const char* setting = std::getenv("ROBUSTKERNELS_CPU_SIMD");
-  const bool cap_scalar = setting != nullptr && std::strcmp(setting, "scalar") == 0;
-  const bool cap_avx2 = setting != nullptr && std::strcmp(setting, "avx2") == 0;
-  __builtin_cpu_init();
-  if (cap_scalar) return Simd::kScalar;
-  if (!cap_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return Simd::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::kAvx2;
-#endif
-  return Simd::kScalar;
-}
-
-}  // namespace
 
 void fill_normal_block_scalar(uint64_t seed, uint64_t first, int64_t count, float* out) {
   int64_t i = 0;
@@ -41,8 +21,6 @@ void fill_normal_block_scalar(uint64_t seed, uint64_t first, int64_t count, floa
     out[i] = philox_normal(seed, first + i);
   }
 }
-
-namespace {
 
 using Block4 = void (*)(uint64_t, uint64_t, int64_t, float*);
 
@@ -59,19 +37,19 @@ void fill_block_simd(Block4 kernel, int64_t counters_per_group, uint64_t seed, u
 }  // namespace
 
 void fill_normal_block(uint64_t seed, uint64_t first, int64_t count, float* out) {
-  static const Simd simd = detect_simd();
 #if defined(__x86_64__)
-  if (simd == Simd::kAvx512) return fill_block_simd(normals4_avx512, 16, seed, first, count, out);
-  if (simd == Simd::kAvx2) return fill_block_simd(normals4_avx2, 8, seed, first, count, out);
+  const CpuIsa isa = cpu_isa();
+  if (isa == CpuIsa::kAvx512) return fill_block_simd(normals4_avx512, 16, seed, first, count, out);
+  if (isa == CpuIsa::kAvx2) return fill_block_simd(normals4_avx2, 8, seed, first, count, out);
 #endif
   fill_normal_block_scalar(seed, first, count, out);
 }
 
 void fill_uniform_block(uint64_t seed, uint64_t first, int64_t count, float* out) {
-  static const Simd simd = detect_simd();
 #if defined(__x86_64__)
-  if (simd == Simd::kAvx512) return fill_block_simd(uniforms4_avx512, 16, seed, first, count, out);
-  if (simd == Simd::kAvx2) return fill_block_simd(uniforms4_avx2, 8, seed, first, count, out);
+  const CpuIsa isa = cpu_isa();
+  if (isa == CpuIsa::kAvx512) return fill_block_simd(uniforms4_avx512, 16, seed, first, count, out);
+  if (isa == CpuIsa::kAvx2) return fill_block_simd(uniforms4_avx2, 8, seed, first, count, out);
 #endif
   for (int64_t i = 0; i < count; ++i) out[i] = philox_uniform(seed, first + i);
 }

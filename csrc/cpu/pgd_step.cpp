@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lane_sum.h"
 #include "multiversion.h"
 
 namespace robustkernels {
@@ -73,24 +74,20 @@ RK_ALWAYS_INLINE inline void pgd_step_samples(const scalar_t* x, const scalar_t*
     }
     double scale = steps[b];
     if (a.normalize) {
-      double g_sq = 0.0;
-#pragma omp simd reduction(+ : g_sq)
-      for (int64_t i = 0; i < M; ++i) {
+      const double g_sq = lane_sum(M, [&](int64_t i) {
         const double gi = static_cast<double>(gb[i]);
-        g_sq += gi * gi;
-      }
+        return gi * gi;
+      });
       scale /= std::max(std::sqrt(g_sq), kNormFloor);
     }
     // u goes to the output first; the projection then rescales it in place.
     const acc_t s = static_cast<acc_t>(scale);
-    double d_sq = 0.0;
-#pragma omp simd reduction(+ : d_sq)
-    for (int64_t i = 0; i < M; ++i) {
+    const double d_sq = lane_sum(M, [&](int64_t i) {
       const acc_t u = static_cast<acc_t>(xb[i]) + s * static_cast<acc_t>(gb[i]);
       yb[i] = static_cast<scalar_t>(u);
       const double d = static_cast<double>(u) - static_cast<double>(ob[i]);
-      d_sq += d * d;
-    }
+      return d * d;
+    });
     const acc_t factor = static_cast<acc_t>(std::min(1.0, a.eps / std::max(std::sqrt(d_sq), kNormFloor)));
 #pragma omp simd
     for (int64_t i = 0; i < M; ++i) {
@@ -100,11 +97,11 @@ RK_ALWAYS_INLINE inline void pgd_step_samples(const scalar_t* x, const scalar_t*
   }
 }
 
-// float32, the common case: cloned for AVX-512, AVX2 and the baseline (SSE2).
-RK_MULTIVERSION void pgd_step_samples_f32(const float* x, const float* g, const float* o, const double* steps,
-                                          float* out, int64_t M, StepArgs a, int64_t b_begin, int64_t b_end) {
-  pgd_step_samples<float>(x, g, o, steps, out, M, a, b_begin, b_end);
-}
+// float32, the common case, compiled for each instruction-set path (the baseline is SSE2).
+RK_PER_ISA(void, pgd_step_samples_f32,
+           (const float* x, const float* g, const float* o, const double* steps, float* out, int64_t M, StepArgs a,
+            int64_t b_begin, int64_t b_end),
+           (x, g, o, steps, out, M, a, b_begin, b_end), pgd_step_samples<float>)
 
 template <typename scalar_t>
 void pgd_step_impl(const scalar_t* x, const scalar_t* g, const scalar_t* o, const double* steps, scalar_t* out,

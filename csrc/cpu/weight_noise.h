@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
 #include "float_loops.h"
@@ -16,7 +15,6 @@
 namespace robustkernels {
 
 inline constexpr int64_t kGrain = 8192;
-inline constexpr int kLanes = 8;  // independent accumulators, so reductions vectorise without reassociation
 
 // Calls body(row, start, end) for the pieces of [begin, end) that lie in one
 // weight row (output channel) each, so that per-channel alpha is loaded once.
@@ -47,45 +45,6 @@ struct ShiftedSums {
   double sum_sq = 0.0;
 };
 
-// Sums of (x - shift) and (x - shift)^2 over [begin, end) with kLanes independent
-// accumulators, so the loop vectorises without reassociating any one sum.
-template <typename scalar_t>
-ShiftedSums shifted_sums_generic(const scalar_t* data, int64_t begin, int64_t end, double shift) {
-  double sum[kLanes] = {};
-  double sum_sq[kLanes] = {};
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const double d = static_cast<double>(data[i + l]) - shift;
-      sum[l] += d;
-      sum_sq[l] += d * d;
-    }
-  }
-  ShiftedSums out;
-  for (; i < end; ++i) {
-    const double d = static_cast<double>(data[i]) - shift;
-    out.sum += d;
-    out.sum_sq += d * d;
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    out.sum += sum[l];
-    out.sum_sq += sum_sq[l];
-  }
-  return out;
-}
-
-// float32 takes the multiversioned loop of float_loops.cpp.
-template <typename scalar_t>
-ShiftedSums shifted_sums(const scalar_t* data, int64_t begin, int64_t end, double shift) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    ShiftedSums out;
-    shifted_sums_f32(data + begin, end - begin, shift, &out.sum, &out.sum_sq);
-    return out;
-  } else {
-    return shifted_sums_generic(data, begin, end, shift);
-  }
-}
-
 // Unbiased standard deviation over the whole tensor in one pass: sums in double
 // of the values shifted by the first element, which keeps the sum-of-squares
 // formula free of cancellation when |mean| >> std. The sums run over fixed chunks
@@ -101,7 +60,8 @@ double weight_std(const scalar_t* w, int64_t n) {
   std::vector<ShiftedSums> partial(chunks);
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c) {
-      partial[c] = shifted_sums(w, c * kGrain, std::min(n, (c + 1) * kGrain), shift);
+      const int64_t begin = c * kGrain;
+      shifted_sums(w + begin, std::min(n, begin + kGrain) - begin, shift, &partial[c].sum, &partial[c].sum_sq);
     }
   });
   ShiftedSums sums;
