@@ -218,6 +218,10 @@ def _multires_stack_fake(
 def _check_backward_args(grad, clip_mask, heights, widths, op: str) -> None:
     validation.check_tensor("grad", grad, op)
     validation.check_tensor("clip_mask", clip_mask, op)
+    if grad.dtype not in validation.KERNEL_FLOAT_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: grad must be float32, float64, float16 or bfloat16, got {grad.dtype}"
+        )
     if grad.dim() != 4 or len(heights) == 0 or grad.shape[1] % len(heights) != 0:
         raise ValueError(
             f"robustkernels.{op}: grad must be [B, C * V, H, W] for V = {len(heights)} views, got {tuple(grad.shape)}"
@@ -227,6 +231,10 @@ def _check_backward_args(grad, clip_mask, heights, widths, op: str) -> None:
         raise ValueError(
             f"robustkernels.{op}: clip_mask must be uint8 [{b}, {cv}, {h}, {(w + 7) // 8}], "
             f"got {clip_mask.dtype} {tuple(clip_mask.shape)}"
+        )
+    if clip_mask.device != grad.device:
+        raise ValueError(
+            f"robustkernels.{op}: clip_mask must be on grad's device {grad.device}, got {clip_mask.device}"
         )
 
 
@@ -265,6 +273,7 @@ def multires_stack_backward(
 def _multires_stack_backward_fake(
     grad, clip_mask, heights, widths, jitter, contrast_low, contrast_high, interpolation, seed
 ):
+    _check_backward_args(grad, clip_mask, heights, widths, "multires_stack_backward")
     b, cv, h, w = grad.shape
     return grad.new_empty((b, cv // len(heights), h, w))
 
