@@ -701,3 +701,33 @@ def test_device_mismatch_is_named():
     meta_alpha = torch.empty(1, device="meta")
     with pytest.raises(ValueError, match="alpha"):
         F.noisy_weight(W, meta_alpha, lam=1.0, seed=0)
+
+
+BANK = torch.randn(3, 4, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda: F.philox_normal([1.0], seed=0), TypeError, "like"),
+        (lambda: F.philox_normal(torch.empty(3), seed=0, offset=-1), ValueError, "offset"),
+        (lambda: F.crossmax(torch.randn(3, 2, 4).long(), k=2), TypeError, "logits"),
+        (lambda: F.crossmax(torch.randn(3, 2, 4), k=2, predictor_dim=3), ValueError, "predictor_dim"),
+        (lambda: F.multires_stack(X, (8, 9), seed=0), ValueError, "resolution"),
+        (lambda: F.multires_stack(X[0], (8, 4), seed=0), ValueError, "x"),
+        (lambda: F.pgd_step(X, X, X, step=torch.ones(2, device="meta"), eps=0.1), ValueError, "step"),
+        (lambda: F.pgd_step(X, X[:1], X, step=0.1, eps=0.1), ValueError, "grad"),
+        (lambda: F.route_sort(torch.tensor([0, 5]), 3), ValueError, "route"),
+        (lambda: F.route_sort(torch.tensor([0.0, 1.0]), 3), TypeError, "route"),
+        (lambda: F.path_conv2d(X, BANK, torch.tensor([0, 5])), ValueError, "route"),
+        (lambda: F.path_conv2d(X, BANK, torch.tensor([0, 1], device="meta")), ValueError, "route"),
+        (lambda: F.path_conv2d(X, BANK, torch.tensor([0, 1, 2])), ValueError, "route"),
+        (lambda: F.path_linear(torch.randn(2, 5), torch.randn(3, 4, 6), [1, 1, 0]), ValueError, "weight"),
+        (lambda: F.path_weights(BANK, mask_bank=torch.ones(3, 4, 3, 3, 3)), TypeError, "mask"),
+        (lambda: F.path_weights(BANK, noise=(torch.ones(2), 1.0, 0)), ValueError, "alpha"),
+        (lambda: F.path_weights([1.0]), TypeError, "weight_bank"),
+    ],
+)
+def test_functional_names_the_bad_argument(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
