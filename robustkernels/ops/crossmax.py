@@ -188,6 +188,22 @@ def _check_backward_args(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
         )
 
 
+def _check_index_ranges(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
+    """The indices address [N, B, C]; the Triton kernel and the reference read through them
+    unchecked (the C++ kernel checks them itself). One host read for all three."""
+    bounds = {"class_idx": (class_idx, grad.shape[1]), "pred_idx": (pred_idx, class_idx.shape[0])}
+    bounds["sel_idx"] = (sel_idx, class_idx.shape[0])
+    named = [(name, bound, t) for name, (t, bound) in bounds.items() if t.numel()]
+    if not named:
+        return
+    spans = torch.stack([torch.stack(torch.aminmax(t)) for _, _, t in named]).tolist()
+    for (name, bound, _), (low, high) in zip(named, spans, strict=True):
+        if low < 0 or high >= bound:
+            raise ValueError(
+                f"robustkernels.{op}: {name} holds an index out of range [0, {bound}): its values span [{low}, {high}]"
+            )
+
+
 @torch.library.custom_op("robustkernels::crossmax_backward", mutates_args=())
 def crossmax_backward(
     grad: torch.Tensor, class_idx: torch.Tensor, pred_idx: torch.Tensor, sel_idx: torch.Tensor
@@ -196,6 +212,7 @@ def crossmax_backward(
     name = backend.select_without_cuda("crossmax_backward", grad.device, "CrossMax")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
+    _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     if name == "triton":
         return _backward_triton(grad, class_idx, pred_idx, sel_idx)
     return _backward_reference(grad, class_idx, pred_idx, sel_idx)

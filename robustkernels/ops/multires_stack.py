@@ -55,7 +55,8 @@ def pack_bits(passes: torch.Tensor) -> torch.Tensor:
     """bool [..., W] -> uint8 [..., ceil(W / 8)], bit k of byte j = passes[..., 8 j + k]."""
     width = passes.shape[-1]
     padded = torch.nn.functional.pad(passes.to(torch.uint8), (0, (-width) % 8))
-    groups = padded.reshape(*passes.shape[:-1], -1, 8).to(torch.int32)
+    # explicit sizes, not -1: an empty batch has no elements to infer them from
+    groups = padded.reshape(*passes.shape[:-1], padded.shape[-1] // 8, 8).to(torch.int32)
     weights = torch.tensor([1 << k for k in range(8)], dtype=torch.int32, device=passes.device)
     return (groups * weights).sum(dim=-1).to(torch.uint8)
 
@@ -64,7 +65,7 @@ def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
     """Inverse of pack_bits: uint8 [..., ceil(W / 8)] -> bool [..., W]."""
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(*packed.shape[:-1], -1)[..., :width].bool()
+    return bits.reshape(*packed.shape[:-1], 8 * packed.shape[-1])[..., :width].bool()
 
 
 def _flat_offsets(x: torch.Tensor, sizes) -> list[int]:
