@@ -6,8 +6,10 @@ exception it must raise and a pattern its message must contain (the argument's n
 a variant whose error is None must be accepted (an empty batch, a non-contiguous
 input). The cases run in a child process so that a crash (segfault, abort) fails its
 case instead of killing pytest: one child runs the whole table and, after a crash, a
-new one resumes after the crashing case. The same table runs on CUDA tensors when a
-GPU is present; there the wrong-device cases put one argument on the CPU.
+new one resumes after the crashing case. The custom ops run the table once per backend
+(the default choice, Triton, the reference), since each backend reads memory its own way.
+The same table runs on CUDA tensors when a GPU is present; there the wrong-device cases
+put one argument on the CPU.
 """
 
 import faulthandler
@@ -29,7 +31,8 @@ from robustkernels import functional as F
 from robustkernels.ops.resize_tables import banded_tables
 from robustkernels.reference.multires_stack import noise_layout
 
-DEVICES = ("cpu", "cuda")
+# (device, backend): "" is the default choice (ROBUSTKERNELS_BACKEND unset)
+SETTINGS = [(device, backend) for device in ("cpu", "cuda") for backend in ("", "triton", "reference")]
 CHILD_TIMEOUT_S = 600
 
 
@@ -556,14 +559,18 @@ _CHILD = "import sys; sys.path.insert(0, sys.argv[1]); import test_bad_inputs; t
 
 
 @cache
-def outcomes(device: str) -> dict[int, dict]:
+def outcomes(device: str, backend: str) -> dict[int, dict]:
     """Every case's outcome, from child processes; a crashed or hung case gets {"crashed": why}."""
     total, results, start = len(table(device)), {}, 0
     while start < total:
         command = [sys.executable, "-c", _CHILD, str(Path(__file__).parent), device, str(start)]
         try:
             child = subprocess.run(
-                command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=os.environ
+                command,
+                capture_output=True,
+                text=True,
+                timeout=CHILD_TIMEOUT_S,
+                env={**os.environ, "ROBUSTKERNELS_BACKEND": backend},
             )
             code = child.returncode
             why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
@@ -615,22 +622,30 @@ def _failure(case: Case, outcome: dict) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("op", registered_ops())
-def test_op_rejects_bad_arguments(op, device):
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device: the table runs on CPU tensors only")
-        if op.endswith("_kernel") and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            f"robustkernels::{op}", "CUDA"
-        ):
-            pytest.skip(f"robustkernels::{op} has no CUDA kernel")
-    elif op.endswith("_kernel"):
-        require_backend("cpp")
+def _settings_of_every_op():
+    """(op, device, backend) for every registered op; a kernel op has no backend to choose."""
+    for op in registered_ops():
+        for device, backend in SETTINGS:
+            if not (op.endswith("_kernel") and backend):
+                yield pytest.param(op, device, backend, id=f"{device}-{backend or 'default'}-{op}")
+
+
+@pytest.mark.parametrize(("op", "device", "backend"), list(_settings_of_every_op()))
+def test_op_rejects_bad_arguments(op, device, backend):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the table runs on CPU tensors only")
+    if op.endswith("_kernel"):
+        dispatch_key = "CPU" if device == "cpu" else "CUDA"
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"robustkernels::{op}", dispatch_key):
+            pytest.skip(
+                f"robustkernels::{op} has no {dispatch_key} kernel (robustkernels._C built without it)"
+            )
+    elif backend:
+        require_backend(backend, device)
     cases = table(device)
     indices = [i for i, case in enumerate(cases) if case.op == op]
     assert indices, f"no cases for {op}"
-    results = outcomes(device)
+    results = outcomes(device, backend)
     failures = [f for f in (_failure(cases[i], results[i]) for i in indices) if f]
     assert not failures, "\n".join(failures)
 
