@@ -150,7 +150,7 @@ def noisy_weight_forward(
     """The op's forward without its autograd wrapper: (noisy weight, sigma) straight from the
     backend's kernel, for callers with nothing to differentiate (an attack's frozen model)."""
     mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
-    validation.check_seed(seed, "noisy_weight")
+    validation.check_seed(seed, "noisy_weight")  # not in the fake: there seed may be symbolic
     name = backend.select("noisy_weight", weight.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_fwd_kernel(weight, alpha, lam, seed, mask)
@@ -165,16 +165,14 @@ noisy_weight = torch.library.custom_op("robustkernels::noisy_weight", noisy_weig
 @noisy_weight.register_fake
 def _noisy_weight_fake(weight, alpha, lam, seed, mask):
     validation.alpha_mode(weight, alpha, mask, "noisy_weight")
-    validation.check_seed(seed, "noisy_weight")
     return torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(
         (), dtype=sigma_dtype(weight)
     )
 
 
-def _check_backward(grad, alpha, sigma, seed, mask) -> int:
+def _check_backward(grad, alpha, sigma, mask) -> int:
     op = "noisy_weight_backward"
     mode = validation.alpha_mode(grad, alpha, mask, op, "grad")
-    validation.check_seed(seed, op)
     validation.check_sigma(sigma, grad, op)
     if sigma.numel() != 1:
         raise ValueError(f"robustkernels.{op}: sigma must hold one value, got shape {tuple(sigma.shape)}")
@@ -191,7 +189,8 @@ def noisy_weight_backward(
     mask: torch.Tensor | None,
     need_alpha_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    mode = _check_backward(grad, alpha, sigma, seed, mask)
+    mode = _check_backward(grad, alpha, sigma, mask)
+    validation.check_seed(seed, "noisy_weight_backward")  # not in the fake: there seed may be symbolic
     name = backend.select("noisy_weight_backward", grad.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_bwd_kernel(
@@ -204,7 +203,7 @@ def noisy_weight_backward(
 
 @noisy_weight_backward.register_fake
 def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
-    _check_backward(grad, alpha, sigma, seed, mask)
+    _check_backward(grad, alpha, sigma, mask)
     grad_alpha = (
         torch.empty_like(alpha, memory_format=torch.contiguous_format)
         if need_alpha_grad
