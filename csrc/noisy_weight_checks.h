@@ -1,38 +1,35 @@
-// Argument checks shared by the CPU kernel and the CUDA launcher of the noisy
-// weight op family. Errors name the argument and surface in Python as
-// ValueError (bad values or shapes) or TypeError (bad dtypes).
+// Argument checks of the noisy weight op family, run first by both its CPU kernels
+// (device kCPU) and its CUDA launchers (kCUDA), so the two builds accept and reject
+// the same inputs. Errors name the op and the argument (see arg_checks.h).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <optional>
 
+#include "arg_checks.h"
+
 namespace robustkernels {
 
 // How alpha broadcasts over the weight (PNI's three granularities).
 enum class AlphaMode : int64_t { kLayer = 0, kChannel = 1, kElement = 2 };
 
-inline AlphaMode check_noisy_weight_args(const char* op, const at::Tensor& weight,
-                                         const at::Tensor& alpha,
-                                         const std::optional<at::Tensor>& mask) {
-  TORCH_CHECK_TYPE(at::isFloatingType(weight.scalar_type()), op,
-                   ": weight must be a floating-point tensor, got ", weight.scalar_type());
-  TORCH_CHECK_VALUE(weight.dim() >= 1, op, ": weight must have at least one dimension");
-  TORCH_CHECK_VALUE(weight.numel() > 0, op, ": weight must not be empty");
-  TORCH_CHECK_TYPE(alpha.scalar_type() == weight.scalar_type(), op,
-                   ": alpha must have the weight's dtype ", weight.scalar_type(), ", got ",
-                   alpha.scalar_type());
-  TORCH_CHECK_VALUE(alpha.device() == weight.device(), op,
-                    ": alpha must be on the weight's device ", weight.device(), ", got ",
-                    alpha.device());
+// weight (named `weight_name`: the backward passes grad_out) on a `device` device,
+// alpha and mask beside it; returns alpha's mode.
+inline AlphaMode check_noisy_weight_args(const char* op, const char* weight_name, const at::Tensor& weight,
+                                         const at::Tensor& alpha, int64_t seed,
+                                         const std::optional<at::Tensor>& mask, at::DeviceType device) {
+  check_kernel_float(op, weight_name, weight);
+  check_device_type(op, weight_name, weight, device);
+  TORCH_CHECK_VALUE(weight.dim() >= 1, op, ": ", weight_name, " must have at least one dimension");
+  check_not_empty(op, weight_name, weight);
+  check_same_dtype(op, "alpha", alpha, weight_name, weight);
+  check_same_device(op, "alpha", alpha, weight_name, weight);
+  check_seed(op, "seed", seed);
   if (mask.has_value()) {
-    TORCH_CHECK_TYPE(mask->scalar_type() == at::kBool, op, ": mask must be a bool tensor, got ",
-                     mask->scalar_type());
-    TORCH_CHECK_VALUE(mask->sizes() == weight.sizes(), op, ": mask must have the weight's shape ",
-                      weight.sizes(), ", got ", mask->sizes());
-    TORCH_CHECK_VALUE(mask->device() == weight.device(), op,
-                      ": mask must be on the weight's device ", weight.device(), ", got ",
-                      mask->device());
+    check_dtype(op, "mask", *mask, at::kBool);
+    check_shape(op, "mask", *mask, weight.sizes());
+    check_same_device(op, "mask", *mask, weight_name, weight);
   }
   if (alpha.numel() == 1) {
     return AlphaMode::kLayer;
@@ -51,15 +48,27 @@ inline AlphaMode check_noisy_weight_args(const char* op, const at::Tensor& weigh
   return AlphaMode::kChannel;
 }
 
-inline int64_t alpha_index(AlphaMode mode, int64_t element, int64_t inner) {
-  switch (mode) {
-    case AlphaMode::kLayer:
-      return 0;
-    case AlphaMode::kChannel:
-      return element / inner;
-    default:
-      return element;
-  }
+// The backward's arguments: those of the forward plus sigma, std(W) from the forward
+// (one floating value on grad_out's device).
+inline AlphaMode check_noisy_weight_backward_args(const char* op, const at::Tensor& grad_out,
+                                                  const at::Tensor& alpha, const at::Tensor& sigma, int64_t seed,
+                                                  const std::optional<at::Tensor>& mask, at::DeviceType device) {
+  const AlphaMode mode = check_noisy_weight_args(op, "grad_out", grad_out, alpha, seed, mask, device);
+  check_kernel_float(op, "sigma", sigma);
+  check_same_device(op, "sigma", sigma, "grad_out", grad_out);
+  TORCH_CHECK_VALUE(sigma.numel() == 1, op, ": sigma must hold one value, got ", sigma.numel());
+  return mode;
+}
+
+inline void check_philox_normal_args(const char* op, const at::Tensor& like, int64_t seed, int64_t offset,
+                                     at::DeviceType device) {
+  check_defined(op, "like", like);
+  check_device_type(op, "like", like, device);
+  check_seed(op, "seed", seed);
+  TORCH_CHECK_VALUE(offset >= 0, op, ": offset must be non-negative, got ", offset);
+  // Philox counters are 64-bit: offset + numel must not wrap around.
+  TORCH_CHECK_VALUE(offset <= INT64_MAX - like.numel(), op, ": offset + like.numel() overflows int64, got offset ",
+                    offset, " for ", like.numel(), " elements");
 }
 
 }  // namespace robustkernels

@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../arg_checks.h"
 #include "multiversion.h"
 
 
@@ -33,10 +34,6 @@ constexpr int64_t kInsertionDepth = 8;
 constexpr int64_t kGrainElements = 16384;
 
 enum class Reduction { kKth, kTopkMean, kMedian };
-
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
 
 Reduction parse_reduction(c10::string_view name) {
   if (name == "kth") return Reduction::kKth;
@@ -258,10 +255,11 @@ void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossmax_fwd_cpu(const at::Tensor& logits, int64_t k,
                                                                             c10::string_view reduction_name) {
-  TORCH_CHECK_TYPE(supported_dtype(logits.scalar_type()),
-                   "crossmax: logits must be float32, float64, float16 or bfloat16, got ", logits.scalar_type());
-  TORCH_CHECK_VALUE(logits.dim() == 3, "crossmax: logits must be 3-D [N, B, C], got shape ", logits.sizes());
-  TORCH_CHECK_VALUE(logits.numel() > 0, "crossmax: logits must not be empty, got shape ", logits.sizes());
+  const char* op = "crossmax";
+  check_kernel_float(op, "logits", logits);
+  check_device_type(op, "logits", logits, at::kCPU);
+  check_rank(op, "logits", logits, 3, "[N, B, C]");
+  check_not_empty(op, "logits", logits);
   const Reduction reduction = parse_reduction(reduction_name);
   const int64_t N = logits.size(0), B = logits.size(1), C = logits.size(2);
   TORCH_CHECK_VALUE(N <= INT32_MAX && C <= INT32_MAX, "crossmax: logits has too many predictors or classes");
@@ -291,14 +289,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossmax_fwd_cpu(cons
 // order of every sum is fixed.
 at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_in, const at::Tensor& pred_in,
                             const at::Tensor& sel_in) {
-  TORCH_CHECK_TYPE(supported_dtype(grad_in.scalar_type()),
-                   "crossmax_backward: grad_out must be float32, float64, float16 or bfloat16, got ",
-                   grad_in.scalar_type());
-  TORCH_CHECK_VALUE(grad_in.dim() == 2, "crossmax_backward: grad_out must be 2-D [B, C], got shape ",
-                    grad_in.sizes());
-  for (const auto* t : {&class_in, &pred_in, &sel_in}) {
-    TORCH_CHECK_TYPE(t->scalar_type() == at::kInt, "crossmax_backward: index tensors (class_idx, pred_idx, "
-                     "sel_idx) must be int32, got ", t->scalar_type());
+  const char* op = "crossmax_backward";
+  check_kernel_float(op, "grad_out", grad_in);
+  check_device_type(op, "grad_out", grad_in, at::kCPU);
+  check_rank(op, "grad_out", grad_in, 2, "[B, C]");
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"class_idx", &class_in},
+                                {"pred_idx", &pred_in},
+                                {"sel_idx", &sel_in}}) {
+    check_dtype(op, name, *t, at::kInt);
+    check_same_device(op, name, *t, "grad_out", grad_in);
   }
   const int64_t B = grad_in.size(0), C = grad_in.size(1);
   TORCH_CHECK_VALUE(class_in.dim() == 2 && class_in.size(1) == B && class_in.size(0) >= 1,
@@ -310,6 +309,10 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
                         sel_in.size(2) == C,
                     "crossmax_backward: sel_idx must have shape [S, B, C] with 1 <= S <= N = ", N, ", got ",
                     sel_in.sizes());
+  // The indices address the [N, B, C] gradient.
+  check_index_range(op, "class_idx", class_in, C);
+  check_index_range(op, "pred_idx", pred_in, N);
+  check_index_range(op, "sel_idx", sel_in, N);
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor class_idx = class_in.contiguous();
   const at::Tensor pred_idx = pred_in.contiguous();

@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../arg_checks.h"
 #include "../philox.h"
 #include "multiversion.h"
 #include "normal_block.h"
@@ -67,20 +68,20 @@ ImageParams image_params(uint64_t seed, uint64_t counter, int64_t jitter, float 
 void check_table(const at::Tensor& start, const at::Tensor& weight, at::ScalarType acc, int64_t n_out,
                  int64_t n_in, const char* name) {
   TORCH_CHECK_VALUE(start.device().is_cpu() && weight.device().is_cpu(),
-                    "multires_stack: resize tables must be CPU tensors (", name, ")");
+                    "multires_stack: starts and weights must be CPU tensors (", name, ")");
   TORCH_CHECK_VALUE(start.scalar_type() == at::kInt && start.dim() == 1 && start.numel() == n_out &&
                         start.is_contiguous(),
-                    "multires_stack: ", name, " start table must be a contiguous int32 [", n_out, "] tensor, got ",
-                    start.scalar_type(), " ", start.sizes());
+                    "multires_stack: starts (", name, ") must be a contiguous int32 [", n_out, "] tensor, got ",
+                    dtype_name(start.scalar_type()), " ", start.sizes());
   TORCH_CHECK_VALUE(weight.scalar_type() == acc && weight.dim() == 2 && weight.size(0) == n_out &&
                         weight.size(1) >= 1 && weight.size(1) <= n_in && weight.is_contiguous(),
-                    "multires_stack: ", name, " weight table must be a contiguous ", acc, " [", n_out,
-                    ", taps <= ", n_in, "] tensor, got ", weight.scalar_type(), " ", weight.sizes());
+                    "multires_stack: weights (", name, ") must be a contiguous ", dtype_name(acc), " [", n_out,
+                    ", taps <= ", n_in, "] tensor, got ", dtype_name(weight.scalar_type()), " ", weight.sizes());
   const int32_t* s = start.data_ptr<int32_t>();
   const int64_t taps = weight.size(1);
   for (int64_t o = 0; o < n_out; ++o) {
-    TORCH_CHECK_VALUE(s[o] >= 0 && s[o] + taps <= n_in, "multires_stack: ", name, " start[", o, "] = ", s[o],
-                      " reads past the ", n_in, " inputs");
+    TORCH_CHECK_VALUE(s[o] >= 0 && s[o] + taps <= n_in, "multires_stack: starts (", name, "): start[", o,
+                      "] = ", s[o], " reads past the ", n_in, " inputs");
   }
 }
 
@@ -98,18 +99,19 @@ std::vector<View<acc_t>> make_views(at::IntArrayRef heights, at::IntArrayRef wid
   TORCH_CHECK_VALUE(static_cast<int64_t>(widths.size()) == num_views, "multires_stack: heights and widths differ in length");
   TORCH_CHECK_VALUE(static_cast<int64_t>(starts.size()) == kTablesPerView * num_views &&
                         static_cast<int64_t>(weights.size()) == kTablesPerView * num_views,
-                    "multires_stack: expected ", kTablesPerView * num_views, " start and weight tables, got ",
-                    starts.size(), " and ", weights.size());
+                    "multires_stack: starts and weights must hold ", kTablesPerView * num_views,
+                    " tables (four per view), got ", starts.size(), " and ", weights.size());
   TORCH_CHECK_VALUE(noise_offsets.empty() || static_cast<int64_t>(noise_offsets.size()) == 2 * num_views,
-                    "multires_stack: expected ", 2 * num_views, " noise offsets, got ", noise_offsets.size());
+                    "multires_stack: noise_offsets must hold the ", 2 * num_views, " noise offsets, got ",
+                    noise_offsets.size());
   std::vector<View<acc_t>> views(num_views);
   for (int64_t v = 0; v < num_views; ++v) {
     View<acc_t>& view = views[v];
     view.height = heights[v];
     view.width = widths[v];
     TORCH_CHECK_VALUE(view.height >= 1 && view.height <= height && view.width >= 1 && view.width <= width,
-                      "multires_stack: resolution ", view.height, "x", view.width, " must lie in 1..", height, " x 1..",
-                      width);
+                      "multires_stack: heights and widths: resolution ", view.height, "x", view.width,
+                      " must lie in 1..", height, " x 1..", width);
     view.resized = view.height != height || view.width != width;
     view.low_offset = noise_offsets.empty() ? 0 : static_cast<uint64_t>(noise_offsets[2 * v]);
     view.high_offset = noise_offsets.empty() ? 0 : static_cast<uint64_t>(noise_offsets[2 * v + 1]);
@@ -444,7 +446,11 @@ std::tuple<at::Tensor, at::Tensor> multires_stack_fwd_cpu(const at::Tensor& x_in
   at::Tensor out = at::empty({batch, channels * num_views, height, width}, x.options());
   at::Tensor mask = at::empty({batch, channels * num_views, height, (width + 7) / 8}, x.options().dtype(at::kByte));
   TORCH_CHECK_VALUE(noise == 0.0 || static_cast<int64_t>(noise_offsets.size()) == 2 * num_views,
-                    "multires_stack: noise needs ", 2 * num_views, " noise offsets, got ", noise_offsets.size());
+                    "multires_stack: noise_offsets must hold the ", 2 * num_views, " noise offsets, got ",
+                    noise_offsets.size());
+  for (int64_t offset : noise_offsets) {
+    TORCH_CHECK_VALUE(offset >= 0, "multires_stack: noise_offsets must be non-negative, got ", offset);
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "multires_stack_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto views =

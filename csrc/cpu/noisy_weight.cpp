@@ -31,7 +31,8 @@ void apply_mask(const scalar_t* src, const bool* m, scalar_t* dst, int64_t n) {
 std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight_in, const at::Tensor& alpha_in,
                                                         double lam, int64_t seed,
                                                         const std::optional<at::Tensor>& mask_in) {
-  const AlphaMode mode = check_noisy_weight_args("noisy_weight", weight_in, alpha_in, mask_in);
+  const AlphaMode mode =
+      check_noisy_weight_args("noisy_weight", "weight", weight_in, alpha_in, seed, mask_in, at::kCPU);
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
@@ -90,9 +91,8 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
                                                         const at::Tensor& sigma_in, double lam, int64_t seed,
                                                         const std::optional<at::Tensor>& mask_in,
                                                         bool need_alpha_grad) {
-  const AlphaMode mode = check_noisy_weight_args("noisy_weight_backward", grad_in, alpha_in, mask_in);
-  TORCH_CHECK_VALUE(sigma_in.numel() == 1, "noisy_weight_backward: sigma must hold one value, got ",
-                    sigma_in.numel());
+  const AlphaMode mode =
+      check_noisy_weight_backward_args("noisy_weight_backward", grad_in, alpha_in, sigma_in, seed, mask_in, at::kCPU);
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
@@ -157,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
 }
 
 at::Tensor philox_normal_cpu(const at::Tensor& like, int64_t seed, int64_t offset) {
-  TORCH_CHECK_VALUE(offset >= 0, "philox_normal: offset must be non-negative, got ", offset);
+  check_philox_normal_args("philox_normal", like, seed, offset, at::kCPU);
   at::Tensor out = at::empty(like.sizes(), like.options().dtype(at::kFloat));
   float* o = out.mutable_data_ptr<float>();
   at::parallel_for(0, out.numel(), kGrain, [&](int64_t begin, int64_t end) {

@@ -15,6 +15,7 @@
 
 #include <vector>
 
+#include "../arg_checks.h"
 #include "weight_noise.h"
 
 namespace robustkernels {
@@ -31,51 +32,49 @@ struct PathLayout {
   int64_t entry_of(int64_t path) const { return entries == 1 ? 0 : path; }
 };
 
-PathLayout check_path_args(const char* op, const at::Tensor& weight, int64_t bank_paths,
+// weight is named `weight_name` (the backward passes grad_out).
+PathLayout check_path_args(const char* op, const char* weight_name, const at::Tensor& weight, int64_t bank_paths,
                            const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& alpha,
                            at::ArrayRef<double> lams, at::ArrayRef<int64_t> seeds,
                            const std::optional<at::Tensor>& counts) {
-  TORCH_CHECK_TYPE(at::isFloatingType(weight.scalar_type()), op, ": weight must be a floating-point tensor, got ",
-                   weight.scalar_type());
-  TORCH_CHECK_VALUE(weight.dim() >= 2 && weight.numel() > 0, op,
-                    ": weight must be a non-empty [S, C_out, ...] bank, got shape ", weight.sizes());
+  check_kernel_float(op, weight_name, weight);
+  check_device_type(op, weight_name, weight, at::kCPU);
+  TORCH_CHECK_VALUE(weight.dim() >= 2 && weight.numel() > 0, op, ": ", weight_name,
+                    " must be a non-empty [S, C_out, ...] bank, got shape ", weight.sizes());
   const int64_t paths = static_cast<int64_t>(lams.size());
   TORCH_CHECK_VALUE(paths >= 1, op, ": lams must hold one value per path, got none");
   TORCH_CHECK_VALUE(static_cast<int64_t>(seeds.size()) == paths, op, ": seeds must hold one value per path (",
                     paths, "), got ", seeds.size());
   const int64_t entries = weight.size(0);
-  TORCH_CHECK_VALUE(entries == 1 || entries == paths, op, ": weight must hold 1 or ", paths,
+  TORCH_CHECK_VALUE(entries == 1 || entries == paths, op, ": ", weight_name, " must hold 1 or ", paths,
                     " (one per path) entries, got ", entries);
   TORCH_CHECK_VALUE(bank_paths == paths, op, ": the bank has ", bank_paths, " paths but lams hold ", paths);
-  for (int64_t seed : seeds) {
-    TORCH_CHECK_VALUE(seed >= 0, op, ": seeds must be non-negative, got ", seed);
-  }
+  for (int64_t seed : seeds) check_seed(op, "seeds", seed);
   PathLayout layout{paths, entries, weight.size(1), weight.numel() / entries / weight.size(1), 0};
   std::vector<int64_t> path_shape = weight.sizes().vec();
   path_shape[0] = paths;
   if (mask.has_value()) {
-    TORCH_CHECK_TYPE(mask->scalar_type() == at::kBool, op, ": mask must be a bool tensor, got ", mask->scalar_type());
-    TORCH_CHECK_VALUE(mask->sizes() == at::IntArrayRef(path_shape), op, ": mask must have shape ",
-                      at::IntArrayRef(path_shape), ", got ", mask->sizes());
-    TORCH_CHECK_VALUE(mask->device() == weight.device(), op, ": mask must be on the weight's device");
+    check_dtype(op, "mask", *mask, at::kBool);
+    check_same_device(op, "mask", *mask, weight_name, weight);
+    check_shape(op, "mask", *mask, path_shape);
   }
   bool noisy = false;
   for (double lam : lams) noisy = noisy || lam != 0.0;
   if (alpha.has_value()) {
-    TORCH_CHECK_TYPE(alpha->scalar_type() == weight.scalar_type(), op, ": alpha must have the weight's dtype ",
-                     weight.scalar_type(), ", got ", alpha->scalar_type());
+    check_same_dtype(op, "alpha", *alpha, weight_name, weight);
+    check_same_device(op, "alpha", *alpha, weight_name, weight);
     TORCH_CHECK_VALUE(alpha->dim() == 2 && alpha->size(0) == paths, op, ": alpha must be [", paths,
                       ", A], got shape ", alpha->sizes());
     const int64_t a = alpha->size(1);
     TORCH_CHECK_VALUE(a == 1 || a == layout.rows || a == layout.numel(), op, ": alpha must hold 1, ", layout.rows,
                       " or ", layout.numel(), " values per path, got ", a);
-    TORCH_CHECK_VALUE(alpha->device() == weight.device(), op, ": alpha must be on the weight's device");
     layout.alpha_size = a;
   } else {
     TORCH_CHECK_VALUE(!noisy, op, ": alpha is required when a path has lam != 0");
   }
   if (counts.has_value()) {
-    TORCH_CHECK_TYPE(counts->scalar_type() == at::kLong, op, ": counts must be int64, got ", counts->scalar_type());
+    check_dtype(op, "counts", *counts, at::kLong);
+    check_same_device(op, "counts", *counts, weight_name, weight);
     TORCH_CHECK_VALUE(counts->dim() == 1 && counts->size(0) == paths, op, ": counts must be [", paths, "], got ",
                       counts->sizes());
   }
@@ -97,9 +96,8 @@ std::tuple<at::Tensor, at::Tensor> path_weights_fwd_cpu(const at::Tensor& weight
                                                         const std::optional<at::Tensor>& alpha_in,
                                                         at::ArrayRef<double> lams, at::ArrayRef<int64_t> seeds,
                                                         const std::optional<at::Tensor>& counts) {
-  const PathLayout L =
-      check_path_args("path_weights", weight_in, static_cast<int64_t>(lams.size()), mask_in, alpha_in, lams, seeds,
-                      counts);
+  const PathLayout L = check_path_args("path_weights", "weight", weight_in, static_cast<int64_t>(lams.size()), mask_in,
+                                       alpha_in, lams, seeds, counts);
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
   const at::Tensor alpha = alpha_in.has_value() ? alpha_in->contiguous() : at::Tensor();
@@ -170,13 +168,16 @@ std::tuple<at::Tensor, at::Tensor> path_weights_bwd_cpu(const at::Tensor& grad_i
                                                         at::ArrayRef<int64_t> seeds,
                                                         const std::optional<at::Tensor>& counts,
                                                         bool need_alpha_grad) {
-  const PathLayout G =
-      check_path_args("path_weights_backward", grad_in, static_cast<int64_t>(lams.size()), mask_in, alpha_in, lams,
-                      seeds, counts);
-  TORCH_CHECK_VALUE(entries == 1 || entries == G.paths, "path_weights_backward: entries must be 1 or ", G.paths,
-                    ", got ", entries);
-  TORCH_CHECK_VALUE(sigma_in.dim() == 1 && sigma_in.size(0) == entries,
-                    "path_weights_backward: sigma must be [", entries, "], got ", sigma_in.sizes());
+  const char* op = "path_weights_backward";
+  const PathLayout G = check_path_args(op, "grad_out", grad_in, static_cast<int64_t>(lams.size()), mask_in, alpha_in,
+                                       lams, seeds, counts);
+  // dW' holds one entry per path, whatever the bank shares.
+  TORCH_CHECK_VALUE(G.entries == G.paths, op, ": grad_out must hold one entry per path (", G.paths, "), got ",
+                    G.entries);
+  TORCH_CHECK_VALUE(entries == 1 || entries == G.paths, op, ": entries must be 1 or ", G.paths, ", got ", entries);
+  check_kernel_float(op, "sigma", sigma_in);
+  check_same_device(op, "sigma", sigma_in, "grad_out", grad_in);
+  check_shape(op, "sigma", sigma_in, {entries});
   const PathLayout L{G.paths, entries, G.rows, G.inner, G.alpha_size};
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
@@ -254,8 +255,10 @@ std::tuple<at::Tensor, at::Tensor> path_weights_bwd_cpu(const at::Tensor& grad_i
 // Stable counting sort: counts[p] samples on path p; perm lists the samples of
 // path 0, then path 1, ..., each in batch order.
 std::tuple<at::Tensor, at::Tensor> route_sort_cpu(const at::Tensor& route_in, int64_t num_paths) {
+  check_defined("route_sort", "route", route_in);
   TORCH_CHECK_TYPE(route_in.scalar_type() == at::kInt || route_in.scalar_type() == at::kLong,
-                   "route_sort: route must be an int32 or int64 tensor, got ", route_in.scalar_type());
+                   "route_sort: route must be an int32 or int64 tensor, got ", dtype_name(route_in.scalar_type()));
+  check_device_type("route_sort", "route", route_in, at::kCPU);
   TORCH_CHECK_VALUE(route_in.dim() == 1, "route_sort: route must be 1-D [B], got shape ", route_in.sizes());
   TORCH_CHECK_VALUE(num_paths >= 1, "route_sort: num_paths must be at least 1, got ", num_paths);
   const at::Tensor route = route_in.contiguous();

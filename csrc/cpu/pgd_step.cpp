@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../arg_checks.h"
 #include "lane_sum.h"
 #include "multiversion.h"
 
@@ -116,27 +117,23 @@ void pgd_step_impl(const scalar_t* x, const scalar_t* g, const scalar_t* o, cons
   });
 }
 
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
 at::Tensor pgd_step_fwd_cpu(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
                             const at::Tensor& step, double eps, c10::string_view norm, double lo, double hi,
                             bool normalize) {
-  TORCH_CHECK_TYPE(supported_dtype(x_adv.scalar_type()),
-                   "pgd_step: x_adv must be float32, float64, float16 or bfloat16, got ", x_adv.scalar_type());
+  const char* op = "pgd_step";
+  check_kernel_float(op, "x_adv", x_adv);
+  check_device_type(op, "x_adv", x_adv, at::kCPU);
   TORCH_CHECK_VALUE(x_adv.dim() >= 1, "pgd_step: x_adv must have a batch dimension, got a 0-d tensor");
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"grad", &grad}, {"x_orig", &x_orig}}) {
-    TORCH_CHECK_TYPE(t->scalar_type() == x_adv.scalar_type(), "pgd_step: ", name, " must have x_adv's dtype ",
-                     x_adv.scalar_type(), ", got ", t->scalar_type());
+    check_same_dtype(op, name, *t, "x_adv", x_adv);
+    check_same_device(op, name, *t, "x_adv", x_adv);
     TORCH_CHECK_VALUE(t->sizes() == x_adv.sizes(), "pgd_step: ", name, " must have x_adv's shape ", x_adv.sizes(),
                       ", got ", t->sizes());
-    TORCH_CHECK_VALUE(t->device() == x_adv.device(), "pgd_step: ", name, " must be on x_adv's device");
   }
   const int64_t B = x_adv.size(0);
-  TORCH_CHECK_VALUE(step.dim() == 1 && step.size(0) == B, "pgd_step: step must have shape [B] = [", B, "], got ",
-                    step.sizes());
-  TORCH_CHECK_TYPE(step.is_floating_point(), "pgd_step: step must be floating point, got ", step.scalar_type());
+  check_kernel_float(op, "step", step);
+  check_same_device(op, "step", step, "x_adv", x_adv);
+  check_shape(op, "step", step, {B});
   TORCH_CHECK_VALUE(norm == "linf" || norm == "l2", "pgd_step: norm must be 'linf' or 'l2', got '",
                     std::string(norm), "'");
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0.0, "pgd_step: eps must be finite and >= 0, got ", eps);

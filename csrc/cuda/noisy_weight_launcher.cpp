@@ -56,8 +56,8 @@ at::ScalarType sigma_dtype(const at::Tensor& weight) {
 std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cuda(const at::Tensor& weight_in, const at::Tensor& alpha_in,
                                                          double lam, int64_t seed,
                                                          const std::optional<at::Tensor>& mask_in) {
-  const AlphaMode mode = check_noisy_weight_args("noisy_weight", weight_in, alpha_in, mask_in);
-  TORCH_CHECK_VALUE(weight_in.is_cuda(), "noisy_weight: weight must be a CUDA tensor, got ", weight_in.device());
+  const AlphaMode mode =
+      check_noisy_weight_args("noisy_weight", "weight", weight_in, alpha_in, seed, mask_in, at::kCUDA);
   const c10::cuda::CUDAGuard device_guard(weight_in.device());
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
@@ -85,11 +85,8 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cuda(const at::Tensor& grad_
                                                          const at::Tensor& sigma_in, double lam, int64_t seed,
                                                          const std::optional<at::Tensor>& mask_in,
                                                          bool need_alpha_grad) {
-  const AlphaMode mode = check_noisy_weight_args("noisy_weight_backward", grad_in, alpha_in, mask_in);
-  TORCH_CHECK_VALUE(sigma_in.numel() == 1, "noisy_weight_backward: sigma must hold one value, got ",
-                    sigma_in.numel());
-  TORCH_CHECK_VALUE(grad_in.is_cuda(), "noisy_weight_backward: grad must be a CUDA tensor, got ",
-                    grad_in.device());
+  const AlphaMode mode = check_noisy_weight_backward_args("noisy_weight_backward", grad_in, alpha_in, sigma_in, seed,
+                                                          mask_in, at::kCUDA);
   const c10::cuda::CUDAGuard device_guard(grad_in.device());
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
@@ -124,8 +121,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cuda(const at::Tensor& grad_
 }
 
 at::Tensor philox_normal_cuda(const at::Tensor& like, int64_t seed, int64_t offset) {
-  TORCH_CHECK_VALUE(offset >= 0, "philox_normal: offset must be non-negative, got ", offset);
-  TORCH_CHECK_VALUE(like.is_cuda(), "philox_normal: like must be a CUDA tensor, got ", like.device());
+  check_philox_normal_args("philox_normal", like, seed, offset, at::kCUDA);
   const c10::cuda::CUDAGuard device_guard(like.device());
   at::Tensor out = at::empty(like.sizes(), like.options().dtype(at::kFloat));
   C10_CUDA_CHECK(cuda::launch_philox_normal(out.mutable_data_ptr<float>(), out.numel(), static_cast<uint64_t>(seed),

@@ -160,11 +160,48 @@ def _check_backward_args(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
         ("sel_idx", sel_idx),
     ):
         validation.check_tensor(name, value, op)
+    if grad.dtype not in validation.KERNEL_FLOAT_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: grad must be float32, float64, float16 or bfloat16, got {grad.dtype}"
+        )
+    for name, value in (("class_idx", class_idx), ("pred_idx", pred_idx), ("sel_idx", sel_idx)):
+        if value.dtype != torch.int32:
+            raise TypeError(f"robustkernels.{op}: {name} must be an int32 tensor, got {value.dtype}")
+        if value.device != grad.device:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must be on grad's device {grad.device}, got {value.device}"
+            )
     if grad.dim() != 2 or class_idx.dim() != 2 or sel_idx.dim() != 3 or pred_idx.shape != grad.shape:
         raise ValueError(
             f"robustkernels.{op}: expected grad [B, C], class_idx [N, B], pred_idx [B, C], sel_idx [S, B, C], "
             f"got {tuple(grad.shape)}, {tuple(class_idx.shape)}, {tuple(pred_idx.shape)}, {tuple(sel_idx.shape)}"
         )
+    batch, classes = grad.shape
+    if (
+        class_idx.shape[1] != batch
+        or sel_idx.shape[1:] != grad.shape
+        or not 1 <= sel_idx.shape[0] <= class_idx.shape[0]
+    ):
+        raise ValueError(
+            f"robustkernels.{op}: class_idx must be [N, {batch}] and sel_idx [S <= N, {batch}, {classes}], "
+            f"got {tuple(class_idx.shape)} and {tuple(sel_idx.shape)}"
+        )
+
+
+def _check_index_ranges(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
+    """The indices address [N, B, C]; the Triton kernel and the reference read through them
+    unchecked (the C++ kernel checks them itself). One host read for all three."""
+    bounds = {"class_idx": (class_idx, grad.shape[1]), "pred_idx": (pred_idx, class_idx.shape[0])}
+    bounds["sel_idx"] = (sel_idx, class_idx.shape[0])
+    named = [(name, bound, t) for name, (t, bound) in bounds.items() if t.numel()]
+    if not named:
+        return
+    spans = torch.stack([torch.stack(torch.aminmax(t)) for _, _, t in named]).tolist()
+    for (name, bound, _), (low, high) in zip(named, spans, strict=True):
+        if low < 0 or high >= bound:
+            raise ValueError(
+                f"robustkernels.{op}: {name} holds an index out of range [0, {bound}): its values span [{low}, {high}]"
+            )
 
 
 @torch.library.custom_op("robustkernels::crossmax_backward", mutates_args=())
@@ -175,6 +212,7 @@ def crossmax_backward(
     name = backend.select_without_cuda("crossmax_backward", grad.device, "CrossMax")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
+    _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     if name == "triton":
         return _backward_triton(grad, class_idx, pred_idx, sel_idx)
     return _backward_reference(grad, class_idx, pred_idx, sel_idx)

@@ -55,7 +55,8 @@ def pack_bits(passes: torch.Tensor) -> torch.Tensor:
     """bool [..., W] -> uint8 [..., ceil(W / 8)], bit k of byte j = passes[..., 8 j + k]."""
     width = passes.shape[-1]
     padded = torch.nn.functional.pad(passes.to(torch.uint8), (0, (-width) % 8))
-    groups = padded.reshape(*passes.shape[:-1], -1, 8).to(torch.int32)
+    # explicit sizes, not -1: an empty batch has no elements to infer them from
+    groups = padded.reshape(*passes.shape[:-1], padded.shape[-1] // 8, 8).to(torch.int32)
     weights = torch.tensor([1 << k for k in range(8)], dtype=torch.int32, device=passes.device)
     return (groups * weights).sum(dim=-1).to(torch.uint8)
 
@@ -64,7 +65,7 @@ def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
     """Inverse of pack_bits: uint8 [..., ceil(W / 8)] -> bool [..., W]."""
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(*packed.shape[:-1], -1)[..., :width].bool()
+    return bits.reshape(*packed.shape[:-1], 8 * packed.shape[-1])[..., :width].bool()
 
 
 def _flat_offsets(x: torch.Tensor, sizes) -> list[int]:
@@ -218,6 +219,10 @@ def _multires_stack_fake(
 def _check_backward_args(grad, clip_mask, heights, widths, op: str) -> None:
     validation.check_tensor("grad", grad, op)
     validation.check_tensor("clip_mask", clip_mask, op)
+    if grad.dtype not in validation.KERNEL_FLOAT_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: grad must be float32, float64, float16 or bfloat16, got {grad.dtype}"
+        )
     if grad.dim() != 4 or len(heights) == 0 or grad.shape[1] % len(heights) != 0:
         raise ValueError(
             f"robustkernels.{op}: grad must be [B, C * V, H, W] for V = {len(heights)} views, got {tuple(grad.shape)}"
@@ -227,6 +232,10 @@ def _check_backward_args(grad, clip_mask, heights, widths, op: str) -> None:
         raise ValueError(
             f"robustkernels.{op}: clip_mask must be uint8 [{b}, {cv}, {h}, {(w + 7) // 8}], "
             f"got {clip_mask.dtype} {tuple(clip_mask.shape)}"
+        )
+    if clip_mask.device != grad.device:
+        raise ValueError(
+            f"robustkernels.{op}: clip_mask must be on grad's device {grad.device}, got {clip_mask.device}"
         )
 
 
@@ -265,6 +274,7 @@ def multires_stack_backward(
 def _multires_stack_backward_fake(
     grad, clip_mask, heights, widths, jitter, contrast_low, contrast_high, interpolation, seed
 ):
+    _check_backward_args(grad, clip_mask, heights, widths, "multires_stack_backward")
     b, cv, h, w = grad.shape
     return grad.new_empty((b, cv // len(heights), h, w))
 

@@ -150,6 +150,7 @@ def noisy_weight_forward(
     """The op's forward without its autograd wrapper: (noisy weight, sigma) straight from the
     backend's kernel, for callers with nothing to differentiate (an attack's frozen model)."""
     mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+    validation.check_seed(seed, "noisy_weight")  # not in the fake: there seed may be symbolic
     name = backend.select("noisy_weight", weight.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_fwd_kernel(weight, alpha, lam, seed, mask)
@@ -169,6 +170,15 @@ def _noisy_weight_fake(weight, alpha, lam, seed, mask):
     )
 
 
+def _check_backward(grad, alpha, sigma, mask) -> int:
+    op = "noisy_weight_backward"
+    mode = validation.alpha_mode(grad, alpha, mask, op, "grad")
+    validation.check_sigma(sigma, grad, op)
+    if sigma.numel() != 1:
+        raise ValueError(f"robustkernels.{op}: sigma must hold one value, got shape {tuple(sigma.shape)}")
+    return mode
+
+
 @torch.library.custom_op("robustkernels::noisy_weight_backward", mutates_args=())
 def noisy_weight_backward(
     grad: torch.Tensor,
@@ -179,7 +189,8 @@ def noisy_weight_backward(
     mask: torch.Tensor | None,
     need_alpha_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    mode = validation.alpha_mode(grad, alpha, mask, "noisy_weight_backward")
+    mode = _check_backward(grad, alpha, sigma, mask)
+    validation.check_seed(seed, "noisy_weight_backward")  # not in the fake: there seed may be symbolic
     name = backend.select("noisy_weight_backward", grad.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_bwd_kernel(
@@ -192,6 +203,7 @@ def noisy_weight_backward(
 
 @noisy_weight_backward.register_fake
 def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+    _check_backward(grad, alpha, sigma, mask)
     grad_alpha = (
         torch.empty_like(alpha, memory_format=torch.contiguous_format)
         if need_alpha_grad
@@ -224,6 +236,7 @@ noisy_weight.register_autograd(_backward, setup_context=_setup_context)
 
 def philox_normal(like: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:
     """float32 Philox normals shaped like `like`, on its device, from the selected backend."""
+    validation.check_tensor("like", like, "philox_normal")
     validation.check_seed(seed, "philox_normal")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"robustkernels.philox_normal: offset must be a non-negative int, got {offset!r}")

@@ -49,14 +49,20 @@ def _select(op: str, device: torch.device) -> str:
     return "reference"
 
 
-def path_layout(weight, mask, alpha, lams, seeds, op: str) -> tuple[int, int, int, int, int]:
-    """Checks the weight-side arguments; returns (paths, entries, rows, inner, alpha values per path)."""
-    validation.check_tensor("weight", weight, op)
-    if not weight.is_floating_point():
-        raise TypeError(f"robustkernels.{op}: weight must be a floating-point tensor, got {weight.dtype}")
+def path_layout(
+    weight, mask, alpha, lams, seeds, op: str, weight_name: str = "weight"
+) -> tuple[int, int, int, int, int]:
+    """Checks the weight-side arguments (weight named `weight_name`: the backward's is grad); returns
+    (paths, entries, rows, inner, alpha values per path)."""
+    validation.check_tensor(weight_name, weight, op)
+    if weight.dtype not in validation.KERNEL_FLOAT_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: {weight_name} must be a floating-point tensor (float32, float64, float16 or "
+            f"bfloat16), got {weight.dtype}"
+        )
     if weight.dim() < 2 or weight.numel() == 0:
         raise ValueError(
-            f"robustkernels.{op}: weight must be a non-empty [S, C_out, ...] bank, got {tuple(weight.shape)}"
+            f"robustkernels.{op}: {weight_name} must be a non-empty [S, C_out, ...] bank, got {tuple(weight.shape)}"
         )
     paths = len(lams)
     if paths < 1:
@@ -72,7 +78,7 @@ def path_layout(weight, mask, alpha, lams, seeds, op: str) -> tuple[int, int, in
     entries, rows = weight.shape[0], weight.shape[1]
     if entries not in (1, paths):
         raise ValueError(
-            f"robustkernels.{op}: weight must hold 1 or {paths} (one per path) entries, got {entries}"
+            f"robustkernels.{op}: {weight_name} must hold 1 or {paths} (one per path) entries, got {entries}"
         )
     numel = weight[0].numel()
     if mask is not None:
@@ -85,7 +91,7 @@ def path_layout(weight, mask, alpha, lams, seeds, op: str) -> tuple[int, int, in
             )
         if mask.device != weight.device:
             raise ValueError(
-                f"robustkernels.{op}: mask must be on the weight's device {weight.device}, got {mask.device}"
+                f"robustkernels.{op}: mask must be on the {weight_name}'s device {weight.device}, got {mask.device}"
             )
     if alpha is None:
         if any(lam != 0 for lam in lams):
@@ -94,11 +100,11 @@ def path_layout(weight, mask, alpha, lams, seeds, op: str) -> tuple[int, int, in
     validation.check_tensor("alpha", alpha, op)
     if alpha.dtype != weight.dtype:
         raise TypeError(
-            f"robustkernels.{op}: alpha must have the weight's dtype {weight.dtype}, got {alpha.dtype}"
+            f"robustkernels.{op}: alpha must have the {weight_name}'s dtype {weight.dtype}, got {alpha.dtype}"
         )
     if alpha.device != weight.device:
         raise ValueError(
-            f"robustkernels.{op}: alpha must be on the weight's device {weight.device}, got {alpha.device}"
+            f"robustkernels.{op}: alpha must be on the {weight_name}'s device {weight.device}, got {alpha.device}"
         )
     if alpha.dim() != 2 or alpha.shape[0] != paths or alpha.shape[1] not in (1, rows, numel):
         raise ValueError(
@@ -108,13 +114,17 @@ def path_layout(weight, mask, alpha, lams, seeds, op: str) -> tuple[int, int, in
     return paths, entries, rows, numel // rows, alpha.shape[1]
 
 
-def _check_counts(counts, paths: int, op: str) -> None:
+def _check_counts(counts, paths: int, weight: torch.Tensor, op: str) -> None:
     if counts is None:
         return
     validation.check_tensor("counts", counts, op)
     if counts.dtype != torch.int64 or counts.shape != (paths,):
         raise ValueError(
             f"robustkernels.{op}: counts must be int64 [{paths}], got {counts.dtype} {tuple(counts.shape)}"
+        )
+    if counts.device != weight.device:
+        raise ValueError(
+            f"robustkernels.{op}: counts must be on the weight's device {weight.device}, got {counts.device}"
         )
 
 
@@ -263,7 +273,7 @@ def path_weights(
     counts: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
-    _check_counts(counts, layout[0], "path_weights")
+    _check_counts(counts, layout[0], weight, "path_weights")
     name = _select("path_weights", weight.device)
     if name == "cpp":
         return torch.ops.robustkernels.path_weights_fwd_kernel(weight, mask, alpha, lams, seeds, counts)
@@ -275,9 +285,28 @@ def path_weights(
 @path_weights.register_fake
 def _path_weights_fake(weight, mask, alpha, lams, seeds, counts):
     paths, entries = path_layout(weight, mask, alpha, lams, seeds, "path_weights")[:2]
+    _check_counts(counts, paths, weight, "path_weights")
     return weight.new_empty((paths, *weight.shape[1:])), weight.new_empty(
         (entries,), dtype=sigma_dtype(weight)
     )
+
+
+def _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts):
+    op = "path_weights_backward"
+    layout = path_layout(grad, mask, alpha, lams, seeds, op, "grad")
+    paths = layout[0]
+    _check_counts(counts, paths, grad, op)
+    if grad.shape[0] != paths:  # dW' holds every path's entry, whatever the bank shares
+        raise ValueError(
+            f"robustkernels.{op}: grad must hold one entry per path ({paths}), got {grad.shape[0]}"
+        )
+    validation.check_sigma(sigma, grad, op)
+    if entries not in (1, paths) or sigma.shape != (entries,):
+        raise ValueError(
+            f"robustkernels.{op}: entries must be 1 or {paths} and sigma [entries], "
+            f"got {entries} and {tuple(sigma.shape)}"
+        )
+    return layout
 
 
 @torch.library.custom_op("robustkernels::path_weights_backward", mutates_args=())
@@ -292,13 +321,7 @@ def path_weights_backward(
     counts: torch.Tensor | None,
     need_alpha_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    layout = path_layout(grad, mask, alpha, lams, seeds, "path_weights_backward")
-    _check_counts(counts, layout[0], "path_weights_backward")
-    if entries not in (1, layout[0]) or sigma.shape != (entries,):
-        raise ValueError(
-            f"robustkernels.path_weights_backward: entries must be 1 or {layout[0]} and sigma [entries], "
-            f"got {entries} and {tuple(sigma.shape)}"
-        )
+    layout = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts)
     name = _select("path_weights_backward", grad.device)
     if name == "cpp":
         return torch.ops.robustkernels.path_weights_bwd_kernel(
@@ -315,7 +338,7 @@ def path_weights_backward(
 
 @path_weights_backward.register_fake
 def _path_weights_backward_fake(grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad):
-    paths, _, _, _, alpha_size = path_layout(grad, mask, alpha, lams, seeds, "path_weights_backward")
+    paths, _, _, _, alpha_size = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts)
     grad_alpha = grad.new_empty((paths, alpha_size)) if need_alpha_grad and alpha_size else grad.new_empty(0)
     return grad.new_empty((entries, *grad.shape[1:])), grad_alpha
 

@@ -163,18 +163,78 @@ def _routed_setup_context(ctx, inputs, output):
     ctx.backend = backend.explicit_choice()
 
 
+def _check_grads_args(
+    op, grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+):
+    """The backward op's arguments, as far as their shapes tell (the fake runs this too)."""
+    op = f"{op}_backward"
+    paths = path_layout(weight, mask, alpha, lams, seeds, op)[0]
+    for name, value in (("x", x), ("grad_y", grad_y)):
+        validation.check_tensor(name, value, op)
+        if value.dtype != weight.dtype:
+            raise TypeError(
+                f"robustkernels.{op}: {name} must have the weight's dtype {weight.dtype}, got {value.dtype}"
+            )
+        if value.device != weight.device:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must be on the weight's device {weight.device}, got {value.device}"
+            )
+        if value.dim() < 1 or value.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must hold the batch of x ({x.shape[0]}), got {tuple(value.shape)}"
+            )
+    batch = x.shape[0]
+    for name, value, shape in (("perm", perm, (batch if not segments else 0,)), ("counts", counts, (paths,))):
+        validation.check_tensor(name, value, op)
+        if value.dtype != torch.int64:
+            raise TypeError(f"robustkernels.{op}: {name} must be an int64 tensor, got {value.dtype}")
+        if value.shape != shape:
+            raise ValueError(f"robustkernels.{op}: {name} must have shape {shape}, got {tuple(value.shape)}")
+        if value.device != weight.device:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must be on the weight's device {weight.device}, got {value.device}"
+            )
+    if segments and (len(segments) != paths or any(s < 0 for s in segments) or sum(segments) != batch):
+        raise ValueError(
+            f"robustkernels.{op}: segments must be {paths} non-negative sizes summing to the batch {batch}, "
+            f"got {list(segments)}"
+        )
+    if bias_entries not in (0, 1, paths):
+        raise ValueError(f"robustkernels.{op}: bias_entries must be 0, 1 or {paths}, got {bias_entries}")
+    if len(needs) != 4:
+        raise ValueError(
+            f"robustkernels.{op}: needs must hold 4 flags (x, weight, bias, alpha), got {len(needs)}"
+        )
+
+
 def _routed_grads(
     op, grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, conv, needs
 ):
     """(dx, dW, dbias, dalpha), empty where not asked for. With a route tensor (segments == []) x is
     the grouped input saved by the forward, grad_y is grouped by the saved perm, and the counts
     are read once more (the group sizes)."""
+    _check_grads_args(
+        op, grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+    )
     need_x, need_weight, need_bias, need_alpha = needs
     need_bias = need_bias and bias_entries > 0
     need_effective = need_weight or need_alpha
     backward = _KINDS[op][1]
     routed = not segments
-    sizes = counts.tolist() if routed else list(segments)
+    sizes = list(segments)
+    if routed:
+        # the one host read: the group sizes and perm's bounds (perm indexes grad_y)
+        bounds = torch.stack(torch.aminmax(perm)) if perm.numel() else perm.new_zeros(2)
+        *sizes, low, high = torch.cat([counts, bounds]).tolist()
+        batch = x.shape[0]
+        if sum(sizes) != batch or min(sizes) < 0:
+            raise ValueError(
+                f"robustkernels.{op}_backward: counts must be non-negative and sum to the batch {batch}, got {sizes}"
+            )
+        if low < 0 or high >= max(batch, 1):
+            raise ValueError(
+                f"robustkernels.{op}_backward: perm must index the batch [0, {batch}), got values in [{low}, {high}]"
+            )
     effective, sigma = path_weights(weight, mask, alpha, lams, seeds, counts)
     grouped_grad = grad_y[perm] if routed else grad_y
     grad_effective = torch.zeros_like(effective) if need_effective else None
@@ -316,6 +376,9 @@ def _path_conv2d_backward_fake(
     grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, stride, padding, dilation,
     groups, needs,
 ):  # fmt: skip
+    _check_grads_args(
+        "path_conv2d", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+    )  # fmt: skip
     return _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs)
 
 
@@ -385,6 +448,9 @@ def path_linear_backward(
 def _path_linear_backward_fake(
     grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
 ):
+    _check_grads_args(
+        "path_linear", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+    )  # fmt: skip
     return _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs)
 
 

@@ -4,6 +4,8 @@ import torch
 
 ALPHA_LAYER, ALPHA_CHANNEL, ALPHA_ELEMENT = 0, 1, 2
 _MAX_SEED = 2**63
+# the dtypes every kernel (C++, CUDA, Triton) computes in
+KERNEL_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_tensor(name: str, value, op: str) -> None:
@@ -23,23 +25,31 @@ def check_lam(lam, op: str) -> None:
         raise TypeError(f"robustkernels.{op}: lam must be a float, got {type(lam).__name__}")
 
 
-def alpha_mode(weight: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None, op: str) -> int:
-    """Checks weight, alpha and mask; returns how alpha broadcasts over weight."""
-    check_tensor("weight", weight, op)
+def alpha_mode(
+    weight: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None, op: str, weight_name: str = "weight"
+) -> int:
+    """Checks weight (named `weight_name`: the backward's is grad), alpha and mask; returns how
+    alpha broadcasts over weight."""
+    check_tensor(weight_name, weight, op)
     check_tensor("alpha", alpha, op)
-    if not weight.is_floating_point():
-        raise TypeError(f"robustkernels.{op}: weight must be a floating-point tensor, got {weight.dtype}")
+    if weight.dtype not in KERNEL_FLOAT_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: {weight_name} must be a floating-point tensor (float32, float64, float16 "
+            f"or bfloat16), got {weight.dtype}"
+        )
     if weight.dim() < 1:
-        raise ValueError(f"robustkernels.{op}: weight must have at least one dimension")
+        raise ValueError(f"robustkernels.{op}: {weight_name} must have at least one dimension")
     if weight.numel() == 0:
-        raise ValueError(f"robustkernels.{op}: weight must not be empty, got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"robustkernels.{op}: {weight_name} must not be empty, got shape {tuple(weight.shape)}"
+        )
     if alpha.dtype != weight.dtype:
         raise TypeError(
-            f"robustkernels.{op}: alpha must have the weight's dtype {weight.dtype}, got {alpha.dtype}"
+            f"robustkernels.{op}: alpha must have the {weight_name}'s dtype {weight.dtype}, got {alpha.dtype}"
         )
     if alpha.device != weight.device:
         raise ValueError(
-            f"robustkernels.{op}: alpha must be on the weight's device {weight.device}, got {alpha.device}"
+            f"robustkernels.{op}: alpha must be on the {weight_name}'s device {weight.device}, got {alpha.device}"
         )
     if mask is not None:
         check_tensor("mask", mask, op)
@@ -47,11 +57,12 @@ def alpha_mode(weight: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | N
             raise TypeError(f"robustkernels.{op}: mask must be a bool tensor, got {mask.dtype}")
         if mask.shape != weight.shape:
             raise ValueError(
-                f"robustkernels.{op}: mask must have the weight's shape {tuple(weight.shape)}, got {tuple(mask.shape)}"
+                f"robustkernels.{op}: mask must have the {weight_name}'s shape {tuple(weight.shape)}, "
+                f"got {tuple(mask.shape)}"
             )
         if mask.device != weight.device:
             raise ValueError(
-                f"robustkernels.{op}: mask must be on the weight's device {weight.device}, got {mask.device}"
+                f"robustkernels.{op}: mask must be on the {weight_name}'s device {weight.device}, got {mask.device}"
             )
     if alpha.numel() == 1:
         return ALPHA_LAYER
@@ -65,6 +76,17 @@ def alpha_mode(weight: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | N
         f"shape [{out_channels}] or [{out_channels}, 1, ...]) or one per weight element (elementwise, shape "
         f"{list(weight.shape)}), got shape {list(alpha.shape)}"
     )
+
+
+def check_sigma(sigma, grad: torch.Tensor, op: str) -> None:
+    """std(W) saved by a forward, handed to its backward: a floating tensor on grad's device."""
+    check_tensor("sigma", sigma, op)
+    if sigma.dtype not in KERNEL_FLOAT_DTYPES:
+        raise TypeError(f"robustkernels.{op}: sigma must be a floating-point tensor, got {sigma.dtype}")
+    if sigma.device != grad.device:
+        raise ValueError(
+            f"robustkernels.{op}: sigma must be on grad's device {grad.device}, got {sigma.device}"
+        )
 
 
 def check_input(x, weight: torch.Tensor, op: str, ranks: tuple[int, ...]) -> None:
@@ -100,7 +122,7 @@ def check_bias(bias, weight: torch.Tensor, op: str) -> None:
 
 
 CROSSMAX_REDUCTIONS = ("kth", "topk_mean", "median")
-_CROSSMAX_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_CROSSMAX_DTYPES = KERNEL_FLOAT_DTYPES
 
 
 def crossmax_selection(num_predictors: int, k: int, reduction: str) -> tuple[int, int]:
@@ -216,7 +238,7 @@ def multires_options(jitter, noise, noise_kind, contrast, interpolation, op: str
 
 
 PGD_NORMS = ("linf", "l2")
-_PGD_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_PGD_DTYPES = KERNEL_FLOAT_DTYPES
 
 
 def _check_number(name: str, value, op: str) -> float:
