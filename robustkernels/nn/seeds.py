@@ -58,7 +58,8 @@ class NoiseStream:
         """This call's seed (a 0-dim int64 CPU tensor); the stream moves past its `draws` seeds
         (a call that draws for P paths uses seed + p)."""
         seed = self.noise_stream
-        self.noise_stream = seed + draws
+        # past nn.Module.__setattr__'s checks (most of a draw's cost): a tensor, never a parameter
+        object.__setattr__(self, "noise_stream", seed + draws)
         return seed
 
 
