@@ -7,7 +7,8 @@ Every module here holds P paths and sends each sample through the path its `rout
 - "split": the batch in P equal contiguous segments, segment p through path p (FLOAT's
   clean / adversarial halves, the K stacked copies of an ensemble's input);
 - a list of P segment sizes;
-- "random": a fresh uniform path per sample on every forward (random-gated inference).
+- "random": a fresh uniform path per sample on every forward (random-gated inference), drawn
+  from the module's noise stream (robustkernels.nn.seeds), never from torch's generator.
 
 `set_route(model, route)` / `use_route(model, route)` set it on every routed module of a
 model; `use_path(model, path)` gives each GatedConv2d block its own gate (an EIO path).
