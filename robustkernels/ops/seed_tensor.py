@@ -18,7 +18,7 @@ __all__ = ["check_seed_tensor", "resolved_seed", "resolved_seeds"]
 def check_seed_tensor(seed_tensor, op: str) -> None:
     """A seed given as a tensor must be one int64 value on the CPU."""
     validation.check_tensor("seed", seed_tensor, op)
-    if seed_tensor.dtype != torch.int64 or seed_tensor.dim() != 0 or seed_tensor.device.type != "cpu":
+    if seed_tensor.dtype != torch.int64 or seed_tensor.dim() != 0 or not seed_tensor.is_cpu:
         raise ValueError(
             f"robustkernels.{op}: a seed given as a tensor must be a 0-dim int64 CPU tensor, got "
             f"{seed_tensor.dtype} of shape {tuple(seed_tensor.shape)} on {seed_tensor.device}"
