@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from robustkernels.ops import backend
-from robustkernels.ops.noisy_weight import noisy_weight, noisy_weight_backward, sigma_dtype
+from robustkernels.ops.noisy_weight import (
+    noisy_weight,
+    noisy_weight_backward,
+    noisy_weight_forward,
+    sigma_dtype,
+)
 from robustkernels.ops.validation import alpha_mode, check_bias, check_input
 
 
@@ -48,7 +53,8 @@ def noisy_conv2d(
     seed_tensor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     _check_conv_args(x, weight, bias, alpha, mask, groups)
-    effective, _ = noisy_weight(weight, alpha, lam, seed, mask, seed_tensor)
+    # inside the op nothing is differentiated: the weight op's function, not its dispatch
+    effective, _ = noisy_weight_forward(weight, alpha, lam, seed, mask, seed_tensor)
     return F.conv2d(x, effective, bias, stride, padding, dilation, groups)
 
 
@@ -157,7 +163,7 @@ def noisy_linear(
     seed_tensor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     _check_linear_args(x, weight, bias, alpha, mask)
-    effective, _ = noisy_weight(weight, alpha, lam, seed, mask, seed_tensor)
+    effective, _ = noisy_weight_forward(weight, alpha, lam, seed, mask, seed_tensor)
     return F.linear(x, effective, bias)
 
 
