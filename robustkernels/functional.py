@@ -1,4 +1,9 @@
-"""Public functions of robustkernels (the functional counterparts of robustkernels.nn)."""
+"""Public functions of robustkernels (the functional counterparts of robustkernels.nn).
+
+A seed of the noisy functions is an int, or a 0-dim int64 CPU tensor holding it: the op reads
+the tensor inside, so a compiled caller can change it on every call without a recompile or a
+graph break (robustkernels.nn's layers pass their per-call seeds this way).
+"""
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +15,7 @@ from robustkernels.ops import noisy_layers, path_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
 from robustkernels.ops import path_conv as path_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
+from robustkernels.ops.seed_tensor import check_seed_tensor
 
 __all__ = [
     "crossmax",
@@ -23,13 +29,24 @@ __all__ = [
 __all__ += ["path_conv2d", "path_linear", "path_weights", "route_sort"]
 
 
-def _check_arguments(op: str, lam, seed, **tensors) -> None:
-    """Type checks done before the op's schema would reject the call with a generic message."""
-    validation.check_lam(lam, op)
+def _seed_arguments(seed, op: str) -> tuple[int, torch.Tensor | None]:
+    """(int seed, seed tensor) of a seed given as an int or as a 0-dim int64 CPU tensor."""
+    if isinstance(seed, torch.Tensor):
+        check_seed_tensor(seed, op)
+        return 0, seed
     validation.check_seed(seed, op)
+    return seed, None
+
+
+def _check_arguments(op: str, lam, seed, **tensors) -> tuple[int, torch.Tensor | None]:
+    """Type checks done before the op's schema would reject the call with a generic message;
+    returns the seed's arguments."""
+    validation.check_lam(lam, op)
+    seed_arguments = _seed_arguments(seed, op)
     for name, value in tensors.items():
         if value is not None or name in ("x", "weight", "alpha"):
             validation.check_tensor(name, value, op)
+    return seed_arguments
 
 
 def noisy_weight(
@@ -37,7 +54,7 @@ def noisy_weight(
     alpha: torch.Tensor,
     *,
     lam: float,
-    seed: int,
+    seed: int | torch.Tensor,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """W' = mask * (weight + lam * alpha * std(weight) * eta(seed)), fused in one kernel.
@@ -45,15 +62,18 @@ def noisy_weight(
     alpha holds one value, one per output channel or one per element; std(weight)
     is computed on the device (no host sync) and is a constant for autograd; eta is
     the library's Philox normal noise, regenerated in backward rather than stored.
+    seed is an int or a 0-dim int64 CPU tensor holding it.
     """
-    _check_arguments("noisy_weight", lam, seed, weight=weight, alpha=alpha, mask=mask)
+    seed, seed_tensor = _check_arguments("noisy_weight", lam, seed, weight=weight, alpha=alpha, mask=mask)
     differentiable = torch.is_grad_enabled() and (weight.requires_grad or alpha.requires_grad)
     if not differentiable and not torch.compiler.is_compiling():
         # nothing to differentiate (an attack on a frozen model, inference): the kernel alone,
         # without the custom op's autograd wrapper (most of a small layer's cost)
-        effective, _ = _noisy_weight_ops.noisy_weight_forward(weight, alpha, float(lam), seed, mask)
+        effective, _ = _noisy_weight_ops.noisy_weight_forward(
+            weight, alpha, float(lam), seed, mask, seed_tensor
+        )
         return effective
-    effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask)
+    effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask, seed_tensor)
     return effective
 
 
@@ -88,7 +108,7 @@ def noisy_conv2d(
     alpha: torch.Tensor,
     *,
     lam: float,
-    seed: int,
+    seed: int | torch.Tensor,
     mask: torch.Tensor | None = None,
     stride=1,
     padding=0,
@@ -96,14 +116,16 @@ def noisy_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """conv2d(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
-    _check_arguments("noisy_conv2d", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask)
+    seed, seed_tensor = _check_arguments(
+        "noisy_conv2d", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask
+    )
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
     x, padding = _conv_padding(x, weight, padding, stride, dilation)
     y = noisy_layers.noisy_conv2d(
-        x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups
+        x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups, seed_tensor
     )
     return y.squeeze(0) if unbatched else y
 
@@ -115,12 +137,14 @@ def noisy_linear(
     alpha: torch.Tensor,
     *,
     lam: float,
-    seed: int,
+    seed: int | torch.Tensor,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """linear(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
-    _check_arguments("noisy_linear", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask)
-    return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask)
+    seed, seed_tensor = _check_arguments(
+        "noisy_linear", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask
+    )
+    return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask, seed_tensor)
 
 
 def philox_normal(like: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:
@@ -262,13 +286,14 @@ def _path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, 
 
 
 def _path_noise(noise, num_paths: int, op: str):
-    """(alpha [P, A] or None, lams, seeds) from noise = (alpha, lam, seed) or None.
+    """(alpha [P, A] or None, lams, seeds, seed tensor or None) from noise = (alpha, lam, seed) or None.
 
     alpha: [P] (one per path), [P, C_out] or [P, *weight shape]; lam: one float for every path
-    or one per path (0 = a clean path); seed: one int (path p draws with seed + p) or one per path.
+    or one per path (0 = a clean path); seed: one int (path p draws with seed + p), one per path,
+    or a 0-dim int64 CPU tensor t (path p draws with t + p).
     """
     if noise is None:
-        return None, [0.0] * num_paths, [0] * num_paths
+        return None, [0.0] * num_paths, [0] * num_paths, None
     if not isinstance(noise, (tuple, list)) or len(noise) != 3:
         raise TypeError(
             f"robustkernels.{op}: noise must be a tuple (alpha, lam, seed), got {type(noise).__name__}"
@@ -280,6 +305,10 @@ def _path_noise(noise, num_paths: int, op: str):
             f"robustkernels.{op}: alpha must have one row per path ({num_paths}), got {tuple(alpha.shape)}"
         )
     lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * num_paths
+    seed_tensor = None
+    if isinstance(seed, torch.Tensor):
+        check_seed_tensor(seed, op)
+        seed, seed_tensor = 0, seed
     seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * num_paths
     for value in lams:
         validation.check_lam(value, op)
@@ -291,7 +320,7 @@ def _path_noise(noise, num_paths: int, op: str):
         raise ValueError(
             f"robustkernels.{op}: lam and seed must hold one value or one per path ({num_paths})"
         )
-    return alpha.reshape(num_paths, -1), [float(v) for v in lams], seeds
+    return alpha.reshape(num_paths, -1), [float(v) for v in lams], seeds, seed_tensor
 
 
 def _route_arguments(route, batch: int, num_paths: int, op: str):
@@ -320,17 +349,18 @@ def _route_arguments(route, batch: int, num_paths: int, op: str):
 
 
 def _bank_arguments(op, bank_rank, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths):
-    """(P, weight [S, ...], bias [S, C_out] or None, alpha, lams, seeds) of a routed layer's call."""
+    """(P, weight [S, ...], bias [S, C_out] or None, (alpha, lams, seeds, seed tensor)) of a routed
+    layer's call."""
     validation.check_tensor("x", x, op)
     validation.check_tensor("weight_bank", weight_bank, op)
     paths = _path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route)
-    alpha, lams, seeds = _path_noise(noise, paths, op)
+    noise_arguments = _path_noise(noise, paths, op)
     weight = weight_bank if weight_bank.dim() == bank_rank else weight_bank.unsqueeze(0)
     shared_bias = isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1
-    return paths, weight, bias_bank.unsqueeze(0) if shared_bias else bias_bank, alpha, lams, seeds
+    return paths, weight, bias_bank.unsqueeze(0) if shared_bias else bias_bank, noise_arguments
 
 
-def _stacked_weights(x, weight, bias, mask, alpha, lams, seeds, paths, op, per_path_features):
+def _stacked_weights(x, weight, bias, mask, noise_arguments, paths, op, per_path_features):
     """route="stacked": x carries path p's features in block p of its channels (features);
     returns every path's W' concatenated over output channels [P * C_out, ...] and the biases
     [P * C_out], for one grouped convolution (one batched matmul)."""
@@ -339,7 +369,8 @@ def _stacked_weights(x, weight, bias, mask, alpha, lams, seeds, paths, op, per_p
         raise ValueError(
             f'robustkernels.{op}: route="stacked" needs x with {paths} x {per_path_features} channels, got {features}'
         )
-    effective, _ = path_ops.path_weights(weight, mask, alpha, lams, seeds, None)
+    alpha, lams, seeds, seed_tensor = noise_arguments
+    effective, _ = path_ops.path_weights(weight, mask, alpha, lams, seeds, None, seed_tensor)
     if bias is not None:
         bias = bias.expand(paths, weight.shape[1]).reshape(-1)
     return effective.reshape(paths * weight.shape[1], *weight.shape[2:]), bias
@@ -374,18 +405,19 @@ def path_conv2d(
     exactly zero gradients.
     """
     op = "path_conv2d"
-    paths, weight, bias, alpha, lams, seeds = _bank_arguments(
+    paths, weight, bias, noise_arguments = _bank_arguments(
         op, 5, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
     )
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
     if isinstance(route, str) and route == "stacked":
         effective, bias = _stacked_weights(
-            x, weight, bias, mask_bank, alpha, lams, seeds, paths, op, weight.shape[2] * groups
+            x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2] * groups
         )
         x, padding = _conv_padding(x, effective, padding, stride, dilation)
         return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
     route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
     x, padding = _conv_padding(x, weight[0], padding, stride, dilation)
+    alpha, lams, seeds, seed_tensor = noise_arguments
     y, *_ = path_layers.path_conv2d(
         x,
         weight,
@@ -400,6 +432,7 @@ def path_conv2d(
         padding,
         dilation,
         groups,
+        seed_tensor,
     )
     return y
 
@@ -420,19 +453,22 @@ def path_linear(
     dimension. Every other argument as in path_conv2d.
     """
     op = "path_linear"
-    paths, weight, bias, alpha, lams, seeds = _bank_arguments(
+    paths, weight, bias, noise_arguments = _bank_arguments(
         op, 3, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
     )
     if isinstance(route, str) and route == "stacked":
         effective, bias = _stacked_weights(
-            x, weight, bias, mask_bank, alpha, lams, seeds, paths, op, weight.shape[2]
+            x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2]
         )
         stacked = x.reshape(*x.shape[:-1], paths, -1)
         y = torch.einsum("...pi,poi->...po", stacked, effective.reshape(paths, -1, stacked.shape[-1]))
         y = y.flatten(-2)
         return y if bias is None else y + bias
     route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
-    y, *_ = path_layers.path_linear(x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments)
+    alpha, lams, seeds, seed_tensor = noise_arguments
+    y, *_ = path_layers.path_linear(
+        x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments, seed_tensor
+    )
     return y
 
 
@@ -451,8 +487,8 @@ def path_weights(
     validation.check_tensor("weight_bank", weight_bank, op)
     weight = weight_bank if shared_paths is None else weight_bank.unsqueeze(0)
     paths = weight.shape[0] if shared_paths is None else shared_paths
-    alpha, lams, seeds = _path_noise(noise, paths, op)
-    effective, _ = path_ops.path_weights(weight, mask_bank, alpha, lams, seeds, None)
+    alpha, lams, seeds, seed_tensor = _path_noise(noise, paths, op)
+    effective, _ = path_ops.path_weights(weight, mask_bank, alpha, lams, seeds, None, seed_tensor)
     return effective
 
 

@@ -137,6 +137,17 @@ def _set_cpu_isa(op, device, cases):
     b.accepts("the best path")
 
 
+def _random_route(op, device, cases):
+    seed = torch.tensor(5)
+    b = Builder(op, device, cases, {"batch": 4, "num_paths": 3, "seed_tensor": seed, "device": device})
+    b.bad("negative batch", ValueError, batch=-1)
+    b.bad("no paths", ValueError, "n must be a positive int", num_paths=0)
+    b.bad("int32 seed tensor", ValueError, "seed", seed_tensor=seed.int())
+    b.bad("seed tensor of one element", ValueError, "seed", seed_tensor=seed.reshape(1))
+    b.bad("negative seed", ValueError, "seed", seed_tensor=-seed)
+    b.accepts("empty batch", batch=0)
+
+
 def _no_arguments(op, device, cases):
     Builder(op, device, cases, {}).accepts("no arguments")
 
@@ -530,6 +541,7 @@ TABLE = {
     "path_weights_backward": _path_weights_backward,
     "route_sort_kernel": _route_sort,
     "route_sort": _route_sort,
+    "random_route": _random_route,
     "noisy_conv2d": _noisy_conv2d,
     "noisy_linear": _noisy_linear,
     "path_conv2d": _path_conv2d,

@@ -59,15 +59,26 @@ def test_mask_survives_state_dict_round_trip_into_a_fresh_layer():
     torch.testing.assert_close(fresh(x), layer(x))
 
 
-def test_manual_seed_makes_forward_repeatable_and_each_forward_fresh():
+def test_noise_seed_makes_forward_repeatable_and_each_forward_fresh():
     layer = rknn.NoisyLinear(6, 4)
     x = torch.randn(3, 6)
-    torch.manual_seed(1)
+    rknn.set_noise_seed(layer, 1)
     a, b = layer(x), layer(x)
-    torch.manual_seed(1)
+    rknn.set_noise_seed(layer, 1)
     c = layer(x)
     assert torch.equal(a, c)
     assert not torch.equal(a, b)
+
+
+def test_forward_leaves_torchs_generator_alone_and_manual_seed_before_building_repeats_noise():
+    x = torch.randn(3, 6)
+    torch.manual_seed(1)
+    first = rknn.NoisyLinear(6, 4)
+    state = torch.get_rng_state()
+    a = first(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(1)
+    assert torch.equal(rknn.NoisyLinear(6, 4)(x), a)
 
 
 def test_forward_matches_reference_with_recorded_seed():
@@ -75,7 +86,7 @@ def test_forward_matches_reference_with_recorded_seed():
     x = torch.randn(2, 3, 9, 9)
     y = layer(x)
     expected = reference.noisy_conv2d(
-        x, layer.weight, layer.bias, layer.alpha, 0.7, layer.last_seed, None, stride=2, padding=1
+        x, layer.weight, layer.bias, layer.alpha, 0.7, int(layer.last_seed), None, stride=2, padding=1
     )
     torch.testing.assert_close(y, expected)
 
@@ -122,10 +133,11 @@ def test_repr_mentions_noise():
 
 
 def test_converted_model_under_torch_compile():
-    """The per-forward seed is drawn eagerly (a graph break); fixed seeds compile in full."""
+    """Per-forward seeds and fixed seeds both compile in full (tests/test_seed_chain.py checks
+    the fresh noise and the absence of recompiles)."""
     model = rknn.convert(small_model(), linear=True)
     x = torch.randn(4, 3, 8, 8)
-    compiled = torch.compile(model, backend="aot_eager")
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     for _ in range(2):
         compiled(x).sum().backward()
     for module in model.modules():

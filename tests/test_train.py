@@ -14,6 +14,7 @@ from torch import nn
 import robustkernels
 from robustkernels.api import data, models
 from robustkernels.api import train as T
+from robustkernels.api.train import once_for_all
 
 N_IMAGES, BATCH = 192, 32
 
@@ -125,37 +126,57 @@ def test_step_budget_caps_the_epochs(tmp_path):
     assert result.total_steps == 4 and T.load_checkpoint(tmp_path).record["step"] == 4
 
 
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    straight = _model()
-    T.train(straight, T.StandardTraining(), _digits(), CONFIG, tmp_path / "straight", log=None)
+def _straight_and_resumed(tmp_path, build, method, config, stop_after: int, checkpoint_at: int):
+    """Trains build() with method straight through, and again killed after step `stop_after` and
+    resumed from its checkpoint at `checkpoint_at` (with torch's global generator elsewhere);
+    returns both models and run directories."""
+    straight = build()
+    T.train(straight, method, _digits(), config, tmp_path / "straight", log=None)
 
     interrupted_dir = tmp_path / "interrupted"
     with pytest.raises(_Interrupt):
-        # Stops after step 11 of 12; the last checkpoint is at step 8 (mid-epoch), so 9-11 are redone.
         T.train(
-            _model(),
-            T.StandardTraining(),
-            _digits(),
-            CONFIG,
-            interrupted_dir,
-            log=None,
-            on_step=_interrupt_at(11),
+            build(), method, _digits(), config, interrupted_dir, log=None, on_step=_interrupt_at(stop_after)
         )
-    assert T.load_checkpoint(interrupted_dir).record["step"] == 8
+    assert T.load_checkpoint(interrupted_dir).record["step"] == checkpoint_at
     with open(interrupted_dir / T.METRICS_NAME, "a") as f:
         f.write('{"event": "train", "st')  # a line torn by a kill
-    resumed = _model()
-    result = T.train(resumed, T.StandardTraining(), _digits(), CONFIG, interrupted_dir, log=None)
-    assert result.resumed_from == 8
-
+    resumed = build()
+    torch.manual_seed(12345)  # a fresh process: nothing may depend on torch's generator
+    result = T.train(resumed, method, _digits(), config, interrupted_dir, log=None)
+    assert result.resumed_from == checkpoint_at
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    a_opt, b_opt = (T.load_checkpoint(d).optimizer_state for d in (tmp_path / "straight", interrupted_dir))
+    return tmp_path / "straight", interrupted_dir
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    # Stops after step 11 of 12; the last checkpoint is at step 8 (mid-epoch), so 9-11 are redone.
+    straight_dir, interrupted_dir = _straight_and_resumed(
+        tmp_path, _model, T.StandardTraining(), CONFIG, stop_after=11, checkpoint_at=8
+    )
+    a_opt, b_opt = (T.load_checkpoint(d).optimizer_state for d in (straight_dir, interrupted_dir))
     for index, entry in a_opt["state"].items():
         assert torch.equal(entry["momentum_buffer"], b_opt["state"][index]["momentum_buffer"])
     # The metrics of the redone steps are not duplicated.
-    assert _without_seconds(tmp_path / "straight" / T.METRICS_NAME) == _without_seconds(
+    assert _without_seconds(straight_dir / T.METRICS_NAME) == _without_seconds(
         interrupted_dir / T.METRICS_NAME
+    )
+
+
+@pytest.mark.parametrize("method", ["float", "floats", "smart"])
+def test_once_for_all_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, method):
+    """The noise of the noisy layers restarts from (seed, step, rank) at every step, so a
+    FLOAT / FLOAT-Slim / SMART run killed mid-epoch resumes onto the same weights, masks, noise
+    scales and batch-norm statistics."""
+    config = T.TrainConfig(epochs=1, batch_size=BATCH, lr=0.05, checkpoint_every=2, log_every=2)
+
+    def build():
+        return once_for_all.convert(method, _model())
+
+    # 6 steps; stopped after step 5, so step 5 (after the checkpoint at 4) is redone.
+    _straight_and_resumed(
+        tmp_path, build, once_for_all.training_method(method, steps=1), config, stop_after=5, checkpoint_at=4
     )
 
 

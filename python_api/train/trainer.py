@@ -2,10 +2,12 @@
 metrics as JSON lines, atomic checkpoints and exact resume, optionally data-parallel.
 
 Exact resume: every random draw of step s (the epoch's shuffle, the augmentation, the
-method's own randomness such as PGD's random start) comes from a generator seeded by
-(seed, purpose, epoch or step, rank), and the learning rate is a function of the step.
-A checkpoint therefore needs only the model, the optimizer and the step, and a run
-resumed from it ends with the same weights as one that never stopped.
+method's own randomness such as PGD's random start, and the noise and random routes of
+robustkernels.nn's layers, whose streams restart at every step) comes from a seed derived
+from (seed, purpose, epoch or step, rank), and the learning rate is a function of the step.
+Nothing reads torch's global generator. A checkpoint therefore needs only the model (its
+batch-norm statistics and masks are state_dict buffers), the optimizer and the step, and a
+run resumed from it ends with the same weights as one that never stopped.
 """
 
 import json
@@ -18,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustkernels.nn import set_noise_seed
+
 from ..data.augment import random_crop_flip
 from ..data.stats import to_unit_interval
 from ..optional import require
@@ -26,7 +30,7 @@ from .distributed import DistributedContext, all_reduce_sum, wrap_model
 from .method import TrainingMethod
 from .optimizer import DEFAULT_NO_WEIGHT_DECAY, build_sgd
 from .schedules import LRSchedule
-from .seeds import derived_generator
+from .seeds import derived_generator, derived_seed
 
 __all__ = ["METRICS_NAME", "TrainConfig", "TrainResult", "accuracy", "train"]
 
@@ -252,6 +256,7 @@ def train(
             method_generator = derived_generator(
                 config.seed, "method", step, context.rank, device=context.device
             )
+            set_noise_seed(model, derived_seed(config.seed, "noise", step, context.rank))
             lr = schedule.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -20,6 +20,7 @@ from robustkernels.nn.path import (
     use_path,
     use_route,
 )
+from robustkernels.nn.seeds import noise_seed, set_noise_seed
 
 __all__ = [
     "CrossMax",
@@ -28,7 +29,9 @@ __all__ = [
     "NoisyConv2d",
     "NoisyLinear",
     "convert",
+    "noise_seed",
     "set_noise_scale",
+    "set_noise_seed",
 ]
 __all__ += [
     "EnsembleConv2d",

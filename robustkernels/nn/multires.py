@@ -9,13 +9,16 @@ from torch import nn
 
 from robustkernels import functional
 
+from .seeds import NoiseStream
 
-class MultiResStack(nn.Module):
+
+class MultiResStack(NoiseStream, nn.Module):
     """x [B, C, H, W] in [0, 1] -> [B, C * len(resolutions), H, W]: robustkernels.functional.multires_stack.
 
-    Each call draws fresh randomness (a new seed from torch's default generator) unless
-    forward is given a seed; the first conv of the model that follows takes
-    C * len(resolutions) input channels.
+    Each call draws fresh randomness (the next seed of the module's noise stream,
+    robustkernels.nn.seeds) unless forward is given a seed; the first conv of the model that
+    follows takes C * len(resolutions) input channels. The multires op takes an int seed, so
+    under torch.compile(fullgraph=True) pass one.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class MultiResStack(nn.Module):
         self.noise_kind = noise_kind
         self.contrast = tuple(contrast)
         self.interpolation = interpolation
+        self._init_noise_stream()
 
     @property
     def num_views(self) -> int:
@@ -49,7 +53,7 @@ class MultiResStack(nn.Module):
             noise_kind=self.noise_kind,
             contrast=self.contrast,
             interpolation=self.interpolation,
-            seed=seed,
+            seed=int(self._next_seed()) if seed is None else seed,
         )
 
     def extra_repr(self) -> str:

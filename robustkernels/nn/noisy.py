@@ -2,8 +2,9 @@
 
 NoisyConv2d and NoisyLinear subclass nn.Conv2d and nn.Linear: same constructor
 arguments and state_dict keys, plus a learnable `alpha` and an optional bool
-`mask` buffer. Each forward draws a fresh seed from torch's default generator
-(so torch.manual_seed makes runs repeatable) unless `seed` is fixed.
+`mask` buffer. Each forward draws a fresh seed from the layer's noise stream
+(robustkernels.nn.seeds: set_noise_seed / noise_seed, never torch's generator) unless
+`seed` is fixed to an int.
 """
 
 import torch
@@ -11,8 +12,9 @@ from torch import nn
 
 from robustkernels import functional
 
+from .seeds import NoiseStream
+
 ALPHA_INIT = 0.25
-_SEED_HIGH = 2**62
 
 
 def _alpha_shape(granularity: str, weight: torch.Tensor) -> tuple[int, ...]:
@@ -25,7 +27,7 @@ def _alpha_shape(granularity: str, weight: torch.Tensor) -> tuple[int, ...]:
     raise ValueError(f"alpha_granularity must be 'layer', 'channel' or 'element', got {granularity!r}")
 
 
-class _NoisyWeightMixin:
+class _NoisyWeightMixin(NoiseStream):
     """alpha, lam, mask and the per-forward seed shared by the noisy layers."""
 
     def _init_noise(self, alpha_granularity: str, alpha_init: float, lam: float, mask: torch.Tensor | None):
@@ -36,7 +38,8 @@ class _NoisyWeightMixin:
         )
         self.lam = float(lam)
         self.seed: int | None = None
-        self.last_seed: int | None = None
+        self.last_seed: int | torch.Tensor | None = None
+        self._init_noise_stream()
         self.register_buffer("mask", None)
         if mask is not None:
             self.set_mask(mask)
@@ -53,8 +56,9 @@ class _NoisyWeightMixin:
             )
         self.mask = mask.to(torch.bool)
 
-    def _draw_seed(self) -> int:
-        seed = self.seed if self.seed is not None else int(torch.randint(_SEED_HIGH, (1,)).item())
+    def _draw_seed(self) -> int | torch.Tensor:
+        """The fixed int seed, or the next seed of the noise stream (a 0-dim int64 CPU tensor)."""
+        seed = self.seed if self.seed is not None else self._next_seed()
         self.last_seed = seed
         return seed
 

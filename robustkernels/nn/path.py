@@ -7,7 +7,8 @@ Every module here holds P paths and sends each sample through the path its `rout
 - "split": the batch in P equal contiguous segments, segment p through path p (FLOAT's
   clean / adversarial halves, the K stacked copies of an ensemble's input);
 - a list of P segment sizes;
-- "random": a fresh uniform path per sample on every forward (random-gated inference).
+- "random": a fresh uniform path per sample on every forward (random-gated inference), drawn
+  from the module's noise stream (robustkernels.nn.seeds), never from torch's generator.
 
 `set_route(model, route)` / `use_route(model, route)` set it on every routed module of a
 model; `use_path(model, path)` gives each GatedConv2d block its own gate (an EIO path).
@@ -23,15 +24,15 @@ from torch import nn
 
 from robustkernels import functional
 from robustkernels.nn.noisy import ALPHA_INIT, _alpha_shape
-from robustkernels.paths import random_route
+from robustkernels.ops.random_route import random_route
 
 from .restore import restoring
+from .seeds import NoiseStream
 
-_SEED_HIGH = 2**62
 
-
-class _Routed(nn.Module):
-    """The route of a routed module: set by the user, resolved per forward."""
+class _Routed(NoiseStream, nn.Module):
+    """The route of a routed module: set by the user, resolved per forward ("random" draws from
+    the module's noise stream, robustkernels.nn.seeds)."""
 
     num_paths: int
 
@@ -39,6 +40,7 @@ class _Routed(nn.Module):
         self.route = route
         self.last_route = None
         self._follows: list[nn.Module] = []  # a list, so the followed module is not a child
+        self._init_noise_stream()
 
     def follow(self, module: "_Routed | None") -> None:
         """Use `module`'s route of its latest forward instead of this module's own."""
@@ -50,7 +52,7 @@ class _Routed(nn.Module):
             if route is None:
                 raise RuntimeError(f"{type(self).__name__} follows a module that has not run a forward yet")
         elif isinstance(self.route, str) and self.route == "random":
-            route = random_route(batch, self.num_paths, device=device)
+            route = random_route(batch, self.num_paths, self._next_seed(), device)
         else:
             route = self.route
         self.last_route = route
@@ -251,7 +253,7 @@ class MaskedExpertConv2d(_PathConv):
         )
         self.lam = float(lam)
         self.seed: int | None = None
-        self.last_seed: int | None = None
+        self.last_seed: int | torch.Tensor | None = None
         masks = (
             None
             if density is None
@@ -276,17 +278,22 @@ class MaskedExpertConv2d(_PathConv):
         return self._dual_path_conv(x, self.weight, self.bias, self.alpha, self.masks)
 
     def _dual_path_conv(self, x, weight, bias, alpha, masks) -> torch.Tensor:
-        """The two paths over `weight` (the whole weight here, a slice in a slimmable subclass)."""
-        seed = self.seed if self.seed is not None else int(torch.randint(_SEED_HIGH, (1,)).item())
+        """The two paths over `weight` (the whole weight here, a slice in a slimmable subclass).
+        A fixed int seed s gives the noisy path seed s; a drawn seed tensor t gives path p t + p."""
+        seed = self.seed if self.seed is not None else self._next_seed(self.num_paths)
         self.last_seed = seed
         # alpha of the clean path is a placeholder: its lam is 0, so it gets no noise and no gradient
         if not self._follows and isinstance(self.route, int) and not isinstance(self.route, bool):
             return self._one_path_conv(x, weight, bias, alpha, masks, self.route, seed)
         alpha = alpha.reshape(1, -1)
-        noise = (torch.cat([torch.zeros_like(alpha), alpha]), [0.0, self.lam], [0, seed])
+        noise = (
+            torch.cat([torch.zeros_like(alpha), alpha]),
+            [0.0, self.lam],
+            [0, seed] if isinstance(seed, int) else seed,
+        )
         return self._conv(x, weight, bias, mask_bank=masks, noise=noise)
 
-    def _one_path_conv(self, x, weight, bias, alpha, masks, path: int, seed: int) -> torch.Tensor:
+    def _one_path_conv(self, x, weight, bias, alpha, masks, path: int, seed) -> torch.Tensor:
         """The whole batch on one path (an attack's forward, inference, a per-path training
         forward): the path's weight once (the fused noisy_weight op: the same Philox noise as
         path_conv2d, regenerated in its backward) and the platform convolution, with no routing."""
@@ -295,7 +302,8 @@ class MaskedExpertConv2d(_PathConv):
         self._resolve_route(x.shape[0], x.device)
         mask = None if masks is None else masks[path]
         if path == 1 and self.lam != 0:
-            weight = functional.noisy_weight(weight, alpha, lam=self.lam, seed=seed, mask=mask)
+            path_seed = seed if isinstance(seed, int) else seed + path  # as the routed call draws
+            weight = functional.noisy_weight(weight, alpha, lam=self.lam, seed=path_seed, mask=mask)
         elif mask is not None:
             weight = weight * mask
         padding = self.padding

@@ -5,14 +5,20 @@ convolution or matmul (oneDNN / cuDNN / cuBLAS). For backward it saves only what
 a plain layer saves (the input and the weight; alpha and the mask are existing
 parameters and buffers): W' and the noise are recomputed from the seed rather
 than stored, then dW' from the platform backward goes through the fused weight
-backward to give dW and dalpha.
+backward to give dW and dalpha. The seed is `seed` plus, when given, the value of
+`seed_tensor` (see seed_tensor.py), which the backward saves.
 """
 
 import torch
 import torch.nn.functional as F
 
 from robustkernels.ops import backend
-from robustkernels.ops.noisy_weight import noisy_weight, noisy_weight_backward, sigma_dtype
+from robustkernels.ops.noisy_weight import (
+    noisy_weight,
+    noisy_weight_backward,
+    noisy_weight_forward,
+    sigma_dtype,
+)
 from robustkernels.ops.validation import alpha_mode, check_bias, check_input
 
 
@@ -44,14 +50,18 @@ def noisy_conv2d(
     padding: list[int],
     dilation: list[int],
     groups: int,
+    seed_tensor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     _check_conv_args(x, weight, bias, alpha, mask, groups)
-    effective, _ = noisy_weight(weight, alpha, lam, seed, mask)
+    # inside the op nothing is differentiated: the weight op's function, not its dispatch
+    effective, _ = noisy_weight_forward(weight, alpha, lam, seed, mask, seed_tensor)
     return F.conv2d(x, effective, bias, stride, padding, dilation, groups)
 
 
 @noisy_conv2d.register_fake
-def _noisy_conv2d_fake(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups):
+def _noisy_conv2d_fake(
+    x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor=None
+):
     _check_conv_args(x, weight, bias, alpha, mask, groups)
     # W' is always built contiguous, whatever the weight's memory format
     effective = torch.empty_like(weight, memory_format=torch.contiguous_format)
@@ -74,8 +84,8 @@ def _unused_sigma(grad_y):
 
 
 def _conv_setup_context(ctx, inputs, output):
-    x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask)
+    x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor = inputs
+    ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask, seed_tensor)
     ctx.shapes = (x.shape, weight.shape)
     ctx.backend = backend.explicit_choice()
     ctx.bias_sizes = [weight.shape[0]] if bias is not None else None
@@ -89,12 +99,12 @@ def _conv_backward(ctx, grad_y):
 
 
 def _conv_backward_impl(ctx, grad_y):
-    x, weight, alpha, mask = ctx.saved_tensors
+    x, weight, alpha, mask, seed_tensor = ctx.saved_tensors
     need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
     stride, padding, dilation, groups = ctx.conv
     x_shape, weight_shape = ctx.shapes
     if weight is not None:
-        effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+        effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask, seed_tensor)
     else:  # only dW' is needed: shape-only stand-ins, as torch.nn.grad.conv2d_weight uses
         effective, sigma = grad_y.new_empty(1).expand(weight_shape), _unused_sigma(grad_y)
     grad_x, grad_effective, grad_bias = torch.ops.aten.convolution_backward(
@@ -113,20 +123,14 @@ def _conv_backward_impl(ctx, grad_y):
     grad_weight = grad_alpha = None
     if need_weight or need_alpha:
         grad_weight, grad_alpha = noisy_weight_backward(
-            grad_effective, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
+            grad_effective, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha, seed_tensor
         )
     return (
         grad_x,
         grad_weight if need_weight else None,
         grad_bias,
         grad_alpha if need_alpha else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
+        *(None,) * 8,
     )
 
 
@@ -156,21 +160,22 @@ def noisy_linear(
     lam: float,
     seed: int,
     mask: torch.Tensor | None,
+    seed_tensor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     _check_linear_args(x, weight, bias, alpha, mask)
-    effective, _ = noisy_weight(weight, alpha, lam, seed, mask)
+    effective, _ = noisy_weight_forward(weight, alpha, lam, seed, mask, seed_tensor)
     return F.linear(x, effective, bias)
 
 
 @noisy_linear.register_fake
-def _noisy_linear_fake(x, weight, bias, alpha, lam, seed, mask):
+def _noisy_linear_fake(x, weight, bias, alpha, lam, seed, mask, seed_tensor=None):
     _check_linear_args(x, weight, bias, alpha, mask)
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 def _linear_setup_context(ctx, inputs, output):
-    x, weight, bias, alpha, lam, seed, mask = inputs
-    ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask)
+    x, weight, bias, alpha, lam, seed, mask, seed_tensor = inputs
+    ctx.save_for_backward(*_saved_operands(ctx, x, weight), alpha, mask, seed_tensor)
     ctx.has_bias = bias is not None
     ctx.backend = backend.explicit_choice()
     ctx.lam, ctx.seed = lam, seed
@@ -182,10 +187,10 @@ def _linear_backward(ctx, grad_y):
 
 
 def _linear_backward_impl(ctx, grad_y):
-    x, weight, alpha, mask = ctx.saved_tensors
+    x, weight, alpha, mask, seed_tensor = ctx.saved_tensors
     need_x, need_weight, need_bias, need_alpha = ctx.needs_input_grad[:4]
     if weight is not None:
-        effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask)
+        effective, sigma = noisy_weight(weight, alpha, ctx.lam, ctx.seed, mask, seed_tensor)
     else:
         effective, sigma = None, _unused_sigma(grad_y)
     grad_x = grad_y @ effective if need_x else None
@@ -194,16 +199,14 @@ def _linear_backward_impl(ctx, grad_y):
     if need_weight or need_alpha:
         grad_effective = grad_y.reshape(-1, grad_y.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
         grad_weight, grad_alpha = noisy_weight_backward(
-            grad_effective, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
+            grad_effective, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha, seed_tensor
         )
     return (
         grad_x,
         grad_weight if need_weight else None,
         grad_bias,
         grad_alpha if need_alpha else None,
-        None,
-        None,
-        None,
+        *(None,) * 4,
     )
 
 

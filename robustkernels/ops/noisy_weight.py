@@ -1,18 +1,21 @@
 """The noisy / masked weight transform as autograd-aware custom ops.
 
-robustkernels::noisy_weight(weight, alpha, lam, seed, mask) -> (W', std(W))
-robustkernels::noisy_weight_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad) -> (dW, dalpha)
+robustkernels::noisy_weight(weight, alpha, lam, seed, mask, seed_tensor=None) -> (W', std(W))
+robustkernels::noisy_weight_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_tensor=None)
+    -> (dW, dalpha)
 
 Each op checks its arguments once, then runs the backend `backend.select` picks:
 the C++ kernel ops (robustkernels::*_kernel, CPU or CUDA), the Triton kernels or
 the reference. std(W) is an output so that the backward can reuse it; it is a
-constant for autograd, as in PNI.
+constant for autograd, as in PNI. The seed is `seed` plus, when given, the value of
+`seed_tensor` (a 0-dim int64 CPU tensor, read inside the op: see seed_tensor.py).
 """
 
 import torch
 
 from robustkernels import reference
 from robustkernels.ops import backend, validation
+from robustkernels.ops.seed_tensor import resolved_seed
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
 
@@ -145,12 +148,17 @@ def _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
 
 
 def noisy_weight_forward(
-    weight: torch.Tensor, alpha: torch.Tensor, lam: float, seed: int, mask: torch.Tensor | None
+    weight: torch.Tensor,
+    alpha: torch.Tensor,
+    lam: float,
+    seed: int,
+    mask: torch.Tensor | None,
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The op's forward without its autograd wrapper: (noisy weight, sigma) straight from the
     backend's kernel, for callers with nothing to differentiate (an attack's frozen model)."""
     mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
-    validation.check_seed(seed, "noisy_weight")  # not in the fake: there seed may be symbolic
+    seed = resolved_seed(seed, seed_tensor, "noisy_weight")
     name = backend.select("noisy_weight", weight.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_fwd_kernel(weight, alpha, lam, seed, mask)
@@ -163,7 +171,7 @@ noisy_weight = torch.library.custom_op("robustkernels::noisy_weight", noisy_weig
 
 
 @noisy_weight.register_fake
-def _noisy_weight_fake(weight, alpha, lam, seed, mask):
+def _noisy_weight_fake(weight, alpha, lam, seed, mask, seed_tensor=None):
     validation.alpha_mode(weight, alpha, mask, "noisy_weight")
     return torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(
         (), dtype=sigma_dtype(weight)
@@ -188,9 +196,10 @@ def noisy_weight_backward(
     seed: int,
     mask: torch.Tensor | None,
     need_alpha_grad: bool,
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     mode = _check_backward(grad, alpha, sigma, mask)
-    validation.check_seed(seed, "noisy_weight_backward")  # not in the fake: there seed may be symbolic
+    seed = resolved_seed(seed, seed_tensor, "noisy_weight_backward")
     name = backend.select("noisy_weight_backward", grad.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_bwd_kernel(
@@ -202,7 +211,7 @@ def noisy_weight_backward(
 
 
 @noisy_weight_backward.register_fake
-def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_tensor=None):
     _check_backward(grad, alpha, sigma, mask)
     grad_alpha = (
         torch.empty_like(alpha, memory_format=torch.contiguous_format)
@@ -213,22 +222,29 @@ def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_
 
 
 def _setup_context(ctx, inputs, output):
-    _, alpha, lam, seed, mask = inputs
-    ctx.save_for_backward(alpha, output[1], mask)
+    _, alpha, lam, seed, mask, seed_tensor = inputs
+    ctx.save_for_backward(alpha, output[1], mask, seed_tensor)
     ctx.lam, ctx.seed = lam, seed
     ctx.backend = backend.explicit_choice()
 
 
 def _backward(ctx, grad_out, _grad_sigma):
-    alpha, sigma, mask = ctx.saved_tensors
+    alpha, sigma, mask, seed_tensor = ctx.saved_tensors
     need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_weight or need_alpha):
-        return None, None, None, None, None
+        return None, None, None, None, None, None
     with backend.restore_choice(ctx.backend):
         grad_weight, grad_alpha = noisy_weight_backward(
-            grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha
+            grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha, seed_tensor
         )
-    return (grad_weight if need_weight else None), (grad_alpha if need_alpha else None), None, None, None
+    return (
+        (grad_weight if need_weight else None),
+        (grad_alpha if need_alpha else None),
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 noisy_weight.register_autograd(_backward, setup_context=_setup_context)

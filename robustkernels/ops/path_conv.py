@@ -12,6 +12,8 @@ and EED). A route is either a per-sample int tensor, sorted on the device with o
 read of the per-path counts, or segment sizes (path p takes the next segments[p] samples),
 which need no sort and no read. Each group runs through the platform convolution / matmul;
 paths with no samples cost nothing. The backward rebuilds W' and regenerates the noise.
+Each op also takes an optional `seed_tensor`, a 0-dim int64 CPU tensor added to every seed
+inside the op (see seed_tensor.py).
 """
 
 import torch
@@ -19,6 +21,7 @@ import torch
 from robustkernels import reference
 from robustkernels.ops import backend, validation
 from robustkernels.ops.noisy_weight import sigma_dtype
+from robustkernels.ops.seed_tensor import resolved_seeds
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
 
@@ -271,7 +274,9 @@ def path_weights(
     lams: list[float],
     seeds: list[int],
     counts: torch.Tensor | None,
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    seeds = resolved_seeds(seeds, seed_tensor, "path_weights")
     layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
     _check_counts(counts, layout[0], weight, "path_weights")
     name = _select("path_weights", weight.device)
@@ -283,7 +288,7 @@ def path_weights(
 
 
 @path_weights.register_fake
-def _path_weights_fake(weight, mask, alpha, lams, seeds, counts):
+def _path_weights_fake(weight, mask, alpha, lams, seeds, counts, seed_tensor=None):
     paths, entries = path_layout(weight, mask, alpha, lams, seeds, "path_weights")[:2]
     _check_counts(counts, paths, weight, "path_weights")
     return weight.new_empty((paths, *weight.shape[1:])), weight.new_empty(
@@ -320,7 +325,9 @@ def path_weights_backward(
     seeds: list[int],
     counts: torch.Tensor | None,
     need_alpha_grad: bool,
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    seeds = resolved_seeds(seeds, seed_tensor, "path_weights_backward")
     layout = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts)
     name = _select("path_weights_backward", grad.device)
     if name == "cpp":
@@ -337,36 +344,31 @@ def path_weights_backward(
 
 
 @path_weights_backward.register_fake
-def _path_weights_backward_fake(grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad):
+def _path_weights_backward_fake(
+    grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad, seed_tensor=None
+):
     paths, _, _, _, alpha_size = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts)
     grad_alpha = grad.new_empty((paths, alpha_size)) if need_alpha_grad and alpha_size else grad.new_empty(0)
     return grad.new_empty((entries, *grad.shape[1:])), grad_alpha
 
 
 def _weights_setup_context(ctx, inputs, output):
-    weight, mask, alpha, lams, seeds, counts = inputs
-    ctx.save_for_backward(mask, alpha, output[1], counts)
+    weight, mask, alpha, lams, seeds, counts, seed_tensor = inputs
+    ctx.save_for_backward(mask, alpha, output[1], counts, seed_tensor)
     ctx.entries, ctx.lams, ctx.seeds = weight.shape[0], lams, seeds
     ctx.backend = backend.explicit_choice()
 
 
 def _weights_backward(ctx, grad_out, _grad_sigma):
-    mask, alpha, sigma, counts = ctx.saved_tensors
+    mask, alpha, sigma, counts, seed_tensor = ctx.saved_tensors
     need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
     if not (need_weight or need_alpha):
-        return None, None, None, None, None, None
+        return (None,) * 7
     with backend.restore_choice(ctx.backend):
         grad_weight, grad_alpha = path_weights_backward(
-            grad_out, ctx.entries, mask, alpha, sigma, ctx.lams, ctx.seeds, counts, need_alpha
+            grad_out, ctx.entries, mask, alpha, sigma, ctx.lams, ctx.seeds, counts, need_alpha, seed_tensor
         )
-    return (
-        (grad_weight if need_weight else None),
-        None,
-        (grad_alpha if need_alpha else None),
-        None,
-        None,
-        None,
-    )
+    return (grad_weight if need_weight else None), None, (grad_alpha if need_alpha else None), *(None,) * 4
 
 
 path_weights.register_autograd(_weights_backward, setup_context=_weights_setup_context)

@@ -6,6 +6,8 @@ is built in one launch, each group runs through the platform convolution / matmu
 and the results return to the batch order with one index_copy_. Backward: W' is
 rebuilt and the noise regenerated (neither is saved); each group's platform backward
 gives its dx and dW'_p; dW'_p of unused paths stay zero, so their dW is exactly zero.
+An optional `seed_tensor` (added to every seed inside the op, see seed_tensor.py) is saved
+for the backward.
 """
 
 import torch
@@ -134,12 +136,12 @@ def _bias_of(bias, p):
     return None if bias is None else bias[0 if bias.shape[0] == 1 else p]
 
 
-def _routed_forward(op, x, weight, bias, mask, alpha, lams, seeds, route, segments, conv):
+def _routed_forward(op, x, weight, bias, mask, alpha, lams, seeds, route, segments, conv, seed_tensor):
     groups = conv[3] if conv else 1
     paths, _ = _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, groups)
     forward = _KINDS[op][0]
     grouped, sizes, counts, perm = _group(x, route, segments, paths, op)
-    effective, _ = path_weights(weight, mask, alpha, lams, seeds, counts)
+    effective, _ = path_weights(weight, mask, alpha, lams, seeds, counts, seed_tensor)
     parts = [
         forward(chunk, effective[p], _bias_of(bias, p), conv)
         for p, chunk in enumerate(grouped.split(sizes))
@@ -156,10 +158,11 @@ def _routed_forward(op, x, weight, bias, mask, alpha, lams, seeds, route, segmen
 
 def _routed_setup_context(ctx, inputs, output):
     x, weight, bias, mask, alpha, lams, seeds, _, segments = inputs[:9]
-    ctx.save_for_backward(output[3] if segments == [] else x, weight, mask, alpha, *output[1:3])
+    seed_tensor = inputs[-1]
+    ctx.save_for_backward(output[3] if segments == [] else x, weight, mask, alpha, *output[1:3], seed_tensor)
     ctx.lams, ctx.seeds, ctx.segments = lams, seeds, segments
     ctx.bias_entries = 0 if bias is None else bias.shape[0]
-    ctx.conv = list(inputs[9:])
+    ctx.conv = list(inputs[9:-1])
     ctx.backend = backend.explicit_choice()
 
 
@@ -208,7 +211,21 @@ def _check_grads_args(
 
 
 def _routed_grads(
-    op, grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, conv, needs
+    op,
+    grad_y,
+    x,
+    weight,
+    mask,
+    alpha,
+    perm,
+    counts,
+    lams,
+    seeds,
+    segments,
+    bias_entries,
+    conv,
+    needs,
+    seed_tensor,
 ):
     """(dx, dW, dbias, dalpha), empty where not asked for. With a route tensor (segments == []) x is
     the grouped input saved by the forward, grad_y is grouped by the saved perm, and the counts
@@ -235,7 +252,7 @@ def _routed_grads(
             raise ValueError(
                 f"robustkernels.{op}_backward: perm must index the batch [0, {batch}), got values in [{low}, {high}]"
             )
-    effective, sigma = path_weights(weight, mask, alpha, lams, seeds, counts)
+    effective, sigma = path_weights(weight, mask, alpha, lams, seeds, counts, seed_tensor)
     grouped_grad = grad_y[perm] if routed else grad_y
     grad_effective = torch.zeros_like(effective) if need_effective else None
     grad_bias = grad_y.new_zeros((bias_entries, weight.shape[1])) if need_bias else grad_y.new_empty(0)
@@ -262,7 +279,7 @@ def _routed_grads(
     grad_weight, grad_alpha = grad_y.new_empty(0), grad_y.new_empty(0)
     if need_effective:
         grad_weight, grad_alpha = path_weights_backward(
-            grad_effective, weight.shape[0], mask, alpha, sigma, lams, seeds, counts, need_alpha
+            grad_effective, weight.shape[0], mask, alpha, sigma, lams, seeds, counts, need_alpha, seed_tensor
         )
     return grad_x, grad_weight, grad_bias, grad_alpha
 
@@ -285,12 +302,12 @@ def _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs):
 
 
 def _routed_backward(backward_op, ctx, grad_y):
-    x, weight, mask, alpha, perm, counts = ctx.saved_tensors
+    x, weight, mask, alpha, perm, counts, seed_tensor = ctx.saved_tensors
     needs = [ctx.needs_input_grad[i] for i in (0, 1, 2, 4)]
     with backend.restore_choice(ctx.backend):
         grad_x, grad_weight, grad_bias, grad_alpha = backward_op(
             grad_y, x, weight, mask, alpha, perm, counts, ctx.lams, ctx.seeds, ctx.segments, ctx.bias_entries,
-            *ctx.conv, needs,
+            *ctx.conv, needs, seed_tensor,
         )  # fmt: skip
     grads = [
         g if need else None
@@ -316,14 +333,30 @@ def path_conv2d(
     padding: list[int],
     dilation: list[int],
     groups: int,
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     conv = (stride, padding, dilation, groups)
-    return _routed_forward("path_conv2d", x, weight, bias, mask, alpha, lams, seeds, route, segments, conv)
+    return _routed_forward(
+        "path_conv2d", x, weight, bias, mask, alpha, lams, seeds, route, segments, conv, seed_tensor
+    )
 
 
 @path_conv2d.register_fake
 def _path_conv2d_fake(
-    x, weight, bias, mask, alpha, lams, seeds, route, segments, stride, padding, dilation, groups
+    x,
+    weight,
+    bias,
+    mask,
+    alpha,
+    lams,
+    seeds,
+    route,
+    segments,
+    stride,
+    padding,
+    dilation,
+    groups,
+    seed_tensor=None,
 ):
     paths, _ = _check_layer_args(
         x, weight, bias, mask, alpha, lams, seeds, route, segments, "path_conv2d", groups
@@ -351,30 +384,19 @@ def path_conv2d_backward(
     dilation: list[int],
     groups: int,
     needs: list[bool],
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     conv = (stride, padding, dilation, groups)
     return _routed_grads(
-        "path_conv2d",
-        grad_y,
-        x,
-        weight,
-        mask,
-        alpha,
-        perm,
-        counts,
-        lams,
-        seeds,
-        segments,
-        bias_entries,
-        conv,
-        needs,
-    )
+        "path_conv2d", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, conv,
+        needs, seed_tensor,
+    )  # fmt: skip
 
 
 @path_conv2d_backward.register_fake
 def _path_conv2d_backward_fake(
     grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, stride, padding, dilation,
-    groups, needs,
+    groups, needs, seed_tensor=None,
 ):  # fmt: skip
     _check_grads_args(
         "path_conv2d", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
@@ -399,12 +421,15 @@ def path_linear(
     seeds: list[int],
     route: torch.Tensor | None,
     segments: list[int],
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _routed_forward("path_linear", x, weight, bias, mask, alpha, lams, seeds, route, segments, ())
+    return _routed_forward(
+        "path_linear", x, weight, bias, mask, alpha, lams, seeds, route, segments, (), seed_tensor
+    )
 
 
 @path_linear.register_fake
-def _path_linear_fake(x, weight, bias, mask, alpha, lams, seeds, route, segments):
+def _path_linear_fake(x, weight, bias, mask, alpha, lams, seeds, route, segments, seed_tensor=None):
     paths, _ = _check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, "path_linear")
     perm = x.new_empty((x.shape[0] if route is not None else 0,), dtype=torch.int64)
     y = x.new_empty((*x.shape[:-1], weight.shape[1]))
@@ -425,28 +450,17 @@ def path_linear_backward(
     segments: list[int],
     bias_entries: int,
     needs: list[bool],
+    seed_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _routed_grads(
-        "path_linear",
-        grad_y,
-        x,
-        weight,
-        mask,
-        alpha,
-        perm,
-        counts,
-        lams,
-        seeds,
-        segments,
-        bias_entries,
-        (),
-        needs,
-    )
+        "path_linear", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, (),
+        needs, seed_tensor,
+    )  # fmt: skip
 
 
 @path_linear_backward.register_fake
 def _path_linear_backward_fake(
-    grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+    grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs, seed_tensor=None
 ):
     _check_grads_args(
         "path_linear", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs

@@ -1,0 +1,83 @@
+"""One seed chain for robustkernels' random layers; none of them reads torch's global generator.
+
+Every module that draws randomness per call (NoisyConv2d, NoisyLinear, MaskedExpertConv2d and
+its slimmable subclass, a routed module on route="random", MultiResStack) holds a noise
+stream: `noise_stream`, a 0-dim int64 CPU tensor holding the seed of its next draw. A call
+takes that tensor as its seed and replaces the stream by seed + draws (one small CPU op, out
+of place, so a seed handed to an op's backward never changes). The ops read the seed inside
+(robustkernels/ops/seed_tensor.py), so a model compiled with fullgraph=True draws fresh noise
+every call without recompiling. The stream is a plain attribute, not a buffer: it is not in
+the state_dict, .to(device) leaves it on the CPU (reading it costs no device sync) and
+DistributedDataParallel does not broadcast it (each rank keeps its own noise).
+
+- `set_noise_seed(model, seed)`: the i-th random module of the model (in module order) restarts
+  at a stream derived from (seed, i), so two modules never share a seed and neither do two
+  calls of one module. A trainer calls it at every step with a seed derived from (run seed,
+  step, rank, purpose): the noise of a step then depends on nothing else, and a resumed run
+  draws what an uninterrupted one draws.
+- `noise_seed(model, seed)`: the same for the length of a block, restoring every stream after
+  it (an evaluation's draws, e.g. one seed per draw, leave the model's own streams alone).
+- Default: a module never given a seed starts at a stream drawn once, when it is built, from
+  torch's generator (as its initial weights are), so torch.manual_seed before building a model
+  makes its noise repeatable; its calls never touch torch's generator.
+"""
+
+import contextlib
+import hashlib
+
+import torch
+from torch import nn
+
+from .restore import restoring
+
+__all__ = ["NoiseStream", "noise_seed", "random_modules", "set_noise_seed", "stream_start"]
+
+# Stream starts lie below 2**62, leaving 2**62 draws before a seed leaves the ops' [0, 2**63).
+_START_HIGH = 2**62
+
+
+def stream_start(seed: int, index: int) -> int:
+    """The first seed of the index-th random module's stream under `seed` (62 bits)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    digest = hashlib.blake2b(repr(("robustkernels.noise", seed, index)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % _START_HIGH
+
+
+def _stream(start: int) -> torch.Tensor:
+    return torch.tensor(start, dtype=torch.int64)
+
+
+class NoiseStream:
+    """The per-call seeds of a random module (a mixin of nn.Module subclasses)."""
+
+    def _init_noise_stream(self) -> None:
+        self.noise_stream = _stream(int(torch.randint(_START_HIGH, (1,)).item()))
+
+    def _next_seed(self, draws: int = 1) -> torch.Tensor:
+        """This call's seed (a 0-dim int64 CPU tensor); the stream moves past its `draws` seeds
+        (a call that draws for P paths uses seed + p)."""
+        seed = self.noise_stream
+        # past nn.Module.__setattr__'s checks (most of a draw's cost): a tensor, never a parameter
+        object.__setattr__(self, "noise_stream", seed + draws)
+        return seed
+
+
+def random_modules(model: nn.Module) -> list[NoiseStream]:
+    """The modules of `model` that draw per-call randomness, in module order (each once)."""
+    return [module for module in model.modules() if isinstance(module, NoiseStream)]
+
+
+def set_noise_seed(model: nn.Module, seed: int) -> None:
+    """Restarts the i-th random module of `model` at stream_start(seed, i)."""
+    for index, module in enumerate(random_modules(model)):
+        module.noise_stream = _stream(stream_start(seed, index))
+
+
+@contextlib.contextmanager
+def noise_seed(model: nn.Module, seed: int):
+    """`with noise_seed(model, seed):` runs the block with the model's random modules on the
+    streams of `seed`, then puts every module's own stream back."""
+    with restoring(random_modules(model), "noise_stream"):  # streams never change in place
+        set_noise_seed(model, seed)
+        yield model
