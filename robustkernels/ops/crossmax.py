@@ -24,7 +24,7 @@ if _triton_available:
     import triton
 
     from robustkernels.triton.crossmax import crossmax_bwd_kernel, crossmax_fwd_kernel
-    from robustkernels.triton.specialisation import FLOAT_DTYPES, accumulator, specialise
+    from robustkernels.triton.specialisation import CHECKED_DTYPES, MAX_REGISTERS, accumulator, specialise
 
 # Elements of one [BLOCK_N, BLOCK_C] Triton tile, and the predictors it holds: at least
 # _MIN_PREDICTOR_BLOCK rows (fewer predictors leave rows idle), at most _MAX_PREDICTORS
@@ -43,7 +43,7 @@ def _acc_dtype(t: torch.Tensor) -> torch.dtype:
 def _blocks(num_predictors: int) -> dict:
     # a whole tile of classes whatever their number: one specialisation per predictor block
     block_n = max(_MIN_PREDICTOR_BLOCK, triton.next_power_of_2(num_predictors))
-    return dict(BLOCK_N=block_n, BLOCK_C=max(2, _TILE // block_n), num_warps=_WARPS)
+    return dict(BLOCK_N=block_n, BLOCK_C=max(2, _TILE // block_n), num_warps=_WARPS, maxnreg=MAX_REGISTERS)
 
 
 def _forward_launch(num_predictors: int, mean: bool, from_top: bool, dtype: torch.dtype) -> dict:
@@ -58,7 +58,7 @@ def triton_specialisations():
     """Every kernel specialisation the Triton launchers below can launch
     (tests/test_triton_compile.py compiles each)."""
     indices = dict(class_ptr=torch.int32, pred_ptr=torch.int32, sel_ptr=torch.int32)
-    for dtype, num_predictors in itertools.product(FLOAT_DTYPES, range(1, _MAX_PREDICTORS + 1)):
+    for dtype, num_predictors in itertools.product(CHECKED_DTYPES, range(1, _MAX_PREDICTORS + 1)):
         # topk_mean takes the top k; a single rank is reached from the top or from the bottom
         for mean, from_top in ((True, True), (False, True), (False, False)):
             launch = _forward_launch(num_predictors, mean, from_top, dtype)

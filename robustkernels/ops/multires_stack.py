@@ -33,7 +33,7 @@ if _triton_available:
     import triton
 
     from robustkernels.triton.multires_stack import multires_stack_bwd_kernel, multires_stack_fwd_kernel
-    from robustkernels.triton.specialisation import FLOAT_DTYPES, accumulator, specialise
+    from robustkernels.triton.specialisation import CHECKED_DTYPES, MAX_REGISTERS, accumulator, specialise
 
 _FAMILY = "multi-resolution stack"
 # The Triton kernels hold whole image planes in square blocks of a power of two from
@@ -87,7 +87,8 @@ def _triton_blocks(height: int, width: int) -> dict:
     # the views' sizes lie within the image: one square block holds the image and every view
     block = max(_MIN_TRITON_BLOCK, triton.next_power_of_2(max(height, width)))
     # at most 8 elements of a plane a thread: the five resize matrices stay in registers
-    return dict(BLOCK_H=block, BLOCK_W=block, BLOCK_R=block, num_warps=max(4, block * block // 128))
+    warps = max(4, block * block // 128)
+    return dict(BLOCK_H=block, BLOCK_W=block, BLOCK_R=block, num_warps=warps, maxnreg=MAX_REGISTERS)
 
 
 def _forward_launch(height: int, width: int, noise: float, noise_kind: str, dtype: torch.dtype) -> dict:
@@ -109,7 +110,7 @@ def triton_specialisations():
     (tests/test_triton_compile.py compiles each)."""
     scalars = dict(contrast_low="fp32", contrast_high="fp32", seed="i64")
     sides = range(1, _MAX_TRITON_BLOCK + 1)
-    for dtype, side in itertools.product(FLOAT_DTYPES, sides):
+    for dtype, side in itertools.product(CHECKED_DTYPES, sides):
         tables = dict.fromkeys(("down_y_ptr", "down_x_ptr", "up_y_ptr", "up_x_ptr"), _acc_dtype(dtype))
         pointers = dict(mask_ptr=torch.uint8, **tables)
         for noise, noise_kind in ((0.0, "uniform"), (0.1, "uniform"), (0.1, "gaussian")):

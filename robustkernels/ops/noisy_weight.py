@@ -28,7 +28,8 @@ if _triton_available:
     )
     from robustkernels.triton.philox import philox_normal_kernel
     from robustkernels.triton.specialisation import (
-        FLOAT_DTYPES,
+        CHECKED_DTYPES,
+        MAX_REGISTERS,
         accumulator,
         accumulator_dtype,
         specialise,
@@ -54,7 +55,7 @@ def _std_partials_launch(dtype: torch.dtype) -> dict:
 def noise_block_launch(dtype: torch.dtype) -> dict:
     """The constexprs and warps shared by the kernels that draw noise for blocks of _BLOCK
     elements (with one block size for every weight, short rows leave lanes idle)."""
-    return dict(BLOCK=_BLOCK, ACC=accumulator(dtype), num_warps=_NOISE_WARPS)
+    return dict(BLOCK=_BLOCK, ACC=accumulator(dtype), num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
 
 
 def _forward_launch(mode: int, has_mask: bool, add_noise: bool, dtype: torch.dtype) -> dict:
@@ -82,7 +83,7 @@ def _backward_launch(
 
 
 def _philox_launch() -> dict:
-    return dict(BLOCK=_BLOCK, num_warps=_NOISE_WARPS)
+    return dict(BLOCK=_BLOCK, num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
 
 
 def triton_specialisations():
@@ -91,7 +92,7 @@ def triton_specialisations():
     flags = (False, True)
     modes = (validation.ALPHA_LAYER, validation.ALPHA_CHANNEL, validation.ALPHA_ELEMENT)
     yield specialise(philox_normal_kernel, _philox_launch(), torch.float32, seed="i64", offset="i64")
-    for dtype in FLOAT_DTYPES:
+    for dtype in CHECKED_DTYPES:
         acc = accumulator_dtype(dtype)
         yield specialise(std_partials_kernel, _std_partials_launch(dtype), dtype, sum_ptr=acc, m2_ptr=acc)
         for mode, has_mask, add_noise in itertools.product(modes, flags, flags):

@@ -40,7 +40,7 @@ if _triton_available:
         route_sort_kernel,
     )
     from robustkernels.triton.specialisation import (
-        FLOAT_DTYPES,
+        CHECKED_DTYPES,
         accumulator_dtype,
         specialise,
     )
@@ -165,7 +165,7 @@ def triton_specialisations():
     (tests/test_triton_compile.py compiles each; std_partials_kernel is listed with its own launcher)."""
     flags = (False, True)
     tables = dict(lam_ptr=torch.float64, seed_ptr=torch.int64, count_ptr=torch.int64)
-    for dtype in FLOAT_DTYPES:
+    for dtype in CHECKED_DTYPES:
         acc = accumulator_dtype(dtype)
         for has_mask, noisy in itertools.product(flags, flags):
             launch = _weights_forward_launch(has_mask, noisy, dtype)

@@ -27,7 +27,7 @@ if _triton_available:
 
     from robustkernels.triton.pgd_step import pgd_step_l2_kernel, pgd_step_linf_kernel
     from robustkernels.triton.specialisation import (
-        FLOAT_DTYPES,
+        CHECKED_DTYPES,
         accumulator,
         accumulator_dtype,
         specialise,
@@ -64,7 +64,7 @@ def _l2_launch(normalize: bool, dtype: torch.dtype) -> dict:
 def triton_specialisations():
     """Every kernel specialisation _forward_triton can launch (tests/test_triton_compile.py compiles each)."""
     scalars = dict(eps="fp32", lo="fp32", hi="fp32")
-    for dtype in FLOAT_DTYPES:
+    for dtype in CHECKED_DTYPES:
         steps = accumulator_dtype(dtype)
         for normalize in (False, True):
             yield specialise(

@@ -17,7 +17,7 @@ import triton.language as tl
 
 # One data type per ACC value: float16 and bfloat16 launch the float32 constexprs and change
 # only the element type of loads and stores, so they are left out to keep the check short.
-FLOAT_DTYPES = (torch.float32, torch.float64)
+CHECKED_DTYPES = (torch.float32, torch.float64)
 _TRITON_TYPES = {
     torch.float16: "fp16",
     torch.bfloat16: "bf16",
@@ -28,6 +28,11 @@ _TRITON_TYPES = {
     torch.int64: "i64",
 }
 _DEFAULT_NUM_WARPS = 4
+_OPTIONS = ("num_warps", "maxnreg")
+# A register budget for launches whose kernels call out-of-line slow paths (fp64 division,
+# sin/cos range reduction): without one, ptxas caps registers for occupancy (at 80 or 128
+# a thread) and spills around those calls. The most a thread may hold, valid up to 8 warps.
+MAX_REGISTERS = 255
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -52,25 +57,27 @@ class Specialisation:
     kernel: Any  # a triton JITFunction
     signature: tuple[tuple[str, str], ...]  # every argument: its Triton type, or "constexpr"
     constexprs: tuple[tuple[str, Any], ...]
-    num_warps: int
+    options: tuple[tuple[str, int], ...]  # num_warps, and maxnreg where the launcher sets it
 
     @property
-    def key(self) -> tuple[str, str, str, int]:
-        """(kernel, constexprs, argument types, num_warps) as text: what the compile test
+    def key(self) -> tuple[str, str, str, str]:
+        """(kernel, constexprs, argument types, options) as text: what the compile test
         reports and deduplicates on (a generator may yield one specialisation several times)."""
         constexprs = " ".join(f"{name}={value}" for name, value in self.constexprs)
         types = ",".join(kind for _, kind in self.signature if kind != "constexpr")
-        return self.kernel.__name__, constexprs, types, self.num_warps
+        options = " ".join(f"{name}={value}" for name, value in self.options)
+        return self.kernel.__name__, constexprs, types, options
 
 
 def specialise(kernel, launch: dict, dtype: torch.dtype, **types) -> Specialisation:
     """The record of `kernel[grid](..., **launch)` on `dtype` data.
 
-    launch: the constexprs (and num_warps, if not the default) exactly as the launcher passes
+    launch: the constexprs (and num_warps, maxnreg, if set) exactly as the launcher passes
     them. Arguments named `*_ptr` point to `dtype` and the others are int32 unless `types`
     names them: a torch dtype for a pointer, or a Triton scalar type ("fp32", "i64")."""
     launch = dict(launch)
-    num_warps = launch.pop("num_warps", _DEFAULT_NUM_WARPS)
+    options = (("num_warps", launch.pop("num_warps", _DEFAULT_NUM_WARPS)),)
+    options += tuple((name, launch.pop(name)) for name in _OPTIONS[1:] if name in launch)
     names = kernel.arg_names
     unknown = (set(launch) | set(types)) - set(names)
     if unknown:
@@ -85,4 +92,4 @@ def specialise(kernel, launch: dict, dtype: torch.dtype, **types) -> Specialisat
                 kind = "*" + _TRITON_TYPES[kind]
         signature.append((name, kind))
     constexprs = tuple((name, launch[name]) for name in names if name in launch)
-    return Specialisation(kernel, tuple(signature), constexprs, num_warps)
+    return Specialisation(kernel, tuple(signature), constexprs, options)
