@@ -130,7 +130,10 @@ def _compile(task):
             source, target=GPUTarget("cuda", capability, 32), options=dict(spec.options)
         )
     except Exception as error:  # every compiler failure is reported, not raised
-        return dict(row, error=f"{type(error).__name__}: {error}")
+        cause = error
+        while cause.__cause__ is not None:  # a CompilationError wraps what the compiler rejected
+            cause = cause.__cause__
+        return dict(row, error=f"{type(error).__name__}: {error}\ncaused by {type(cause).__name__}: {cause}")
     return dict(row, **_ptxas_report(compiled.asm["ptx"], capability), shared_bytes=compiled.metadata.shared)
 
 
