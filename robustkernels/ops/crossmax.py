@@ -13,6 +13,8 @@ runs the backend `backend.select` picks: the C++ kernel ops
 There is no CUDA C++ kernel: on GPUs CrossMax runs with Triton.
 """
 
+import itertools
+
 import torch
 
 from robustkernels.ops import backend, validation
@@ -22,25 +24,50 @@ if _triton_available:
     import triton
 
     from robustkernels.triton.crossmax import crossmax_bwd_kernel, crossmax_fwd_kernel
+    from robustkernels.triton.specialisation import CHECKED_DTYPES, MAX_REGISTERS, accumulator, specialise
 
-# Elements of one [BLOCK_N, BLOCK_C] Triton tile.
+# Elements of one [BLOCK_N, BLOCK_C] Triton tile, and the predictors it holds: at least
+# _MIN_PREDICTOR_BLOCK rows (fewer predictors leave rows idle), at most _MAX_PREDICTORS
+# (more run with the reference).
 _TILE = 4096
+_MIN_PREDICTOR_BLOCK = 16
+_MAX_PREDICTORS = 64
+# 16 tile elements a thread
+_WARPS = 8
 
 
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _triton_acc(t: torch.Tensor):
-    import triton.language as tl
+def _blocks(num_predictors: int) -> dict:
+    # a whole tile of classes whatever their number: one specialisation per predictor block
+    block_n = max(_MIN_PREDICTOR_BLOCK, triton.next_power_of_2(num_predictors))
+    return dict(BLOCK_N=block_n, BLOCK_C=max(2, _TILE // block_n), num_warps=_WARPS, maxnreg=MAX_REGISTERS)
 
-    return tl.float64 if t.dtype == torch.float64 else tl.float32
+
+def _forward_launch(num_predictors: int, mean: bool, from_top: bool, dtype: torch.dtype) -> dict:
+    return dict(MEAN=mean, FROM_TOP=from_top, **_blocks(num_predictors), ACC=accumulator(dtype))
 
 
-def _blocks(num_predictors: int, num_classes: int) -> tuple[int, int]:
-    block_n = triton.next_power_of_2(num_predictors)
-    block_c = max(2, min(triton.next_power_of_2(num_classes), _TILE // block_n))
-    return block_n, block_c
+def _backward_launch(num_predictors: int, dtype: torch.dtype) -> dict:
+    return dict(**_blocks(num_predictors), ACC=accumulator(dtype))
+
+
+def triton_specialisations():
+    """Every kernel specialisation the Triton launchers below can launch
+    (tests/test_triton_compile.py compiles each)."""
+    indices = dict(class_ptr=torch.int32, pred_ptr=torch.int32, sel_ptr=torch.int32)
+    for dtype, num_predictors in itertools.product(CHECKED_DTYPES, range(1, _MAX_PREDICTORS + 1)):
+        # topk_mean takes the top k; a single rank is reached from the top or from the bottom
+        for mean, from_top in ((True, True), (False, True), (False, False)):
+            launch = _forward_launch(num_predictors, mean, from_top, dtype)
+            yield specialise(crossmax_fwd_kernel, launch, dtype, **indices)
+        yield specialise(crossmax_bwd_kernel, _backward_launch(num_predictors, dtype), dtype, **indices)
+
+
+def _fits_triton(num_predictors: int) -> bool:
+    return num_predictors <= _MAX_PREDICTORS
 
 
 def _forward_triton(logits, k, reduction, rank, count):
@@ -54,7 +81,6 @@ def _forward_triton(logits, k, reduction, rank, count):
     # rank r is the (r + 1)-th extraction from the top or the (n - r)-th from the bottom.
     from_top = mean or rank + 1 <= n - rank
     steps = count if mean else (rank + 1 if from_top else n - rank)
-    block_n, block_c = _blocks(n, c)
     crossmax_fwd_kernel[(b,)](
         logits,
         out,
@@ -68,11 +94,7 @@ def _forward_triton(logits, k, reduction, rank, count):
         logits.stride(1),
         logits.stride(2),
         steps,
-        MEAN=mean,
-        FROM_TOP=from_top,
-        BLOCK_N=block_n,
-        BLOCK_C=block_c,
-        ACC=_triton_acc(logits),
+        **_forward_launch(n, mean, from_top, logits.dtype),
     )
     return out, class_idx, pred_idx, sel_idx
 
@@ -81,7 +103,6 @@ def _backward_triton(grad, class_idx, pred_idx, sel_idx):
     n, (b, c) = class_idx.shape[0], grad.shape
     grad = grad.contiguous()
     out = torch.empty((n, b, c), dtype=grad.dtype, device=grad.device)
-    block_n, block_c = _blocks(n, c)
     crossmax_bwd_kernel[(b,)](
         grad,
         class_idx.contiguous(),
@@ -92,9 +113,7 @@ def _backward_triton(grad, class_idx, pred_idx, sel_idx):
         b,
         c,
         sel_idx.shape[0],
-        BLOCK_N=block_n,
-        BLOCK_C=block_c,
-        ACC=_triton_acc(grad),
+        **_backward_launch(n, grad.dtype),
     )
     return out
 
@@ -135,7 +154,7 @@ def crossmax(
     name = backend.select_without_cuda("crossmax", logits.device, "CrossMax")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_fwd_kernel(logits, k, reduction)
-    if name == "triton":
+    if name == "triton" and _fits_triton(logits.shape[0]):
         return _forward_triton(logits, k, reduction, rank, count)
     return _forward_reference(logits, rank, count)
 
@@ -213,7 +232,7 @@ def crossmax_backward(
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
     _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
-    if name == "triton":
+    if name == "triton" and _fits_triton(class_idx.shape[0]):
         return _backward_triton(grad, class_idx, pred_idx, sel_idx)
     return _backward_reference(grad, class_idx, pred_idx, sel_idx)
 

@@ -15,6 +15,8 @@ C++ kernel ops (robustkernels::multires_stack_*_kernel, CPU), the Triton kernels
 reference; on GPUs the stack runs with Triton (there is no CUDA C++ kernel).
 """
 
+import itertools
+
 import torch
 
 from robustkernels.ops import backend, validation
@@ -31,8 +33,13 @@ if _triton_available:
     import triton
 
     from robustkernels.triton.multires_stack import multires_stack_bwd_kernel, multires_stack_fwd_kernel
+    from robustkernels.triton.specialisation import CHECKED_DTYPES, MAX_REGISTERS, accumulator, specialise
 
 _FAMILY = "multi-resolution stack"
+# The Triton kernels hold whole image planes in square blocks of a power of two from
+# _MIN_TRITON_BLOCK to _MAX_TRITON_BLOCK (one specialisation each); larger images run with the reference.
+_MIN_TRITON_BLOCK = 16
+_MAX_TRITON_BLOCK = 32
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -73,17 +80,48 @@ def _flat_offsets(x: torch.Tensor, sizes) -> list[int]:
     return [offset for pair in noise_layout(b, c, h, w, sizes) for offset in pair]
 
 
-def _triton_blocks(height: int, width: int, sizes) -> tuple[int, int, int]:
-    block_h = max(16, triton.next_power_of_2(height))
-    block_w = max(16, triton.next_power_of_2(width))
-    block_r = max(16, triton.next_power_of_2(max(max(rh, rw) for rh, rw in sizes)))
-    return block_h, block_w, block_r
+def _fits_triton(height: int, width: int) -> bool:
+    return max(height, width) <= _MAX_TRITON_BLOCK
 
 
-def _triton_acc(dtype: torch.dtype):
-    import triton.language as tl
+def _triton_blocks(height: int, width: int) -> dict:
+    # the views' sizes lie within the image: one square block holds the image and every view
+    block = max(_MIN_TRITON_BLOCK, triton.next_power_of_2(max(height, width)))
+    # at most 8 elements of a plane a thread: the five resize matrices stay in registers
+    warps = max(4, block * block // 128)
+    return dict(BLOCK_H=block, BLOCK_W=block, BLOCK_R=block, num_warps=warps, maxnreg=MAX_REGISTERS)
 
-    return tl.float64 if dtype == torch.float64 else tl.float32
+
+def _forward_launch(height: int, width: int, noise: float, noise_kind: str, dtype: torch.dtype) -> dict:
+    return dict(
+        # the kind of noise matters only with noise: one specialisation without
+        GAUSSIAN=noise != 0 and noise_kind == "gaussian",
+        NOISE=noise != 0,
+        **_triton_blocks(height, width),
+        ACC=accumulator(dtype),
+    )
+
+
+def _backward_launch(height: int, width: int, dtype: torch.dtype) -> dict:
+    return dict(**_triton_blocks(height, width), ACC=accumulator(dtype))
+
+
+def triton_specialisations():
+    """Every kernel specialisation the Triton launchers below can launch
+    (tests/test_triton_compile.py compiles each)."""
+    scalars = dict(contrast_low="fp32", contrast_high="fp32", seed="i64")
+    sides = range(1, _MAX_TRITON_BLOCK + 1)
+    for dtype, side in itertools.product(CHECKED_DTYPES, sides):
+        tables = dict.fromkeys(("down_y_ptr", "down_x_ptr", "up_y_ptr", "up_x_ptr"), _acc_dtype(dtype))
+        pointers = dict(mask_ptr=torch.uint8, **tables)
+        for noise, noise_kind in ((0.0, "uniform"), (0.1, "uniform"), (0.1, "gaussian")):
+            yield specialise(
+                multires_stack_fwd_kernel, _forward_launch(side, side, noise, noise_kind, dtype), dtype,
+                meta_ptr=torch.int64, noise="fp32", **pointers, **scalars,
+            )  # fmt: skip
+        yield specialise(
+            multires_stack_bwd_kernel, _backward_launch(side, side, dtype), dtype, **pointers, **scalars
+        )
 
 
 def _forward_triton(x, sizes, jitter, noise, noise_kind, contrast, interpolation, seed):
@@ -92,9 +130,11 @@ def _forward_triton(x, sizes, jitter, noise, noise_kind, contrast, interpolation
     x = x.contiguous()
     out = torch.empty((b, c * v, h, w), dtype=x.dtype, device=x.device)
     mask = torch.empty((b, c * v, h, (w + 7) // 8), dtype=torch.uint8, device=x.device)
-    block_h, block_w, block_r = _triton_blocks(h, w, sizes)
+    launch = _forward_launch(h, w, noise, noise_kind, x.dtype)
     acc = _acc_dtype(x.dtype)
-    down_y, down_x, up_y, up_x = dense_tables(h, w, tuple(sizes), interpolation, block_r, acc, x.device)
+    down_y, down_x, up_y, up_x = dense_tables(
+        h, w, tuple(sizes), interpolation, launch["BLOCK_R"], acc, x.device
+    )
     meta = torch.tensor(
         [
             [rh, rw, *offsets]
@@ -105,9 +145,7 @@ def _forward_triton(x, sizes, jitter, noise, noise_kind, contrast, interpolation
     )
     multires_stack_fwd_kernel[(b, v)](
         x, out, mask, down_y, down_x, up_y, up_x, meta,
-        b, c, h, w, v, jitter, float(noise), float(contrast[0]), float(contrast[1]), seed,
-        GAUSSIAN=noise_kind == "gaussian", NOISE=noise != 0,
-        BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_R=block_r, ACC=_triton_acc(x.dtype),
+        b, c, h, w, v, jitter, float(noise), float(contrast[0]), float(contrast[1]), seed, **launch,
     )  # fmt: skip
     return out, mask
 
@@ -117,13 +155,14 @@ def _backward_triton(grad, clip_mask, sizes, jitter, contrast, interpolation, se
     v = len(sizes)
     c = cv // v
     dx = torch.empty((b, c, h, w), dtype=grad.dtype, device=grad.device)
-    block_h, block_w, block_r = _triton_blocks(h, w, sizes)
+    launch = _backward_launch(h, w, grad.dtype)
     acc = _acc_dtype(grad.dtype)
-    down_y, down_x, up_y, up_x = dense_tables(h, w, tuple(sizes), interpolation, block_r, acc, grad.device)
+    down_y, down_x, up_y, up_x = dense_tables(
+        h, w, tuple(sizes), interpolation, launch["BLOCK_R"], acc, grad.device
+    )
     multires_stack_bwd_kernel[(b,)](
         grad.contiguous(), clip_mask.contiguous(), dx, down_y, down_x, up_y, up_x,
-        b, c, h, w, v, jitter, float(contrast[0]), float(contrast[1]), seed,
-        BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_R=block_r, ACC=_triton_acc(grad.dtype),
+        b, c, h, w, v, jitter, float(contrast[0]), float(contrast[1]), seed, **launch,
     )  # fmt: skip
     return dx
 
@@ -202,7 +241,7 @@ def multires_stack(
             x, heights, widths, starts, weights, _flat_offsets(x, sizes), jitter, noise, noise_kind,
             contrast_low, contrast_high, seed,
         )  # fmt: skip
-    if name == "triton":
+    if name == "triton" and _fits_triton(*x.shape[-2:]):
         return _forward_triton(x, *args)
     return _forward_reference(x, *args)
 
@@ -265,7 +304,7 @@ def multires_stack_backward(
         return torch.ops.robustkernels.multires_stack_bwd_kernel(
             grad, clip_mask, heights, widths, starts, weights, jitter, contrast_low, contrast_high, seed
         )
-    if name == "triton":
+    if name == "triton" and _fits_triton(*grad.shape[-2:]):
         return _backward_triton(grad, clip_mask, *args)
     return _backward_reference(grad, clip_mask, *args)
 

@@ -11,6 +11,8 @@ constant for autograd, as in PNI. The seed is `seed` plus, when given, the value
 `seed_tensor` (a 0-dim int64 CPU tensor, read inside the op: see seed_tensor.py).
 """
 
+import itertools
+
 import torch
 
 from robustkernels import reference
@@ -28,9 +30,20 @@ if _triton_available:
         std_partials_kernel,
     )
     from robustkernels.triton.philox import philox_normal_kernel
+    from robustkernels.triton.specialisation import (
+        CHECKED_DTYPES,
+        MAX_REGISTERS,
+        accumulator,
+        accumulator_dtype,
+        specialise,
+    )
 
 _BLOCK = 1024
-# Every forward program re-reads the std partials, so keep them few (bigger partial blocks instead).
+# Warps of the kernels that draw noise for a block of _BLOCK elements: 4 elements a thread,
+# which keeps the Philox and Box-Muller registers from spilling.
+_NOISE_WARPS = 8
+# Every forward program re-reads the std partials, so keep them few (bigger partial blocks instead);
+# a power of two, the one block in which the forward kernels read them.
 _MAX_PARTIALS = 256
 
 
@@ -38,10 +51,66 @@ def sigma_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
-def _triton_acc(weight: torch.Tensor):
-    import triton.language as tl
+def _std_partials_launch(dtype: torch.dtype) -> dict:
+    return dict(BLOCK=_BLOCK, ACC=accumulator(dtype))
 
-    return tl.float64 if weight.dtype == torch.float64 else tl.float32
+
+def noise_block_launch(dtype: torch.dtype) -> dict:
+    """The constexprs and warps shared by the kernels that draw noise for blocks of _BLOCK
+    elements (with one block size for every weight, short rows leave lanes idle)."""
+    return dict(BLOCK=_BLOCK, ACC=accumulator(dtype), num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
+
+
+def _forward_launch(mode: int, has_mask: bool, add_noise: bool, dtype: torch.dtype) -> dict:
+    return dict(
+        # alpha is not read without noise: one specialisation for every mode
+        ALPHA_MODE=mode if add_noise else validation.ALPHA_LAYER,
+        HAS_MASK=has_mask,
+        ADD_NOISE=add_noise,
+        NUM_PARTIALS=_MAX_PARTIALS,
+        **noise_block_launch(dtype),
+    )
+
+
+def _backward_launch(
+    inner: int, has_mask: bool, alpha_grad: bool, elementwise: bool, dtype: torch.dtype
+) -> dict:
+    return dict(
+        HAS_MASK=has_mask,
+        ALPHA_GRAD=alpha_grad,
+        # without an alpha gradient the noise is not regenerated: one specialisation
+        ELEMENTWISE=alpha_grad and elementwise,
+        ALIGNED=alpha_grad and inner % 4 == 0,
+        **noise_block_launch(dtype),
+    )
+
+
+def _philox_launch() -> dict:
+    return dict(BLOCK=_BLOCK, num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
+
+
+def triton_specialisations():
+    """Every kernel specialisation the Triton launchers below can launch
+    (tests/test_triton_compile.py compiles each)."""
+    flags = (False, True)
+    modes = (validation.ALPHA_LAYER, validation.ALPHA_CHANNEL, validation.ALPHA_ELEMENT)
+    yield specialise(philox_normal_kernel, _philox_launch(), torch.float32, seed="i64", offset="i64")
+    for dtype in CHECKED_DTYPES:
+        acc = accumulator_dtype(dtype)
+        yield specialise(std_partials_kernel, _std_partials_launch(dtype), dtype, sum_ptr=acc, m2_ptr=acc)
+        for mode, has_mask, add_noise in itertools.product(modes, flags, flags):
+            yield specialise(
+                noisy_weight_fwd_kernel, _forward_launch(mode, has_mask, add_noise, dtype), dtype,
+                mask_ptr=torch.uint8 if has_mask else dtype, sigma_ptr=acc, sum_ptr=acc, m2_ptr=acc,
+                lam="fp32", seed="i64",
+            )  # fmt: skip
+        for inner, has_mask, alpha_grad, elementwise in itertools.product((3, 4), flags, flags, flags):
+            launch = _backward_launch(inner, has_mask, alpha_grad, elementwise, dtype)
+            yield specialise(
+                noisy_weight_bwd_kernel, launch, dtype,
+                mask_ptr=torch.uint8 if has_mask else dtype, sigma_ptr=acc,
+                grad_alpha_ptr=acc if alpha_grad and not elementwise else dtype, lam="fp32", seed="i64",
+            )  # fmt: skip
 
 
 def _forward_triton(weight, alpha, lam, seed, mask, mode):
@@ -53,7 +122,7 @@ def _forward_triton(weight, alpha, lam, seed, mask, mode):
     sums = torch.empty(num_partials, dtype=acc_dtype, device=weight.device)
     m2 = torch.empty_like(sums)
     std_partials_kernel[(num_partials,)](
-        weight, sums, m2, n, partial_block, BLOCK=_BLOCK, ACC=_triton_acc(weight)
+        weight, sums, m2, n, partial_block, **_std_partials_launch(weight.dtype)
     )
     out = torch.empty_like(weight)
     sigma = torch.empty((), dtype=acc_dtype, device=weight.device)
@@ -72,12 +141,7 @@ def _forward_triton(weight, alpha, lam, seed, mask, mode):
         seed,
         num_partials,
         partial_block,
-        ALPHA_MODE=mode,
-        HAS_MASK=mask is not None,
-        ADD_NOISE=lam != 0,
-        BLOCK=_BLOCK,
-        NUM_PARTIALS=triton.next_power_of_2(num_partials),
-        ACC=_triton_acc(weight),
+        **_forward_launch(mode, mask is not None, lam != 0, weight.dtype),
     )
     return out, sigma
 
@@ -86,8 +150,7 @@ def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
     grad = grad.contiguous()
     rows = grad.shape[0]
     inner = grad.numel() // rows
-    block = min(_BLOCK, triton.next_power_of_2(inner))
-    blocks_per_row = triton.cdiv(inner, block)
+    blocks_per_row = triton.cdiv(inner, _BLOCK)
     alpha_grad = need_alpha_grad and lam != 0
     grad_weight = torch.empty_like(grad)
     if alpha_grad and mode == validation.ALPHA_ELEMENT:
@@ -107,12 +170,7 @@ def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
         float(lam),
         seed,
         blocks_per_row,
-        ALPHA_MODE=mode,
-        HAS_MASK=mask is not None,
-        ALPHA_GRAD=alpha_grad,
-        ALIGNED=inner % 4 == 0 and block % 4 == 0,
-        BLOCK=block,
-        ACC=_triton_acc(grad),
+        **_backward_launch(inner, mask is not None, alpha_grad, mode == validation.ALPHA_ELEMENT, grad.dtype),
     )
     if not need_alpha_grad:
         return grad_weight, grad.new_empty(0)
@@ -262,6 +320,6 @@ def philox_normal(like: torch.Tensor, seed: int, offset: int = 0) -> torch.Tenso
     if name == "triton":
         out = torch.empty(like.shape, dtype=torch.float32, device=like.device)
         n = out.numel()
-        philox_normal_kernel[(triton.cdiv(n, _BLOCK),)](out, seed, offset, n, BLOCK=_BLOCK)
+        philox_normal_kernel[(triton.cdiv(n, _BLOCK),)](out, seed, offset, n, **_philox_launch())
         return out
     return reference.philox_normal(seed, like.numel(), offset=offset, device=like.device).view(like.shape)

@@ -16,6 +16,8 @@ Each op also takes an optional `seed_tensor`, a 0-dim int64 CPU tensor added to 
 inside the op (see seed_tensor.py).
 """
 
+import itertools
+
 import torch
 
 from robustkernels import reference
@@ -28,16 +30,28 @@ from robustkernels.triton import available as _triton_available
 if _triton_available:
     import triton
 
-    from robustkernels.ops.noisy_weight import _BLOCK, _MAX_PARTIALS, _triton_acc
+    from robustkernels.ops.noisy_weight import (
+        _BLOCK,
+        _MAX_PARTIALS,
+        _std_partials_launch,
+        noise_block_launch,
+    )
     from robustkernels.triton.noisy_weight import std_partials_kernel
     from robustkernels.triton.path_conv import (
         path_weights_bwd_kernel,
         path_weights_fwd_kernel,
         route_sort_kernel,
     )
+    from robustkernels.triton.specialisation import (
+        CHECKED_DTYPES,
+        accumulator_dtype,
+        specialise,
+    )
 
-# Elements of the [samples, paths] tile of the Triton counting sort.
+# Elements of the [samples, paths] tile of the Triton counting sort, and the most paths it
+# sorts (a tile of at least 16 samples); more paths sort with torch.
 _SORT_TILE = 4096
+_MAX_SORTED_PATHS = 256
 
 
 def _select(op: str, device: torch.device) -> str:
@@ -134,6 +148,54 @@ def _check_counts(counts, paths: int, weight: torch.Tensor, op: str) -> None:
 # ---- path_weights -------------------------------------------------------------------------------
 
 
+def _weights_forward_launch(has_mask, noisy, dtype) -> dict:
+    return dict(
+        HAS_MASK=has_mask,
+        HAS_NOISE=noisy,
+        NUM_PARTIALS=_MAX_PARTIALS,
+        **noise_block_launch(dtype),
+    )
+
+
+def _weights_backward_launch(has_mask, alpha_grad, elementwise, dtype) -> dict:
+    return dict(
+        HAS_MASK=has_mask,
+        ALPHA_GRAD=alpha_grad,
+        # without an alpha gradient nothing is written per element: one specialisation
+        ELEMENTWISE=alpha_grad and elementwise,
+        **noise_block_launch(dtype),
+    )
+
+
+def _sort_launch(num_paths: int) -> dict:
+    paths = triton.next_power_of_2(num_paths)
+    # the whole tile whatever the batch (small batches leave lanes idle): one specialisation per PATHS
+    return dict(BLOCK=max(16, _SORT_TILE // paths), PATHS=paths)
+
+
+def triton_specialisations():
+    """Every kernel specialisation the Triton launchers below can launch
+    (tests/test_triton_compile.py compiles each; std_partials_kernel is listed with its own launcher)."""
+    flags = (False, True)
+    tables = dict(lam_ptr=torch.float64, seed_ptr=torch.int64, count_ptr=torch.int64)
+    for dtype in CHECKED_DTYPES:
+        acc = accumulator_dtype(dtype)
+        for has_mask, noisy in itertools.product(flags, flags):
+            launch = _weights_forward_launch(has_mask, noisy, dtype)
+            yield specialise(
+                path_weights_fwd_kernel, launch, dtype, mask_ptr=torch.uint8 if has_mask else dtype,
+                sigma_ptr=acc, sum_ptr=acc, m2_ptr=acc, **tables,
+            )  # fmt: skip
+        for has_mask, alpha_grad, elementwise in itertools.product(flags, flags, flags):
+            launch = _weights_backward_launch(has_mask, alpha_grad, elementwise, dtype)
+            yield specialise(
+                path_weights_bwd_kernel, launch, dtype, mask_ptr=torch.uint8 if has_mask else dtype,
+                sigma_ptr=acc, grad_alpha_ptr=acc if alpha_grad and not elementwise else dtype, **tables,
+            )  # fmt: skip
+    for num_paths, route in itertools.product(range(1, _MAX_SORTED_PATHS + 1), (torch.int32, torch.int64)):
+        yield specialise(route_sort_kernel, _sort_launch(num_paths), torch.int64, route_ptr=route)
+
+
 def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
     paths, entries, rows, inner, alpha_size = layout
     weight = weight.contiguous()
@@ -147,19 +209,19 @@ def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
     if noisy:
         for entry in range(entries):
             std_partials_kernel[(num_partials,)](
-                weight[entry], sums[entry], m2[entry], n, partial_block, BLOCK=_BLOCK, ACC=_triton_acc(weight)
+                weight[entry], sums[entry], m2[entry], n, partial_block, **_std_partials_launch(weight.dtype)
             )
     device = weight.device
     sigma = torch.zeros(entries, dtype=acc_dtype, device=device)
     out = torch.empty((paths, *weight.shape[1:]), dtype=weight.dtype, device=device)
-    block = min(_BLOCK, triton.next_power_of_2(n))
-    path_weights_fwd_kernel[(paths, triton.cdiv(n, block))](
+    launch = _weights_forward_launch(mask is not None, noisy, weight.dtype)
+    path_weights_fwd_kernel[(paths, triton.cdiv(n, launch["BLOCK"]))](
         weight,
         mask.contiguous().view(torch.uint8) if mask is not None else weight,
         alpha.contiguous() if alpha is not None else weight,
         torch.tensor(lams, dtype=torch.float64, device=device),
         torch.tensor(seeds, dtype=torch.int64, device=device),
-        counts if counts is not None else weight,
+        counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
         sigma,
         sums,
         m2,
@@ -169,13 +231,8 @@ def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
         alpha_size,
         num_partials,
         partial_block,
-        SHARED=entries == 1,
-        HAS_MASK=mask is not None,
-        HAS_COUNTS=counts is not None,
-        HAS_NOISE=noisy,
-        BLOCK=max(block, 4),
-        NUM_PARTIALS=triton.next_power_of_2(num_partials),
-        ACC=_triton_acc(weight),
+        entries,
+        **launch,
     )
     return out, sigma
 
@@ -185,8 +242,7 @@ def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, ne
     grad = grad.contiguous()
     device = grad.device
     n = rows * inner
-    block = max(4, min(_BLOCK, triton.next_power_of_2(inner)))
-    blocks_per_row = triton.cdiv(inner, block)
+    blocks_per_row = triton.cdiv(inner, _BLOCK)
     alpha_grad = need_alpha and alpha_size > 0 and any(lam != 0 for lam in lams)
     elementwise = alpha_size == n and n > 1 and alpha_size != rows
     grad_weight = torch.empty((entries, *grad.shape[1:]), dtype=grad.dtype, device=device)
@@ -201,7 +257,7 @@ def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, ne
         mask.contiguous().view(torch.uint8) if mask is not None else grad,
         torch.tensor(lams, dtype=torch.float64, device=device),
         torch.tensor(seeds, dtype=torch.int64, device=device),
-        counts if counts is not None else grad,
+        counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
         sigma,
         grad_weight,
         grad_alpha,
@@ -209,13 +265,8 @@ def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, ne
         rows,
         inner,
         blocks_per_row,
-        SHARED=entries == 1,
-        HAS_MASK=mask is not None,
-        HAS_COUNTS=counts is not None,
-        ALPHA_GRAD=alpha_grad,
-        ELEMENTWISE=elementwise,
-        BLOCK=block,
-        ACC=_triton_acc(grad),
+        entries,
+        **_weights_backward_launch(mask is not None, alpha_grad, elementwise, grad.dtype),
     )
     if not need_alpha or alpha_size == 0:
         return grad_weight, grad.new_empty(0)
@@ -391,9 +442,7 @@ def _route_sort_triton(route, num_paths):
     batch = route.shape[0]
     counts = torch.empty(num_paths, dtype=torch.int64, device=route.device)
     perm = torch.empty(batch, dtype=torch.int64, device=route.device)
-    paths = triton.next_power_of_2(num_paths)
-    block = max(16, min(triton.next_power_of_2(max(batch, 1)), _SORT_TILE // paths))
-    route_sort_kernel[(1,)](route.contiguous(), counts, perm, batch, num_paths, BLOCK=block, PATHS=paths)
+    route_sort_kernel[(1,)](route.contiguous(), counts, perm, batch, num_paths, **_sort_launch(num_paths))
     return counts, perm
 
 
@@ -410,7 +459,7 @@ def route_sort(route: torch.Tensor, num_paths: int) -> tuple[torch.Tensor, torch
     name = _select("route_sort", route.device)
     if name == "cpp":
         return torch.ops.robustkernels.route_sort_kernel(route, num_paths)
-    if name == "triton":
+    if name == "triton" and num_paths <= _MAX_SORTED_PATHS:
         return _route_sort_triton(route, num_paths)
     return _route_sort_reference(route, num_paths)
 

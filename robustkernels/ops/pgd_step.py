@@ -26,8 +26,15 @@ if _triton_available:
     import triton
 
     from robustkernels.triton.pgd_step import pgd_step_l2_kernel, pgd_step_linf_kernel
+    from robustkernels.triton.specialisation import (
+        CHECKED_DTYPES,
+        accumulator,
+        accumulator_dtype,
+        specialise,
+    )
 
 _LINF_BLOCK = 1024
+# the L2 kernel's block, whatever the sample size: one specialisation (a sample loops over its blocks)
 _L2_BLOCK_MAX = 1024
 
 
@@ -46,29 +53,50 @@ def _acc_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _forward_triton(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
-    import triton.language as tl
+def _linf_launch(normalize: bool, dtype: torch.dtype) -> dict:
+    return dict(NORMALIZE=normalize, BLOCK=_LINF_BLOCK, ACC=accumulator(dtype))
 
+
+def _l2_launch(normalize: bool, dtype: torch.dtype) -> dict:
+    return dict(NORMALIZE=normalize, BLOCK=_L2_BLOCK_MAX, ACC=accumulator(dtype))
+
+
+def triton_specialisations():
+    """Every kernel specialisation _forward_triton can launch (tests/test_triton_compile.py compiles each)."""
+    scalars = dict(eps="fp32", lo="fp32", hi="fp32")
+    for dtype in CHECKED_DTYPES:
+        steps = accumulator_dtype(dtype)
+        for normalize in (False, True):
+            yield specialise(
+                pgd_step_linf_kernel, _linf_launch(normalize, dtype), dtype, step_ptr=steps, **scalars
+            )
+            yield specialise(
+                pgd_step_l2_kernel,
+                _l2_launch(normalize, dtype),
+                dtype,
+                step_ptr=steps,
+                floor="fp32",
+                **scalars,
+            )
+
+
+def _forward_triton(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
     x, g, o = x_adv.contiguous(), grad.contiguous(), x_orig.contiguous()
     out = torch.empty_like(x)
     batch = x.shape[0]
     if x.numel() == 0:
         return out
     per_sample = x.numel() // batch
-    acc = tl.float64 if x.dtype == torch.float64 else tl.float32
     steps = step.to(_acc_dtype(x)).contiguous()
     if norm == "linf":
         grid = (triton.cdiv(x.numel(), _LINF_BLOCK),)
         pgd_step_linf_kernel[grid](
-            x, g, o, steps, out, x.numel(), per_sample, eps, lo, hi,
-            NORMALIZE=normalize, BLOCK=_LINF_BLOCK, ACC=acc,
-        )  # fmt: skip
+            x, g, o, steps, out, x.numel(), per_sample, eps, lo, hi, **_linf_launch(normalize, x.dtype)
+        )
     else:
-        block = min(triton.next_power_of_2(per_sample), _L2_BLOCK_MAX)
         pgd_step_l2_kernel[(batch,)](
-            x, g, o, steps, out, per_sample, eps, lo, hi, NORM_FLOOR,
-            NORMALIZE=normalize, BLOCK=block, ACC=acc,
-        )  # fmt: skip
+            x, g, o, steps, out, per_sample, eps, lo, hi, NORM_FLOOR, **_l2_launch(normalize, x.dtype)
+        )
     return out
 
 

@@ -1,4 +1,5 @@
-"""Triton kernels (`@triton.jit` functions only; launchers live in robustkernels.ops).
+"""Triton kernels (`@triton.jit` functions, and in specialisation.py the record of what the
+launchers in robustkernels.ops launch; the launchers themselves live there).
 
 Triton is optional: without it the GPU ops use the CUDA C++ kernels or the
 reference. On a machine without a GPU the kernels run under Triton's interpreter

@@ -1,7 +1,7 @@
 """Triton kernels of CrossMax (the multi-resolution self-ensemble's aggregation).
 
 One program per sample b works on the [N, C] slice of logits [N, B, C] in tiles of
-[BLOCK_N, BLOCK_C] (BLOCK_N: N padded to a power of two; classes in a loop).
+[BLOCK_N, BLOCK_C] (BLOCK_N: N padded to a power of two, at least 16; classes in a loop).
 Forward: max / argmax over classes per predictor (first loop over class tiles),
 then per class tile the max / argmax over predictors and the selection of the
 k-th highest value by repeated extraction (from the top, or for deep ranks from

@@ -7,6 +7,7 @@ up = Uy @ (down + noise) @ Ux^T, with the matrices zero-padded to the block size
 per-image circular shift is folded into Dy and Dx by gathering their columns, so the
 shifted image is never formed. The forward runs one program per (image, view); the
 backward one program per image, looping over the views, so dx needs no atomics.
+Whole planes stay in registers, so the launcher sends only images up to 32 x 32 here.
 """
 
 import triton
@@ -24,8 +25,9 @@ def _image_params(seed, counter, jitter, contrast_low, contrast_high, H, W):
     )  # what tl.rand(seed, counter) returns, without a second Philox call
     c = contrast_low + (contrast_high - contrast_low) * u
     span = (2 * jitter + 1).to(tl.uint64)
-    dy = ((w1.to(tl.uint64) * span) >> 32).to(tl.int64) - jitter
-    dx = ((w2.to(tl.uint64) * span) >> 32).to(tl.int64) - jitter
+    # int32 shifts (below 2 * jitter + 1): the per-element modulos of _view_matrices stay 32-bit
+    dy = ((w1.to(tl.uint64) * span) >> 32).to(tl.int32) - jitter
+    dx = ((w2.to(tl.uint64) * span) >> 32).to(tl.int32) - jitter
     return c, ((dy % H) + H) % H, ((dx % W) + W) % W
 
 

@@ -11,9 +11,10 @@ import triton.language as tl
 
 from robustkernels.triton.philox import philox_normal, philox_normal_block
 
-ALPHA_LAYER: tl.constexpr = 0
-ALPHA_CHANNEL: tl.constexpr = 1
-ALPHA_ELEMENT: tl.constexpr = 2
+# Globals a kernel reads must be tl.constexpr objects: the compiler rejects annotated
+# globals (`X: tl.constexpr = 0`), which only the interpreter accepts.
+ALPHA_LAYER = tl.constexpr(0)
+ALPHA_CHANNEL = tl.constexpr(1)
 
 
 @triton.jit
@@ -61,7 +62,8 @@ def _alpha_at(alpha_ptr, index, valid, inner, ALPHA_MODE: tl.constexpr):
     if ALPHA_MODE == ALPHA_LAYER:
         alpha = tl.load(alpha_ptr + index * 0, mask=valid, other=0.0)
     elif ALPHA_MODE == ALPHA_CHANNEL:
-        alpha = tl.load(alpha_ptr + index // inner, mask=valid, other=0.0)
+        # int32 (a weight holds fewer than 2**31 elements): 64-bit division calls a subroutine
+        alpha = tl.load(alpha_ptr + index.to(tl.int32) // inner, mask=valid, other=0.0)
     else:
         alpha = tl.load(alpha_ptr + index, mask=valid, other=0.0)
     return alpha
@@ -116,9 +118,9 @@ def noisy_weight_bwd_kernel(
     lam,
     seed,
     blocks_per_row,
-    ALPHA_MODE: tl.constexpr,
     HAS_MASK: tl.constexpr,
     ALPHA_GRAD: tl.constexpr,
+    ELEMENTWISE: tl.constexpr,
     ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
     ACC: tl.constexpr,
@@ -141,7 +143,7 @@ def noisy_weight_bwd_kernel(
         else:
             eta = philox_normal(seed, index)
         contribution = grad.to(ACC) * eta.to(ACC) * scale
-        if ALPHA_MODE == ALPHA_ELEMENT:
+        if ELEMENTWISE:
             tl.store(grad_alpha_ptr + index, contribution.to(grad_alpha_ptr.dtype.element_ty), mask=valid)
         else:
             # one partial per (channel, block); the launcher sums them in a fixed order

@@ -5,7 +5,10 @@ in one launch (grid: path x block), std(W_s) combined from the foundation's std 
 path_weights_bwd_kernel writes dW_s = sum over the paths on entry s of M_p * dW'_p and
 per-(path, row, block) partials of dalpha, regenerating the noise; route_sort_kernel is a
 stable counting sort of the samples by path in one program. Paths with count 0 read and
-generate nothing.
+generate nothing (without counts the launcher passes ones). Whether the weight is shared
+(entries = 1) is a runtime argument, not a constexpr: one compiled kernel serves both layouts.
+Element indices within one weight are int32 (a weight holds fewer than 2**31 elements):
+64-bit division would call a subroutine per element.
 """
 
 import triton
@@ -21,7 +24,7 @@ def _alpha_index(local, n, inner, alpha_size):
     return tl.where(alpha_size == 1, 0, tl.where(alpha_size == n, local, local // inner))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["entries"])
 def path_weights_fwd_kernel(
     w_ptr,
     mask_ptr,
@@ -38,23 +41,21 @@ def path_weights_fwd_kernel(
     alpha_size,
     num_partials,
     PARTIAL_BLOCK,
-    SHARED: tl.constexpr,
+    entries,
     HAS_MASK: tl.constexpr,
-    HAS_COUNTS: tl.constexpr,
     HAS_NOISE: tl.constexpr,
     BLOCK: tl.constexpr,
     NUM_PARTIALS: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    path = tl.program_id(0).to(tl.int64)
+    path = tl.program_id(0)
     block = tl.program_id(1)
-    entry = 0 if SHARED else path
-    local = block.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = local < n
-    first_block = block == 0  # the program that stores std(W_s)
-    if HAS_COUNTS:
-        valid = valid & (tl.load(count_ptr + path + local * 0) > 0)
-        first_block = first_block & (tl.load(count_ptr + path) > 0)
+    entry = (path % entries).to(tl.int64)  # 0 for a shared weight, else the path's own
+    path = path.to(tl.int64)
+    local = block * BLOCK + tl.arange(0, BLOCK)
+    # (the count loaded per element: the interpreter cannot mask with a scalar and a block)
+    valid = (local < n) & (tl.load(count_ptr + path + local * 0) > 0)
+    first_block = (block == 0) & (tl.load(count_ptr + path) > 0)  # the program that stores std(W_s)
     value = tl.load(w_ptr + entry * n + local, mask=valid, other=0.0).to(ACC)
     if HAS_NOISE:
         lam = tl.load(lam_ptr + path).to(ACC)
@@ -82,7 +83,7 @@ def path_weights_fwd_kernel(
     tl.store(out_ptr + path * n + local, value.to(out_ptr.dtype.element_ty), mask=local < n)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["entries"])
 def path_weights_bwd_kernel(
     grad_ptr,
     mask_ptr,
@@ -96,32 +97,30 @@ def path_weights_bwd_kernel(
     rows,
     inner,
     blocks_per_row,
-    SHARED: tl.constexpr,
+    entries,
     HAS_MASK: tl.constexpr,
-    HAS_COUNTS: tl.constexpr,
     ALPHA_GRAD: tl.constexpr,
     ELEMENTWISE: tl.constexpr,
     BLOCK: tl.constexpr,
     ACC: tl.constexpr,
 ):
     # grid: (row of dW [entries * rows], block of the row's inner elements)
-    out_row = tl.program_id(0).to(tl.int64)
+    out_row = tl.program_id(0)
     block = tl.program_id(1)
-    entry = out_row // rows
     row = out_row % rows
+    entry = (out_row // rows).to(tl.int64)  # 64-bit offsets below: path * n may pass 2**31
     n = rows * inner
     column = block * BLOCK + tl.arange(0, BLOCK)
     local = row * inner + column
     acc = tl.zeros((BLOCK,), dtype=ACC)
-    first = 0 if SHARED else entry
-    last = num_paths if SHARED else entry + 1
-    for path in range(first, last):
-        valid = column < inner
-        if HAS_COUNTS:
-            valid = valid & (tl.load(count_ptr + path + column * 0) > 0)
-        grad = tl.load(grad_ptr + path * n + local, mask=valid, other=0.0).to(ACC)
+    # a shared weight (entries = 1) sums every path, a bank entry only its own path
+    last = tl.where(entries == 1, num_paths, entry + 1)
+    for path in range(entry, last):
+        valid = (column < inner) & (tl.load(count_ptr + path + column * 0) > 0)
+        offsets = path * n + local
+        grad = tl.load(grad_ptr + offsets, mask=valid, other=0.0).to(ACC)
         if HAS_MASK:
-            keep = tl.load(mask_ptr + path * n + local, mask=valid, other=0) != 0
+            keep = tl.load(mask_ptr + offsets, mask=valid, other=0) != 0
             grad = tl.where(keep, grad, 0.0)
         acc += grad
         if ALPHA_GRAD:
@@ -131,7 +130,7 @@ def path_weights_bwd_kernel(
                 contribution = grad * philox_normal(tl.load(seed_ptr + path), local).to(ACC) * scale
             if ELEMENTWISE:
                 tl.store(
-                    grad_alpha_ptr + path * n + local,
+                    grad_alpha_ptr + offsets,
                     contribution.to(grad_alpha_ptr.dtype.element_ty),
                     mask=column < inner,
                 )
@@ -141,7 +140,8 @@ def path_weights_bwd_kernel(
                     grad_alpha_ptr + (path * rows + row) * blocks_per_row + block,
                     tl.sum(contribution, axis=0),
                 )
-    tl.store(grad_w_ptr + out_row * inner + column, acc.to(grad_w_ptr.dtype.element_ty), mask=column < inner)
+    out = grad_w_ptr + out_row.to(tl.int64) * inner + column
+    tl.store(out, acc.to(grad_w_ptr.dtype.element_ty), mask=column < inner)
 
 
 @triton.jit
