@@ -105,17 +105,9 @@ def grad_through_clip_decisions(target, x, resolutions, *, jitter, noise, noise_
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
-def test_dtypes(request, target, dtype):
+def test_dtypes(target, dtype):
     """Half precision by the rule of helpers.assert_half_close: the reference on the same half
     inputs and in float64 on their values."""
-    if target.backend == "triton" and dtype in HALF_DTYPES:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="the Triton backward sums the views' dx in the half-precision output buffer "
-                "(a rounding per view; bfloat16 6.6x the reference's error): needs a float32 buffer",
-                strict=False,
-            )
-        )
     x = images((2, 3, 12, 12), dtype)
     kwargs = dict(resolutions=(12, 6, 3), seed=5)
     got = run_with_grad(target.backend, *target.to(x), **kwargs)

@@ -154,9 +154,10 @@ def _backward_triton(grad, clip_mask, sizes, jitter, contrast, interpolation, se
     b, cv, h, w = grad.shape
     v = len(sizes)
     c = cv // v
-    dx = torch.empty((b, c, h, w), dtype=grad.dtype, device=grad.device)
-    launch = _backward_launch(h, w, grad.dtype)
     acc = _acc_dtype(grad.dtype)
+    # the kernel sums the views' gradients in dx: in the accumulation dtype, one rounding at the end
+    dx = torch.empty((b, c, h, w), dtype=acc, device=grad.device)
+    launch = _backward_launch(h, w, grad.dtype)
     down_y, down_x, up_y, up_x = dense_tables(
         h, w, tuple(sizes), interpolation, launch["BLOCK_R"], acc, grad.device
     )
@@ -164,7 +165,7 @@ def _backward_triton(grad, clip_mask, sizes, jitter, contrast, interpolation, se
         grad.contiguous(), clip_mask.contiguous(), dx, down_y, down_x, up_y, up_x,
         b, c, h, w, v, jitter, float(contrast[0]), float(contrast[1]), seed, **launch,
     )  # fmt: skip
-    return dx
+    return dx.to(grad.dtype)
 
 
 def _pre_clip_views(x, sizes, jitter, noise, noise_kind, contrast, interpolation, seed):
