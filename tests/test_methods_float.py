@@ -24,7 +24,20 @@ from robustkernels.api.train.float_at import (
 from robustkernels.api.train.weighted_at import WeightedAdversarialTraining
 from robustkernels.nn import MaskedExpertConv2d, PathBatchNorm2d
 
-TINY = Budget("smoke", "small-cnn", 2, 16, 12, 1, 2, eps=32 / 255, alpha=8 / 255, attack_steps=1)
+TINY = Budget(
+    "smoke",
+    "small-cnn",
+    2,
+    16,
+    12,
+    1,
+    2,
+    draws=3,
+    square_queries=5,
+    eps=32 / 255,
+    alpha=8 / 255,
+    attack_steps=1,
+)
 
 
 def _float_cnn(seed: int = 0) -> nn.Module:
@@ -171,11 +184,17 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
         *[("PGD-AT", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
     ]
     for row in rows:
+        noisy = row["noise_scale"] > 0
         assert 0 <= row["robust_accuracy"] <= row["clean_accuracy"] <= 1
-        assert 0 <= row["rand_robust_accuracy"] <= row["clean_accuracy"]
-        for attack in ("pgd", "rand"):
-            assert {c["name"] for c in row["sanity_checks"][attack]} >= {"eps_zero", "eot_for_randomness"}
-        assert row["eot_draws"] == (TINY.eot_draws if row["noise_scale"] > 0 else 1)
+        assert 0 <= row["autoattack_robust_accuracy"] <= row["clean_accuracy"]
+        assert row["autoattack_version"] == ("rand" if noisy else "standard")
+        for attack in ("pgd", "autoattack"):
+            names = {c["name"] for c in row["sanity_checks"][attack]}
+            assert names >= {"eps_zero", "converged", "eot_for_randomness"}
+            assert ("draw_gap" in names) == ("twin_transfer" in names) == noisy
+        assert row["eot_draws"] == (TINY.eot_draws if noisy else 1)
+        assert row["draws"] == (TINY.draws if noisy else 1)
+        assert row["robust_accuracy"] <= row["robust_accuracy_mean_over_draws"]
         assert (row["noise_additions"] > 0) == (row["noise_scale"] > 0)
     smart_clean, smart_adversarial = (r for r in rows if r["method"] == "SMART")
     assert smart_clean["parameters"] == smart_adversarial["parameters"] < smart_clean["union_parameters"]
