@@ -257,6 +257,10 @@ def test_worst_of_k_is_all_or_nothing_over_draws():
     assert result["draws"] == 5
     assert result["robust_accuracy"] <= result["clean_accuracy_every_draw"] <= result["clean_accuracy"]
     assert result["robust_accuracy"] <= result["robust_accuracy_mean_over_draws"]
+    for attack in ("pgd", "autoattack"):
+        # a point is scored once: at eps = 0 the attacks return x, whose clean draws decide
+        at_zero = ev.robust_accuracy(noisy, (x, y), attack=attack, version="rand", eps=0.0, steps=1, draws=5)
+        assert at_zero["robust_accuracy"] == at_zero["clean_accuracy_every_draw"] < at_zero["clean_accuracy"]
     one_pass = ev.robust_accuracy(noisy, (x, y), attack="pgd", eps=0.05, steps=2, draws=5, randomized=False)
     assert one_pass["draws"] == 1  # declared deterministic: one pass per point
     assert ev.robust_accuracy(trained(), (x, y), eps=0.05, steps=2)["draws"] == 1  # detected

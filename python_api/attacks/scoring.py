@@ -7,7 +7,9 @@ a point the model gets wrong on some draw beats one it gets right on every draw,
 right draws win, then the higher cross-entropy (averaged over the draws). A sample the model
 is right on at x on every draw has no point until an attack gives one, so the clean input is
 never kept for a sample no attack fooled. Robustness is therefore all-or-nothing over the clean
-input and every point scored: one wrong draw anywhere and the sample is not robust.
+input and every point scored: one wrong draw anywhere and the sample is not robust. A point is
+scored once: an attack that returns the clean input itself (eps = 0, or no move) gets the clean
+input's scores, not k more draws, so at eps = 0 robust accuracy is the clean accuracy on every draw.
 """
 
 from dataclasses import dataclass
@@ -28,8 +30,11 @@ class Scores:
     correct_fraction: torch.Tensor  # the fraction of draws right
     loss: torch.Tensor  # cross-entropy averaged over the draws
 
+    def fields(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.robust, self.correct_fraction, self.loss
+
     def select(self, keep: torch.Tensor) -> "Scores":
-        return Scores(self.robust[keep], self.correct_fraction[keep], self.loss[keep])
+        return Scores(*(field[keep] for field in self.fields()))
 
 
 @torch.no_grad()
@@ -52,6 +57,7 @@ class WorstCase:
     def __init__(self, model, x: torch.Tensor, y: torch.Tensor, draws: int, clean: Scores | None = None):
         self.model, self.y, self.draws = model, y, draws
         self.clean = clean if clean is not None else score(model, x, y, draws)
+        self.x_clean = x.detach()
         self.x = x.detach().clone()
         self.robust = self.clean.robust.clone()
         self.correct_fraction = self.clean.correct_fraction.clone()
@@ -66,7 +72,12 @@ class WorstCase:
     def update(self, idx: torch.Tensor, x_adv: torch.Tensor, scores: Scores | None = None) -> None:
         """Offers the points x_adv for the samples idx; `scores` are their scores when the
         attack has already computed them with `score` (a suite), else they are scored here."""
-        new = scores if scores is not None else score(self.model, x_adv, self.y[idx], self.draws)
+        unmoved = (x_adv == self.x_clean[idx]).flatten(1).all(dim=1)
+        clean = self.clean.select(idx)
+        if scores is None:
+            scores = clean if bool(unmoved.all()) else score(self.model, x_adv, self.y[idx], self.draws)
+        fields = zip(clean.fields(), scores.fields(), strict=True)
+        new = Scores(*(torch.where(unmoved, at_x, at_point) for at_x, at_point in fields))
         old_robust, old_fraction = self.robust[idx], self.correct_fraction[idx]
         same = (old_robust == new.robust) & (new.correct_fraction == old_fraction)
         better = (

@@ -1,8 +1,8 @@
 """AutoAttack-style suites (Croce & Hein, 2020): attacks run one after another, each
 on the samples every earlier attack failed on; a sample is robust only if all fail.
 
-- "standard": APGD-CE, APGD-T (targeted DLR over the 9 most likely wrong classes),
-  then FAB-T (`steps` steps) and Square (`square_queries` queries) through the optional
+- "standard": APGD-CE, APGD-T (targeted DLR over the n_target_classes = 9 most likely wrong
+  classes), then FAB-T (`steps` steps, as many target classes) and Square (`square_queries` queries) through the optional
   `torchattacks` package; without it those two are skipped and `info["skipped"]` says so.
 - "rand", for randomised defences: APGD-CE and APGD-DLR, every gradient averaged over
   20 draws (EOT).
@@ -20,7 +20,7 @@ import torch
 from .apgd import apgd
 from .arguments import check_batch, check_count, check_nonnegative, check_norm
 from .guard import untouched
-from .scoring import DRAWS, WorstCase
+from .scoring import DRAWS, Scores, WorstCase
 
 VERSIONS = ("standard", "rand")
 RAND_EOT_DRAWS = 20
@@ -53,14 +53,17 @@ def skipped_attacks(version: str) -> dict[str, str]:
     return {name: reason for name in EXTERNAL if version == "standard" and name not in names}
 
 
-def _external(name: str, model, *, eps, norm, num_classes, steps, square_queries, seed):
+def _external(name: str, model, *, eps, norm, num_classes, steps, square_queries, n_target_classes, seed):
     torchattacks, _ = _torchattacks()
     norm_name = {"linf": "Linf", "l2": "L2"}[norm]
     if name == "fab-t":
-        return torchattacks.FAB(
+        fab = torchattacks.FAB(
             model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
             n_classes=num_classes, seed=seed,
         )  # fmt: skip
+        # as AutoAttack sets it: the n most likely wrong classes, not every class
+        fab.n_target_classes = min(n_target_classes, num_classes - 1)
+        return fab
     return torchattacks.Square(
         model, norm=norm_name, eps=eps, n_queries=square_queries, n_restarts=1, seed=seed
     )
@@ -82,6 +85,7 @@ def autoattack(
     generator: torch.Generator | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    clean: Scores | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Runs the suite; returns (x_adv, info). x_adv holds, per sample, the point of the first
     attack that fooled the model on some of `draws` passes, else the highest-loss point of all
@@ -91,7 +95,8 @@ def autoattack(
     robust_accuracy_after (per attack, cumulative) and scores (x_adv's per-sample `Scores`).
     eot_draws defaults to 1 ("standard") or 20 ("rand"), draws to 1 ("standard") or 10
     ("rand"). seed seeds the torchattacks attacks (our own draw from `generator`);
-    progress(1) is called after each attack."""
+    progress(1) is called after each attack. clean: x's scores when the caller has drawn them
+    (so the suite and its caller score the clean input alike)."""
     check_batch(x, y)
     check_norm(norm)
     check_nonnegative("eps", eps)
@@ -106,7 +111,7 @@ def autoattack(
             "attacks": [], "skipped": {}, "robust_accuracy_after": {}}  # fmt: skip
     info["skipped"] = skipped_attacks(version)
     with untouched(model):
-        worst = WorstCase(model, x, y, draws)
+        worst = WorstCase(model, x, y, draws, clean=clean)
         info["clean_accuracy"] = worst.clean.correct_fraction.mean().item()
         common = {"eps": eps, "norm": norm, "steps": steps, "eot_draws": eot_draws, "generator": generator}
         plan = {
@@ -122,7 +127,8 @@ def autoattack(
                     with torch.no_grad():
                         num_classes = model(x[:1]).shape[1]
                     attack = _external(name, model, eps=eps, norm=norm, num_classes=num_classes, steps=steps,
-                                       square_queries=square_queries, seed=seed)  # fmt: skip
+                                       square_queries=square_queries, n_target_classes=n_target_classes,
+                                       seed=seed)  # fmt: skip
                 else:
                     attack = plan[name]
                 worst.update(idx, attack(x[idx], y[idx]).detach())

@@ -38,6 +38,7 @@ def evaluate(
     batch_size: int = 256,
     version: str = "standard",
     square_queries: int = SQUARE_QUERIES,
+    n_target_classes: int = 9,
     seed: int = 0,
     checks: bool = True,
     twin=None,
@@ -54,7 +55,7 @@ def evaluate(
     settings = {
         "attack": attack, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts,
         "eot_draws": eot_draws, "draws": draws, "randomized": randomized, "version": version,
-        "square_queries": square_queries, "batch_size": batch_size, "seed": seed, "progress": progress,
+        "square_queries": square_queries, "n_target_classes": n_target_classes, "batch_size": batch_size, "seed": seed, "progress": progress,
     }  # fmt: skip
     result = robust_accuracy(model, (x, y), **settings)
     if checks:

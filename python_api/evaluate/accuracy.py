@@ -59,10 +59,11 @@ def attack_passes(attack: str | AttackFn, version: str, restarts: int, n_batches
 
 def run_attack(
     model, x, y, *, attack, eps, norm, steps, eot_draws, generator, alpha=None, version="standard",
-    draws=1, square_queries=SQUARE_QUERIES, progress: Progress = None,
+    draws=1, square_queries=SQUARE_QUERIES, n_target_classes=9, progress: Progress = None, clean=None,
 ):  # fmt: skip
     """One adversarial version of (x, y) (one restart): (x_adv, the suite's Scores of x_adv for
-    autoattack, else None). autoattack reports its own progress per attack, the others none."""
+    autoattack, else None). autoattack reports its own progress per attack, the others none;
+    clean: the Scores of x the caller drew, handed to the suite."""
     if not isinstance(attack, str):
         return attack(
             model, x, y, eps=eps, norm=norm, steps=steps, eot_draws=eot_draws, generator=generator
@@ -82,8 +83,9 @@ def run_attack(
         seed = int(torch.randint(2**31, (), generator=generator, device=generator.device))
         x_adv, info = autoattack(model, x, y, eps=eps, norm=norm, version=version, steps=steps,
                                  eot_draws=eot_draws if eot_draws > 1 else None, draws=draws,
-                                 square_queries=square_queries, generator=generator, seed=seed,
-                                 progress=progress)  # fmt: skip
+                                 square_queries=square_queries, n_target_classes=n_target_classes,
+                                 generator=generator, seed=seed,
+                                 progress=progress, clean=clean)  # fmt: skip
         return x_adv, info["scores"]
     return x_adv, None
 
@@ -126,6 +128,7 @@ def robust_accuracy(
     randomized: bool | None = None,
     version: str = "standard",
     square_queries: int = SQUARE_QUERIES,
+    n_target_classes: int = 9,
     batch_size: int = 256,
     seed: int = 0,
     progress: Progress = None,
@@ -133,7 +136,8 @@ def robust_accuracy(
     """White-box robust accuracy, all-or-nothing over restarts and over k draws (k = `draws` on
     a randomised model, 1 otherwise; randomized=None detects it). The attack's random draws come
     from a generator seeded with `seed`; for autoattack every restart runs the whole suite again
-    from new random starts (square_queries bounds its Square). Returns attack, eps, norm, steps,
+    from new random starts (square_queries bounds its Square, n_target_classes its APGD-T and
+    FAB-T). Returns attack, eps, norm, steps,
     restarts, eot_draws, draws (k), n, clean_accuracy (averaged over the k draws),
     clean_accuracy_every_draw, robust_accuracy (right on every draw), robust_accuracy_mean_over_draws,
     robust_accuracy_per_restart; for autoattack also its suite's attacks and skipped attacks.
@@ -157,7 +161,9 @@ def robust_accuracy(
             if idx.numel() > 0:
                 x_adv, scores = run_attack(model, x[idx], y[idx], attack=attack, eps=eps, norm=norm, steps=steps,
                                            eot_draws=eot_draws, generator=generator, alpha=alpha, version=version,
-                                           draws=k, square_queries=square_queries, progress=progress)  # fmt: skip
+                                           draws=k, square_queries=square_queries,
+                                           n_target_classes=n_target_classes, progress=progress,
+                                           clean=worst.clean.select(idx))  # fmt: skip
                 worst.update(idx, x_adv, scores)
                 if attack != "autoattack":
                     tick(per_run)
@@ -202,6 +208,7 @@ def transfer_accuracy(
     randomized: bool | None = None,
     version: str = "standard",
     square_queries: int = SQUARE_QUERIES,
+    n_target_classes: int = 9,
     batch_size: int = 256,
     seed: int = 0,
     progress: Progress = None,
@@ -235,7 +242,8 @@ def transfer_accuracy(
                 # the surrogate's own flags say nothing of the target: every point is scored on the target
                 x_adv, _ = run_attack(surrogate, x, y, attack=attack, eps=eps, norm=norm, steps=steps,
                                       eot_draws=eot_draws, generator=generator, alpha=alpha, version=version,
-                                      square_queries=square_queries, progress=progress)  # fmt: skip
+                                      square_queries=square_queries, n_target_classes=n_target_classes,
+                                      progress=progress)  # fmt: skip
                 if attack != "autoattack":
                     tick(per_run)
                 scores = score(target_model, x_adv, y, k)

@@ -97,6 +97,7 @@ def sanity_checks(
     randomized: bool | None = None,
     version: str = "standard",
     square_queries: int = SQUARE_QUERIES,
+    n_target_classes: int = 9,
     batch_size: int = 256,
     seed: int = 0,
     tolerance: float | None = None,
@@ -114,7 +115,7 @@ def sanity_checks(
     is_random = looks_randomized(model, data, batch_size) if randomized is None else randomized
     settings = {
         "attack": attack, "norm": norm, "eot_draws": eot_draws, "draws": draws, "randomized": is_random,
-        "version": version, "square_queries": square_queries, "batch_size": batch_size, "seed": seed,
+        "version": version, "square_queries": square_queries, "n_target_classes": n_target_classes, "batch_size": batch_size, "seed": seed,
         "progress": progress,
     }  # fmt: skip
 
@@ -218,7 +219,7 @@ def _randomised_checks(model, data, base, settings, steps, restarts, twin, eps) 
         )
         return checks
     transfer_settings = {key: settings[key] for key in ("attack", "norm", "draws", "randomized", "version",
-                                                        "square_queries", "batch_size", "seed", "progress")}  # fmt: skip
+                                                        "square_queries", "n_target_classes", "batch_size", "seed", "progress")}  # fmt: skip
     transferred = transfer_accuracy(model, {"twin": twin}, data, eps=eps, steps=steps, restarts=restarts,
                                     eot_draws=1, **transfer_settings)  # fmt: skip
     margin = 2 * standard_error(robust, n)

@@ -55,7 +55,8 @@ def _evaluate(model, test, budget: Budget, randomized: bool, seed: int, tick) ->
     with its attack)."""
     common = {"eps": budget.eps, "steps": budget.eval_steps, "restarts": budget.eval_restarts,
               "draws": budget.draws, "randomized": randomized, "seed": seed, "progress": tick,
-              "eot_draws": budget.eot_draws if randomized else 1, "square_queries": budget.square_queries}  # fmt: skip
+              "eot_draws": budget.eot_draws if randomized else 1, "square_queries": budget.square_queries,
+              "n_target_classes": budget.target_classes}  # fmt: skip
     pgd = evaluate(model, *test, attack="pgd", **common)
     suite = evaluate(model, *test, attack="autoattack", version=_suite(randomized), **common)
     kept = (
