@@ -308,3 +308,25 @@ def test_a_transfer_from_the_deterministic_twin_flags_masked_gradients():
     )
     assert "twin_transfer" not in sound["flagged"]
     assert ev.deterministic_twin(trained()) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "attack", "version"),
+    [
+        (trained, "pgd", "standard"),
+        (lambda: MaskedWhileNoisy(trained()), "pgd", "rand"),
+        (trained, "autoattack", "standard"),
+    ],
+    ids=["deterministic", "randomised-with-twin", "suite"],
+)
+def test_progress_counts_every_attack_run(model, attack, version):
+    x, y = data(40)
+    ticks = []
+    model = model()
+    randomized = ev.looks_randomized(model, (x, y))
+    ev.evaluate(model, x, y, attack=attack, version=version, eps=0.1, steps=1, eot_draws=2, batch_size=32,
+                n_target_classes=1, square_queries=2, progress=ticks.append)  # fmt: skip
+    planned = ev.evaluation_passes(
+        len(y), attack=attack, version=version, batch_size=32, randomized=randomized, twin=randomized
+    )
+    assert sum(ticks) == planned
