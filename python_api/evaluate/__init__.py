@@ -57,9 +57,13 @@ def evaluate(
         "eot_draws": eot_draws, "draws": draws, "randomized": randomized, "version": version,
         "square_queries": square_queries, "n_target_classes": n_target_classes, "batch_size": batch_size, "seed": seed, "progress": progress,
     }  # fmt: skip
-    result = robust_accuracy(model, (x, y), **settings)
+    # one set of clean draws per batch for the evaluation and all its checks' runs
+    clean_scores = {}
+    result = robust_accuracy(model, (x, y), **settings, clean_scores=clean_scores)
     if checks:
-        result["sanity_checks"] = sanity_checks(model, (x, y), **settings, baseline=result, twin=twin)
+        result["sanity_checks"] = sanity_checks(
+            model, (x, y), **settings, baseline=result, twin=twin, clean_scores=clean_scores
+        )
         result["flagged"] = [c["name"] for c in result["sanity_checks"] if not c["passed"]]
         best = headline(result, result["sanity_checks"])
         result["robust_accuracy_as_run"] = result["robust_accuracy"]

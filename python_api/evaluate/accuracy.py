@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from ..attacks import DRAWS, SQUARE_QUERIES, WorstCase, apgd, autoattack, fgsm, pgd, predict, score
+from ..attacks import DRAWS, SQUARE_QUERIES, Scores, WorstCase, apgd, autoattack, fgsm, pgd, predict, score
 from ..attacks.arguments import check_count
 from ..attacks.suites import skipped_attacks, suite_attacks
 
@@ -105,6 +105,16 @@ def scoring_draws(model, data: Data, draws: int, randomized: bool | None, batch_
     return draws if randomized else 1
 
 
+def shared_clean(clean_scores: dict | None, number: int, model, x, y, draws: int) -> Scores:
+    """Batch `number`'s clean scores from the shared dict, drawn (and stored) on first use: every
+    evaluation that shares the dict scores the clean input on the same draws."""
+    if clean_scores is None:
+        return score(model, x, y, draws)
+    if number not in clean_scores:
+        clean_scores[number] = score(model, x, y, draws)
+    return clean_scores[number]
+
+
 def clean_accuracy(model, data: Data, *, batch_size: int = 256) -> float:
     correct = total = 0
     for x, y in batches(data, batch_size):
@@ -132,6 +142,7 @@ def robust_accuracy(
     batch_size: int = 256,
     seed: int = 0,
     progress: Progress = None,
+    clean_scores: dict | None = None,
 ) -> dict:
     """White-box robust accuracy, all-or-nothing over restarts and over k draws (k = `draws` on
     a randomised model, 1 otherwise; randomized=None detects it). The attack's random draws come
@@ -141,7 +152,9 @@ def robust_accuracy(
     restarts, eot_draws, draws (k), n, clean_accuracy (averaged over the k draws),
     clean_accuracy_every_draw, robust_accuracy (right on every draw), robust_accuracy_mean_over_draws,
     robust_accuracy_per_restart; for autoattack also its suite's attacks and skipped attacks.
-    progress(n) reports the work done, `attack_passes` units in all."""
+    progress(n) reports the work done, `attack_passes` units in all. clean_scores: a dict shared
+    by the evaluations of one model on the same batches (the sanity checks'), each batch's clean
+    draws made once and reused (see `shared_clean`)."""
     check_count("restarts", restarts)
     k = scoring_draws(model, data, draws, randomized, batch_size)
     tick = progress or (lambda _n: None)
@@ -150,9 +163,9 @@ def robust_accuracy(
     total = clean = clean_every = mean_over_draws = 0.0
     robust_after = [0] * restarts
     suite = {}
-    for x, y in batches(data, batch_size):
+    for number, (x, y) in enumerate(batches(data, batch_size)):
         generator = generator_on(x.device, seed, generator)
-        worst = WorstCase(model, x, y, k)
+        worst = WorstCase(model, x, y, k, clean=shared_clean(clean_scores, number, model, x, y, k))
         clean += worst.clean.correct_fraction.sum().item()
         clean_every += int(worst.clean.robust.sum())
         total += len(y)
@@ -212,12 +225,14 @@ def transfer_accuracy(
     batch_size: int = 256,
     seed: int = 0,
     progress: Progress = None,
+    clean_scores: dict | None = None,
 ) -> dict:
     """Black-box transfer accuracy of target_model against examples crafted on each
     surrogate (white-box on the surrogate), all-or-nothing over every adversarial
     version (surrogate x restart) and over k draws of the target (as robust_accuracy).
     Returns clean_accuracy, transfer_accuracy, transfer_accuracy_mean_over_draws,
-    per_surrogate (each surrogate's own all-or-nothing accuracy) and the settings."""
+    per_surrogate (each surrogate's own all-or-nothing accuracy) and the settings. clean_scores:
+    as robust_accuracy's, for the target model."""
     named = (
         dict(surrogates)
         if isinstance(surrogates, Mapping)
@@ -232,10 +247,12 @@ def transfer_accuracy(
     generator = None
     total = clean = robust_all = mean_over_draws = 0.0
     per_surrogate = dict.fromkeys(named, 0)
-    for x, y in batches(data, batch_size):
+    for number, (x, y) in enumerate(batches(data, batch_size)):
         generator = generator_on(x.device, seed, generator)
         everything = torch.arange(len(y), device=y.device)
-        worst = WorstCase(target_model, x, y, k)
+        worst = WorstCase(
+            target_model, x, y, k, clean=shared_clean(clean_scores, number, target_model, x, y, k)
+        )
         for name, surrogate in named.items():
             own = WorstCase(target_model, x, y, k, clean=worst.clean)
             for _ in range(restarts):

@@ -105,18 +105,20 @@ def sanity_checks(
     evaluator: Callable[..., dict] = robust_accuracy,
     twin=None,
     progress: Callable[[int], None] | None = None,
+    clean_scores: dict | None = None,
 ) -> list[dict]:
     """Runs the checks; each is {"name", "passed", "detail"} (same-eps checks also
     "robust_accuracy" and "robust_accuracy_mean_over_draws" of their run; a check that cannot
     run has "skipped": True). evaluator is the evaluation under test (robust_accuracy's
     signature and dict); baseline its dict for these settings when already computed (else it
     is computed here). twin: the model's deterministic twin for twin_transfer (default:
-    `deterministic_twin(model)`)."""
+    `deterministic_twin(model)`). clean_scores: robust_accuracy's, shared by every run (default:
+    a new dict, so the checks' runs score the clean input on the same draws)."""
     is_random = looks_randomized(model, data, batch_size) if randomized is None else randomized
     settings = {
         "attack": attack, "norm": norm, "eot_draws": eot_draws, "draws": draws, "randomized": is_random,
         "version": version, "square_queries": square_queries, "n_target_classes": n_target_classes, "batch_size": batch_size, "seed": seed,
-        "progress": progress,
+        "progress": progress, "clean_scores": {} if clean_scores is None else clean_scores,
     }  # fmt: skip
 
     def run(**changed) -> dict:
@@ -219,7 +221,8 @@ def _randomised_checks(model, data, base, settings, steps, restarts, twin, eps) 
         )
         return checks
     transfer_settings = {key: settings[key] for key in ("attack", "norm", "draws", "randomized", "version",
-                                                        "square_queries", "n_target_classes", "batch_size", "seed", "progress")}  # fmt: skip
+                                                        "square_queries", "n_target_classes", "batch_size", "seed", "progress",
+                                                        "clean_scores")}  # fmt: skip
     transferred = transfer_accuracy(model, {"twin": twin}, data, eps=eps, steps=steps, restarts=restarts,
                                     eot_draws=1, **transfer_settings)  # fmt: skip
     margin = 2 * standard_error(robust, n)
