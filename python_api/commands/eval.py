@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..attacks import DRAWS, SQUARE_QUERIES, pgd
+from ..attacks.suites import RAND_EOT_DRAWS
 from ..data import load_dataset, to_unit_interval
 from ..evaluate import evaluate, format_report, looks_randomized, transfer_accuracy
 from ..train import load_checkpoint, resolve_device
@@ -156,6 +157,8 @@ def _evaluate(args: argparse.Namespace, model, run: dict, x: torch.Tensor, y: to
         for key in ("steps", "restarts", "eot_draws")
         if getattr(args, key) is not None
     }
+    if randomized and args.attack == "autoattack":
+        options.setdefault("eot_draws", RAND_EOT_DRAWS)  # AutoAttack's rand version's own
     return evaluate(
         model,
         x,

@@ -82,7 +82,7 @@ def run_attack(
         # each restart seeds the external attacks anew, from the evaluation's stream
         seed = int(torch.randint(2**31, (), generator=generator, device=generator.device))
         x_adv, info = autoattack(model, x, y, eps=eps, norm=norm, version=version, steps=steps,
-                                 eot_draws=eot_draws if eot_draws > 1 else None, draws=draws,
+                                 eot_draws=eot_draws, draws=draws,
                                  square_queries=square_queries, n_target_classes=n_target_classes,
                                  generator=generator, seed=seed,
                                  progress=progress, clean=clean)  # fmt: skip
@@ -145,7 +145,8 @@ def robust_accuracy(
     clean_scores: dict | None = None,
 ) -> dict:
     """White-box robust accuracy, all-or-nothing over restarts and over k draws (k = `draws` on
-    a randomised model, 1 otherwise; randomized=None detects it). The attack's random draws come
+    a randomised model, 1 otherwise; randomized=None detects it). eot_draws is used as given, by
+    the suites too (the rand suite's own 20 only by calling autoattack itself). The attack's random draws come
     from a generator seeded with `seed`; for autoattack every restart runs the whole suite again
     from new random starts (square_queries bounds its Square, n_target_classes its APGD-T and
     FAB-T). Returns attack, eps, norm, steps,
