@@ -145,17 +145,17 @@ def robust_accuracy(
     clean_scores: dict | None = None,
 ) -> dict:
     """White-box robust accuracy, all-or-nothing over restarts and over k draws (k = `draws` on
-    a randomised model, 1 otherwise; randomized=None detects it). eot_draws is used as given, by
-    the suites too (the rand suite's own 20 only by calling autoattack itself). The attack's random draws come
+    a randomised model, 1 otherwise; randomized=None detects it). The attack's random draws come
     from a generator seeded with `seed`; for autoattack every restart runs the whole suite again
-    from new random starts (square_queries bounds its Square, n_target_classes its APGD-T and
-    FAB-T). Returns attack, eps, norm, steps,
-    restarts, eot_draws, draws (k), n, clean_accuracy (averaged over the k draws),
-    clean_accuracy_every_draw, robust_accuracy (right on every draw), robust_accuracy_mean_over_draws,
-    robust_accuracy_per_restart; for autoattack also its suite's attacks and skipped attacks.
-    progress(n) reports the work done, `attack_passes` units in all. clean_scores: a dict shared
-    by the evaluations of one model on the same batches (the sanity checks'), each batch's clean
-    draws made once and reused (see `shared_clean`)."""
+    from new random starts. eot_draws is used as given, by the suites too (the rand suite's own
+    20 only when calling autoattack itself); square_queries bounds the suite's Square and
+    n_target_classes its APGD-T and FAB-T. Returns attack, eps, norm, steps, restarts,
+    eot_draws, draws (k), n, clean_accuracy (averaged over the k draws),
+    clean_accuracy_every_draw, robust_accuracy (right on every draw),
+    robust_accuracy_mean_over_draws, robust_accuracy_per_restart; for autoattack also its
+    suite's attacks and skipped attacks. progress(n) reports the work done, `attack_passes`
+    units in all. clean_scores: a dict shared by the evaluations of one model on the same
+    batches (the sanity checks'), each batch's clean draws made once and reused."""
     check_count("restarts", restarts)
     k = scoring_draws(model, data, draws, randomized, batch_size)
     tick = progress or (lambda _n: None)
