@@ -35,7 +35,7 @@ class Budget:
 
 BUDGETS = {
     "smoke": Budget(
-        "smoke", "small-cnn", 120, 64, 64, 3, 2, square_queries=30, target_classes=3, attack_steps=3
+        "smoke", "small-cnn", 120, 64, 64, 3, 2, draws=5, square_queries=30, target_classes=3, attack_steps=3
     ),
     "small": Budget("small", "small-cnn", 600, 128, 200, 10, 2, square_queries=300, attack_steps=5),
     # 200 epochs of CIFAR-10; AutoAttack's own Square budget, its "plus" version's 5 restarts
