@@ -309,7 +309,7 @@ def test_autoattack_rand_uses_eot():
 
     x, y = batch(8)
     _, info = attacks.autoattack(counting, x, y, eps=0.1, version="rand", steps=1)
-    assert info["attacks"] == ["apgd-ce", "apgd-dlr"] and info["eot_draws"] == 20
+    assert info["attacks"] == ["apgd-ce", "apgd-dlr"] and info["eot_draws"] == 20 and info["draws"] == 10
     assert len(calls) >= 2 * 20  # the start and one step of APGD-CE, each with 20 draws
 
 
@@ -344,3 +344,36 @@ def test_bad_labels():
         attacks.apgd(mlp(), x, y, eps=0.1, loss="ce", target=y)
     with pytest.raises(ValueError, match="version"):
         attacks.autoattack(small_cnn(), x, y, eps=0.1, version="plus")
+
+
+def test_autoattack_keeps_an_adversarial_point_for_every_sample_it_did_not_fool():
+    """Regression: samples no attack fooled came back as their clean input."""
+    model = trained()
+    x, y = batch(64)
+    x_adv, info = attacks.autoattack(model, x, y, eps=0.03, steps=3, n_target_classes=1, generator=gen())
+    survived = model(x_adv).argmax(dim=1) == y
+    assert survived.any()
+    assert bool((perturbation_size(x_adv[survived], x[survived], "linf") > 0).all())
+    # the suite's flags are the scores of the very points it returns
+    assert torch.equal(info["scores"].robust, survived)
+    assert info["robust_accuracy"] == survived.float().mean().item()
+
+
+def test_scoring_is_right_on_every_draw_and_keeps_the_most_adversarial_point():
+    x, y = batch(16)
+    noisy = NoisyLogits(trained(), sigma=3.0)
+    torch.manual_seed(0)
+    scores = attacks.score(noisy, x, y, draws=8)
+    assert torch.equal(scores.robust, scores.correct_fraction == 1)
+    assert bool((scores.correct_fraction < 1).any())  # with this much noise some draw goes wrong
+    model = trained()
+    worst = attacks.WorstCase(model, x, y, draws=1)
+    everything = torch.arange(len(y))
+    weak = attacks.pgd(model, x, y, eps=0.01, alpha=0.01, steps=1, generator=gen())
+    strong = attacks.pgd(model, x, y, eps=0.2, alpha=0.05, steps=5, generator=gen())
+    worst.update(everything, strong)
+    worst.update(everything, weak)  # a weaker point never replaces a stronger one
+    strong_scores = attacks.score(model, strong, y)
+    assert torch.equal(worst.robust, strong_scores.robust & worst.clean.robust)
+    attacked = worst.clean.robust
+    assert torch.equal(worst.x[attacked], strong[attacked])

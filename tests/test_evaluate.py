@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 from tiny_models import NoisyLogits, digits, trained
+from torch import nn
 
 from robustkernels.api import attacks
 from robustkernels.api import evaluate as ev
+from robustkernels.nn import NoisyLinear
 
 
 def data(n=64):
@@ -88,8 +90,10 @@ def test_sound_evaluation_raises_no_flag():
     result = ev.evaluate(model, x, y, attack="pgd", eps=0.1, steps=5)
     assert result["flagged"] == []
     assert {c["name"] for c in result["sanity_checks"]} == {
-        "eps_zero", "monotone_in_eps", "large_eps", "more_steps", "more_restarts", "eot_for_randomness",
+        "eps_zero", "monotone_in_eps", "large_eps", "more_steps", "more_restarts", "converged",
+        "eot_for_randomness",
     }  # fmt: skip
+    assert result["draws"] == 1 and result["robust_accuracy"] <= result["robust_accuracy_as_run"]
     report = ev.format_report(result)
     assert "FLAGGED" not in report and "[ok] large_eps" in report
     assert json.loads(ev.to_json(result))["flagged"] == []
@@ -141,7 +145,7 @@ def test_each_check_catches_its_planted_attack(attack, check):
     assert f"[FLAGGED] {check}" in report and report.startswith("WARNING")
 
 
-def any_restart_counts(model, data, *, attack, eps, norm, steps, restarts, eot_draws, batch_size, seed):
+def any_restart_counts(model, data, *, eps, steps, restarts, seed, **_settings):
     """Broken evaluation: a sample counts as robust if ANY restart fails (instead of every one)."""
     x, y = data
     generator = torch.Generator().manual_seed(seed)
@@ -200,3 +204,149 @@ def test_masked_gradients_are_flagged_not_crashed():
     result = ev.evaluate(Detached(trained()), x, y, eps=0.1, steps=4)
     assert result["robust_accuracy"] > 0.5  # the attack is blind, so accuracy looks high
     assert "large_eps" in result["flagged"]
+
+
+def fixed_small_step(model, x, y, *, eps, norm, steps, eot_draws, generator):
+    """Too few steps: a step of eps/16 whatever the steps, so a few steps stop far inside the ball."""
+    return _pgd(model, x, y, eps=eps, steps=steps, alpha=eps / 16, generator=generator, random_start=False)
+
+
+def test_a_too_few_steps_evaluation_is_flagged_and_the_lower_number_is_the_headline():
+    x, y = data()
+    result = ev.evaluate(trained(), x, y, attack=fixed_small_step, eps=0.1, steps=2)
+    assert "converged" in result["flagged"] and "more_steps" not in result["flagged"]
+    more_steps = next(c for c in result["sanity_checks"] if c["name"] == "more_steps")
+    fall = result["robust_accuracy_as_run"] - more_steps["robust_accuracy"]
+    assert fall > 2 * ev.standard_error(result["robust_accuracy_as_run"], len(y))
+    assert result["robust_accuracy"] == more_steps["robust_accuracy"]
+    assert result["robust_accuracy_from"] == "more_steps"
+    assert "[FLAGGED] converged" in ev.format_report(result)
+
+
+class CoinFlip(nn.Module):
+    """A randomised model right on each pass with probability 1/2 whatever the input (on a wrong
+    pass its logits are rolled by one class): in the worst case over draws it withstands nothing."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        logits = self.base(x)
+        wrong = torch.rand(len(x), 1) < 0.5
+        return torch.where(wrong, logits.roll(1, dims=1), logits)
+
+
+def test_the_rand_suite_gives_a_randomised_model_no_second_chance():
+    """Regression: the suite returned the clean x of every sample its one-pass check did not fool,
+    and the evaluation predicted again with a fresh draw, so a coin flip scored about a quarter."""
+    torch.manual_seed(0)
+    x, y = data()
+    model = CoinFlip(trained())
+    result = ev.robust_accuracy(model, (x, y), attack="autoattack", version="rand", eps=0.05, steps=2)
+    assert result["robust_accuracy"] == 0.0
+    assert result["draws"] == attacks.DRAWS
+    assert 0.3 < result["robust_accuracy_mean_over_draws"] < 0.7  # one pass: right about half the time
+
+
+def test_worst_of_k_is_all_or_nothing_over_draws():
+    x, y = data(32)
+    noisy = NoisyLogits(trained(), sigma=1.0)
+    torch.manual_seed(1)
+    result = ev.robust_accuracy(noisy, (x, y), attack="pgd", eps=0.05, steps=2, eot_draws=2, draws=5)
+    assert result["draws"] == 5
+    assert result["robust_accuracy"] <= result["clean_accuracy_every_draw"] <= result["clean_accuracy"]
+    assert result["robust_accuracy"] <= result["robust_accuracy_mean_over_draws"]
+    for attack in ("pgd", "autoattack"):
+        # a point is scored once: at eps = 0 the attacks return x, whose clean draws decide
+        at_zero = ev.robust_accuracy(noisy, (x, y), attack=attack, version="rand", eps=0.0, steps=1, draws=5)
+        assert at_zero["robust_accuracy"] == at_zero["clean_accuracy_every_draw"] < at_zero["clean_accuracy"]
+    one_pass = ev.robust_accuracy(noisy, (x, y), attack="pgd", eps=0.05, steps=2, draws=5, randomized=False)
+    assert one_pass["draws"] == 1  # declared deterministic: one pass per point
+    assert ev.robust_accuracy(trained(), (x, y), eps=0.05, steps=2)["draws"] == 1  # detected
+
+
+def test_a_big_gap_between_worst_and_mean_over_draws_is_flagged():
+    x, y = data()
+    torch.manual_seed(2)
+    noisy = ev.evaluate(NoisyLogits(trained(), sigma=2.0), x, y, eps=0.1, steps=2, eot_draws=2)
+    assert "draw_gap" in noisy["flagged"]
+    assert noisy["robust_accuracy_mean_over_draws"] > noisy["robust_accuracy"]
+    assert "averaged over draws (not a worst case)" in ev.format_report(noisy)
+    torch.manual_seed(2)
+    calm = ev.evaluate(NoisyLogits(trained(), sigma=0.01), x, y, eps=0.1, steps=2, eot_draws=2)
+    assert "draw_gap" not in calm["flagged"]
+
+
+class MaskedWhileNoisy(nn.Module):
+    """Planted gradient masking: while its noisy layer draws noise, the model cuts the graph to its
+    input, so a white-box attack is blind; its deterministic twin (noise off) has the gradients."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+        self.noisy = NoisyLinear(10, 10, bias=False)
+        with torch.no_grad():
+            self.noisy.weight.copy_(torch.eye(10))
+
+    def forward(self, x):
+        return self.noisy(self.base(x.detach() if self.noisy.lam else x))
+
+
+def test_a_transfer_from_the_deterministic_twin_flags_masked_gradients():
+    x, y = data()
+    model = MaskedWhileNoisy(trained())
+    twin = ev.deterministic_twin(model)
+    assert twin.noisy.lam == 0 and model.noisy.lam == 1  # a copy: the model keeps its noise
+    result = ev.evaluate(model, x, y, eps=0.1, steps=4, eot_draws=2)
+    assert "twin_transfer" in result["flagged"]
+    transfer = next(c for c in result["sanity_checks"] if c["name"] == "twin_transfer")
+    assert transfer["robust_accuracy"] < result["robust_accuracy_as_run"]
+    assert result["robust_accuracy"] <= transfer["robust_accuracy"]  # the headline is the lower one
+    sound = ev.evaluate(
+        NoisyLogits(trained(), sigma=0.01), x, y, eps=0.1, steps=4, eot_draws=2, twin=trained()
+    )
+    assert "twin_transfer" not in sound["flagged"]
+    assert ev.deterministic_twin(trained()) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "attack", "version"),
+    [
+        (trained, "pgd", "standard"),
+        (lambda: MaskedWhileNoisy(trained()), "pgd", "rand"),
+        (trained, "autoattack", "standard"),
+    ],
+    ids=["deterministic", "randomised-with-twin", "suite"],
+)
+def test_progress_counts_every_attack_run(model, attack, version):
+    x, y = data(40)
+    ticks = []
+    model = model()
+    randomized = ev.looks_randomized(model, (x, y))
+    ev.evaluate(model, x, y, attack=attack, version=version, eps=0.1, steps=1, eot_draws=2, batch_size=32,
+                n_target_classes=1, square_queries=2, progress=ticks.append)  # fmt: skip
+    planned = ev.evaluation_passes(
+        len(y), attack=attack, version=version, batch_size=32, randomized=randomized, twin=randomized
+    )
+    assert sum(ticks) == planned
+
+
+def test_an_evaluation_draws_its_own_noise_whatever_ran_before():
+    """The model's noisy layers run on the evaluation's streams (from `seed`): the same result
+    after other forwards moved the layers' own streams, and those streams are put back."""
+    x, y = data(32)
+    model = nn.Sequential(trained(), NoisyLinear(10, 10))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(10) * 4)
+        model[1].alpha.fill_(2.0)
+    settings = dict(eps=0.1, steps=2, eot_draws=2, draws=3, seed=5)
+    first = ev.robust_accuracy(model, (x, y), **settings)
+    before = int(model[1].noise_stream)
+    with torch.no_grad():
+        model(x)  # moves the layer's own stream
+    assert int(model[1].noise_stream) != before
+    moved = int(model[1].noise_stream)
+    assert ev.robust_accuracy(model, (x, y), **settings) == first
+    assert int(model[1].noise_stream) == moved
+    assert first["robust_accuracy"] < first["robust_accuracy_mean_over_draws"] <= 1  # noise matters here

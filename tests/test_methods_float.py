@@ -3,6 +3,7 @@
 import copy
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from data_files import cifar10_subset
 from torch import nn
 
 from robustkernels.api import cli
+from robustkernels.api.commands import reproduce as reproduce_command
 from robustkernels.api.models import SmallCNN
 from robustkernels.api.reproduce import BUDGETS, Budget
 from robustkernels.api.train import TrainConfig, build_sgd, train
@@ -24,7 +26,20 @@ from robustkernels.api.train.float_at import (
 from robustkernels.api.train.weighted_at import WeightedAdversarialTraining
 from robustkernels.nn import MaskedExpertConv2d, PathBatchNorm2d
 
-TINY = Budget("smoke", "small-cnn", 2, 16, 12, 1, 2, eps=32 / 255, alpha=8 / 255, attack_steps=1)
+TINY = Budget(
+    "smoke",
+    "small-cnn",
+    2,
+    16,
+    12,
+    1,
+    2,
+    draws=3,
+    square_queries=5,
+    eps=32 / 255,
+    alpha=8 / 255,
+    attack_steps=1,
+)
 
 
 def _float_cnn(seed: int = 0) -> nn.Module:
@@ -159,8 +174,28 @@ def test_weighted_pgd_at_mixes_clean_and_adversarial_losses():
 def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     monkeypatch.setitem(BUDGETS, "smoke", TINY)
+    bars = []
+
+    class Bar:
+        """Records what the progress bar is told: its total and every update."""
+
+        def __init__(self, total, **_options):
+            self.total, self.done = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def write(self, line):
+            print(line)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(reproduce_command, "require", lambda *_args: SimpleNamespace(tqdm=Bar))
     out = tmp_path / "run"
-    assert cli.main(["reproduce", "all", "--budget", "smoke", "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["reproduce", "all", "--budget", "smoke", "--out", str(out)]) == 0
+    assert bars[0].done == bars[0].total  # the bar counts every training step and attack run
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     assert [(r["method"], r["width"], r["lam_th"], r["lam_n"]) for r in rows] == [
@@ -171,11 +206,17 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
         *[("PGD-AT", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
     ]
     for row in rows:
+        noisy = row["noise_scale"] > 0
         assert 0 <= row["robust_accuracy"] <= row["clean_accuracy"] <= 1
-        assert 0 <= row["rand_robust_accuracy"] <= row["clean_accuracy"]
-        for attack in ("pgd", "rand"):
-            assert {c["name"] for c in row["sanity_checks"][attack]} >= {"eps_zero", "eot_for_randomness"}
-        assert row["eot_draws"] == (TINY.eot_draws if row["noise_scale"] > 0 else 1)
+        assert 0 <= row["autoattack_robust_accuracy"] <= row["clean_accuracy"]
+        assert row["autoattack_version"] == ("rand" if noisy else "standard")
+        for attack in ("pgd", "autoattack"):
+            names = {c["name"] for c in row["sanity_checks"][attack]}
+            assert names >= {"eps_zero", "converged", "eot_for_randomness"}
+            assert ("draw_gap" in names) == ("twin_transfer" in names) == noisy
+        assert row["eot_draws"] == (TINY.eot_draws if noisy else 1)
+        assert row["draws"] == (TINY.draws if noisy else 1)
+        assert row["robust_accuracy"] <= row["robust_accuracy_mean_over_draws"]
         assert (row["noise_additions"] > 0) == (row["noise_scale"] > 0)
     smart_clean, smart_adversarial = (r for r in rows if r["method"] == "SMART")
     assert smart_clean["parameters"] == smart_adversarial["parameters"] < smart_clean["union_parameters"]

@@ -1,5 +1,6 @@
 """Attacks (robustkernels.api.attacks): FGSM, PGD, APGD, AutoAttack-style suites, EOT,
-transfer tricks (DI, SGM) and DVERGE's feature distillation.
+transfer tricks (DI, SGM) and DVERGE's feature distillation, and the one scoring rule of
+every evaluation (`score`, `WorstCase`: right on every one of k draws).
 
 Every attack step is one `robustkernels.functional.pgd_step`. Attacks leave the model's
 train/eval mode and its parameters' requires_grad as they found them and write no
@@ -13,12 +14,17 @@ from .eot import EOT, loss_gradient, predict
 from .guard import untouched
 from .losses import LOSSES, attack_loss
 from .pgd import fgsm, pgd
-from .suites import autoattack
+from .scoring import DRAWS, Scores, WorstCase, score
+from .suites import SQUARE_QUERIES, autoattack, suite_attacks
 from .transfer import input_diversity, residual_relus, skip_gradient
 
 __all__ = [
+    "DRAWS",
     "EOT",
     "LOSSES",
+    "SQUARE_QUERIES",
+    "Scores",
+    "WorstCase",
     "apgd",
     "attack_loss",
     "autoattack",
@@ -30,6 +36,8 @@ __all__ = [
     "pgd",
     "predict",
     "residual_relus",
+    "score",
     "skip_gradient",
+    "suite_attacks",
     "untouched",
 ]

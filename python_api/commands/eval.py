@@ -5,7 +5,10 @@
     robustkernels eval --checkpoint runs/at --attack transfer --source runs/std --eps 8/255
 
 White-box attacks (fgsm, pgd, apgd, autoattack) use the evaluated model's gradients
-and run sanity checks that flag untrustworthy numbers. "transfer" is a black-box
+and run sanity checks that flag untrustworthy numbers; the robust accuracy reported is the
+lowest any of their runs at --eps found. On a randomised model (--randomized, or two passes
+differ) a sample counts as robust only if the model is right on every one of --draws fresh
+draws at its adversarial point; the accuracy averaged over draws is reported beside it. "transfer" is a black-box
 attack: M-DI2-FGSM examples (momentum PGD with input diversity) crafted on each
 --source checkpoint are fed to the evaluated model. The data set and its normalisation
 come from the checkpoint; files other than the embedded digits need --data-dir. The
@@ -23,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ..attacks import pgd
+from ..attacks import DRAWS, SQUARE_QUERIES, pgd
+from ..attacks.suites import RAND_EOT_DRAWS
 from ..data import load_dataset, to_unit_interval
-from ..evaluate import evaluate, format_report, transfer_accuracy
+from ..evaluate import evaluate, format_report, looks_randomized, transfer_accuracy
 from ..train import load_checkpoint, resolve_device
 from ..train.once_for_all import at_test_time
 from . import arguments
@@ -62,7 +66,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eot-draws", type=arguments.positive_int, help="gradient draws per step, for randomised models"
     )
     parser.add_argument(
-        "--randomized", action="store_true", help="the model is randomised (AutoAttack 'rand')"
+        "--randomized",
+        action="store_true",
+        help="the model is randomised (also detected: two passes differ); autoattack then runs 'rand'",
+    )
+    parser.add_argument(
+        "--draws",
+        type=arguments.positive_int,
+        default=DRAWS,
+        help="randomised models: a sample is robust only if right on every one of this many fresh "
+        "draws at its adversarial point (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--square-queries",
+        type=arguments.positive_int,
+        default=SQUARE_QUERIES,
+        help="queries of Square in the standard autoattack suite (with torchattacks; default: %(default)s)",
     )
     parser.add_argument(
         "--no-checks",
@@ -107,6 +126,13 @@ def mdi2_fgsm(model, x, y, *, eps, norm, steps, eot_draws, generator):
 
 
 def _evaluate(args: argparse.Namespace, model, run: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+    randomized = args.randomized or looks_randomized(model, (x, y), args.batch_size)
+    scoring = {
+        "draws": args.draws,
+        "randomized": randomized,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+    }
     if args.attack == "transfer":
         surrogates = {}
         for source_path in args.source:
@@ -124,14 +150,15 @@ def _evaluate(args: argparse.Namespace, model, run: dict, x: torch.Tensor, y: to
             steps=args.steps or TRANSFER_STEPS,
             restarts=args.restarts or 1,
             eot_draws=args.eot_draws or 1,
-            batch_size=args.batch_size,
-            seed=args.seed,
+            **scoring,
         )
     options = {
         key: getattr(args, key)
         for key in ("steps", "restarts", "eot_draws")
         if getattr(args, key) is not None
     }
+    if randomized and args.attack == "autoattack":
+        options.setdefault("eot_draws", RAND_EOT_DRAWS)  # AutoAttack's rand version's own
     return evaluate(
         model,
         x,
@@ -139,10 +166,10 @@ def _evaluate(args: argparse.Namespace, model, run: dict, x: torch.Tensor, y: to
         attack=args.attack,
         eps=args.eps,
         norm=args.norm,
-        randomized=args.randomized,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        version="rand" if randomized else "standard",
+        square_queries=args.square_queries,
         checks=not args.no_checks,
+        **scoring,
         **options,
     )
 

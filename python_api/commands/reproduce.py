@@ -8,9 +8,11 @@
 Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
 smart (one SMART model evaluated on its clean and its adversarial expert path), pgd-at (one
 PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
-method). Every setting is evaluated under PGD and under the rand AutoAttack-style suite (with
-EOT where the model is random). Writes into --out: results.md and results.json (CA and RA per
-lam with the evaluation's sanity checks, non-zero parameters and noise additions per path),
+method). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
+rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
+every one of the budget's draws, and the mean over draws is given beside). Writes into --out:
+results.md and results.json (CA and RA per lam with the evaluation's sanity checks, non-zero
+parameters and noise additions per path),
 tradeoff.png (the CA-RA trade-off) and one training run per model (a re-run with the same
 settings reuses the trained models).
 """

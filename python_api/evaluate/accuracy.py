@@ -1,22 +1,33 @@
 """Clean, white-box robust and black-box transfer accuracy, as plain dicts.
 
-Robust accuracy is all-or-nothing over restarts: a sample counts as robust only if it
-is classified correctly clean and after every restart of the attack. Transfer accuracy
-is all-or-nothing over every adversarial version (each surrogate, each restart).
-Predictions are one forward pass of the model as deployed (a randomised model draws
-its randomness anew, as it would in use); `eot_draws` averages the attack's gradients.
+Every adversarial point is scored by `attacks.score` over k forward passes of the model: on a
+randomised model (declared, or two passes on the same inputs differ) k = `draws` fresh draws,
+and a sample counts as robust only if the model is right on every one of them (the worst case
+over its randomness); a deterministic model needs one pass. `attacks.WorstCase` keeps each
+sample's most adversarial point over restarts (and, for autoattack, the suite's own points with
+the scores the suite gave them, never re-drawn), so robust accuracy is all-or-nothing over the
+clean input, every restart and every draw. Beside it, "robust_accuracy_mean_over_draws" is the
+fraction of draws right at each sample's final point, averaged: what a single deployed pass gets
+right on average, not a worst case. Transfer accuracy is all-or-nothing over every adversarial
+version (each surrogate, each restart) by the same rule. `eot_draws` averages the attack's gradients.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 
 import torch
 
-from ..attacks import apgd, autoattack, fgsm, pgd, predict
+from robustkernels.nn import noise_seed
+
+from ..attacks import DRAWS, SQUARE_QUERIES, Scores, WorstCase, apgd, autoattack, fgsm, pgd, predict, score
+from ..attacks.arguments import check_count
+from ..attacks.suites import skipped_attacks, suite_attacks
 
 ATTACKS = ("pgd", "apgd", "autoattack", "fgsm")
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 # A custom attack: attack(model, x, y, *, eps, norm, steps, eot_draws, generator) -> x_adv.
 AttackFn = Callable[..., torch.Tensor]
+Progress = Callable[[int], None] | None
 
 
 def batches(data: Data, batch_size: int):
@@ -31,15 +42,31 @@ def batches(data: Data, batch_size: int):
         yield from data
 
 
+def looks_randomized(model, data: Data, batch_size: int = 256) -> bool:
+    """Two forward passes on the same batch differ."""
+    x, _ = next(iter(batches(data, batch_size)))
+    with torch.no_grad():
+        return not torch.equal(model(x), model(x))
+
+
 def attack_name(attack: str | AttackFn) -> str:
     return attack if isinstance(attack, str) else getattr(attack, "__name__", "custom")
 
 
+def attack_passes(attack: str | AttackFn, version: str, restarts: int, n_batches: int) -> int:
+    """The `progress` units robust_accuracy reports: one per attack run on one batch (each attack
+    of a suite counts once), per restart."""
+    per_run = len(suite_attacks(version)) if attack == "autoattack" else 1
+    return per_run * restarts * n_batches
+
+
 def run_attack(
-    model, x, y, *, attack, eps, norm, steps, eot_draws, generator, alpha=None, version="standard"
-):
-    """One adversarial version of (x, y) (one restart); for autoattack, the whole suite's
-    x_adv and its info dict, else (x_adv, None)."""
+    model, x, y, *, attack, eps, norm, steps, eot_draws, generator, alpha=None, version="standard",
+    draws=1, square_queries=SQUARE_QUERIES, n_target_classes=9, progress: Progress = None, clean=None,
+):  # fmt: skip
+    """One adversarial version of (x, y) (one restart): (x_adv, the suite's Scores of x_adv for
+    autoattack, else None). autoattack reports its own progress per attack, the others none;
+    clean: the Scores of x the caller drew, handed to the suite."""
     if not isinstance(attack, str):
         return attack(
             model, x, y, eps=eps, norm=norm, steps=steps, eot_draws=eot_draws, generator=generator
@@ -55,9 +82,25 @@ def run_attack(
     elif attack == "apgd":
         x_adv = apgd(model, x, y, eps=eps, norm=norm, steps=steps, eot_draws=eot_draws, generator=generator)
     else:
-        return autoattack(model, x, y, eps=eps, norm=norm, version=version, steps=steps,
-                          eot_draws=eot_draws if eot_draws > 1 else None, generator=generator)  # fmt: skip
+        # each restart seeds the external attacks anew, from the evaluation's stream
+        seed = int(torch.randint(2**31, (), generator=generator, device=generator.device))
+        x_adv, info = autoattack(model, x, y, eps=eps, norm=norm, version=version, steps=steps,
+                                 eot_draws=eot_draws, draws=draws,
+                                 square_queries=square_queries, n_target_classes=n_target_classes,
+                                 generator=generator, seed=seed,
+                                 progress=progress, clean=clean)  # fmt: skip
+        return x_adv, info["scores"]
     return x_adv, None
+
+
+def own_noise(models, seed: int) -> ExitStack:
+    """The models' random layers on the evaluation's own noise streams (from `seed`), their own
+    streams put back afterwards: an evaluation draws the same noise whatever ran before it."""
+    stack = ExitStack()
+    for model in models:
+        if isinstance(model, torch.nn.Module):
+            stack.enter_context(noise_seed(model, seed))
+    return stack
 
 
 def generator_on(device: torch.device, seed: int, current: torch.Generator | None) -> torch.Generator:
@@ -66,6 +109,23 @@ def generator_on(device: torch.device, seed: int, current: torch.Generator | Non
     if current is not None and current.device == device:
         return current
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def scoring_draws(model, data: Data, draws: int, randomized: bool | None, batch_size: int) -> int:
+    """k: `draws` on a randomised model (declared, or detected when randomized is None), else 1."""
+    check_count("draws", draws)
+    randomized = looks_randomized(model, data, batch_size) if randomized is None else randomized
+    return draws if randomized else 1
+
+
+def shared_clean(clean_scores: dict | None, number: int, model, x, y, draws: int) -> Scores:
+    """Batch `number`'s clean scores from the shared dict, drawn (and stored) on first use: every
+    evaluation that shares the dict scores the clean input on the same draws."""
+    if clean_scores is None:
+        return score(model, x, y, draws)
+    if number not in clean_scores:
+        clean_scores[number] = score(model, x, y, draws)
+    return clean_scores[number]
 
 
 def clean_accuracy(model, data: Data, *, batch_size: int = 256) -> float:
@@ -87,47 +147,75 @@ def robust_accuracy(
     restarts: int = 1,
     alpha: float | None = None,
     eot_draws: int = 1,
+    draws: int = DRAWS,
+    randomized: bool | None = None,
     version: str = "standard",
+    square_queries: int = SQUARE_QUERIES,
+    n_target_classes: int = 9,
     batch_size: int = 256,
     seed: int = 0,
+    progress: Progress = None,
+    clean_scores: dict | None = None,
 ) -> dict:
-    """White-box robust accuracy, all-or-nothing over restarts. The attack's random
-    draws come from a generator seeded with `seed`. Returns attack, eps, norm, steps,
-    restarts, eot_draws, n, clean_accuracy, robust_accuracy and
-    robust_accuracy_per_restart (after 1, 2, ... restarts); for autoattack also its
-    suite's attacks and skipped attacks (restarts are the suite's own there)."""
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+    """White-box robust accuracy, all-or-nothing over restarts and over k draws (k = `draws` on
+    a randomised model, 1 otherwise; randomized=None detects it). The attack's random draws come
+    from a generator seeded with `seed`, the model's noisy and random layers from noise streams of
+    `seed` (own_noise); for autoattack every restart runs the whole suite again
+    from new random starts. eot_draws is used as given, by the suites too (the rand suite's own
+    20 only when calling autoattack itself); square_queries bounds the suite's Square and
+    n_target_classes its APGD-T and FAB-T. Returns attack, eps, norm, steps, restarts,
+    eot_draws, draws (k), n, clean_accuracy (averaged over the k draws),
+    clean_accuracy_every_draw, robust_accuracy (right on every draw),
+    robust_accuracy_mean_over_draws, robust_accuracy_per_restart; for autoattack also its
+    suite's attacks and skipped attacks. progress(n) reports the work done, `attack_passes`
+    units in all. clean_scores: a dict shared by the evaluations of one model on the same
+    batches (the sanity checks'), each batch's clean draws made once and reused."""
+    check_count("restarts", restarts)
+    tick = progress or (lambda _n: None)
+    per_run = attack_passes(attack, version, 1, 1)
     generator = None
-    rounds = 1 if attack == "autoattack" else restarts
-    total = clean = 0
-    robust_after = [0] * rounds
+    total = clean = clean_every = mean_over_draws = 0.0
+    robust_after = [0] * restarts
     suite = {}
-    for x, y in batches(data, batch_size):
-        generator = generator_on(x.device, seed, generator)
-        robust = predict(model, x) == y
-        clean += int(robust.sum())
-        total += len(y)
-        for r in range(rounds):
-            idx = robust.nonzero().squeeze(1)
-            if idx.numel() > 0:
-                x_adv, info = run_attack(model, x[idx], y[idx], attack=attack, eps=eps, norm=norm, steps=steps,
-                                         eot_draws=eot_draws, generator=generator, alpha=alpha, version=version)  # fmt: skip
-                if info is not None:
-                    suite = {"suite_attacks": info["attacks"], "skipped_attacks": info["skipped"]}
-                robust[idx] = predict(model, x_adv) == y[idx]
-            robust_after[r] += int(robust.sum())
+    with own_noise([model], seed):
+        k = scoring_draws(model, data, draws, randomized, batch_size)
+        for number, (x, y) in enumerate(batches(data, batch_size)):
+            generator = generator_on(x.device, seed, generator)
+            worst = WorstCase(model, x, y, k, clean=shared_clean(clean_scores, number, model, x, y, k))
+            clean += worst.clean.correct_fraction.sum().item()
+            clean_every += int(worst.clean.robust.sum())
+            total += len(y)
+            for r in range(restarts):
+                idx = worst.attackable()
+                if idx.numel() > 0:
+                    x_adv, scores = run_attack(model, x[idx], y[idx], attack=attack, eps=eps, norm=norm, steps=steps,
+                                               eot_draws=eot_draws, generator=generator, alpha=alpha, version=version,
+                                               draws=k, square_queries=square_queries,
+                                               n_target_classes=n_target_classes, progress=progress,
+                                               clean=worst.clean.select(idx))  # fmt: skip
+                    worst.update(idx, x_adv, scores)
+                    if attack != "autoattack":
+                        tick(per_run)
+                else:
+                    tick(per_run)
+                robust_after[r] += int(worst.robust.sum())
+            mean_over_draws += worst.correct_fraction.sum().item()
+    if attack == "autoattack":
+        suite = {"suite_attacks": suite_attacks(version), "skipped_attacks": skipped_attacks(version)}
     n = max(total, 1)
     return {
         "attack": attack_name(attack),
         "eps": eps,
         "norm": norm,
         "steps": steps,
-        "restarts": rounds,
+        "restarts": restarts,
         "eot_draws": eot_draws,
-        "n": total,
+        "draws": k,
+        "n": int(total),
         "clean_accuracy": clean / n,
+        "clean_accuracy_every_draw": clean_every / n,
         "robust_accuracy": robust_after[-1] / n,
+        "robust_accuracy_mean_over_draws": mean_over_draws / n,
         "robust_accuracy_per_restart": [count / n for count in robust_after],
         **suite,
     }
@@ -145,13 +233,22 @@ def transfer_accuracy(
     restarts: int = 1,
     alpha: float | None = None,
     eot_draws: int = 1,
+    draws: int = DRAWS,
+    randomized: bool | None = None,
+    version: str = "standard",
+    square_queries: int = SQUARE_QUERIES,
+    n_target_classes: int = 9,
     batch_size: int = 256,
     seed: int = 0,
+    progress: Progress = None,
+    clean_scores: dict | None = None,
 ) -> dict:
     """Black-box transfer accuracy of target_model against examples crafted on each
     surrogate (white-box on the surrogate), all-or-nothing over every adversarial
-    version (surrogate x restart). Returns clean_accuracy, transfer_accuracy,
-    per_surrogate (each surrogate's own all-or-nothing accuracy) and the settings."""
+    version (surrogate x restart) and over k draws of the target (as robust_accuracy).
+    Returns clean_accuracy, transfer_accuracy, transfer_accuracy_mean_over_draws,
+    per_surrogate (each surrogate's own all-or-nothing accuracy) and the settings. clean_scores:
+    as robust_accuracy's, for the target model."""
     named = (
         dict(surrogates)
         if isinstance(surrogates, Mapping)
@@ -159,24 +256,38 @@ def transfer_accuracy(
     )
     if not named:
         raise ValueError("surrogates must hold at least one model")
+    check_count("restarts", restarts)
+    tick = progress or (lambda _n: None)
+    per_run = attack_passes(attack, version, 1, 1)
     generator = None
-    total = clean = robust_all = 0
+    total = clean = robust_all = mean_over_draws = 0.0
     per_surrogate = dict.fromkeys(named, 0)
-    for x, y in batches(data, batch_size):
-        generator = generator_on(x.device, seed, generator)
-        correct = predict(target_model, x) == y
-        everywhere = correct.clone()
-        for name, surrogate in named.items():
-            survived = correct.clone()
-            for _ in range(1 if attack == "autoattack" else restarts):
-                x_adv, _ = run_attack(surrogate, x, y, attack=attack, eps=eps, norm=norm, steps=steps,
-                                      eot_draws=eot_draws, generator=generator, alpha=alpha)  # fmt: skip
-                survived &= predict(target_model, x_adv) == y
-            per_surrogate[name] += int(survived.sum())
-            everywhere &= survived
-        clean += int(correct.sum())
-        robust_all += int(everywhere.sum())
-        total += len(y)
+    with own_noise([target_model, *named.values()], seed):
+        k = scoring_draws(target_model, data, draws, randomized, batch_size)
+        for number, (x, y) in enumerate(batches(data, batch_size)):
+            generator = generator_on(x.device, seed, generator)
+            everything = torch.arange(len(y), device=y.device)
+            worst = WorstCase(
+                target_model, x, y, k, clean=shared_clean(clean_scores, number, target_model, x, y, k)
+            )
+            for name, surrogate in named.items():
+                own = WorstCase(target_model, x, y, k, clean=worst.clean)
+                for _ in range(restarts):
+                    # the surrogate's own flags say nothing of the target: every point is scored on the target
+                    x_adv, _ = run_attack(surrogate, x, y, attack=attack, eps=eps, norm=norm, steps=steps,
+                                          eot_draws=eot_draws, generator=generator, alpha=alpha, version=version,
+                                          square_queries=square_queries, n_target_classes=n_target_classes,
+                                          progress=progress)  # fmt: skip
+                    if attack != "autoattack":
+                        tick(per_run)
+                    scores = score(target_model, x_adv, y, k)
+                    own.update(everything, x_adv, scores)
+                    worst.update(everything, x_adv, scores)
+                per_surrogate[name] += int(own.robust.sum())
+            clean += worst.clean.correct_fraction.sum().item()
+            robust_all += int(worst.robust.sum())
+            mean_over_draws += worst.correct_fraction.sum().item()
+            total += len(y)
     n = max(total, 1)
     return {
         "attack": attack_name(attack),
@@ -185,10 +296,12 @@ def transfer_accuracy(
         "steps": steps,
         "restarts": restarts,
         "eot_draws": eot_draws,
-        "n": total,
+        "draws": k,
+        "n": int(total),
         "surrogates": list(named),
         "clean_accuracy": clean / n,
         "transfer_accuracy": robust_all / n,
+        "transfer_accuracy_mean_over_draws": mean_over_draws / n,
         "per_surrogate": {name: count / n for name, count in per_surrogate.items()},
     }
 

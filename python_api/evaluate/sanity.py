@@ -2,36 +2,42 @@
 "On Evaluating Adversarial Robustness" (2019) and Athalye et al., "Obfuscated
 Gradients Give a False Sense of Security" (2018):
 
-- eps_zero: robust accuracy at eps = 0 equals clean accuracy;
+- eps_zero: robust accuracy at eps = 0 equals the clean accuracy on every draw;
 - monotone_in_eps: accuracy does not rise with eps (eps/4, eps/2, eps);
 - large_eps: an eps that covers the whole input box drives accuracy near zero
   (at most NEAR_ZERO); if not, gradients are likely masked;
-- more_steps: four times the steps do not raise accuracy;
-- more_restarts: two more restarts do not raise accuracy;
+- more_steps, more_restarts, more_eot_draws: four times the steps, two more restarts
+  and (randomised models) four times the EOT draws do not raise accuracy; a rise means
+  the attack is broken;
+- converged: none of those stronger attacks lowers accuracy by more than two binomial
+  standard errors, sqrt(p (1 - p) / n) at the evaluated accuracy p; if one does, the
+  evaluation had not converged (the headline is then the lower number, see `headline`);
 - eot_for_randomness: a randomised model (two forward passes on the same inputs
-  differ, or randomized=True) is attacked with EOT (eot_draws > 1).
+  differ, or randomized=True) is attacked with EOT (eot_draws > 1);
+- draw_gap (randomised models): the accuracy averaged over draws exceeds the worst case
+  over draws by at most two standard errors; more means the model is robust only on
+  some draws, and the mean overstates what it withstands;
+- twin_transfer (randomised models): the same attack crafted on the model's deterministic
+  twin (`deterministic_twin`: noise off, random routes fixed) and transferred does not beat
+  the white-box attack by more than two standard errors; if it does, the randomness masks
+  the model's gradients. Skipped (and said so) when no twin can be derived or given.
 
-Comparisons allow `tolerance`: by default one sample's worth (1/n) for a deterministic
-model, and three standard errors of a proportion at its widest, 1.5/sqrt(n), for a
-randomised one, whose predictions are themselves random draws.
+Rises allow `tolerance`: by default one sample's worth (1/n) for a deterministic model, and
+three standard errors of a proportion at its widest, 1.5/sqrt(n), for a randomised one, whose
+scores are themselves random draws. Each same-eps check also carries the accuracy its run found.
 """
 
 import itertools
 import math
 from collections.abc import Callable
 
-import torch
-
-from .accuracy import Data, batches, robust_accuracy
+from ..attacks import DRAWS, SQUARE_QUERIES
+from .accuracy import Data, attack_passes, batches, looks_randomized, robust_accuracy, transfer_accuracy
+from .twin import deterministic_twin
 
 NEAR_ZERO = 0.05
-
-
-def looks_randomized(model, data: Data, batch_size: int = 256) -> bool:
-    """Two forward passes on the same batch differ."""
-    x, _ = next(iter(batches(data, batch_size)))
-    with torch.no_grad():
-        return not torch.equal(model(x), model(x))
+# the stronger settings of the same evaluation, as check names and what they change
+STRONGER = {"more_steps": "4x steps", "more_restarts": "2 more restarts", "more_eot_draws": "4x EOT draws"}
 
 
 def large_eps(norm: str, data: Data, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -42,8 +48,39 @@ def large_eps(norm: str, data: Data, lo: float = 0.0, hi: float = 1.0) -> float:
     return (hi - lo) * math.sqrt(x[0].numel())
 
 
-def _check(name: str, passed: bool, detail: str) -> dict:
-    return {"name": name, "passed": bool(passed), "detail": detail}
+def standard_error(p: float, n: int) -> float:
+    """The binomial standard error of an accuracy p measured on n samples."""
+    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+def check_runs(
+    *, eps: float, big: float, steps: int, restarts: int, eot_draws: int, randomized: bool
+) -> dict[str, dict]:
+    """The evaluations the checks run beyond the one under test: {name: the settings it changes}."""
+    runs = {
+        "eps_zero": {"eps": 0.0},
+        "eps_quarter": {"eps": eps / 4},
+        "eps_half": {"eps": eps / 2},
+        "large_eps": {"eps": big},
+        "more_steps": {"steps": 4 * steps},
+        "more_restarts": {"restarts": restarts + 2},
+    }
+    if randomized:
+        runs["more_eot_draws"] = {"eot_draws": 4 * eot_draws}
+    return runs
+
+
+def check_passes(attack, version: str, restarts: int, n_batches: int, randomized: bool, twin: bool) -> int:
+    """The `progress` units sanity_checks reports (attack_passes of every run it makes)."""
+    runs = check_runs(eps=1.0, big=1.0, steps=1, restarts=restarts, eot_draws=1, randomized=randomized)
+    units = sum(
+        attack_passes(attack, version, run.get("restarts", restarts), n_batches) for run in runs.values()
+    )
+    return units + (attack_passes(attack, version, restarts, n_batches) if randomized and twin else 0)
+
+
+def _check(name: str, passed: bool, detail: str, **found) -> dict:
+    return {"name": name, "passed": bool(passed), "detail": detail, **found}
 
 
 def sanity_checks(
@@ -56,70 +93,95 @@ def sanity_checks(
     steps: int = 10,
     restarts: int = 1,
     eot_draws: int = 1,
+    draws: int = DRAWS,
     randomized: bool | None = None,
+    version: str = "standard",
+    square_queries: int = SQUARE_QUERIES,
+    n_target_classes: int = 9,
     batch_size: int = 256,
     seed: int = 0,
     tolerance: float | None = None,
     baseline: dict | None = None,
     evaluator: Callable[..., dict] = robust_accuracy,
+    twin=None,
+    progress: Callable[[int], None] | None = None,
+    clean_scores: dict | None = None,
 ) -> list[dict]:
-    """Runs the checks; each is {"name", "passed", "detail"}. evaluator is the evaluation
-    under test (robust_accuracy's signature and dict); baseline its dict for these
-    settings when already computed (else it is computed here)."""
-    settings = {
-        "attack": attack,
-        "norm": norm,
-        "eot_draws": eot_draws,
-        "batch_size": batch_size,
-        "seed": seed,
-    }
-
-    def accuracy(e, s=steps, r=restarts) -> float:
-        return evaluator(model, data, eps=e, steps=s, restarts=r, **settings)["robust_accuracy"]
-
-    base = baseline or evaluator(model, data, eps=eps, steps=steps, restarts=restarts, **settings)
-    clean, robust, n = base["clean_accuracy"], base["robust_accuracy"], max(base["n"], 1)
+    """Runs the checks; each is {"name", "passed", "detail"} (same-eps checks also
+    "robust_accuracy" and "robust_accuracy_mean_over_draws" of their run; a check that cannot
+    run has "skipped": True). evaluator is the evaluation under test (robust_accuracy's
+    signature and dict); baseline its dict for these settings when already computed (else it
+    is computed here). twin: the model's deterministic twin for twin_transfer (default:
+    `deterministic_twin(model)`). clean_scores: robust_accuracy's, shared by every run (default:
+    a new dict, so the checks' runs score the clean input on the same draws)."""
     is_random = looks_randomized(model, data, batch_size) if randomized is None else randomized
-    tol = tolerance if tolerance is not None else (1.5 / math.sqrt(n) if is_random else 1.0 / n)
-    checks = []
+    settings = {
+        "attack": attack, "norm": norm, "eot_draws": eot_draws, "draws": draws, "randomized": is_random,
+        "version": version, "square_queries": square_queries, "n_target_classes": n_target_classes, "batch_size": batch_size, "seed": seed,
+        "progress": progress, "clean_scores": {} if clean_scores is None else clean_scores,
+    }  # fmt: skip
 
-    at_zero = accuracy(0.0)
-    checks.append(
-        _check(
-            "eps_zero", abs(at_zero - clean) <= tol, f"accuracy at eps=0 {at_zero:.4f} vs clean {clean:.4f}"
+    def run(**changed) -> dict:
+        return evaluator(
+            model, data, **{"eps": eps, "steps": steps, "restarts": restarts, **settings, **changed}
         )
-    )
 
-    sweep = [(0.0, at_zero), (eps / 4, accuracy(eps / 4)), (eps / 2, accuracy(eps / 2)), (eps, robust)]
+    base = baseline or run()
+    clean = base.get("clean_accuracy_every_draw", base["clean_accuracy"])
+    robust, n = base["robust_accuracy"], max(base["n"], 1)
+    tol = tolerance if tolerance is not None else (1.5 / math.sqrt(n) if is_random else 1.0 / n)
+    big = large_eps(norm, data)
+    found = {
+        name: run(**changed)
+        for name, changed in check_runs(
+            eps=eps, big=big, steps=steps, restarts=restarts, eot_draws=eot_draws, randomized=is_random
+        ).items()
+    }
+    accuracy = {name: result["robust_accuracy"] for name, result in found.items()}
+    checks = [
+        _check(
+            "eps_zero",
+            abs(accuracy["eps_zero"] - clean) <= tol,
+            f"accuracy at eps=0 {accuracy['eps_zero']:.4f} vs clean {clean:.4f}",
+        )
+    ]
+
+    sweep = [(0.0, accuracy["eps_zero"]), (eps / 4, accuracy["eps_quarter"]), (eps / 2, accuracy["eps_half"]),
+             (eps, robust)]  # fmt: skip
     rises = [(a, b) for a, b in itertools.pairwise(sweep) if b[1] > a[1] + tol]
     curve = ", ".join(f"eps={e:.4g}: {acc:.4f}" for e, acc in sweep)
     checks.append(_check("monotone_in_eps", not rises, f"accuracy over eps: {curve}"))
-
-    big = large_eps(norm, data)
-    at_big = accuracy(big)
     checks.append(
         _check(
             "large_eps",
-            at_big <= NEAR_ZERO + tol,
-            f"accuracy at eps={big:.4g} (the whole input box) is {at_big:.4f}",
+            accuracy["large_eps"] <= NEAR_ZERO + tol,
+            f"accuracy at eps={big:.4g} (the whole input box) is {accuracy['large_eps']:.4f}",
         )
     )
 
-    more_steps = accuracy(eps, s=4 * steps)
-    checks.append(
-        _check(
-            "more_steps",
-            more_steps <= robust + tol,
-            f"accuracy with {4 * steps} steps {more_steps:.4f} vs {steps} steps {robust:.4f}",
+    margin = 2 * standard_error(robust, n)
+    falls = []
+    for name, stronger in STRONGER.items():
+        if name not in found:
+            continue
+        result = found[name]
+        if robust - result["robust_accuracy"] > margin:
+            falls.append(f"{stronger} {result['robust_accuracy']:.4f}")
+        checks.append(
+            _check(
+                name,
+                result["robust_accuracy"] <= robust + tol,
+                f"accuracy with {stronger} {result['robust_accuracy']:.4f} vs as run {robust:.4f}",
+                robust_accuracy=result["robust_accuracy"],
+                robust_accuracy_mean_over_draws=result.get("robust_accuracy_mean_over_draws"),
+            )
         )
-    )
-
-    more_restarts = accuracy(eps, r=restarts + 2)
+    verdict = f"falls with {', '.join(falls)}" if falls else "no stronger attack falls"
     checks.append(
         _check(
-            "more_restarts",
-            more_restarts <= robust + tol,
-            f"accuracy with {restarts + 2} restarts {more_restarts:.4f} vs {restarts} {robust:.4f}",
+            "converged",
+            not falls,
+            f"as run {robust:.4f}; {verdict} by more than 2 standard errors ({margin:.4f})",
         )
     )
 
@@ -130,4 +192,67 @@ def sanity_checks(
             f"model {'is' if is_random else 'is not'} randomised; attack gradients over {eot_draws} draw(s)",
         )
     )
+    if is_random:
+        checks += _randomised_checks(model, data, base, settings, steps, restarts, twin, eps)
     return checks
+
+
+def _randomised_checks(model, data, base, settings, steps, restarts, twin, eps) -> list[dict]:
+    robust, n, k = base["robust_accuracy"], max(base["n"], 1), base.get("draws", 1)
+    mean = base.get("robust_accuracy_mean_over_draws", robust)
+    gap_margin = 2 * standard_error(mean, n)
+    checks = [
+        _check(
+            "draw_gap",
+            mean - robust <= gap_margin,
+            f"right on every one of {k} draws {robust:.4f} vs averaged over draws {mean:.4f} "
+            f"(gap {mean - robust:.4f}, 2 standard errors {gap_margin:.4f})",
+        )
+    ]
+    twin = twin if twin is not None else deterministic_twin(model)
+    if twin is None:
+        checks.append(
+            _check(
+                "twin_transfer",
+                True,
+                "skipped: no noise or random route to turn off; pass twin=",
+                skipped=True,
+            )
+        )
+        return checks
+    transfer_settings = {key: settings[key] for key in ("attack", "norm", "draws", "randomized", "version",
+                                                        "square_queries", "n_target_classes", "batch_size", "seed", "progress",
+                                                        "clean_scores")}  # fmt: skip
+    transferred = transfer_accuracy(model, {"twin": twin}, data, eps=eps, steps=steps, restarts=restarts,
+                                    eot_draws=1, **transfer_settings)  # fmt: skip
+    margin = 2 * standard_error(robust, n)
+    checks.append(
+        _check(
+            "twin_transfer",
+            transferred["transfer_accuracy"] >= robust - margin,
+            f"crafted on the deterministic twin {transferred['transfer_accuracy']:.4f} vs white-box {robust:.4f} "
+            f"(2 standard errors {margin:.4f}); lower means the randomness masks the gradients",
+            robust_accuracy=transferred["transfer_accuracy"],
+            robust_accuracy_mean_over_draws=transferred["transfer_accuracy_mean_over_draws"],
+        )
+    )
+    return checks
+
+
+def headline(result: dict, checks: list[dict]) -> dict:
+    """The lowest robust accuracy any run at the evaluated eps found (the evaluation as run, its
+    stronger variants, the twin transfer): {"robust_accuracy", "robust_accuracy_mean_over_draws",
+    "from"}; each is an attack on the same model, so the lowest bounds its robustness best."""
+    best = {
+        "robust_accuracy": result["robust_accuracy"],
+        "robust_accuracy_mean_over_draws": result.get("robust_accuracy_mean_over_draws"),
+        "from": "as run",
+    }
+    for check in checks:
+        if check.get("robust_accuracy") is not None and check["robust_accuracy"] < best["robust_accuracy"]:
+            best = {
+                "robust_accuracy": check["robust_accuracy"],
+                "robust_accuracy_mean_over_draws": check["robust_accuracy_mean_over_draws"],
+                "from": check["name"],
+            }
+    return best

@@ -8,13 +8,23 @@ from ..optional import require
 __all__ = ["format_table", "plot_tradeoff", "write_results"]
 
 _HEADER = (
-    "method", "width", "lam_th", "lam_n", "noise", "BN", "CA", "RA (PGD)", "RA (rand)",
-    "non-zero params", "noise adds", "sanity checks",
+    "method", "width", "lam_th", "lam_n", "noise", "BN", "CA", "RA (PGD)", "RA (AA)",
+    "RA mean over draws (PGD / AA)", "non-zero params", "noise adds", "sanity checks",
 )  # fmt: skip
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
 
 
 def _cells(row: dict) -> tuple[str, ...]:
     flagged = ", ".join(row["flagged"]) if row["flagged"] else "all passed"
+    mean_over_draws = (
+        f"{_percent(row['robust_accuracy_mean_over_draws'])} / "
+        f"{_percent(row['autoattack_robust_accuracy_mean_over_draws'])}"
+        if row["draws"] > 1
+        else "-"
+    )
     return (
         row["method"],
         f"{row['width']:g}",
@@ -22,9 +32,10 @@ def _cells(row: dict) -> tuple[str, ...]:
         f"{row['lam_n']:g}",
         f"{row['noise_scale']:g}",
         row["bn"],
-        f"{100 * row['clean_accuracy']:.1f}",
-        f"{100 * row['robust_accuracy']:.1f}",
-        f"{100 * row['rand_robust_accuracy']:.1f}",
+        _percent(row["clean_accuracy"]),
+        _percent(row["robust_accuracy"]),
+        f"{_percent(row['autoattack_robust_accuracy'])} ({row['autoattack_version']})",
+        mean_over_draws,
         f"{row['parameters']:,}"
         + (f" (union {row['union_parameters']:,})" if row["union_parameters"] != row["parameters"] else ""),
         f"{row['noise_additions']:,}",
@@ -46,17 +57,25 @@ def _markdown(results: dict) -> str:
         f"# robustkernels reproduce ({budget['name']} budget, {settings['dataset']})\n\n"
         f"{budget['model']}, {budget['train_steps']} training steps of batch {budget['batch_size']} per model; "
         f"trained against PGD-{budget['attack_steps']} (eps {budget['eps']:.4g}, step {budget['alpha']:.4g}). "
-        f"CA and RA on the first {budget['eval_images']} test images at L-inf eps {budget['eps']:.4g}: "
-        f"RA (PGD) under PGD-{budget['eval_steps']}, RA (rand) under the rand suite (APGD-CE then APGD-DLR, "
-        f"{budget['eval_steps']} steps each); where the model is random, every gradient is averaged over "
-        f"{budget['eot_draws']} draws (EOT). Non-zero params: the weights and biases of the convolutions "
+        f"CA and RA on the first {budget['eval_images']} test images at L-inf eps {budget['eps']:.4g}, "
+        f"{budget['eval_restarts']} restart(s): RA (PGD) under PGD-{budget['eval_steps']}, RA (AA) under the "
+        f"AutoAttack-style suite, `standard` on deterministic settings (APGD-CE, APGD-T over "
+        f"{budget['target_classes']} target classes, and FAB-T and Square with {budget['square_queries']} "
+        f"queries where torchattacks is installed) and `rand` on noisy ones "
+        f"(APGD-CE, APGD-DLR), {budget['eval_steps']} steps each. On a noisy setting every gradient is "
+        f"averaged over {budget['eot_draws']} draws (EOT), and a sample counts as robust only if the model "
+        f"is right on every one of {budget['draws']} fresh draws at its adversarial point; CA there, and the "
+        '"mean over draws" column, are the fraction of draws right, averaged (what one pass gets right on '
+        "average, not a worst case). Each RA is the lowest that any run of the sanity checks at this eps "
+        "found (4x steps, 2 more restarts, 4x EOT draws, the transfer from the deterministic twin). "
+        "Non-zero params: the weights and biases of the convolutions "
         "and linear layers on the evaluated path (SMART: and of both paths' union); noise adds: the "
         "additions of weight noise per forward pass.\n\n" + format_table(results) + "\n"
     )
 
 
 def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
-    """CA against RA, under PGD (left) and the rand suite (right), one line per method (and
+    """CA against RA, under PGD (left) and the AutoAttack-style suite (right), one line per method (and
     FLOAT per lam_th), points labelled with lam_n."""
     matplotlib = require("matplotlib", "plotting", "matplotlib")
     matplotlib.use("Agg")
@@ -69,7 +88,7 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
         series.setdefault(label, []).append(row)
     figure, panels = pyplot.subplots(1, 2, figsize=(11, 5), sharey=True)
     for axes, key, attack in zip(
-        panels, ("robust_accuracy", "rand_robust_accuracy"), ("PGD", "rand suite"), strict=True
+        panels, ("robust_accuracy", "autoattack_robust_accuracy"), ("PGD", "AutoAttack"), strict=True
     ):
         for label, rows in series.items():
             ra = [100 * r[key] for r in rows]
