@@ -115,14 +115,7 @@ def path_layout(
             raise ValueError(f"robustkernels.{op}: alpha is required when a path has lam != 0")
         return paths, entries, rows, numel // rows, 0
     validation.check_tensor("alpha", alpha, op)
-    if alpha.dtype != weight.dtype:
-        raise TypeError(
-            f"robustkernels.{op}: alpha must have the {weight_name}'s dtype {weight.dtype}, got {alpha.dtype}"
-        )
-    if alpha.device != weight.device:
-        raise ValueError(
-            f"robustkernels.{op}: alpha must be on the {weight_name}'s device {weight.device}, got {alpha.device}"
-        )
+    validation.check_like("alpha", alpha, weight, weight_name, op)
     if alpha.dim() != 2 or alpha.shape[0] != paths or alpha.shape[1] not in (1, rows, numel):
         raise ValueError(
             f"robustkernels.{op}: alpha must be [{paths}, A] with A = 1, {rows} or {numel} values per path, "

@@ -174,14 +174,7 @@ def _check_grads_args(
     paths = path_layout(weight, mask, alpha, lams, seeds, op)[0]
     for name, value in (("x", x), ("grad_y", grad_y)):
         validation.check_tensor(name, value, op)
-        if value.dtype != weight.dtype:
-            raise TypeError(
-                f"robustkernels.{op}: {name} must have the weight's dtype {weight.dtype}, got {value.dtype}"
-            )
-        if value.device != weight.device:
-            raise ValueError(
-                f"robustkernels.{op}: {name} must be on the weight's device {weight.device}, got {value.device}"
-            )
+        validation.check_like(name, value, weight, "weight", op)
         if value.dim() < 1 or value.shape[0] != x.shape[0]:
             raise ValueError(
                 f"robustkernels.{op}: {name} must hold the batch of x ({x.shape[0]}), got {tuple(value.shape)}"

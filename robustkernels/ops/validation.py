@@ -20,6 +20,19 @@ def check_seed(seed, op: str) -> None:
         raise ValueError(f"robustkernels.{op}: seed must be in [0, 2**63), got {seed}")
 
 
+def check_like(name: str, value, reference, reference_name: str, op: str) -> None:
+    """`value` has the dtype and device of `reference` (TypeError, ValueError naming `name`)."""
+    if value.dtype != reference.dtype:
+        raise TypeError(
+            f"robustkernels.{op}: {name} must have the {reference_name}'s dtype {reference.dtype}, got {value.dtype}"
+        )
+    if value.device != reference.device:
+        raise ValueError(
+            f"robustkernels.{op}: {name} must be on the {reference_name}'s device {reference.device}, "
+            f"got {value.device}"
+        )
+
+
 def check_lam(lam, op: str) -> None:
     if isinstance(lam, bool) or not isinstance(lam, (int, float)):
         raise TypeError(f"robustkernels.{op}: lam must be a float, got {type(lam).__name__}")
@@ -43,14 +56,7 @@ def alpha_mode(
         raise ValueError(
             f"robustkernels.{op}: {weight_name} must not be empty, got shape {tuple(weight.shape)}"
         )
-    if alpha.dtype != weight.dtype:
-        raise TypeError(
-            f"robustkernels.{op}: alpha must have the {weight_name}'s dtype {weight.dtype}, got {alpha.dtype}"
-        )
-    if alpha.device != weight.device:
-        raise ValueError(
-            f"robustkernels.{op}: alpha must be on the {weight_name}'s device {weight.device}, got {alpha.device}"
-        )
+    check_like("alpha", alpha, weight, weight_name, op)
     if mask is not None:
         check_tensor("mask", mask, op)
         if mask.dtype != torch.bool:
@@ -111,14 +117,7 @@ def check_bias(bias, weight: torch.Tensor, op: str) -> None:
         raise ValueError(
             f"robustkernels.{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
         )
-    if bias.dtype != weight.dtype:
-        raise TypeError(
-            f"robustkernels.{op}: bias must have the weight's dtype {weight.dtype}, got {bias.dtype}"
-        )
-    if bias.device != weight.device:
-        raise ValueError(
-            f"robustkernels.{op}: bias must be on the weight's device {weight.device}, got {bias.device}"
-        )
+    check_like("bias", bias, weight, "weight", op)
 
 
 CROSSMAX_REDUCTIONS = ("kth", "topk_mean", "median")
