@@ -47,7 +47,12 @@ def _extensions():
         ) from error
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    sources = ["csrc/registration.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    sources = [
+        "csrc/registration.cpp",
+        "csrc/kernel_choice.cpp",
+        *sorted(glob.glob("csrc/ops/*.cpp")),
+        *sorted(glob.glob("csrc/cpu/*.cpp")),
+    ]
     # The kernels compile with OpenMP pragmas so at::parallel_for runs in parallel;
     # the OpenMP runtime itself is the one libtorch already loads, so no -fopenmp at link.
     # No contraction of a * b + c into one FMA: the AVX-512 variants of the CPU loops

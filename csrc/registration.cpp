@@ -1,6 +1,7 @@
-// Schemas of the C++ kernel ops. Device implementations live in
-// csrc/cpu/*.cpp and csrc/cuda/*_launcher.cpp; the autograd-aware public ops
-// are torch.library.custom_op wrappers in robustkernels/ops/.
+// Schemas of the ops. Device kernels (*_kernel) live in csrc/cpu/*.cpp and
+// csrc/cuda/*_launcher.cpp (Triton ones are registered for CUDA from robustkernels/ops/);
+// the composite ops of the noisy weight family, with their autograd, in csrc/ops/*.cpp;
+// the other autograd-aware ops are torch.library.custom_op wrappers in robustkernels/ops/.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -12,6 +13,31 @@ extern "C" PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(robustkernels, m) {
+  // The noisy weight family (csrc/ops/noisy_weight.cpp, noisy_layers.cpp). The seed is `seed`
+  // plus the value of seed_tensor (a 0-dim int64 CPU tensor) when one is given.
+  m.def("noisy_weight(Tensor weight, Tensor alpha, float lam, int seed, Tensor? mask, Tensor? seed_tensor=None) "
+        "-> (Tensor, Tensor)");
+  m.def("noisy_weight_backward(Tensor grad, Tensor alpha, Tensor sigma, float lam, int seed, Tensor? mask, "
+        "bool need_alpha_grad, Tensor? seed_tensor=None) -> (Tensor, Tensor)");
+  m.def("noisy_conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor alpha, float lam, int seed, Tensor? mask, "
+        "int[] stride, int[] padding, int[] dilation, int groups, Tensor? seed_tensor=None) -> Tensor");
+  // (dx, dW, dbias, dalpha), each empty where output_mask is false; x and weight may be absent
+  // where no requested gradient needs them (x_size and weight_size give their shapes).
+  m.def("noisy_conv2d_backward(Tensor grad_y, Tensor? x, Tensor? weight, Tensor alpha, float lam, int seed, "
+        "Tensor? mask, int[] stride, int[] padding, int[] dilation, int groups, Tensor? seed_tensor, int[] x_size, "
+        "int[] weight_size, bool has_bias, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("noisy_linear(Tensor x, Tensor weight, Tensor? bias, Tensor alpha, float lam, int seed, Tensor? mask, "
+        "Tensor? seed_tensor=None) -> Tensor");
+  m.def("noisy_linear_backward(Tensor grad_y, Tensor? x, Tensor? weight, Tensor alpha, float lam, int seed, "
+        "Tensor? mask, Tensor? seed_tensor, int[] weight_size, bool has_bias, bool[4] output_mask) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+  // The weight kernels as the backend chosen in Python runs them (robustkernels.use_backend; see
+  // csrc/kernel_choice.h): the composite ops call these instead of the *_kernel ops while
+  // set_python_kernels is on.
+  m.def("noisy_weight_fwd_python(Tensor weight, Tensor alpha, float lam, int seed, Tensor? mask) -> (Tensor, Tensor)");
+  m.def("noisy_weight_bwd_python(Tensor grad, Tensor alpha, Tensor sigma, float lam, int seed, Tensor? mask, "
+        "bool need_alpha_grad) -> (Tensor, Tensor)");
+  m.def("set_python_kernels(bool on) -> ()");
   // W' = M * (W + lam * alpha * std(W) * eta(seed)); returns (W', std(W)).
   m.def("noisy_weight_fwd_kernel(Tensor weight, Tensor alpha, float lam, int seed, "
         "Tensor? mask) -> (Tensor, Tensor)");

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
+from robustkernels import _extension, reference
 from robustkernels.ops import crossmax as _crossmax_ops
 from robustkernels.ops import multires_stack as _multires_ops
 from robustkernels.ops import noisy_layers, path_layers, validation
@@ -38,6 +39,11 @@ def _seed_arguments(seed, op: str) -> tuple[int, torch.Tensor | None]:
     return seed, None
 
 
+def _seed_offset(seed_tensor: torch.Tensor | None) -> int:
+    """The value a seed tensor adds (the pure-Python install's reference path reads it here)."""
+    return 0 if seed_tensor is None else int(seed_tensor)
+
+
 def _check_arguments(op: str, lam, seed, **tensors) -> tuple[int, torch.Tensor | None]:
     """Type checks done before the op's schema would reject the call with a generic message;
     returns the seed's arguments."""
@@ -65,16 +71,11 @@ def noisy_weight(
     seed is an int or a 0-dim int64 CPU tensor holding it.
     """
     seed, seed_tensor = _check_arguments("noisy_weight", lam, seed, weight=weight, alpha=alpha, mask=mask)
-    differentiable = torch.is_grad_enabled() and (weight.requires_grad or alpha.requires_grad)
-    if not differentiable and not torch.compiler.is_compiling():
-        # nothing to differentiate (an attack on a frozen model, inference): the kernel alone,
-        # without the custom op's autograd wrapper (most of a small layer's cost)
-        effective, _ = _noisy_weight_ops.noisy_weight_forward(
-            weight, alpha, float(lam), seed, mask, seed_tensor
-        )
+    if _extension.is_loaded():  # the op's C++ checks name the argument
+        effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask, seed_tensor)
         return effective
-    effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask, seed_tensor)
-    return effective
+    validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+    return reference.noisy_weight(weight, alpha, float(lam), seed + _seed_offset(seed_tensor), mask)
 
 
 def _conv_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride, dilation):
@@ -124,9 +125,16 @@ def noisy_conv2d(
         x = x.unsqueeze(0)
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
     x, padding = _conv_padding(x, weight, padding, stride, dilation)
-    y = noisy_layers.noisy_conv2d(
-        x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups, seed_tensor
-    )
+    if _extension.is_loaded():  # the op's C++ checks name the argument
+        y = noisy_layers.noisy_conv2d(
+            x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups, seed_tensor
+        )
+    else:
+        noisy_layers.check_conv_args(x, weight, bias, alpha, mask, groups)
+        y = reference.noisy_conv2d(
+            x, weight, bias, alpha, float(lam), seed + _seed_offset(seed_tensor), mask, stride, padding,
+            dilation, groups,
+        )  # fmt: skip
     return y.squeeze(0) if unbatched else y
 
 
@@ -144,7 +152,10 @@ def noisy_linear(
     seed, seed_tensor = _check_arguments(
         "noisy_linear", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask
     )
-    return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask, seed_tensor)
+    if _extension.is_loaded():  # the op's C++ checks name the argument
+        return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask, seed_tensor)
+    noisy_layers.check_linear_args(x, weight, bias, alpha, mask)
+    return reference.noisy_linear(x, weight, bias, alpha, float(lam), seed + _seed_offset(seed_tensor), mask)
 
 
 def philox_normal(like: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:

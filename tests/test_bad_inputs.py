@@ -414,6 +414,46 @@ def _noisy_conv2d(op, device, cases):
     b.bad("3-D weight", ValueError, weight=good["weight"][0])
 
 
+def _noisy_layer_backward_cases(b: Builder, x: torch.Tensor) -> None:
+    w, a, g = b.good["weight"], b.good["alpha"], b.good["grad_y"]
+    b.bad("integer weight", TypeError, weight=w.long())
+    b.bad("alpha with 3 values for 4 channels", ValueError, alpha=torch.ones(3, device=b.device))
+    b.elsewhere("alpha", a)
+    b.bad("mask shape", ValueError, mask=torch.ones(4, dtype=torch.bool, device=b.device))
+    b.bad("negative seed", ValueError, seed=-1)
+    b.bad("no weight for dx", ValueError, weight=None)
+    b.bad("no x for dW", ValueError, x=None)
+    b.bad("int32 seed tensor", TypeError, seed_tensor=torch.tensor(5, dtype=torch.int32))
+    b.accepts("only dW, without the weight", weight=None, output_mask=[False, True, False, False])
+    b.accepts("only dx, without x", x=None, output_mask=[True, False, False, False])
+    b.accepts("a seed tensor", seed_tensor=torch.tensor(5))
+    b.accepts("empty batch", x=x[:0], grad_y=g[:0])
+
+
+def _noisy_conv2d_backward(op, device, cases):
+    x = _randn(device, 2, 3, 8, 8)
+    good = {"grad_y": _randn(device, 2, 4, 8, 8), "x": x, "weight": _randn(device, 4, 3, 3, 3)}
+    good |= {"alpha": torch.full((1,), 0.25, device=device), "lam": 1.0, "seed": 0, "mask": None}
+    good |= {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1, "seed_tensor": None}
+    good |= {"x_size": [2, 3, 8, 8], "weight_size": [4, 3, 3, 3], "has_bias": True}
+    b = Builder(op, device, cases, {**good, "output_mask": [True, True, True, True]})
+    _noisy_layer_backward_cases(b, x)
+
+
+def _noisy_linear_backward(op, device, cases):
+    x = _randn(device, 2, 5)
+    good = {"grad_y": _randn(device, 2, 4), "x": x, "weight": _randn(device, 4, 5)}
+    good |= {"alpha": torch.full((1,), 0.25, device=device), "lam": 1.0, "seed": 0, "mask": None}
+    good |= {"seed_tensor": None, "weight_size": [4, 5], "has_bias": True}
+    b = Builder(op, device, cases, {**good, "output_mask": [True, True, True, True]})
+    _noisy_layer_backward_cases(b, x)
+
+
+def _set_python_kernels(op, device, cases):
+    # device-independent: the process-wide switch of csrc/kernel_choice.h, left as the backend has it
+    Builder(op, device, cases, {"on": robustkernels.ops.backend.explicit_choice() is not None}).accepts("on")
+
+
 def _noisy_linear(op, device, cases):
     x = _randn(device, 2, 5)
     good = {
@@ -521,6 +561,9 @@ TABLE = {
     "noisy_weight": _noisy_weight,
     "noisy_weight_bwd_kernel": _noisy_weight_backward,
     "noisy_weight_backward": _noisy_weight_backward,
+    "noisy_weight_fwd_python": _noisy_weight,
+    "noisy_weight_bwd_python": _noisy_weight_backward,
+    "set_python_kernels": _set_python_kernels,
     "philox_normal_kernel": _philox_normal_kernel,
     "set_cpu_isa": _set_cpu_isa,
     "cpu_isa": _no_arguments,
@@ -544,6 +587,8 @@ TABLE = {
     "random_route": _random_route,
     "noisy_conv2d": _noisy_conv2d,
     "noisy_linear": _noisy_linear,
+    "noisy_conv2d_backward": _noisy_conv2d_backward,
+    "noisy_linear_backward": _noisy_linear_backward,
     "path_conv2d": _path_conv2d,
     "path_linear": _path_linear,
     "path_conv2d_backward": _path_conv2d_backward,

@@ -3,12 +3,14 @@
 Backends: "cpp" (C++ CPU kernels), "cuda" (hand-written CUDA C++ kernels), "triton"
 (Triton kernels: on GPUs, or on CPU tensors under TRITON_INTERPRET=1) and
 "reference" (pure PyTorch). By default CPU tensors use "cpp" and CUDA tensors
-"triton"; `use_backend(...)` or ROBUSTKERNELS_BACKEND picks one explicitly, and
-an explicit choice that cannot run raises instead of silently falling back.
+"triton" (the noisy weight family: its CUDA C++ kernels where they are built, as the
+dispatcher picks them in C++); `use_backend(...)` or ROBUSTKERNELS_BACKEND picks one
+explicitly, a test and debugging override: an explicit choice that cannot run raises
+instead of silently falling back. The choice is process-wide, as the backward of a GPU
+tensor runs on autograd's own thread.
 """
 
 import contextlib
-import contextvars
 import os
 import warnings
 
@@ -19,7 +21,7 @@ from robustkernels import triton as _triton
 
 BACKENDS = ("cpp", "cuda", "triton", "reference")
 
-_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("robustkernels_backend", default=None)
+_selected: list[str] = []  # use_backend's choices, innermost last
 _warned: set[tuple[str, str]] = set()
 # Default backend per (op, device type): what is installed does not change while running.
 _defaults: dict[tuple[str, str], str] = {}
@@ -39,16 +41,24 @@ def use_backend(name: str):
     """Run the ops inside the block with one backend, e.g. `with use_backend("triton"):`."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    token = _selected.set(name)
+    _selected.append(name)
+    _sync_python_kernels()
     try:
         yield
     finally:
-        _selected.reset(token)
+        _selected.pop()
+        _sync_python_kernels()
 
 
 def explicit_choice() -> str | None:
     """The backend chosen with use_backend or ROBUSTKERNELS_BACKEND, if any."""
-    return _selected.get() or _env_backend()
+    return _selected[-1] if _selected else _env_backend()
+
+
+def _sync_python_kernels() -> None:
+    """Tells the C++ composite ops (csrc/kernel_choice.h) whether to call the kernels chosen here."""
+    if _extension.is_loaded():
+        torch.ops.robustkernels.set_python_kernels(explicit_choice() is not None)
 
 
 @contextlib.contextmanager
@@ -135,3 +145,6 @@ def _default_backend(op: str, device: torch.device) -> str:
             stacklevel=4,
         )
     return "reference"
+
+
+_sync_python_kernels()  # ROBUSTKERNELS_BACKEND

@@ -1,23 +1,23 @@
-"""The noisy / masked weight transform as autograd-aware custom ops.
+"""The noisy / masked weight transform's kernels from Python, and its ops' fake registrations.
 
 robustkernels::noisy_weight(weight, alpha, lam, seed, mask, seed_tensor=None) -> (W', std(W))
 robustkernels::noisy_weight_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_tensor=None)
     -> (dW, dalpha)
 
-Each op checks its arguments once, then runs the backend `backend.select` picks:
-the C++ kernel ops (robustkernels::*_kernel, CPU or CUDA), the Triton kernels or
-the reference. std(W) is an output so that the backward can reuse it; it is a
-constant for autograd, as in PNI. The seed is `seed` plus, when given, the value of
-`seed_tensor` (a 0-dim int64 CPU tensor, read inside the op: see seed_tensor.py).
+The ops and their autograd are C++ (csrc/ops/noisy_weight.cpp): the dispatcher runs the weight
+kernel of the tensors' device with no Python in between. This module adds what Python provides:
+the Triton kernels as the CUDA kernels where no CUDA C++ kernel is built, the kernels the
+use_backend override chooses (Triton under its interpreter, the reference), and the fakes that
+torch.compile traces with. std(W) is an output so that the backward can reuse it; it is a
+constant for autograd, as in PNI.
 """
 
 import itertools
 
 import torch
 
-from robustkernels import reference
+from robustkernels import _extension, reference
 from robustkernels.ops import backend, validation
-from robustkernels.ops.seed_tensor import resolved_seed
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
 
@@ -205,18 +205,10 @@ def _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
     return grad_weight.contiguous(), grad_alpha.reshape(alpha.shape).to(alpha.dtype)
 
 
-def noisy_weight_forward(
-    weight: torch.Tensor,
-    alpha: torch.Tensor,
-    lam: float,
-    seed: int,
-    mask: torch.Tensor | None,
-    seed_tensor: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The op's forward without its autograd wrapper: (noisy weight, sigma) straight from the
-    backend's kernel, for callers with nothing to differentiate (an attack's frozen model)."""
+def _python_forward(weight, alpha, lam, seed, mask):
+    """The weight kernel of the backend use_backend chose (robustkernels::noisy_weight_fwd_python)."""
     mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
-    seed = resolved_seed(seed, seed_tensor, "noisy_weight")
+    validation.check_seed(seed, "noisy_weight")
     name = backend.select("noisy_weight", weight.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_fwd_kernel(weight, alpha, lam, seed, mask)
@@ -225,52 +217,47 @@ def noisy_weight_forward(
     return _forward_reference(weight, alpha, lam, seed, mask)
 
 
-noisy_weight = torch.library.custom_op("robustkernels::noisy_weight", noisy_weight_forward, mutates_args=())
+def _python_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+    """The weight backward kernel of the backend use_backend chose (noisy_weight_bwd_python)."""
+    op = "noisy_weight_backward"
+    mode = validation.alpha_mode(grad, alpha, mask, op, "grad")
+    validation.check_sigma(sigma, grad, op)
+    if sigma.numel() != 1:
+        raise ValueError(f"robustkernels.{op}: sigma must hold one value, got shape {tuple(sigma.shape)}")
+    validation.check_seed(seed, op)
+    name = backend.select(op, grad.device)
+    if name in ("cpp", "cuda"):
+        return torch.ops.robustkernels.noisy_weight_bwd_kernel(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
+    if name == "triton":
+        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
+    return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
 
 
-@noisy_weight.register_fake
-def _noisy_weight_fake(weight, alpha, lam, seed, mask, seed_tensor=None):
+def _cuda_forward(weight, alpha, lam, seed, mask):
+    """The CUDA weight kernel where no CUDA C++ kernel is built: Triton, else the reference."""
+    mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+    if _triton_available:
+        return _forward_triton(weight, alpha, lam, seed, mask, mode)
+    return _forward_reference(weight, alpha, lam, seed, mask)
+
+
+def _cuda_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+    mode = validation.alpha_mode(grad, alpha, mask, "noisy_weight_backward", "grad")
+    if _triton_available:
+        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
+    return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
+
+
+def _weight_fake(weight, alpha, lam, seed, mask, seed_tensor=None):
     validation.alpha_mode(weight, alpha, mask, "noisy_weight")
     return torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(
         (), dtype=sigma_dtype(weight)
     )
 
 
-def _check_backward(grad, alpha, sigma, mask) -> int:
-    op = "noisy_weight_backward"
-    mode = validation.alpha_mode(grad, alpha, mask, op, "grad")
-    validation.check_sigma(sigma, grad, op)
-    if sigma.numel() != 1:
-        raise ValueError(f"robustkernels.{op}: sigma must hold one value, got shape {tuple(sigma.shape)}")
-    return mode
-
-
-@torch.library.custom_op("robustkernels::noisy_weight_backward", mutates_args=())
-def noisy_weight_backward(
-    grad: torch.Tensor,
-    alpha: torch.Tensor,
-    sigma: torch.Tensor,
-    lam: float,
-    seed: int,
-    mask: torch.Tensor | None,
-    need_alpha_grad: bool,
-    seed_tensor: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    mode = _check_backward(grad, alpha, sigma, mask)
-    seed = resolved_seed(seed, seed_tensor, "noisy_weight_backward")
-    name = backend.select("noisy_weight_backward", grad.device)
-    if name in ("cpp", "cuda"):
-        return torch.ops.robustkernels.noisy_weight_bwd_kernel(
-            grad, alpha, sigma, lam, seed, mask, need_alpha_grad
-        )
-    if name == "triton":
-        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
-    return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
-
-
-@noisy_weight_backward.register_fake
-def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_tensor=None):
-    _check_backward(grad, alpha, sigma, mask)
+def _weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_tensor=None):
+    validation.alpha_mode(grad, alpha, mask, "noisy_weight_backward", "grad")
+    validation.check_sigma(sigma, grad, "noisy_weight_backward")
     grad_alpha = (
         torch.empty_like(alpha, memory_format=torch.contiguous_format)
         if need_alpha_grad
@@ -279,33 +266,17 @@ def _noisy_weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_
     return torch.empty_like(grad, memory_format=torch.contiguous_format), grad_alpha
 
 
-def _setup_context(ctx, inputs, output):
-    _, alpha, lam, seed, mask, seed_tensor = inputs
-    ctx.save_for_backward(alpha, output[1], mask, seed_tensor)
-    ctx.lam, ctx.seed = lam, seed
-    ctx.backend = backend.explicit_choice()
-
-
-def _backward(ctx, grad_out, _grad_sigma):
-    alpha, sigma, mask, seed_tensor = ctx.saved_tensors
-    need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if not (need_weight or need_alpha):
-        return None, None, None, None, None, None
-    with backend.restore_choice(ctx.backend):
-        grad_weight, grad_alpha = noisy_weight_backward(
-            grad_out, alpha, sigma, ctx.lam, ctx.seed, mask, need_alpha, seed_tensor
-        )
-    return (
-        (grad_weight if need_weight else None),
-        (grad_alpha if need_alpha else None),
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-noisy_weight.register_autograd(_backward, setup_context=_setup_context)
+if _extension.is_loaded():
+    # The ops are defined, and dispatched with their autograd, in C++ (csrc/ops/noisy_weight.cpp).
+    noisy_weight = torch.ops.robustkernels.noisy_weight.default
+    noisy_weight_backward = torch.ops.robustkernels.noisy_weight_backward.default
+    torch.library.register_fake("robustkernels::noisy_weight")(_weight_fake)
+    torch.library.register_fake("robustkernels::noisy_weight_backward")(_weight_backward_fake)
+    torch.library.impl("robustkernels::noisy_weight_fwd_python", "CompositeExplicitAutograd")(_python_forward)
+    torch.library.impl("robustkernels::noisy_weight_bwd_python", "CompositeExplicitAutograd")(_python_backward)
+    if not _extension.has_cuda_kernels:
+        torch.library.impl("robustkernels::noisy_weight_fwd_kernel", "CUDA")(_cuda_forward)
+        torch.library.impl("robustkernels::noisy_weight_bwd_kernel", "CUDA")(_cuda_backward)
 
 
 def philox_normal(like: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:

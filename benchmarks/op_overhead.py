@@ -1,0 +1,130 @@
+"""Host overhead of each op: its cost over its platform counterpart on inputs so small that
+kernel time is near zero (1x1x4x4 images, one thread, forward+backward on the CPU).
+
+    python benchmarks/op_overhead.py [--rounds N] [--out CSV]
+
+What is left is the op's Python, dispatch, autograd and launch cost, which on a GPU can exceed
+a small layer's kernel. Each round times every pair once, in rotating order, on thread CPU
+time (another process on the cores slows wall time, much less a thread's own time); the figure
+is the median over rounds of the per-call difference. Target (issue 13): at most 20 us over.
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from report import machine_name  # noqa: E402
+
+import robustkernels.functional as rkF  # noqa: E402
+from robustkernels import reference  # noqa: E402
+
+TARGET_US = 20.0
+CALLS_PER_ROUND = 200
+
+
+def _leaf(*shape, value=None):
+    t = torch.randn(*shape) if value is None else torch.full(shape, value)
+    return t.requires_grad_(True)
+
+
+def _pairs() -> dict[str, tuple]:
+    """op -> (platform counterpart, robustkernels), each a forward+backward step."""
+    x, w, a = _leaf(1, 1, 4, 4), _leaf(1, 1, 3, 3), _leaf(1, value=0.25)
+    xl, wl = _leaf(1, 4), _leaf(3, 4)
+    seed = torch.tensor(7)
+    logits = _leaf(3, 1, 4)
+    x_adv, grad, x_orig = torch.rand(1, 1, 4, 4), torch.randn(1, 1, 4, 4), torch.rand(1, 1, 4, 4)
+    bank, route = _leaf(2, 1, 1, 3, 3), torch.zeros(1, dtype=torch.int64)
+
+    def backward(y):
+        y.sum().backward()
+
+    return {
+        "noisy_conv2d": (
+            lambda: backward(F.conv2d(x, w, None, 1, 1)),
+            lambda: backward(rkF.noisy_conv2d(x, w, None, a, lam=1.0, seed=seed, padding=1)),
+        ),
+        "noisy_linear": (
+            lambda: backward(F.linear(xl, wl)),
+            lambda: backward(rkF.noisy_linear(xl, wl, None, a, lam=1.0, seed=seed)),
+        ),
+        "path_conv2d": (
+            lambda: backward(F.conv2d(x, w, None, 1, 1)),
+            lambda: backward(rkF.path_conv2d(x, bank, route, padding=1)),
+        ),
+        "crossmax": (
+            lambda: backward(reference.crossmax(logits, k=2)),
+            lambda: backward(rkF.crossmax(logits, k=2)),
+        ),
+        "pgd_step": (
+            lambda: reference.pgd_step(x_adv, grad, x_orig, step=0.01, eps=0.03),
+            lambda: rkF.pgd_step(x_adv, grad, x_orig, step=0.01, eps=0.03),
+        ),
+    }
+
+
+def _per_call_us(step) -> float:
+    start = time.thread_time()
+    for _ in range(CALLS_PER_ROUND):
+        step()
+    return (time.thread_time() - start) / CALLS_PER_ROUND * 1e6
+
+
+def measure(rounds: int) -> list[dict]:
+    torch.set_num_threads(1)
+    rows = []
+    for op, (platform, ours) in _pairs().items():
+        for step in (platform, ours):
+            _per_call_us(step)  # warm-up
+        platform_us, ours_us = [], []
+        for r in range(rounds):
+            order = [(platform, platform_us), (ours, ours_us)][:: 1 if r % 2 == 0 else -1]
+            for step, times in order:
+                times.append(_per_call_us(step))
+        platform_median, ours_median = statistics.median(platform_us), statistics.median(ours_us)
+        over = statistics.median(o - p for o, p in zip(ours_us, platform_us, strict=True))
+        rows.append(
+            {
+                "op": op,
+                "platform_us": f"{platform_median:.1f}",
+                "robustkernels_us": f"{ours_median:.1f}",
+                "over_us": f"{over:.1f}",
+                "target_us": f"<= {TARGET_US:.0f}",
+                "met": over <= TARGET_US,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/op-overhead-<machine>.csv")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    rows = measure(args.rounds)
+    print(f"{'op':14s} {'platform us':>12s} {'robustkernels us':>17s} {'over us':>8s}  target")
+    for row in rows:
+        print(
+            f"{row['op']:14s} {row['platform_us']:>12s} {row['robustkernels_us']:>17s} {row['over_us']:>8s}  "
+            f"{row['target_us']} {'met' if row['met'] else 'NOT MET'}"
+        )
+    out = args.out or HERE / "results" / f"op-overhead-{machine_name()}.csv"
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
