@@ -26,7 +26,7 @@ int64_t resolved_seed(const char* op, int64_t seed, const std::optional<at::Tens
   const int64_t offset = *t.const_data_ptr<int64_t>();
   int64_t total = 0;
   TORCH_CHECK_VALUE(offset >= 0 && !__builtin_add_overflow(seed, offset, &total), op,
-                    ": seed + seed_tensor must be in [0, 2**63), got ", seed, " + ", offset);
+                    ": seed must be in [0, 2**63), got seed + seed_tensor = ", seed, " + ", offset);
   return total;
 }
 

@@ -51,6 +51,18 @@ def _conv_fake(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilatio
     return F.conv2d(x, effective, bias, stride, padding, dilation, groups)
 
 
+def _check_backward_args(op, grad_y, x, weight, alpha, mask) -> None:
+    """The checks the C++ backward op makes, for the fake (a meta argument beside CPU ones
+    dispatches to it)."""
+    for name, value in (("x", x), ("weight", weight), ("alpha", alpha), ("mask", mask)):
+        if value is not None and value.device != grad_y.device:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must be on grad_y's device {grad_y.device}, got {value.device}"
+            )
+    if weight is not None:
+        alpha_mode(weight, alpha, mask, op)
+
+
 def _layer_grads_fake(grad_y, alpha, x_shape, weight_shape, has_bias, output_mask):
     empty = grad_y.new_empty(0)
     need_x, need_weight, need_bias, need_alpha = output_mask
@@ -66,6 +78,7 @@ def _conv_backward_fake(
     grad_y, x, weight, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor,
     x_size, weight_size, has_bias, output_mask,
 ):  # fmt: skip
+    _check_backward_args("noisy_conv2d_backward", grad_y, x, weight, alpha, mask)
     return _layer_grads_fake(grad_y, alpha, x_size, weight_size, has_bias, output_mask)
 
 
@@ -77,6 +90,7 @@ def _linear_fake(x, weight, bias, alpha, lam, seed, mask, seed_tensor=None):
 def _linear_backward_fake(
     grad_y, x, weight, alpha, lam, seed, mask, seed_tensor, weight_size, has_bias, output_mask
 ):
+    _check_backward_args("noisy_linear_backward", grad_y, x, weight, alpha, mask)
     x_shape = (*grad_y.shape[:-1], weight_size[1])
     return _layer_grads_fake(grad_y, alpha, x_shape, weight_size, has_bias, output_mask)
 
