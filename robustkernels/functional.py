@@ -16,18 +16,10 @@ from robustkernels.ops import noisy_layers, path_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
 from robustkernels.ops import path_conv as path_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
+from robustkernels.ops.catalog import PUBLIC_OPS
 from robustkernels.ops.seed_tensor import check_seed_tensor
 
-__all__ = [
-    "crossmax",
-    "multires_stack",
-    "noisy_conv2d",
-    "noisy_linear",
-    "noisy_weight",
-    "pgd_step",
-    "philox_normal",
-]
-__all__ += ["path_conv2d", "path_linear", "path_weights", "route_sort"]
+__all__ = list(PUBLIC_OPS)
 
 
 def _seed_arguments(seed, op: str) -> tuple[int, torch.Tensor | None]:

@@ -11,17 +11,7 @@ import torch
 from robustkernels import __version__, _extension, cpu_isa
 from robustkernels import triton as _triton
 from robustkernels.ops.backend import BACKENDS, select, unavailable_reason
-
-OPS = (
-    "noisy_weight",
-    "noisy_conv2d",
-    "noisy_linear",
-    "philox_normal",
-    "crossmax",
-    "multires_stack",
-    "pgd_step",
-)
-OPS += ("path_weights", "route_sort")
+from robustkernels.ops.catalog import PUBLIC_OPS
 
 
 def _devices() -> list[str]:
@@ -61,7 +51,7 @@ def report() -> str:
         lines.append(
             f"backends on {device} (default first; 'use_backend' / ROBUSTKERNELS_BACKEND picks one):"
         )
-        for op in OPS:
+        for op in PUBLIC_OPS:
             lines.append(f"  {op}: default = {select(op, torch.device(device))}")
         for backend in BACKENDS:
             reason = unavailable_reason(backend, device)

@@ -111,3 +111,16 @@ def test_default_path_calls_no_python_kernel(monkeypatch):
     y = F.noisy_conv2d(torch.randn(2, 3, 5, 5), weight, None, torch.ones(1), lam=1.0, seed=3)
     y.sum().backward()
     assert calls == [] and weight.grad is not None
+
+
+def test_one_list_of_ops_feeds_functional_and_info():
+    from robustkernels.info import report
+    from robustkernels.ops.catalog import PUBLIC_OPS
+
+    public = {name for name in dir(F) if not name.startswith("_") and callable(getattr(F, name))}
+    public -= {"torch", "F"}
+    assert set(F.__all__) == set(PUBLIC_OPS)
+    assert {name for name in public if getattr(F, name).__module__ == F.__name__} == set(PUBLIC_OPS)
+    listed = report()
+    for op in PUBLIC_OPS:
+        assert f"  {op}: default = " in listed, f"info omits {op}"

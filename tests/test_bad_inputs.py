@@ -26,7 +26,7 @@ import pytest
 import torch
 from helpers import require_backend
 
-import robustkernels  # noqa: F401  (registers the ops)
+import robustkernels  # registers the ops
 from robustkernels import functional as F
 from robustkernels.ops.resize_tables import banded_tables
 from robustkernels.reference.multires_stack import noise_layout

@@ -18,6 +18,7 @@ import torch
 
 from robustkernels import _extension
 from robustkernels import triton as _triton
+from robustkernels.ops.catalog import DISPATCHED_IN_CPP
 
 BACKENDS = ("cpp", "cuda", "triton", "reference")
 
@@ -130,7 +131,10 @@ def select_without_cuda(op: str, device: torch.device, family: str) -> str:
 
 
 def _default_backend(op: str, device: torch.device) -> str:
-    preferred = ("cpp",) if device.type == "cpu" else ("triton", "cuda")
+    if device.type == "cpu":
+        preferred = ("cpp",)
+    else:
+        preferred = ("cuda", "triton") if op in DISPATCHED_IN_CPP else ("triton", "cuda")
     reasons = []
     for backend in preferred:
         reason = unavailable_reason(backend, device.type)

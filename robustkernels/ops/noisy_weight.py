@@ -227,7 +227,9 @@ def _python_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
     validation.check_seed(seed, op)
     name = backend.select(op, grad.device)
     if name in ("cpp", "cuda"):
-        return torch.ops.robustkernels.noisy_weight_bwd_kernel(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
+        return torch.ops.robustkernels.noisy_weight_bwd_kernel(
+            grad, alpha, sigma, lam, seed, mask, need_alpha_grad
+        )
     if name == "triton":
         return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
     return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
@@ -273,7 +275,9 @@ if _extension.is_loaded():
     torch.library.register_fake("robustkernels::noisy_weight")(_weight_fake)
     torch.library.register_fake("robustkernels::noisy_weight_backward")(_weight_backward_fake)
     torch.library.impl("robustkernels::noisy_weight_fwd_python", "CompositeExplicitAutograd")(_python_forward)
-    torch.library.impl("robustkernels::noisy_weight_bwd_python", "CompositeExplicitAutograd")(_python_backward)
+    torch.library.impl("robustkernels::noisy_weight_bwd_python", "CompositeExplicitAutograd")(
+        _python_backward
+    )
     if not _extension.has_cuda_kernels:
         torch.library.impl("robustkernels::noisy_weight_fwd_kernel", "CUDA")(_cuda_forward)
         torch.library.impl("robustkernels::noisy_weight_bwd_kernel", "CUDA")(_cuda_backward)
