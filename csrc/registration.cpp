@@ -1,6 +1,6 @@
 // Schemas of the ops. Device kernels (*_kernel) live in csrc/cpu/*.cpp and
 // csrc/cuda/*_launcher.cpp (Triton ones are registered for CUDA from robustkernels/ops/);
-// the composite ops of the noisy weight family, with their autograd, in csrc/ops/*.cpp;
+// the composite ops of the noisy weight family and pgd_step, with their autograd, in csrc/ops/*.cpp;
 // the other autograd-aware ops are torch.library.custom_op wrappers in robustkernels/ops/.
 #include <Python.h>
 #include <torch/library.h>
@@ -38,6 +38,15 @@ TORCH_LIBRARY(robustkernels, m) {
   m.def("noisy_weight_bwd_python(Tensor grad, Tensor alpha, Tensor sigma, float lam, int seed, Tensor? mask, "
         "bool need_alpha_grad) -> (Tensor, Tensor)");
   m.def("set_python_kernels(bool on) -> ()");
+  // One attack step (csrc/ops/pgd_step.cpp): the fused kernel below; its backward, the
+  // closed-form derivative in torch ops (robustkernels/ops/pgd_step.py), gives the gradients
+  // output_mask asks for (empty tensors elsewhere).
+  m.def("pgd_step(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, float lo, float hi, "
+        "bool normalize) -> Tensor");
+  m.def("pgd_step_backward(Tensor grad_out, Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, "
+        "str norm, float lo, float hi, bool normalize, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("pgd_step_fwd_python(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, "
+        "float lo, float hi, bool normalize) -> Tensor");
   // W' = M * (W + lam * alpha * std(W) * eta(seed)); returns (W', std(W)).
   m.def("noisy_weight_fwd_kernel(Tensor weight, Tensor alpha, float lam, int seed, "
         "Tensor? mask) -> (Tensor, Tensor)");

@@ -263,6 +263,10 @@ def pgd_step(
     validation.pgd_step_args(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize, "pgd_step")
     if not isinstance(step, torch.Tensor):
         step = torch.full((x_adv.shape[0],), float(step), dtype=x_adv.dtype, device=x_adv.device)
+    if not _extension.is_loaded():
+        return reference.pgd_step(
+            x_adv, grad, x_orig, step, float(eps), norm, float(lo), float(hi), normalize
+        )
     return _pgd_step_ops.pgd_step(
         x_adv, grad, x_orig, step, float(eps), norm, float(lo), float(hi), normalize
     )

@@ -315,6 +315,21 @@ def _pgd_step(op, device, cases):
     b.accepts("non-contiguous grad", grad=_noncontiguous(x))
 
 
+def _pgd_step_backward(op, device, cases):
+    x = _randn(device, 2, 3, 4, 4)
+    step = torch.full((2,), 0.1, device=device)
+    good = {"grad_out": _randn(device, 2, 3, 4, 4), "x_adv": x, "grad": _randn(device, 2, 3, 4, 4)}
+    good |= {"x_orig": x.clone(), "step": step, "eps": 0.3, "norm": "l2", "lo": 0.0, "hi": 1.0}
+    b = Builder(op, device, cases, {**good, "normalize": True, "output_mask": [True, True, True, True]})
+    b.bad("grad_out shape", ValueError, grad_out=x[:, :2])
+    b.bad("grad dtype", TypeError, grad=x.double())
+    b.elsewhere("x_orig", x)
+    b.bad("step with 3 values", ValueError, step=torch.ones(3, device=device))
+    b.bad("unknown norm", ValueError, norm="l1")
+    b.accepts("only d step", output_mask=[False, False, False, True])
+    b.accepts("empty batch", grad_out=x[:0], x_adv=x[:0], grad=x[:0], x_orig=x[:0], step=step[:0])
+
+
 def _bank(device, paths=3):
     generator = torch.Generator().manual_seed(paths)
     weight = torch.randn(paths, 4, 3, 3, 3, generator=generator).to(device)
@@ -578,6 +593,8 @@ TABLE = {
     "multires_stack_backward": _multires_stack_backward,
     "pgd_step_fwd_kernel": _pgd_step,
     "pgd_step": _pgd_step,
+    "pgd_step_fwd_python": _pgd_step,
+    "pgd_step_backward": _pgd_step_backward,
     "path_weights_fwd_kernel": _path_weights,
     "path_weights": _path_weights,
     "path_weights_bwd_kernel": _path_weights_backward,

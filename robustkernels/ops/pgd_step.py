@@ -1,10 +1,11 @@
-"""One projected-gradient attack step as an autograd-aware custom op.
+"""One projected-gradient attack step: its kernels from Python, its backward and its fakes.
 
 robustkernels::pgd_step(x_adv, grad, x_orig, step [B], eps, norm, lo, hi, normalize) -> x_adv'
 
-The forward runs the backend `backend.select` picks: the C++ kernel op
-(robustkernels::pgd_step_fwd_kernel, CPU), the Triton kernels or the reference.
-There is no CUDA C++ kernel: on GPUs the step runs with Triton.
+The op and its autograd are C++ (csrc/ops/pgd_step.cpp): the dispatcher runs the step kernel
+of the tensors' device (robustkernels::pgd_step_fwd_kernel: C++ on CPU; on CUDA the Triton
+kernels, registered here, as there is no CUDA C++ kernel). use_backend switches the op to
+pgd_step_fwd_python, which runs the chosen backend.
 
 Attacks never differentiate through their own steps (each step starts from a
 detached x_adv), so the backward is not a fused kernel: it is the closed-form
@@ -18,6 +19,7 @@ that do differentiate through a step (e.g. learned-step or meta-attacks) work.
 
 import torch
 
+from robustkernels import _extension
 from robustkernels.ops import backend, validation
 from robustkernels.reference.pgd_step import NORM_FLOOR
 from robustkernels.triton import available as _triton_available
@@ -110,18 +112,8 @@ def _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize) -> None:
     validation.pgd_step_args(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize, "pgd_step")
 
 
-@torch.library.custom_op("robustkernels::pgd_step", mutates_args=())
-def pgd_step(
-    x_adv: torch.Tensor,
-    grad: torch.Tensor,
-    x_orig: torch.Tensor,
-    step: torch.Tensor,
-    eps: float,
-    norm: str,
-    lo: float,
-    hi: float,
-    normalize: bool,
-) -> torch.Tensor:
+def _python_forward(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
+    """The step kernel of the backend use_backend chose (robustkernels::pgd_step_fwd_python)."""
     _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
     name = _select(x_adv.device)
     if name == "cpp":
@@ -133,7 +125,14 @@ def pgd_step(
     return _forward_reference(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize).contiguous()
 
 
-@pgd_step.register_fake
+def _cuda_forward(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
+    """The CUDA step kernel: Triton, else the reference."""
+    _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
+    if _triton_available:
+        return _forward_triton(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
+    return _forward_reference(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize).contiguous()
+
+
 def _pgd_step_fake(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize):
     _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
     return torch.empty_like(x_adv, memory_format=torch.contiguous_format)
@@ -189,29 +188,38 @@ def _derivatives(grad_out, x_adv, grad, x_orig, step, eps, norm, lo, hi, normali
     return d_delta, d_g, g_v - d_delta, _sum_per_sample(d_delta * direction)
 
 
-def _setup_context(ctx, inputs, output):
-    x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize = inputs
-    ctx.save_for_backward(x_adv, grad, x_orig, step)
-    ctx.args = (eps, norm, lo, hi, normalize)
-
-
-def _backward(ctx, grad_out):
-    x_adv, grad, x_orig, step = ctx.saved_tensors
-    if not any(ctx.needs_input_grad[:4]) or x_adv.numel() == 0:
-        return None, None, None, None, None, None, None, None, None
-    d_x, d_g, d_o, d_s = _derivatives(grad_out, x_adv, grad, x_orig, step, *ctx.args)
+def _backward(grad_out, x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize, output_mask):
+    """robustkernels::pgd_step_backward: the gradients output_mask asks for (empty elsewhere), in
+    torch ops (CompositeImplicitAutograd: compiled graphs trace through it)."""
+    _check(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
+    if grad_out.shape != x_adv.shape:
+        raise ValueError(
+            f"robustkernels.pgd_step_backward: grad_out must have x_adv's shape {tuple(x_adv.shape)}, "
+            f"got {tuple(grad_out.shape)}"
+        )
+    empty = x_adv.new_empty(0)
+    if x_adv.numel() == 0:
+        zeros = (
+            torch.zeros_like(x_adv),
+            torch.zeros_like(grad),
+            torch.zeros_like(x_orig),
+            torch.zeros_like(step),
+        )
+        return tuple(z if need else empty for z, need in zip(zeros, output_mask, strict=True))
+    d_x, d_g, d_o, d_s = _derivatives(grad_out, x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize)
     shape = x_adv.shape
-    return (
-        d_x.reshape(shape).to(x_adv.dtype) if ctx.needs_input_grad[0] else None,
-        d_g.reshape(shape).to(grad.dtype) if ctx.needs_input_grad[1] else None,
-        d_o.reshape(shape).to(x_orig.dtype) if ctx.needs_input_grad[2] else None,
-        d_s.reshape(step.shape).to(step.dtype) if ctx.needs_input_grad[3] else None,
-        None,
-        None,
-        None,
-        None,
-        None,
+    grads = (
+        d_x.reshape(shape).to(x_adv.dtype),
+        d_g.reshape(shape).to(grad.dtype),
+        d_o.reshape(shape).to(x_orig.dtype),
+        d_s.reshape(step.shape).to(step.dtype),
     )
+    return tuple(g if need else empty for g, need in zip(grads, output_mask, strict=True))
 
 
-pgd_step.register_autograd(_backward, setup_context=_setup_context)
+if _extension.is_loaded():
+    pgd_step = torch.ops.robustkernels.pgd_step.default
+    torch.library.register_fake("robustkernels::pgd_step")(_pgd_step_fake)
+    torch.library.impl("robustkernels::pgd_step_fwd_python", "CompositeExplicitAutograd")(_python_forward)
+    torch.library.impl("robustkernels::pgd_step_backward", "CompositeImplicitAutograd")(_backward)
+    torch.library.impl("robustkernels::pgd_step_fwd_kernel", "CUDA")(_cuda_forward)
