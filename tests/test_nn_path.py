@@ -78,7 +78,7 @@ def test_gated_model_equals_derived_plain_model():
         with rnn.use_route(model, path[-1]), rnn.use_path(model, list(path)):
             gated = model(x)
         plain = rnn.derive(model, list(path))
-        assert not any(isinstance(m, rnn.path.ROUTED) for m in plain.modules())
+        assert not any(isinstance(m, rnn.path_convert.ROUTED) for m in plain.modules())
         torch.testing.assert_close(plain(x), gated, **TOLERANCE[torch.float32])
 
 

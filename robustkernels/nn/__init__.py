@@ -1,25 +1,26 @@
 """Drop-in modules built on robustkernels' ops."""
 
 from robustkernels.nn.crossmax import CrossMax
+from robustkernels.nn.ensemble import EnsembleModel
 from robustkernels.nn.multires import IntermediateHeads, MultiResStack
 from robustkernels.nn.noisy import NoisyConv2d, NoisyLinear, convert, set_noise_scale
-from robustkernels.nn.path import (
+from robustkernels.nn.path_conv import (
     EnsembleConv2d,
-    EnsembleModel,
     GatedConv2d,
     MaskedExpertConv2d,
-    PathBatchNorm2d,
     PathLinear,
+    expert_masks,
+)
+from robustkernels.nn.path_convert import (
     convert_ensemble,
     convert_gated,
     convert_masked_experts,
     derive,
-    expert_masks,
     gated_blocks,
-    set_route,
     use_path,
-    use_route,
 )
+from robustkernels.nn.path_norm import PathBatchNorm2d
+from robustkernels.nn.routing import set_route, use_route
 from robustkernels.nn.seeds import noise_seed, set_noise_seed
 
 __all__ = [

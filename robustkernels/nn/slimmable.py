@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustkernels.nn.noisy import ALPHA_INIT
-from robustkernels.nn.path import MaskedExpertConv2d, PathBatchNorm2d, _check_model, _conv_geometry, _replace
+from robustkernels.nn.path_conv import MaskedExpertConv2d
+from robustkernels.nn.path_convert import _check_model, _conv_geometry, _replace
+from robustkernels.nn.path_norm import PathBatchNorm2d
 from robustkernels.nn.restore import restoring
 
 __all__ = [
