@@ -1,0 +1,1 @@
+"""Efficient Ensemble Defense (EED, "Two is Better than One", spec part B)."""
