@@ -41,7 +41,7 @@ class EEDBudget:
 
 
 EED_BUDGETS = {
-    "smoke": EEDBudget("smoke", "small-cnn", 60, 32, 2, 8, 4, 8, 6, 1, (0.8,), 2, 64, 32, 3, 3, 3, 3, 30, 5, False),
+    "smoke": EEDBudget("smoke", "small-cnn", 120, 64, 2, 10, 4, 20, 10, 1, (0.8,), 2, 64, 32, 3, 3, 3, 3, 30, 5, False),
     "small": EEDBudget("small", "small-cnn", 500, 64, 3, 40, 3, 60, 80, 3, (0.8,), 3, 256, 200, 10, 10, 10, 9, 300, 20, True),
     "paper": EEDBudget("paper", "resnet18", 9_800, 512, 20, 1_960, 20, 3_900, 7_800, 4, (0.5, 0.7, 0.8, 0.9, 0.95), 10,
                        5_000, 10_000, 20, 30, 100, 9, 5_000, 50, True),
