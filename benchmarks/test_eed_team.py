@@ -18,11 +18,10 @@ batch-norm statistics, evaluation, batch 256, forward only):
 """
 
 import sys
-import time
 
 import pytest
 import torch
-from timing import DEVICE, pedantic, sync
+from timing import DEVICE, interleaved_medians, pedantic, sync
 from torch import nn
 
 from robustkernels.api.eed.criteria import erm_scores
@@ -118,16 +117,7 @@ def interleaved(rounds: int = 7) -> tuple[dict, float]:
                 variants["_model"](variants["_x"])
             used = float(variants["_model"].members_used.float().mean())
         steps = {n: _step(fn) for n, fn in variants.items() if not n.startswith("_")}
-        for step in steps.values():
-            step()
-        names = list(steps)
-        times = {n: [] for n in names}
-        for r in range(rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                start = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - start)
-        medians[key] = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+        medians[key] = interleaved_medians(steps, rounds)
     return medians, used
 
 

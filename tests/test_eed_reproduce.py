@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from helpers import RecordingBar
 
 from robustkernels.api import cli
 from robustkernels.api.commands import reproduce as reproduce_command
@@ -15,26 +16,11 @@ TINY = EEDBudget("smoke", "small-cnn", 6, 16, 1, 2, 2, 2, 2, 1, (0.8,), 1, 16, 8
 def test_reproduce_eed_writes_rows_table_and_plot(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     monkeypatch.setitem(EED_BUDGETS, "smoke", TINY)
-    bars = []
-
-    class Bar:
-        def __init__(self, total, **_options):
-            self.total, self.done = total, 0
-            bars.append(self)
-
-        def update(self, n):
-            self.done += n
-
-        def write(self, line):
-            print(line)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(reproduce_command, "require", lambda *_args: SimpleNamespace(tqdm=Bar))
+    monkeypatch.setattr(RecordingBar, "bars", [])
+    monkeypatch.setattr(reproduce_command, "require", lambda *_args: SimpleNamespace(tqdm=RecordingBar))
     out = tmp_path / "eed"
     assert cli.main(["reproduce", "eed", "--budget", "smoke", "--out", str(out)]) == 0
-    assert bars[0].done == bars[0].total
+    assert RecordingBar.bars[0].done == RecordingBar.bars[0].total
     results = json.loads((out / "results.json").read_text())
     rows = {row["method"]: row for row in results["rows"]}
     assert list(rows) == ["AT", "EED", "HYDRA", "HARP"]

@@ -78,27 +78,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         f"robustkernels reproduce {' '.join(args.method)}: {', '.join(methods)} at the {budget.name} budget "
         f"({budget.model} on {args.dataset}, {device}), output in {args.out}"
     )
-    bar = None
-    if not args.no_progress:
-        bar = require("tqdm", "progress bars", "tqdm").tqdm(
-            total=work_units(methods, budget), unit="step", dynamic_ncols=True, file=sys.stderr
-        )
-    started = time.perf_counter()
-    try:
-        results = reproduce(
-            methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
-            progress=bar.update if bar is not None else None, log=bar.write if bar is not None else print,
-        )  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.close()
-    results["settings"]["seconds"] = time.perf_counter() - started
-    paths = write_results(results, args.out)
-    print(format_table(results))
-    print(
-        f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
-    )
-    return 0
+    return _run(args, work_units(methods, budget), write_results, format_table,
+                lambda **kw: reproduce(methods, budget, args.out, **kw))  # fmt: skip
 
 
 def _run_eed(args: argparse.Namespace) -> int:
@@ -108,23 +89,30 @@ def _run_eed(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     print(f"robustkernels reproduce eed at the {budget.name} budget ({budget.model} on {args.dataset}, {device}), "
           f"output in {args.out}")  # fmt: skip
+    return _run(args, eed_work_units(budget), write_eed_results, format_eed_table,
+                lambda **kw: reproduce_eed(budget, args.out, **kw))  # fmt: skip
+
+
+def _run(args: argparse.Namespace, total: int, write, table, run) -> int:
+    """run(dataset=, data_dir=, seed=, device=, progress=, log=) under a progress bar of `total`
+    units, then the results written, the table printed and the files named."""
     bar = None
     if not args.no_progress:
         bar = require("tqdm", "progress bars", "tqdm").tqdm(
-            total=eed_work_units(budget), unit="step", dynamic_ncols=True, file=sys.stderr
+            total=total, unit="step", dynamic_ncols=True, file=sys.stderr
         )
     started = time.perf_counter()
     try:
-        results = reproduce_eed(
-            budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
+        results = run(
+            dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=resolve_device(args.device),
             progress=bar.update if bar is not None else None, log=bar.write if bar is not None else print,
         )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     results["settings"]["seconds"] = time.perf_counter() - started
-    paths = write_eed_results(results, args.out)
-    print(format_eed_table(results))
+    paths = write(results, args.out)
+    print(table(results))
     print(
         f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
     )

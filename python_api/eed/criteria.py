@@ -28,6 +28,7 @@ __all__ = [
     "bnsf_scores",
     "criterion_scores",
     "erm_scores",
+    "hooked_forward",
     "nis_scores",
     "prunable_layers",
 ]
@@ -187,16 +188,22 @@ def following_batchnorms(model: nn.Module, x: torch.Tensor) -> dict[str, nn.Modu
         for m in model.modules()
         if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d)
     ]
+    hooked_forward(model, _example_input(model, x), handles)
+    return followed
+
+
+def hooked_forward(model: nn.Module, x: torch.Tensor, handles) -> None:
+    """One forward of x in eval mode without gradients (for the hooks behind `handles`), after
+    which the hooks are removed and the model's mode is put back."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(_example_input(model, x))
+            model(x)
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return followed
 
 
 @torch.no_grad()

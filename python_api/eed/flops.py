@@ -4,7 +4,7 @@ non-zero weight (the count a sparse kernel would pay), for EED's speed-up over d
 import torch
 from torch import nn
 
-from .criteria import prunable_layers
+from .criteria import hooked_forward, prunable_layers
 from .masks import masked_weights
 
 __all__ = ["dense_flops", "sparse_flops", "team_flops"]
@@ -21,15 +21,7 @@ def _positions(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         return hook
 
     handles = [layer.register_forward_hook(record(name)) for name, layer in prunable_layers(model).items()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    hooked_forward(model, x[:1], handles)
     return positions
 
 
