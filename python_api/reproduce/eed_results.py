@@ -1,10 +1,10 @@
 """`reproduce eed`'s results: results.json, a markdown table, and two plots (accuracy against
 non-zero parameters per method and sparsity; accuracy against the members dynamic inference uses)."""
 
-import json
 from pathlib import Path
 
 from ..optional import require
+from .results import write_results
 
 __all__ = ["format_eed_table", "plot_eed", "write_eed_results"]
 
@@ -114,10 +114,5 @@ def plot_eed(results: dict, png_path: str | Path) -> Path:
 
 
 def write_eed_results(results: dict, out: str | Path) -> dict[str, Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "eed.png"}
-    paths["json"].write_text(json.dumps(results, indent=1) + "\n")
-    paths["markdown"].write_text(_markdown(results))
-    plot_eed(results, paths["plot"])
-    return paths
+    """Writes out/results.json, out/results.md and out/eed.png; returns their paths."""
+    return write_results(results, out, markdown=_markdown, plot=plot_eed, plot_name="eed.png")
