@@ -114,3 +114,23 @@ def test_harp_prune_learns_masks_near_the_target_density():
     )
     for mask in fixed.values():  # HYDRA: every layer at the density
         assert int(mask.sum()) == round(0.1 * mask.numel())
+
+
+def test_static_pool_member_keeps_the_global_top_k_through_fine_tuning(tmp_path):
+    from robustkernels.api.eed.criteria import erm_scores
+    from robustkernels.api.eed.pipeline import EEDConfig, build_pool
+
+    torch.manual_seed(0)
+    base = SmallCNN(width=4).eval()
+    data = (torch.rand(32, 3, 32, 32), torch.randint(10, (32,)))
+    config = EEDConfig(eps=0.03, alpha=0.01, attack_steps=1, batch_size=16, criteria=("erm",), subsets=1,
+                       static=True, finetune_steps=2, score_images=8, flip=False)  # fmt: skip
+    expected = global_topk_masks(erm_scores(base), config.member_density)
+    (entry,) = build_pool(base, data, config, tmp_path)
+    assert entry["criterion"] == "erm" and entry["part"] == 0
+    masks = model_masks(entry["model"])
+    assert all(torch.equal(masks[n], expected[n]) for n in expected)
+    assert entry["nonzeros"] == nonzero_parameters(entry["model"])
+    assert isinstance(base.fc, nn.Linear) and not isinstance(
+        base.fc, NoisyLinear
+    )  # the base is left as it was
