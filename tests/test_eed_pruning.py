@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from robustkernels.api.eed.harp import attach_harp, compression_loss, detach_harp, harp_prune, top_fraction
+from robustkernels.api.eed.harp import (
+    attach_harp,
+    compression_loss,
+    detach_harp,
+    final_fractions,
+    harp_prune,
+    top_fraction,
+)
 from robustkernels.api.eed.loop import LoopConfig
 from robustkernels.api.eed.masks import apply_masks, global_topk_masks, model_masks, nonzero_parameters
 from robustkernels.api.eed.subsets import split_subsets
@@ -134,3 +141,17 @@ def test_static_pool_member_keeps_the_global_top_k_through_fine_tuning(tmp_path)
     assert isinstance(base.fc, nn.Linear) and not isinstance(
         base.fc, NoisyLinear
     )  # the base is left as it was
+
+
+def test_final_fractions_scale_an_overshoot_back_to_the_density():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 5))
+    scores = {name: model.get_submodule(name).weight.detach().abs() for name in ("0", "2")}
+    harp = attach_harp(model, scores, 0.2)
+    with torch.no_grad():
+        harp["0"].rate_logit.fill_(0.0)  # layer 0 grows to a = 0.02 + 0.98 / 2 = 0.51
+    fractions = final_fractions(harp, 0.2)
+    assert (fractions["0"] * 200 + fractions["2"] * 50) / 250 == pytest.approx(0.2)
+    assert fractions["0"] / fractions["2"] == pytest.approx(0.51 / 0.2, rel=1e-4)  # the allocation is kept
+    masks = detach_harp(model, harp, 0.2)
+    assert int(masks["0"].sum()) + int(masks["2"].sum()) == pytest.approx(50, abs=1)
