@@ -19,12 +19,11 @@ Cases (ResNet-style 3x3 layers, batch 128, 64 channels, 32x32):
 
 import copy
 import sys
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
-from timing import DEVICE, pedantic, sync
+from timing import DEVICE, interleaved_medians, pedantic, sync
 from torch import nn
 
 import robustkernels.functional as rkF
@@ -194,16 +193,7 @@ def interleaved(rounds: int = 7) -> dict:
     for key, make in CASES.items():
         variants = {n: v for n, v in make().items() if n != "reference_compiled"}
         steps = {n: _step(fn, inputs, key[2] == "forward_backward") for n, (fn, inputs) in variants.items()}
-        for step in steps.values():
-            step()
-        names = list(steps)
-        times = {n: [] for n in names}
-        for r in range(rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                start = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - start)
-        medians[key] = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+        medians[key] = interleaved_medians(steps, rounds)
     return medians
 
 

@@ -7,6 +7,7 @@ one iteration after one warm-up round: a short run that still compiles and times
 """
 
 import os
+import time
 
 import torch
 
@@ -41,3 +42,19 @@ def pedantic(benchmark, step, *, rounds: int, iterations: int, warmup_rounds: in
         benchmark.pedantic(step, rounds=rounds, iterations=iterations, warmup_rounds=warmup_rounds)
     else:
         benchmark.pedantic(step, rounds=capped_rounds(rounds), iterations=1, warmup_rounds=1)
+
+
+def interleaved_medians(steps: dict, rounds: int) -> dict:
+    """Median seconds of each step {name: callable} over `rounds` rounds in which every step runs
+    once, the order rotating per round (drift on a shared machine hits every variant alike);
+    each step runs once first as a warm-up."""
+    for step in steps.values():
+        step()
+    names = list(steps)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
+    return {n: sorted(t)[len(t) // 2] for n, t in times.items()}

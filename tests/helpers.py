@@ -9,6 +9,7 @@ the Triton interpreter on a CPU machine, and Triton, the CUDA kernels and the re
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
@@ -102,3 +103,23 @@ def grads_of(fn, tensors, device="cpu", seed=3):
     grad = seeded_normal(out.shape, seed, torch.float32, like=out).to(out.dtype)
     results = (out, *torch.autograd.grad(out, tensors, grad, allow_unused=True))
     return [None if r is None else r.cpu() for r in results]
+
+
+class RecordingBar:
+    """A stand-in for tqdm's bar that records what it is told: its total and every update
+    (`bars` lists every bar made; monkeypatch `require` to return SimpleNamespace(tqdm=...))."""
+
+    bars: ClassVar[list] = []
+
+    def __init__(self, total, **_options):
+        self.total, self.done = total, 0
+        RecordingBar.bars.append(self)
+
+    def update(self, n):
+        self.done += n
+
+    def write(self, line):
+        print(line)
+
+    def close(self):
+        pass

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from data_files import cifar10_subset
+from helpers import RecordingBar
 from torch import nn
 
 from robustkernels.api import cli
@@ -174,28 +175,13 @@ def test_weighted_pgd_at_mixes_clean_and_adversarial_losses():
 def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     monkeypatch.setitem(BUDGETS, "smoke", TINY)
-    bars = []
-
-    class Bar:
-        """Records what the progress bar is told: its total and every update."""
-
-        def __init__(self, total, **_options):
-            self.total, self.done = total, 0
-            bars.append(self)
-
-        def update(self, n):
-            self.done += n
-
-        def write(self, line):
-            print(line)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(reproduce_command, "require", lambda *_args: SimpleNamespace(tqdm=Bar))
+    monkeypatch.setattr(RecordingBar, "bars", [])
+    monkeypatch.setattr(reproduce_command, "require", lambda *_args: SimpleNamespace(tqdm=RecordingBar))
     out = tmp_path / "run"
     assert cli.main(["reproduce", "all", "--budget", "smoke", "--out", str(out)]) == 0
-    assert bars[0].done == bars[0].total  # the bar counts every training step and attack run
+    assert (
+        RecordingBar.bars[0].done == RecordingBar.bars[0].total
+    )  # the bar counts every training step and attack run
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     assert [(r["method"], r["width"], r["lam_th"], r["lam_n"]) for r in rows] == [

@@ -1,4 +1,4 @@
-"""Attacks (robustkernels.api.attacks): FGSM, PGD, APGD, AutoAttack-style suites, EOT,
+"""Attacks (robustkernels.api.attacks): FGSM, PGD, APGD, DeepFool-L2, AutoAttack-style suites, EOT,
 transfer tricks (DI, SGM) and DVERGE's feature distillation, and the one scoring rule of
 every evaluation (`score`, `WorstCase`: right on every one of k draws).
 
@@ -9,6 +9,7 @@ parameter gradients; models may normalise their inputs inside (attacks work in t
 """
 
 from .apgd import apgd
+from .deepfool import deepfool
 from .distillation import feature_distillation, feature_mse
 from .eot import EOT, loss_gradient, predict
 from .guard import untouched
@@ -28,6 +29,7 @@ __all__ = [
     "apgd",
     "attack_loss",
     "autoattack",
+    "deepfool",
     "feature_distillation",
     "feature_mse",
     "fgsm",

@@ -4,11 +4,15 @@
     robustkernels reproduce float --budget small --out runs/float
     robustkernels reproduce float pgd-at --budget small --out runs/float-vs-pgd-at
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
+    robustkernels reproduce eed --budget smoke --out runs/eed   # EED against HYDRA, HARP and AT
 
 Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
 smart (one SMART model evaluated on its clean and its adversarial expert path), pgd-at (one
 PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
-method). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
+method; eed runs on its own, not in all: EED's pruned pool, robust-diversity team,
+ensemble learning and dynamic inference against a single HYDRA and HARP model at the same
+non-zero parameters and the dense PGD-AT base; it writes results.md, results.json and eed.png).
+Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
 rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
 every one of the budget's draws, and the mean over draws is given beside). Writes into --out:
 results.md and results.json (CA and RA per lam with the evaluation's sanity checks, non-zero
@@ -24,6 +28,9 @@ import time
 from ..data import DATASETS, dataset_spec
 from ..optional import require
 from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, write_results
+from ..reproduce.eed import eed_work_units, reproduce_eed
+from ..reproduce.eed_budgets import eed_budget_for
+from ..reproduce.eed_results import format_eed_table, write_eed_results
 from ..reproduce.runner import work_units
 from ..train import resolve_device
 from . import arguments
@@ -37,7 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "\n".join(__doc__.strip().splitlines()[2:])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "method", nargs="+", choices=[*METHODS, "all"], help="methods to reproduce (one or more), or all"
+        "method",
+        nargs="+",
+        choices=[*METHODS, "eed", "all"],
+        help="methods to reproduce (one or more), all, or eed",
     )
     parser.add_argument(
         "--budget",
@@ -59,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     if dataset_spec(args.dataset).needs_data_dir and args.data_dir is None:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
+    if "eed" in args.method:
+        return _run_eed(args)
     methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
     budget = budget_for(args.budget, args.dataset)
     device = resolve_device(args.device)
@@ -66,23 +78,41 @@ def run_from_args(args: argparse.Namespace) -> int:
         f"robustkernels reproduce {' '.join(args.method)}: {', '.join(methods)} at the {budget.name} budget "
         f"({budget.model} on {args.dataset}, {device}), output in {args.out}"
     )
+    return _run(args, work_units(methods, budget), write_results, format_table,
+                lambda **kw: reproduce(methods, budget, args.out, **kw))  # fmt: skip
+
+
+def _run_eed(args: argparse.Namespace) -> int:
+    if args.method != ["eed"]:
+        raise CommandError("eed runs on its own: `robustkernels reproduce eed` (not with other methods)")
+    budget = eed_budget_for(args.budget, args.dataset)
+    device = resolve_device(args.device)
+    print(f"robustkernels reproduce eed at the {budget.name} budget ({budget.model} on {args.dataset}, {device}), "
+          f"output in {args.out}")  # fmt: skip
+    return _run(args, eed_work_units(budget), write_eed_results, format_eed_table,
+                lambda **kw: reproduce_eed(budget, args.out, **kw))  # fmt: skip
+
+
+def _run(args: argparse.Namespace, total: int, write, table, run) -> int:
+    """run(dataset=, data_dir=, seed=, device=, progress=, log=) under a progress bar of `total`
+    units, then the results written, the table printed and the files named."""
     bar = None
     if not args.no_progress:
         bar = require("tqdm", "progress bars", "tqdm").tqdm(
-            total=work_units(methods, budget), unit="step", dynamic_ncols=True, file=sys.stderr
+            total=total, unit="step", dynamic_ncols=True, file=sys.stderr
         )
     started = time.perf_counter()
     try:
-        results = reproduce(
-            methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
+        results = run(
+            dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=resolve_device(args.device),
             progress=bar.update if bar is not None else None, log=bar.write if bar is not None else print,
         )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     results["settings"]["seconds"] = time.perf_counter() - started
-    paths = write_results(results, args.out)
-    print(format_table(results))
+    paths = write(results, args.out)
+    print(table(results))
     print(
         f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
     )

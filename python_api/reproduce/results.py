@@ -109,12 +109,15 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
     return Path(png_path)
 
 
-def write_results(results: dict, out: str | Path) -> dict[str, Path]:
-    """Writes out/results.json, out/results.md and out/tradeoff.png; returns their paths."""
+def write_results(
+    results: dict, out: str | Path, *, markdown=None, plot=None, plot_name: str = "tradeoff.png"
+) -> dict[str, Path]:
+    """Writes out/results.json, out/results.md (`markdown(results)`, default this table's) and the
+    plot (`plot(results, path)`, default the CA-RA trade-off) as out/plot_name; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "tradeoff.png"}
+    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / plot_name}
     paths["json"].write_text(json.dumps(results, indent=1) + "\n")
-    paths["markdown"].write_text(_markdown(results))
-    plot_tradeoff(results, paths["plot"])
+    paths["markdown"].write_text((markdown or _markdown)(results))
+    (plot or plot_tradeoff)(results, paths["plot"])
     return paths
