@@ -8,7 +8,10 @@
 Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
 smart (one SMART model evaluated on its clean and its adversarial expert path), pgd-at (one
 PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
-method). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
+one of these). eio (Ensemble-in-One: a derived single model and the random-gate network) and dverge
+(DVERGE-K ensembles) are scored with a standard-trained baseline under DVERGE's protocol (black-box
+transfer from surrogate ensembles, white-box PGD, all-or-nothing) over an eps sweep, into
+results.md, results.json and accuracy-vs-eps.png; they run on their own (not with the others). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
 rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
 every one of the budget's draws, and the mean over draws is given beside). Writes into --out:
 results.md and results.json (CA and RA per lam with the evaluation's sanity checks, non-zero
@@ -24,6 +27,9 @@ import time
 from ..data import DATASETS, dataset_spec
 from ..optional import require
 from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, write_results
+from ..reproduce.ensemble_budgets import ensemble_budget_for
+from ..reproduce.ensemble_results import format_ensemble_table, write_ensemble_results
+from ..reproduce.ensembles import ENSEMBLE_METHODS, reproduce_ensembles
 from ..reproduce.runner import work_units
 from ..train import resolve_device
 from . import arguments
@@ -37,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "\n".join(__doc__.strip().splitlines()[2:])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "method", nargs="+", choices=[*METHODS, "all"], help="methods to reproduce (one or more), or all"
+        "method",
+        nargs="+",
+        choices=[*METHODS, "all", *ENSEMBLE_METHODS],
+        help="methods to reproduce (one or more), or all; or eio and/or dverge",
     )
     parser.add_argument(
         "--budget",
@@ -59,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     if dataset_spec(args.dataset).needs_data_dir and args.data_dir is None:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
+    ensemble_methods = [m for m in ENSEMBLE_METHODS if m in args.method]
+    if ensemble_methods:
+        if len(ensemble_methods) != len(args.method):
+            raise CommandError("eio and dverge run on their own: reproduce them in a separate call")
+        return _run_ensembles(args, ensemble_methods)
     methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
     budget = budget_for(args.budget, args.dataset)
     device = resolve_device(args.device)
@@ -83,6 +97,25 @@ def run_from_args(args: argparse.Namespace) -> int:
     results["settings"]["seconds"] = time.perf_counter() - started
     paths = write_results(results, args.out)
     print(format_table(results))
+    print(
+        f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
+    )
+    return 0
+
+
+def _run_ensembles(args: argparse.Namespace, methods: list[str]) -> int:
+    budget = ensemble_budget_for(args.budget, args.dataset)
+    device = resolve_device(args.device)
+    print(f"robustkernels reproduce {' '.join(methods)} at the {budget.name} budget "
+          f"({budget.model} on {args.dataset}, {device}), output in {args.out}")  # fmt: skip
+    started = time.perf_counter()
+    results = reproduce_ensembles(
+        methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
+        log=None if args.no_progress else print,
+    )  # fmt: skip
+    results["settings"]["seconds"] = time.perf_counter() - started
+    paths = write_ensemble_results(results, args.out)
+    print(format_ensemble_table(results))
     print(
         f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
     )
