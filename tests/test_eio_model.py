@@ -37,7 +37,9 @@ def _perturb_batch_norms(model):
                 module.bias.normal_(0, 0.1, generator=generator)
 
 
-@pytest.mark.parametrize(("n", "p", "first"), [(2, 3, 2), (2, 2, 1), (2, 4, 2), (2, 5, 3), (3, 3, 1), (4, 17, 3)])
+@pytest.mark.parametrize(
+    ("n", "p", "first"), [(2, 3, 2), (2, 2, 1), (2, 4, 2), (2, 5, 3), (3, 3, 1), (4, 17, 3)]
+)
 def test_min_distinct_layer_is_the_first_with_enough_prefixes(n, p, first):
     assert min_distinct_layer(n, p) == first
     assert n**first >= p and (first == 1 or n ** (first - 1) < p)
@@ -67,12 +69,16 @@ def test_resnet20_gets_19_gated_blocks_and_shares_shortcuts_and_classifier():
     assert len(blocks) == 19 and all(isinstance(b, GatedConv2d) and b.num_paths == 2 for b in blocks)
     assert math.prod(b.num_paths for b in blocks) == 2**19
     assert sum(isinstance(m, PathBatchNorm2d) for m in model.modules()) == 19
-    assert type(model.layer2[0].shortcut[0]) is nn.Conv2d and type(model.layer2[0].shortcut[1]) is nn.BatchNorm2d
+    assert (
+        type(model.layer2[0].shortcut[0]) is nn.Conv2d and type(model.layer2[0].shortcut[1]) is nn.BatchNorm2d
+    )
     assert type(model.fc) is nn.Linear
     # the gates are independent initialisations, not copies
     for block in blocks:
         assert not torch.equal(block.weight[0], block.weight[1])
-        assert float(block.weight[1].detach().std()) == pytest.approx(float(block.weight[0].detach().std()), rel=0.3)
+        assert float(block.weight[1].detach().std()) == pytest.approx(
+            float(block.weight[0].detach().std()), rel=0.3
+        )
 
 
 def test_vgg16_gates_13_convs_and_optionally_the_classifier():

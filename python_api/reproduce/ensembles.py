@@ -42,6 +42,7 @@ __all__ = ["ENSEMBLE_METHODS", "pgd_step_fifth", "reproduce_ensembles"]
 
 ENSEMBLE_METHODS = ("eio", "dverge")
 _SECONDS = "train_seconds.json"
+_MATCHED = "matched_steps.json"
 
 
 def pgd_step_fifth(model, x, y, *, eps, norm, steps, eot_draws, generator):
@@ -91,6 +92,20 @@ class _Runs:
         record.write_text(json.dumps({"seconds": seconds}))
         self.log(f"{name}: {config.max_steps} steps in {seconds:.1f} s")
         return seconds
+
+    def matched_steps(self, name: str, seconds: float, build, method) -> int:
+        """The steps of `method` that take `seconds` (decided once: a re-run reuses the count)."""
+        record = self.out / name / _MATCHED
+        if record.exists():
+            return json.loads(record.read_text())["steps"]
+        per_step = self.seconds_per_step(build, method)
+        steps = max(1, round(seconds / per_step))
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(
+            json.dumps({"steps": steps, "seconds_per_step": per_step, "matched_seconds": seconds})
+        )
+        self.log(f"{name}: {per_step:.3f} s per step, {steps} steps in the {seconds:.1f} s EIO trained")
+        return steps
 
     def seconds_per_step(self, build: Callable[[], torch.nn.Module], method, probe_steps: int = 3) -> float:
         """Seconds per step of `method` on a throwaway model (the first step, a warm-up, not counted)."""
@@ -151,7 +166,7 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
             )
             steps = budget.dverge_steps
             if budget.match_wall_clock and size == 3 and eio_seconds is not None:
-                steps = max(1, round(eio_seconds / runs.seconds_per_step(build, method)))
+                steps = runs.matched_steps(f"dverge-{size}", eio_seconds, build, method)
             ensemble = build()
             seconds = runs.fit(f"dverge-{size}", ensemble, method, runs.config(steps, tag=f"dverge{size}"))
             defences.append((f"DVERGE-{size}", ensemble.eval(), False, seconds))
