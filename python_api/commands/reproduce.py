@@ -94,9 +94,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    return _report(results, started, write_results, format_table, args.out)
+
+
+def _report(results: dict, started: float, write, table, out) -> int:
+    """Writes the results files, prints the table and where they went."""
     results["settings"]["seconds"] = time.perf_counter() - started
-    paths = write_results(results, args.out)
-    print(format_table(results))
+    paths = write(results, out)
+    print(table(results))
     print(
         f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
     )
@@ -113,10 +118,4 @@ def _run_ensembles(args: argparse.Namespace, methods: list[str]) -> int:
         methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
         log=None if args.no_progress else print,
     )  # fmt: skip
-    results["settings"]["seconds"] = time.perf_counter() - started
-    paths = write_ensemble_results(results, args.out)
-    print(format_ensemble_table(results))
-    print(
-        f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
-    )
-    return 0
+    return _report(results, started, write_ensemble_results, format_ensemble_table, args.out)

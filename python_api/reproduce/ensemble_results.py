@@ -2,10 +2,10 @@
 (black-box and white-box, one line per defence, as in the EIO paper's figures)."""
 
 import itertools
-import json
 from pathlib import Path
 
 from ..optional import require
+from .results import write_files
 
 __all__ = ["format_ensemble_table", "plot_accuracy_vs_eps", "write_ensemble_results"]
 
@@ -98,14 +98,4 @@ def plot_accuracy_vs_eps(results: dict, png_path: str | Path) -> Path:
 
 def write_ensemble_results(results: dict, out: str | Path) -> dict[str, Path]:
     """out/results.json, out/results.md and out/accuracy-vs-eps.png; returns their paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out / "results.json",
-        "markdown": out / "results.md",
-        "plot": out / "accuracy-vs-eps.png",
-    }
-    paths["json"].write_text(json.dumps(results, indent=1) + "\n")
-    paths["markdown"].write_text(_markdown(results))
-    plot_accuracy_vs_eps(results, paths["plot"])
-    return paths
+    return write_files(results, out, _markdown(results), plot_accuracy_vs_eps, "accuracy-vs-eps.png")

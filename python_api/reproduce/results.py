@@ -109,12 +109,17 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
     return Path(png_path)
 
 
-def write_results(results: dict, out: str | Path) -> dict[str, Path]:
-    """Writes out/results.json, out/results.md and out/tradeoff.png; returns their paths."""
+def write_files(results: dict, out: str | Path, markdown: str, plot, plot_name: str) -> dict[str, Path]:
+    """Writes out/results.json, out/results.md (`markdown`) and out/<plot_name> (`plot(results, path)`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "tradeoff.png"}
+    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / plot_name}
     paths["json"].write_text(json.dumps(results, indent=1) + "\n")
-    paths["markdown"].write_text(_markdown(results))
-    plot_tradeoff(results, paths["plot"])
+    paths["markdown"].write_text(markdown)
+    plot(results, paths["plot"])
     return paths
+
+
+def write_results(results: dict, out: str | Path) -> dict[str, Path]:
+    """Writes out/results.json, out/results.md and out/tradeoff.png; returns their paths."""
+    return write_files(results, out, _markdown(results), plot_tradeoff, "tradeoff.png")

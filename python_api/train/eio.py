@@ -84,29 +84,32 @@ def cross_path_loss(
 class EIODiversification:
     """Vulnerability diversification with p paths per batch (module docstring). bn_eval_in_distillation
     runs the distillation with batch norm on running statistics (DVERGE and the default use train
-    mode, which also updates them; spec A.5 #7)."""
+    mode, which also updates them; spec A.5 #7). layer fixes the distillation layer (None: drawn
+    per batch, as Alg. 1 does; a fixed one serves ablations and like-for-like timing)."""
 
     name = "eio"
 
-    def __init__(self, p: int = 3, eps: float = 0.07, steps: int = 10, bn_eval_in_distillation: bool = False):
+    def __init__(self, p: int = 3, eps: float = 0.07, steps: int = 10, bn_eval_in_distillation: bool = False,
+                 layer: int | None = None):  # fmt: skip
         if isinstance(p, bool) or not isinstance(p, int) or p < 2:
             raise ValueError(f"p must be an int >= 2 (paths per batch), got {p!r}")
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
-        self.p, self.eps, self.steps, self.bn_eval = p, eps, steps, bn_eval_in_distillation
+        self.p, self.eps, self.steps, self.bn_eval, self.layer = p, eps, steps, bn_eval_in_distillation, layer
         self.last_layer: int | None = None
 
     def settings(self) -> dict:
-        return {"p": self.p, "eps": self.eps, "steps": self.steps, "bn_eval_in_distillation": self.bn_eval}
+        return {"p": self.p, "eps": self.eps, "steps": self.steps, "bn_eval_in_distillation": self.bn_eval,
+                "layer": self.layer}  # fmt: skip
 
     def loss(self, model, x, y, *, attack_model, generator):
         blocks, n = _num_gates(attack_model)
         cpu = torch.Generator().manual_seed(
             int(torch.randint(2**62, (), generator=generator, device=generator.device))
         )
-        layer, paths = diversification_paths(blocks, n, self.p, cpu)
+        layer, paths = diversification_paths(blocks, n, self.p, cpu, layer=self.layer)
         self.last_layer = layer
         x_target = x[torch.randperm(len(x), generator=cpu).to(x.device)]
         was_training = attack_model.training
