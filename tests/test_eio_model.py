@@ -174,3 +174,27 @@ def test_random_gates_draw_per_input_from_the_noise_stream():
     assert not torch.equal(first, second)
     with use_eio_path(model, [0, 0, 0]):
         assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_a_whole_batch_gate_equals_the_routed_op_and_leaves_the_other_gates_untouched(padding_mode):
+    conv = GatedConv2d(3, 4, 3, padding=1, padding_mode=padding_mode, n=3, route=2)
+    x = _images(5).requires_grad_(True)
+    fast = conv(x)
+    fast_grad_x, fast_grad_w = torch.autograd.grad(fast.square().sum(), (x, conv.weight))
+    conv.route = torch.full((5,), 2)  # a per-sample route: the routed op
+    routed = conv(x)
+    routed_grad_x, routed_grad_w = torch.autograd.grad(routed.square().sum(), (x, conv.weight))
+    torch.testing.assert_close(fast, routed)
+    torch.testing.assert_close(fast_grad_x, routed_grad_x)
+    torch.testing.assert_close(fast_grad_w, routed_grad_w)
+    assert float(fast_grad_w[:2].abs().sum()) == 0.0 and float(fast_grad_w[2].abs().sum()) > 0
+    conv.route = 3
+    with pytest.raises(ValueError, match="must name a gate"):
+        conv(x)
+
+
+def test_a_fixed_layer_outside_the_feasible_range_is_rejected():
+    assert diversification_paths(19, 2, 3, layer=5)[0] == 5
+    with pytest.raises(ValueError, match="layer must lie in"):
+        diversification_paths(19, 2, 3, layer=1)

@@ -19,7 +19,7 @@ softmax (`models.AveragedEnsemble`).
 import torch
 import torch.nn.functional as F
 
-from ..attacks import feature_distillation, pgd
+from ..attacks import feature_distillation, pgd, untouched
 from ..models import AveragedEnsemble
 from .eio_model import feature_taps, layer_features
 from .seeds import derived_generator
@@ -70,10 +70,13 @@ class DVERGETraining:
         members = attack_model.members
         self.layer = self._layer(attack_model)
         x_target = x[torch.randperm(len(x), generator=generator, device=generator.device).to(x.device)]
-        distilled = [
-            feature_distillation(layer_features(m, self.layer), x, x_target, eps=self.eps, steps=self.steps)
-            for m in members
-        ]
+        with untouched(attack_model):  # only the inputs are differentiated (as in EIO's distillation)
+            distilled = [
+                feature_distillation(
+                    layer_features(m, self.layer), x, x_target, eps=self.eps, steps=self.steps
+                )
+                for m in members
+            ]
         trained = model.module.members if hasattr(model, "module") else model.members
         total, shown = 0.0, None
         for i, member in enumerate(trained):

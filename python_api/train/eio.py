@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import feature_distillation
+from ..attacks import feature_distillation, untouched
 from .eio_model import diversification_paths, eio_blocks, layer_features, use_eio_path
 
 __all__ = ["EIODiversification", "EIOPretraining", "cross_path_loss", "distill_against"]
@@ -53,7 +53,9 @@ def distill_against(
     model: nn.Module, path, layer: int, x_source, x_target, *, eps: float, steps: int
 ) -> torch.Tensor:
     """x' within eps of x_source whose layer-`layer` features on `path` match x_target's (Eq. 2)."""
-    with use_eio_path(model, path):
+    # untouched: the weights stop requiring gradients, so no backward computes theirs (a custom op's
+    # backward sees which inputs require gradients, not which ones autograd.grad asks for)
+    with use_eio_path(model, path), untouched(model):
         return feature_distillation(
             layer_features(model, layer), x_source, x_target, eps=eps, steps=steps, momentum=1.0
         )
