@@ -174,3 +174,14 @@ def test_dverge_draws_its_layer_once_per_epoch():
             layers.setdefault(epoch, set()).add(method._layer(ensemble))
     assert all(len(drawn) == 1 for drawn in layers.values())
     assert {next(iter(d)) for d in layers.values()} == {1, 2}
+
+
+def test_dverge_plus_adv_adds_each_members_ce_on_its_own_pgd_examples():
+    ensemble = AveragedEnsemble([TinyNet(seed) for seed in range(2)]).eval()  # eval: BN stays put
+    x, y = _batch(6)
+    plain = DVERGETraining(eps=0.07, steps=1, seed=1)
+    # adv_eps = 0: PGD returns x itself, so the added terms are each member's clean CE
+    plus = DVERGETraining(eps=0.07, steps=1, seed=1, plus_adv=True, adv_eps=0.0, adv_steps=1)
+    without, _ = plain.loss(ensemble, x, y, attack_model=ensemble, generator=torch.Generator().manual_seed(2))
+    with_adv, _ = plus.loss(ensemble, x, y, attack_model=ensemble, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(with_adv - without, sum(_hand_ce(m(x), y) for m in ensemble.members))
