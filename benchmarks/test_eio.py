@@ -19,10 +19,10 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from timing import DEVICE, pedantic, sync
+from timing import DEVICE, method_step, pedantic, sync
 
 from robustkernels.api.models import AveragedEnsemble, resnet20
-from robustkernels.api.train import build_sgd, derived_generator
+from robustkernels.api.train import build_sgd
 from robustkernels.api.train.dverge import DVERGETraining
 from robustkernels.api.train.eio import EIODiversification
 from robustkernels.api.train.eio_model import eio_blocks, to_eio_model, use_eio_path
@@ -62,22 +62,8 @@ def route_steps() -> dict:
 
 def _trainer_step(model, method):
     """The trainer's step for `method` on `model`, and the SGD that steps it."""
-    x, y = _batch(DIVERSIFY_BATCH)
     optimizer = build_sgd(model, 0.1, weight_decay=1e-4)
-    done = [0]
-
-    def step():
-        generator = derived_generator(0, "method", done[0], device=DEVICE)
-        if hasattr(method, "start_step"):
-            method.start_step(done[0], 0)
-        loss, _ = method.loss(model, x, y, attack_model=model, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done[0] += 1
-        sync()
-
-    return step, optimizer
+    return method_step(model, method, [_batch(DIVERSIFY_BATCH)], optimizer), optimizer
 
 
 def diversify_steps() -> tuple[dict, dict]:
