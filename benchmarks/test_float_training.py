@@ -27,12 +27,12 @@ import time
 
 import pytest
 import torch
-from timing import DEVICE, pedantic, sync
+from timing import DEVICE, method_step, pedantic
 
 from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
 from robustkernels.api.models import build_model
-from robustkernels.api.train import TrainConfig, build_sgd, derived_generator
+from robustkernels.api.train import TrainConfig, build_sgd
 from robustkernels.api.train.float_at import FLOATTraining, to_float_model
 from robustkernels.api.train.float_reference import EagerFLOATTraining, to_eager_float_model
 
@@ -87,19 +87,7 @@ def training_steps(case: str) -> tuple[dict, int, int]:
         optimizer = build_sgd(
             model, config.lr, config.momentum, config.weight_decay, config.no_weight_decay, config.nesterov
         )
-        done = [0]
-
-        def step():
-            x, y = batches[done[0] % len(batches)]
-            generator = derived_generator(config.seed, "method", done[0], device=DEVICE)
-            loss, _ = method.loss(model, x, y, attack_model=model, generator=generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done[0] += 1
-            sync()
-
-        return step
+        return method_step(model, method, batches, optimizer, config.seed)
 
     return {name: make_step(*models[name]) for name in VARIANTS}, len(batches), epoch_steps
 

@@ -58,3 +58,23 @@ def interleaved_medians(steps: dict, rounds: int) -> dict:
             steps[name]()
             times[name].append(time.perf_counter() - start)
     return {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+def method_step(model, method, batches, optimizer, seed: int = 0):
+    """step(): one trainer step of a training method (its loss on the next of `batches`, cycling,
+    with the trainer's per-step generator and start_step hook, backward, optimizer step)."""
+    from robustkernels.api.train import derived_generator  # the method layer, only for these benchmarks
+
+    done = [0]
+
+    def step():
+        x, y = batches[done[0] % len(batches)]
+        generator = derived_generator(seed, "method", done[0], device=DEVICE)
+        if hasattr(method, "start_step"):
+            method.start_step(done[0], 0)
+        loss, _ = method.loss(model, x, y, attack_model=model, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done[0] += 1
+        sync()
+
+    return step

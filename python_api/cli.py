@@ -24,7 +24,10 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "train": (train_command, "train a model with a method (standard, pgd-at, trades); resumes a killed run"),
     "eval": (eval_command, "robust accuracy of a trained checkpoint under an attack"),
     "bench": (bench, "seconds per training step of each method, in interleaved rounds"),
-    "reproduce": (reproduce_command, "train and evaluate FLOAT and PGD-AT end to end: CA-RA table and plot"),
+    "reproduce": (
+        reproduce_command,
+        "train and evaluate FLOAT, SMART, PGD-AT, or EIO and DVERGE, end to end: tables and plots",
+    ),
 }
 
 

@@ -12,6 +12,10 @@ PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial)
 method; eed runs on its own, not in all: EED's pruned pool, robust-diversity team,
 ensemble learning and dynamic inference against a single HYDRA and HARP model at the same
 non-zero parameters and the dense PGD-AT base; it writes results.md, results.json and eed.png).
+eio (Ensemble-in-One: a derived single model and the random-gate network) and dverge
+(DVERGE-K ensembles) are scored with a standard-trained baseline under DVERGE's protocol (black-box
+transfer from surrogate ensembles, white-box PGD, all-or-nothing) over an eps sweep, into
+results.md, results.json and accuracy-vs-eps.png; they run on their own (not with the others).
 Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
 rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
 every one of the budget's draws, and the mean over draws is given beside). Writes into --out:
@@ -31,6 +35,9 @@ from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, w
 from ..reproduce.eed import eed_work_units, reproduce_eed
 from ..reproduce.eed_budgets import eed_budget_for
 from ..reproduce.eed_results import format_eed_table, write_eed_results
+from ..reproduce.ensemble_budgets import ensemble_budget_for
+from ..reproduce.ensemble_results import format_ensemble_table, write_ensemble_results
+from ..reproduce.ensembles import ENSEMBLE_METHODS, reproduce_ensembles
 from ..reproduce.runner import work_units
 from ..train import resolve_device
 from . import arguments
@@ -46,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "method",
         nargs="+",
-        choices=[*METHODS, "eed", "all"],
-        help="methods to reproduce (one or more), all, or eed",
+        choices=[*METHODS, "all", "eed", *ENSEMBLE_METHODS],
+        help="methods to reproduce (one or more), all; or eed; or eio and/or dverge",
     )
     parser.add_argument(
         "--budget",
@@ -71,6 +78,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
     if "eed" in args.method:
         return _run_eed(args)
+    ensemble_methods = [m for m in ENSEMBLE_METHODS if m in args.method]
+    if ensemble_methods:
+        if len(ensemble_methods) != len(args.method):
+            raise CommandError("eio and dverge run on their own: reproduce them in a separate call")
+        return _run_ensembles(args, ensemble_methods)
     methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
     budget = budget_for(args.budget, args.dataset)
     device = resolve_device(args.device)
@@ -110,10 +122,28 @@ def _run(args: argparse.Namespace, total: int, write, table, run) -> int:
     finally:
         if bar is not None:
             bar.close()
+    return _report(results, started, write, table, args.out)
+
+
+def _report(results: dict, started: float, write, table, out) -> int:
+    """Writes the results files, prints the table and where they went."""
     results["settings"]["seconds"] = time.perf_counter() - started
-    paths = write(results, args.out)
+    paths = write(results, out)
     print(table(results))
     print(
         f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
     )
     return 0
+
+
+def _run_ensembles(args: argparse.Namespace, methods: list[str]) -> int:
+    budget = ensemble_budget_for(args.budget, args.dataset)
+    device = resolve_device(args.device)
+    print(f"robustkernels reproduce {' '.join(methods)} at the {budget.name} budget "
+          f"({budget.model} on {args.dataset}, {device}), output in {args.out}")  # fmt: skip
+    started = time.perf_counter()
+    results = reproduce_ensembles(
+        methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
+        log=None if args.no_progress else print,
+    )  # fmt: skip
+    return _report(results, started, write_ensemble_results, format_ensemble_table, args.out)

@@ -6,6 +6,7 @@ so `robustkernels.nn.convert(model)` can swap them for the noisy layers. Any sub
 output can be tapped by name (`feature_extractor`, `tap_features`).
 """
 
+from .ensemble import AveragedEnsemble
 from .features import feature_extractor, layer_names, tap_features
 from .normalize import Normalize
 from .registry import MODELS, build_model
@@ -17,6 +18,7 @@ from .wrn import WideBasicBlock, WideResNet, wrn16_8, wrn40_2
 __all__ = [
     "MODELS",
     "VGG",
+    "AveragedEnsemble",
     "BasicBlock",
     "Normalize",
     "ResNet",

@@ -17,6 +17,8 @@ class TrainingMethod(Protocol):
     must not trigger gradient synchronisation. `generator` (on the batch's device) is
     the only source of randomness, derived from the run's seed and the step, which keeps
     resumed runs exact. Returns (loss to minimise, logits whose accuracy is reported).
+    A method may also define `start_step(step, epoch)`, which the trainer calls before each loss
+    (a draw made once per epoch, such as DVERGE's distillation layer, derives from the epoch).
     """
 
     name: str

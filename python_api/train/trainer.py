@@ -261,6 +261,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
+            if hasattr(method, "start_step"):  # methods with per-epoch draws (DVERGE's layer) see the epoch
+                method.start_step(step, epoch)
             loss, logits = method.loss(trained, x, y, attack_model=model, generator=method_generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -124,7 +124,23 @@ class GatedConv2d(_PathConv):
         self._init_route(route)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._follows and isinstance(self.route, int) and not isinstance(self.route, bool):
+            return self._one_gate_conv(x, self._resolve_route(x.shape[0], x.device))
         return self._conv(x, self.weight, self.bias)
+
+    def _one_gate_conv(self, x: torch.Tensor, gate: int) -> torch.Tensor:
+        """The whole batch through one gate (EIO's training route, a derived path): the platform
+        convolution on that gate's weight, with no routing; the other gates get zero gradients."""
+        if not 0 <= gate < self.num_paths:
+            raise ValueError(f"route={gate} must name a gate in [0, {self.num_paths})")
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        bias = None if self.bias is None else self.bias[gate]
+        return nn.functional.conv2d(
+            x, self.weight[gate], bias, self.stride, padding, self.dilation, self.groups
+        )
 
     def derive(self, path: int) -> nn.Conv2d:
         """The plain nn.Conv2d of gate `path` (for deploying one path of the gated network)."""

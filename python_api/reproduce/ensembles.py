@@ -1,0 +1,249 @@
+"""`reproduce eio` and `reproduce dverge`: train the defences and score them under DVERGE's protocol.
+
+Trained (under out/<name>, a re-run with the same settings reuses every finished model):
+- the surrogates: standard-trained ensembles of `surrogate_sizes` members, seeds disjoint from
+  every defence's;
+- `baseline`: one standard-trained model of the architecture;
+- `eio`: the random gated network pre-trained on one uniform path per batch, then diversified
+  (p paths, ε_d), a path drawn uniformly and derived as a plain model, fine-tuned with clean CE at
+  lr 0.001; rows EIO (derived, fine-tuned), EIO (no fine-tune) and EIO-RGN (every input through
+  random gates: a randomised model, attacked with EOT and scored worst-of-k);
+- `dverge`: DVERGE-K for every K of `dverge_sizes`; with match_wall_clock, DVERGE-3 takes as many
+  steps as fit in EIO's training time (its seconds per step measured on a probe run).
+Evaluated on `eval_images` test images drawn with a fixed seed: black-box accuracy on the transfer
+set of each eps (built once, stored, shared by every defence), white-box PGD with step eps / 5 and
+restarts, all-or-nothing; at check_eps with the evaluation's sanity checks (their lowest accuracy
+is the headline there).
+"""
+
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..attacks import pgd
+from ..commands.runs import build_from_info, model_info, prepare_training_data
+from ..data import dataset_spec, load_dataset, to_unit_interval
+from ..evaluate import evaluate, robust_accuracy
+from ..evaluate.accuracy import own_noise
+from ..evaluate.transfer_set import TransferSetConfig, load_or_build, transfer_set_accuracy
+from ..models import AveragedEnsemble
+from ..train import StandardTraining, TrainConfig, derived_generator, derived_seed, train
+from ..train.dverge import DVERGETraining
+from ..train.eio import EIODiversification, EIOPretraining
+from ..train.eio_model import derive_eio, eio_blocks, random_gates, to_eio_model
+from .ensemble_budgets import EnsembleBudget
+
+__all__ = ["ENSEMBLE_METHODS", "pgd_step_fifth", "reproduce_ensembles"]
+
+ENSEMBLE_METHODS = ("eio", "dverge")
+_SECONDS = "train_seconds.json"
+_MATCHED = "matched_steps.json"
+
+
+def pgd_step_fifth(model, x, y, *, eps, norm, steps, eot_draws, generator):
+    """DVERGE's white-box PGD: uniform random start, `steps` sign steps of eps / 5, CE."""
+    return pgd(model, x, y, eps=eps, alpha=eps / 5, steps=steps, norm=norm, eot_draws=eot_draws,
+               generator=generator)  # fmt: skip
+
+
+class _Runs:
+    """Training runs of one reproduce call: their configs, directories and measured seconds."""
+
+    def __init__(self, budget: EnsembleBudget, dataset: str, data_dir, out: Path, seed: int, device, log):
+        self.budget, self.dataset, self.out, self.seed, self.device, self.log = (
+            budget,
+            dataset,
+            out,
+            seed,
+            device,
+            log,
+        )
+        self.train_data, _ = prepare_training_data(dataset, data_dir, 0.0, 0)
+        self.info = model_info(budget.model, dataset, self.train_data[0])
+
+    def fresh(self, *parts) -> torch.nn.Module:
+        torch.manual_seed(derived_seed(self.seed, "init", *parts))
+        return build_from_info(self.info).to(self.device)
+
+    def config(
+        self, steps: int, *, lr: float | None = None, schedule: str = "multistep", tag: str = ""
+    ) -> TrainConfig:
+        return TrainConfig(
+            epochs=None, max_steps=steps, batch_size=self.budget.batch_size, lr=lr or self.budget.lr,
+            weight_decay=self.budget.weight_decay, schedule=schedule, flip=dataset_spec(self.dataset).flip,
+            seed=derived_seed(self.seed, "train", tag), log_every=max(steps // 5, 1),
+        )  # fmt: skip
+
+    def fit(self, name: str, model, method, config: TrainConfig, directory: Path | None = None) -> float:
+        """Trains (or reloads) `model`; the seconds the training took (as first measured)."""
+        directory = directory or self.out / name
+        run_info = {"model": self.info, "dataset": {"name": self.dataset}, "reproduce": name}
+        started = time.perf_counter()
+        train(model, method, self.train_data, config, directory, run_info=run_info, log=None)
+        seconds = time.perf_counter() - started
+        record = directory / _SECONDS
+        if record.exists():
+            return json.loads(record.read_text())["seconds"]
+        record.write_text(json.dumps({"seconds": seconds}))
+        self.log(f"{name}: {config.max_steps} steps in {seconds:.1f} s")
+        return seconds
+
+    def matched_steps(self, name: str, seconds: float, build, method) -> int:
+        """The steps of `method` that take `seconds` (decided once: a re-run reuses the count)."""
+        record = self.out / name / _MATCHED
+        if record.exists():
+            return json.loads(record.read_text())["steps"]
+        per_step = self.seconds_per_step(build, method)
+        steps = max(1, round(seconds / per_step))
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(
+            json.dumps({"steps": steps, "seconds_per_step": per_step, "matched_seconds": seconds})
+        )
+        self.log(f"{name}: {per_step:.3f} s per step, {steps} steps in the {seconds:.1f} s EIO trained")
+        return steps
+
+    def seconds_per_step(self, build: Callable[[], torch.nn.Module], method, probe_steps: int = 3) -> float:
+        """Seconds per step of `method` on a throwaway model (the first step, a warm-up, not counted)."""
+        stamps = []
+        with tempfile.TemporaryDirectory() as scratch:
+            train(build(), method, self.train_data, self.config(probe_steps + 1), scratch, log=None,
+                  on_step=lambda _step: stamps.append(time.perf_counter()))  # fmt: skip
+        return (stamps[-1] - stamps[0]) / probe_steps
+
+
+def _test_set(budget: EnsembleBudget, dataset: str, data_dir, device):
+    """eval_images test images drawn without replacement with a fixed seed (DVERGE: 1000 random ones)."""
+    images, labels = load_dataset(dataset, "test", data_dir)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[: budget.eval_images]
+    return to_unit_interval(images[order]).to(device), labels[order].to(device)
+
+
+def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, torch.nn.Module, bool, float]]:
+    """(row name, model, randomised, training seconds) of every defence, trained here."""
+    defences = []
+    baseline = runs.fresh("baseline")
+    seconds = runs.fit(
+        "baseline", baseline, StandardTraining(), runs.config(budget.baseline_steps, tag="baseline")
+    )
+    defences.append(("baseline", baseline.eval(), False, seconds))
+    eio_seconds = None
+    if "eio" in methods:
+        rgn = to_eio_model(
+            runs.fresh("eio"), budget.gates, generator=derived_generator(runs.seed, "eio-gates")
+        )
+        pretrain = runs.fit(
+            "eio-pretrain", rgn, EIOPretraining(), runs.config(budget.pretrain_steps, tag="eio-pre")
+        )
+        diversify = EIODiversification(budget.paths, budget.distill_eps, budget.distill_steps)
+        eio_seconds = pretrain + runs.fit(
+            "eio", rgn, diversify, runs.config(budget.diversify_steps, tag="eio")
+        )
+        path = torch.randint(
+            budget.gates, (len(eio_blocks(rgn)),), generator=derived_generator(runs.seed, "derive")
+        )
+        runs.log(f"EIO derived path {''.join(map(str, path.tolist()))}")
+        derived = derive_eio(rgn, path).eval()
+        defences.append(("EIO (no fine-tune)", derived, False, eio_seconds))
+        if budget.finetune_steps:
+            tuned = derive_eio(rgn, path)
+            finetune = runs.config(budget.finetune_steps, lr=0.001, schedule="constant", tag="eio-ft")
+            seconds = runs.fit("eio-finetune", tuned, StandardTraining(), finetune)
+            defences.append(("EIO", tuned.eval(), False, eio_seconds + seconds))
+        defences.append(("EIO-RGN (random gates)", rgn.eval(), True, eio_seconds))
+    if "dverge" in methods:
+        for size in budget.dverge_sizes:
+
+            def build(size=size):
+                return AveragedEnsemble([runs.fresh("dverge", size, k) for k in range(size)])
+
+            method = DVERGETraining(
+                budget.distill_eps, budget.distill_steps, seed=derived_seed(runs.seed, "dverge", size)
+            )
+            steps = budget.dverge_steps
+            if budget.match_wall_clock and size == 3 and eio_seconds is not None:
+                steps = runs.matched_steps(f"dverge-{size}", eio_seconds, build, method)
+            ensemble = build()
+            seconds = runs.fit(f"dverge-{size}", ensemble, method, runs.config(steps, tag=f"dverge{size}"))
+            defences.append((f"DVERGE-{size}", ensemble.eval(), False, seconds))
+    return defences
+
+
+def _surrogates(budget: EnsembleBudget, runs: _Runs) -> dict[str, torch.nn.Module]:
+    surrogates = {}
+    for size in budget.surrogate_sizes:
+        members = []
+        for k in range(size):
+            member = runs.fresh("surrogate", size, k)
+            config = runs.config(budget.surrogate_steps, tag=f"surrogate{size}-{k}")
+            runs.fit(f"surrogate{size}-{k}", member, StandardTraining(), config)
+            members.append(member.eval())
+        surrogates[f"baseline{size}"] = AveragedEnsemble(members).eval()
+    return surrogates
+
+
+def _score(
+    name, model, randomized, seconds, transfer_sets, test, budget: EnsembleBudget, seed: int
+) -> list[dict]:
+    draws = budget.draws if randomized else 1
+    eot = budget.eot_draws if randomized else 1
+    common = {"attack": pgd_step_fifth, "steps": budget.whitebox_steps, "restarts": budget.whitebox_restarts,
+              "eot_draws": eot, "draws": budget.draws, "randomized": randomized, "seed": seed}  # fmt: skip
+    rows = []
+    with random_gates(model) if randomized else contextlib.nullcontext():
+        for eps, transfer_set in transfer_sets.items():
+            with own_noise([model], seed):  # the same gate draws whatever ran before
+                blackbox = transfer_set_accuracy(model, transfer_set, draws=draws)
+            if eps == budget.check_eps:
+                whitebox = evaluate(model, *test, eps=eps, checks=True, **common)
+            else:
+                whitebox = robust_accuracy(model, test, eps=eps, **common)
+            rows.append({
+                "method": name, "eps": eps, "clean_accuracy": blackbox["clean_accuracy"],
+                "blackbox_accuracy": blackbox["blackbox_accuracy"], "whitebox_accuracy": whitebox["robust_accuracy"],
+                "blackbox_accuracy_mean_over_draws": blackbox["blackbox_accuracy_mean_over_draws"],
+                "whitebox_accuracy_mean_over_draws": whitebox["robust_accuracy_mean_over_draws"],
+                "randomized": randomized, "draws": draws, "eot_draws": eot, "n": blackbox["n"],
+                "train_seconds": seconds, "parameters": sum(p.numel() for p in model.parameters()),
+                "flagged": whitebox.get("flagged"), "whitebox_from": whitebox.get("robust_accuracy_from"),
+                "blackbox_per_version": blackbox["per_version"],
+            })  # fmt: skip
+    return rows
+
+
+def reproduce_ensembles(
+    methods, budget: EnsembleBudget, out: str | Path, *, dataset: str = "digits", data_dir=None, seed: int = 0,
+    device="cpu", log: Callable[[str], None] | None = None,
+) -> dict:  # fmt: skip
+    """Trains the surrogates, the baseline and every method in `methods` (ENSEMBLE_METHODS) at
+    `budget`, builds (or reloads) the transfer set per eps and returns {"settings", "rows"}: one
+    row per defence and eps with method, eps, clean_accuracy, blackbox_accuracy, whitebox_accuracy."""
+    unknown = [m for m in methods if m not in ENSEMBLE_METHODS]
+    if unknown:
+        raise ValueError(f"methods must be among {ENSEMBLE_METHODS}, got {unknown}")
+    out = Path(out)
+    emit = log or (lambda _line: None)
+    runs = _Runs(budget, dataset, data_dir, out, seed, device, emit)
+    test = _test_set(budget, dataset, data_dir, device)
+    surrogates = _surrogates(budget, runs)
+    described = {"surrogates": sorted(surrogates), "budget": budget.name, "dataset": dataset, "seed": seed}
+    transfer_sets, rates = {}, {}
+    for eps in budget.eps_list:
+        config = TransferSetConfig(eps, budget.transfer_steps, budget.transfer_starts, seed=seed)
+        transfer_sets[eps] = load_or_build(out / "transfer", surrogates, *test, config, described)
+        rates[eps] = transfer_sets[eps]["images_per_second"]
+        emit(f"transfer set eps {eps:g}: {transfer_sets[eps]['versions'].shape[0]} versions, "
+             f"{rates[eps]:.1f} adversarial images/s{' (stored)' if transfer_sets[eps]['reused'] else ''}")  # fmt: skip
+    rows = []
+    for name, model, randomized, seconds in _defences(methods, budget, runs):
+        rows += _score(name, model, randomized, seconds, transfer_sets, test, budget, seed)
+        emit(f"{name} evaluated")
+    versions = transfer_sets[budget.eps_list[0]]["names"]
+    settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),
+                "device": str(device), "transfer_versions": versions,
+                "transfer_images_per_second": rates}  # fmt: skip
+    return {"settings": settings, "rows": rows}
