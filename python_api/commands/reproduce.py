@@ -6,7 +6,8 @@
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
 
 Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
-smart (one SMART model evaluated on its clean and its adversarial expert path), pgd-at (one
+smart (one SMART model over the same lam_n: 0 its clean expert path, > 0 its adversarial path
+with the noise scaled by lam_n; --smart-stages and --smart-overlap give its Table 1 ablations), pgd-at (one
 PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
 method). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
 rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
@@ -49,6 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", choices=list(DATASETS), default="digits", help="(default: digits, embedded)"
     )
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
+    parser.add_argument(
+        "--smart-stages",
+        choices=["later", "all"],
+        default="later",
+        help="SMART's masked stages: the later half ([D D S S], the paper's) or all ([S S S S], its "
+        "Table 1 ablation) (default: later)",
+    )
+    parser.add_argument(
+        "--smart-overlap",
+        type=float,
+        default=0.25,
+        help="SMART's d(M_C * M_A), a fraction of each masked tensor (default: 0.25, the paper's; "
+        "0: disjoint masks, Table 1's ablation)",
+    )
     parser.add_argument("--out", default="runs/reproduce", help="output directory (default: %(default)s)")
     parser.add_argument("--seed", type=arguments.seed, default=0, help="(default: 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -75,6 +90,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         results = reproduce(
             methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
+            smart={"stages": None if args.smart_stages == "later" else "all", "shared": args.smart_overlap},
             progress=bar.update if bar is not None else None, log=bar.write if bar is not None else print,
         )  # fmt: skip
     finally:

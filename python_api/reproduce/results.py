@@ -26,7 +26,7 @@ def _cells(row: dict) -> tuple[str, ...]:
         else "-"
     )
     return (
-        row["method"],
+        row["method"] + (f" {row['variant']}" if row.get("variant") else ""),
         f"{row['width']:g}",
         "-" if row["lam_th"] is None else f"{row['lam_th']:g}",
         f"{row['lam_n']:g}",
@@ -82,7 +82,8 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
     pyplot = require("matplotlib.pyplot", "plotting", "matplotlib")
     series: dict[str, list[dict]] = {}
     for row in results["rows"]:
-        label = row["method"] if row["lam_th"] is None else f"{row['method']} (lam_th={row['lam_th']:g})"
+        label = row["method"] + (f" {row['variant']}" if row.get("variant") else "")
+        label += "" if row["lam_th"] is None else f" (lam_th={row['lam_th']:g})"
         if row["method"] == "FLOAT-Slim":
             label += f" width {row['width']:g}"
         series.setdefault(label, []).append(row)

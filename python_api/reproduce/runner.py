@@ -1,5 +1,6 @@
 """Training and evaluating each method of `reproduce`: FLOAT over its lam_n sweep for both
-lam_th, FLOAT-Slim over the sweep at each width (lam_th 0.5), SMART on its two expert paths,
+lam_th, FLOAT-Slim over the sweep at each width (lam_th 0.5), SMART over the sweep (lam_n 0 its
+clean path, lam_n > 0 its adversarial path with the noise scaled by lam_n),
 and one PGD-AT model per lam of the sweep. Every setting is evaluated under PGD and under an
 AutoAttack-style suite: `standard` where the setting is deterministic, `rand` (APGD-CE and
 APGD-DLR with EOT) where it draws noise; on a noisy setting every adversarial point is scored on
@@ -22,7 +23,7 @@ from ..train.float_at import CLEAN, NOISY, float_inference, inference_setting
 from ..train.float_slim import floats_inference
 from ..train.once_for_all import WIDTHS, training_method
 from ..train.parameter_counts import path_parameters
-from ..train.smart import smart_inference
+from ..train.smart import smart_inference, smart_variant
 from ..train.weighted_at import WeightedAdversarialTraining
 from .budgets import Budget
 
@@ -102,10 +103,10 @@ def _floats_settings(model, width: float) -> Iterator[tuple[dict, contextlib.Abs
 
 
 def _smart_settings(model) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
-    # the two expert paths: lam_n 0 the clean path, 1 the adversarial one with its noise
-    for path in (CLEAN, NOISY):
-        fields = {"lam_th": None, "lam_n": float(path), "noise_scale": float(path), "bn": _BN[path]}
-        yield fields, smart_inference(model, path), path == NOISY
+    # lam_n 0 the clean path; lam_n > 0 the adversarial one, its noise scaled by lam_n, BN_A
+    for lam_n in LAM_N:
+        fields = {"lam_th": None, "lam_n": lam_n, "noise_scale": lam_n, "bn": _BN[NOISY if lam_n else CLEAN]}
+        yield fields, smart_inference(model, lam_n), lam_n > 0
 
 
 def _counts(counts: dict, path: int, noisy: bool) -> dict:
@@ -124,6 +125,7 @@ def reproduce(
     data_dir: str | Path | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    smart: dict | None = None,
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -132,7 +134,8 @@ def reproduce(
     (method, lam) point with CA, RA under PGD and the AutoAttack-style suite, the path's non-zero parameters
     and noise additions, and the sanity checks. Training runs write their checkpoints under
     out/<model> (a re-run with the same settings resumes, or reuses a finished model). Models train
-    and are evaluated on `device`.
+    and are evaluated on `device`. `smart` (to_smart_model's "stages" and "shared") sets SMART's
+    masks, e.g. the ablations of its Table 1.
     `progress(n)` is called with the work units done: one per training step, one per attack run
     of the evaluations (each attack of a suite, each restart, each run of the sanity checks)."""
     tick = progress or (lambda _n: None)
@@ -148,10 +151,12 @@ def reproduce(
     out = Path(out)
     rows = []
 
-    def fit(name: str, method, training) -> tuple[torch.nn.Module, float]:
+    smart = {"stages": None, "shared": 0.25, **(smart or {})}
+
+    def fit(name: str, method, training, options=None) -> tuple[torch.nn.Module, float]:
         """Trains a fresh model (converted for `method` when it is once-for-all) with `training`."""
         torch.manual_seed(seed)
-        described = {**info, "method": method}
+        described = {**info, "method": method, **({"method_options": options} if options else {})}
         model = build_from_info(described, seed).to(device)  # train() trains on the model's device
         started = time.perf_counter()
         run_info = {"model": described, "dataset": {"name": dataset}, "reproduce": name}
@@ -181,14 +186,20 @@ def reproduce(
                 counts = path_parameters(model, test[0][:1])
             sweep("FLOAT-Slim", model, seconds, _floats_settings(model, width), counts)
     if "smart" in methods:
-        model, seconds = fit("smart", "smart", training_method("smart", **attack))
+        variant = smart_variant(smart["stages"], smart["shared"])
+        default = smart == {"stages": None, "shared": 0.25}
+        name = "smart" if default else f"smart-{smart['stages'] or 'later'}-overlap{smart['shared']:g}"
+        model, seconds = fit(name, "smart", training_method("smart", **attack), smart)
+        rows_before = len(rows)
         sweep("SMART", model, seconds, _smart_settings(model))
+        for row in rows[rows_before:]:
+            row["variant"] = variant
     if "pgd-at" in methods:
         for lam in LAM_N:
             model, seconds = fit(f"pgd-at-lam{lam}", None, WeightedAdversarialTraining(lam, **attack))
             fields = {"lam_th": None, "lam_n": lam, "noise_scale": 0.0, "bn": "BN"}
             sweep("PGD-AT", model, seconds, [(fields, contextlib.nullcontext(), False)])
-    settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),
+    settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods), "smart": smart,
                 "attacks": list(ATTACKS), "norm": "linf", "device": str(device)}  # fmt: skip
     return {"settings": settings, "rows": rows}
 
@@ -201,7 +212,7 @@ def _randomized_rows(methods) -> list[bool]:
     if "floats" in methods:
         rows += [inference_setting(lam_n, FLOATS_LAM_TH)[0] > 0 for _ in WIDTHS for lam_n in LAM_N]
     if "smart" in methods:
-        rows += [path == NOISY for path in (CLEAN, NOISY)]
+        rows += [lam_n > 0 for lam_n in LAM_N]
     if "pgd-at" in methods:
         rows += [False] * len(LAM_N)
     return rows

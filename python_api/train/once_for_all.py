@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-from .float_at import CLEAN, NOISY, FLOATTraining, float_inference, to_float_model
+from .float_at import FLOATTraining, float_inference, to_float_model
 from .float_slim import FLOATSlimTraining, floats_inference, to_floats_model
 from .smart import SMARTTraining, smart_inference, to_smart_model
 
@@ -16,7 +16,7 @@ __all__ = ["ONCE_FOR_ALL", "at_test_time", "convert", "training_method"]
 ONCE_FOR_ALL = {
     "float": "FLOAT (Kundu et al.): noisy-weight convs and dual BN, one model tuned by lam_n at test time",
     "floats": "FLOAT-Slim: FLOAT at widths 0.5 and 1.0 of one slimmable model (Algorithm 2)",
-    "smart": "SMART (Kundu et al.): clean and adversarial sparse expert masks over the later stages",
+    "smart": "SMART (Kundu et al.): noisy dual-path convs with clean and adversarial sparse masks at later stages",
 }
 WIDTHS = (0.5, 1.0)
 
@@ -26,15 +26,20 @@ def _check(method: str) -> None:
         raise ValueError(f"method must be one of {', '.join(ONCE_FOR_ALL)}, got {method!r}")
 
 
-def convert(method: str, model: nn.Module, seed: int = 0) -> nn.Module:
+def convert(method: str, model: nn.Module, seed: int = 0, options: dict | None = None) -> nn.Module:
     """`model` converted in place for `method` (SMART's masks drawn from a generator seeded
-    with `seed`; a checkpoint's saved masks replace them on loading)."""
+    with `seed`; a checkpoint's saved masks replace them on loading). `options` (stored in a
+    checkpoint's model description): SMART's "stages" and "shared" (to_smart_model's)."""
     _check(method)
+    options = dict(options or {})
+    unknown = set(options) - ({"stages", "shared"} if method == "smart" else set())
+    if unknown:
+        raise ValueError(f"options {sorted(unknown)} do not apply to {method}")
     if method == "float":
         return to_float_model(model)
     if method == "floats":
         return to_floats_model(model, WIDTHS)
-    return to_smart_model(model, generator=torch.Generator().manual_seed(seed))
+    return to_smart_model(model, generator=torch.Generator().manual_seed(seed), **options)
 
 
 def training_method(method: str, **attack):
@@ -49,8 +54,9 @@ def at_test_time(
     method: str, model: nn.Module, lam_n: float, lam_th: float = 0.5, width: float | None = None
 ) -> contextlib.AbstractContextManager:
     """`with at_test_time(...):` runs the block with the model at lam_n (FLOAT and FLOAT-Slim:
-    float_inference's rule with lam_th; SMART: lam_n 0 is the clean expert path, 1 the
-    adversarial one) and, for FLOAT-Slim, at `width` (default: the widest)."""
+    float_inference's rule with lam_th; SMART: smart_inference's, lam_n 0 the clean expert path,
+    lam_n > 0 the adversarial one with the noise scaled by lam_n; lam_th does not apply) and, for
+    FLOAT-Slim, at `width` (default: the widest)."""
     _check(method)
     if width is not None and method != "floats":
         raise ValueError(f"width applies to floats only, not {method}")
@@ -58,6 +64,4 @@ def at_test_time(
         return float_inference(model, lam_n, lam_th)
     if method == "floats":
         return floats_inference(model, max(WIDTHS) if width is None else width, lam_n, lam_th)
-    if lam_n not in (0.0, 1.0):
-        raise ValueError(f"SMART has two paths: lam_n must be 0 (clean) or 1 (adversarial), got {lam_n}")
-    return smart_inference(model, NOISY if lam_n == 1.0 else CLEAN)
+    return smart_inference(model, lam_n)
