@@ -202,6 +202,8 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
         *[("FLOAT", 1.0, th, n) for th in (0.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
         *[("FLOAT-Slim", w, 0.5, n) for w in (1.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
         *[("SMART", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
+        *[("OAT", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
+        *[("OATS", w, None, n) for w in (1.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
         *[("PGD-AT", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
     ]
     for row in rows:

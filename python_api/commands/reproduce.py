@@ -5,9 +5,12 @@
     robustkernels reproduce float pgd-at --budget small --out runs/float-vs-pgd-at
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
 
-Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
+Methods (each evaluated at lam in 0, 0.2, 0.7, 1; rows also give MACs and training seconds per epoch):
+float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
 smart (one SMART model over the same lam_n: 0 its clean expert path, > 0 its adversarial path
-with the noise scaled by lam_n; --smart-stages and --smart-overlap give its Table 1 ablations), pgd-at (one
+with the noise scaled by lam_n; --smart-stages and --smart-overlap give its Table 1 ablations),
+oat and oats (OAT, Wang et al.: FiLM after each dual BN conditioned on lam, lam drawn per batch
+from 0, 0.1, 0.2, 0.3, 0.4, 1; OATS its slimmable version at widths 1 and 0.5), pgd-at (one
 PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
 method). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
 rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
@@ -22,10 +25,10 @@ import argparse
 import sys
 import time
 
-from ..data import DATASETS, dataset_spec
+from ..data import DATASETS, dataset_spec, load_dataset
 from ..optional import require
 from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, write_results
-from ..reproduce.runner import work_units
+from ..reproduce.runner import PROTOCOLS, work_units
 from ..train import resolve_device
 from . import arguments
 from .errors import CommandError, reports_errors
@@ -47,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long to train and evaluate (default: smoke)",
     )
     parser.add_argument(
-        "--dataset", choices=list(DATASETS), default="digits", help="(default: digits, embedded)"
+        "--dataset",
+        choices=list(DATASETS),
+        default=None,
+        help="(default: digits, embedded; --budget paper needs one of the papers' data sets named)",
     )
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
     parser.add_argument(
@@ -64,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SMART's d(M_C * M_A), a fraction of each masked tensor (default: 0.25, the paper's; "
         "0: disjoint masks, Table 1's ablation)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        default="library",
+        help="library (default): the strict evaluation alone; paper: also the papers' own protocol "
+        "(PGD-7 without EOT, one draw, best CA and RA over training, mean of 3 seeds: trains 3 seeds)",
+    )
     parser.add_argument("--out", default="runs/reproduce", help="output directory (default: %(default)s)")
     parser.add_argument("--seed", type=arguments.seed, default=0, help="(default: 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -72,24 +85,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @reports_errors("reproduce")
 def run_from_args(args: argparse.Namespace) -> int:
-    if dataset_spec(args.dataset).needs_data_dir and args.data_dir is None:
-        raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
+    try:
+        budget = budget_for(args.budget, args.dataset)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    dataset = args.dataset or "digits"
+    if dataset_spec(dataset).needs_data_dir and args.data_dir is None:
+        raise CommandError(f"--dataset {dataset} needs --data-dir (the directory holding its files)")
     methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
-    budget = budget_for(args.budget, args.dataset)
     device = resolve_device(args.device)
     print(
         f"robustkernels reproduce {' '.join(args.method)}: {', '.join(methods)} at the {budget.name} budget "
-        f"({budget.model} on {args.dataset}, {device}), output in {args.out}"
+        f"({budget.model} on {dataset}, {device}, {args.protocol} protocol), output in {args.out}"
     )
     bar = None
     if not args.no_progress:
         bar = require("tqdm", "progress bars", "tqdm").tqdm(
-            total=work_units(methods, budget), unit="step", dynamic_ncols=True, file=sys.stderr
+            total=work_units(
+                methods, budget, len(load_dataset(dataset, "train", args.data_dir)[1]), args.protocol
+            ),
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
         )
     started = time.perf_counter()
     try:
         results = reproduce(
-            methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,
+            methods, budget, args.out, dataset=dataset, data_dir=args.data_dir, seed=args.seed, device=device,
+            protocol=args.protocol,
             smart={"stages": None if args.smart_stages == "later" else "all", "shared": args.smart_overlap},
             progress=bar.update if bar is not None else None, log=bar.write if bar is not None else print,
         )  # fmt: skip
