@@ -65,6 +65,8 @@ def at_test_time(
     BN_A for lam_n > 0; lam_th applies to FLOAT and FLOAT-Slim only) and, for FLOAT-Slim and OATS,
     at `width` (default: the widest)."""
     _check(method)
+    if isinstance(lam_n, bool) or not 0.0 <= lam_n <= 1.0:
+        raise ValueError(f"lam_n must lie in [0, 1], got {lam_n!r}")
     if width is not None and method not in ("floats", "oats"):
         raise ValueError(f"width applies to floats and oats only, not {method}")
     if method == "float":
