@@ -136,3 +136,35 @@ def test_macs_of_a_tiny_net_by_hand_and_of_a_sparse_path():
     assert forward_macs(nn.Sequential(conv), torch.rand(1, 2, 5, 5)) == 25 * kept
     with pytest.raises(ValueError, match="one image"):
         forward_macs(net, torch.rand(2, 2, 5, 5))
+
+
+@pytest.mark.parametrize("widths", [None, (0.5, 1.0)])
+def test_folded_film_equals_batch_norm_then_film(widths):
+    """FiLM folded into the batch norm's affine: the same outputs, gradients and running
+    statistics as the batch norm followed by a separate FiLM pass, in training and in eval."""
+    from robustkernels.nn.film import FiLMAfter
+
+    folded, unfused = _oat_cnn(widths), _oat_cnn(widths)
+    for film in (m for m in folded.modules() if isinstance(m, FiLM2d)):
+        nn.init.normal_(film.fc2.weight, std=0.3), nn.init.normal_(film.fc2.bias, std=0.3)
+    unfused.load_state_dict(folded.state_dict())
+    for m in unfused.modules():
+        if isinstance(m, FiLMAfter):
+            m.fold = False
+    x, y = _batch()
+    separate_passes = []
+    for film in (m for m in folded.modules() if isinstance(m, FiLM2d)):
+        film.register_forward_hook(lambda *_args: separate_passes.append(1))
+    for lam in (0.0, 0.3):
+        for model in (folded, unfused):
+            model.train()
+            with oat_inference(model, lam):
+                F.cross_entropy(model(x), y).backward()
+        for (name, a), b in zip(folded.named_parameters(), unfused.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+        for (name, a), b in zip(folded.named_buffers(), unfused.buffers(), strict=True):
+            torch.testing.assert_close(a, b, msg=name)
+        folded.eval(), unfused.eval()
+        with oat_inference(folded, lam), oat_inference(unfused, lam):
+            torch.testing.assert_close(folded(x), unfused(x))
+    assert not separate_passes  # the folded model never ran FiLM's own pass

@@ -115,7 +115,7 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
     for row in results["rows"]:
         label = row["method"] + (f" {row['variant']}" if row.get("variant") else "")
         label += "" if row["lam_th"] is None else f" (lam_th={row['lam_th']:g})"
-        if row["method"] == "FLOAT-Slim":
+        if row["method"] in ("FLOAT-Slim", "OATS"):
             label += f" width {row['width']:g}"
         series.setdefault(label, []).append(row)
     figure, panels = pyplot.subplots(1, 2, figsize=(11, 5), sharey=True)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from robustkernels.nn import MaskedExpertConv2d
-from robustkernels.nn.film import FiLM2d
+from robustkernels.nn.film import FiLMAfter
 
 __all__ = ["forward_macs"]
 
@@ -37,10 +37,10 @@ def forward_macs(model: nn.Module, image: torch.Tensor) -> int:
             total[0] += _conv_macs(module, inputs, output)
         elif isinstance(module, nn.Linear):
             total[0] += output.numel() * inputs[0].shape[-1]
-        elif isinstance(module, FiLM2d):
+        elif isinstance(module, FiLMAfter):  # FiLM's affine, folded into the batch norm or not
             total[0] += output[0].numel()
 
-    counted = (nn.Conv2d, MaskedExpertConv2d, nn.Linear, FiLM2d)
+    counted = (nn.Conv2d, MaskedExpertConv2d, nn.Linear, FiLMAfter)
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
