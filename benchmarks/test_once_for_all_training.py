@@ -31,12 +31,11 @@ from pathlib import Path
 
 import torch
 from test_float_training import BATCH, small_cnn_digits
-from timing import DEVICE, sync
+from timing import DEVICE, trainer_step
 
 from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
 from robustkernels.api.models import build_model
-from robustkernels.api.train import TrainConfig, build_sgd, derived_generator
 from robustkernels.api.train.once_for_all import convert, training_method
 from robustkernels.api.train.pgd_at import PGDAdversarialTraining
 from robustkernels.nn.film import FiLM2d, FiLMAfter
@@ -97,26 +96,11 @@ def _variant(plain, name):
 def training_steps(case: str, variants=VARIANTS):
     """({variant: step()}, batches per round, steps per epoch)."""
     plain, batches, epoch_steps = CASES[case]()
-    config = TrainConfig()
-
-    def make_step(model, method):
-        model.to(DEVICE).train()
-        optimizer = build_sgd(model, config.lr, config.momentum, config.weight_decay, config.no_weight_decay)
-        done = [0]
-
-        def step():
-            x, y = batches[done[0] % len(batches)]
-            generator = derived_generator(config.seed, "method", done[0], device=DEVICE)
-            loss, _ = method.loss(model, x, y, attack_model=model, generator=generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done[0] += 1
-            sync()
-
-        return step
-
-    return {name: make_step(*_variant(plain, name)) for name in variants}, len(batches), epoch_steps
+    return (
+        {name: trainer_step(*_variant(plain, name), batches) for name in variants},
+        len(batches),
+        epoch_steps,
+    )
 
 
 def interleaved(rounds: int, cases) -> dict:

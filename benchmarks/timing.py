@@ -41,3 +41,28 @@ def pedantic(benchmark, step, *, rounds: int, iterations: int, warmup_rounds: in
         benchmark.pedantic(step, rounds=rounds, iterations=iterations, warmup_rounds=warmup_rounds)
     else:
         benchmark.pedantic(step, rounds=capped_rounds(rounds), iterations=1, warmup_rounds=1)
+
+
+def trainer_step(model, method, batches):
+    """step(): one step of the trainer on the next of `batches` (cycling): the method's loss with
+    the trainer's per-step generator, backward and SGD with TrainConfig's defaults."""
+    from robustkernels.api.train import TrainConfig, build_sgd, derived_generator
+
+    config = TrainConfig()
+    model.to(DEVICE).train()
+    optimizer = build_sgd(
+        model, config.lr, config.momentum, config.weight_decay, config.no_weight_decay, config.nesterov
+    )
+    done = [0]
+
+    def step():
+        x, y = batches[done[0] % len(batches)]
+        generator = derived_generator(config.seed, "method", done[0], device=DEVICE)
+        loss, _ = method.loss(model, x, y, attack_model=model, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done[0] += 1
+        sync()
+
+    return step
