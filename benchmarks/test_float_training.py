@@ -27,12 +27,11 @@ import time
 
 import pytest
 import torch
-from timing import DEVICE, method_step, pedantic
+from timing import DEVICE, pedantic, trainer_step
 
 from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
 from robustkernels.api.models import build_model
-from robustkernels.api.train import TrainConfig, build_sgd
 from robustkernels.api.train.float_at import FLOATTraining, to_float_model
 from robustkernels.api.train.float_reference import EagerFLOATTraining, to_eager_float_model
 
@@ -80,16 +79,7 @@ def training_steps(case: str) -> tuple[dict, int, int]:
         "robustkernels": (to_float_model(copy.deepcopy(plain)), FLOATTraining()),  # forward="auto"
         "robustkernels_routed": (to_float_model(copy.deepcopy(plain)), FLOATTraining(forward="routed")),
     }
-    config = TrainConfig()
-
-    def make_step(model, method):
-        model.to(DEVICE).train()
-        optimizer = build_sgd(
-            model, config.lr, config.momentum, config.weight_decay, config.no_weight_decay, config.nesterov
-        )
-        return method_step(model, method, batches, optimizer, config.seed)
-
-    return {name: make_step(*models[name]) for name in VARIANTS}, len(batches), epoch_steps
+    return {name: trainer_step(*models[name], batches) for name in VARIANTS}, len(batches), epoch_steps
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

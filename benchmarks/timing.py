@@ -58,6 +58,20 @@ def interleaved_medians(steps: dict, rounds: int) -> dict:
             steps[name]()
             times[name].append(time.perf_counter() - start)
     return {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+
+
+def trainer_step(model, method, batches):
+    """method_step with SGD at TrainConfig's defaults on the model (moved to the device, in training mode)."""
+    from robustkernels.api.train import TrainConfig, build_sgd
+
+    config = TrainConfig()
+    model.to(DEVICE).train()
+    optimizer = build_sgd(
+        model, config.lr, config.momentum, config.weight_decay, config.no_weight_decay, config.nesterov
+    )
+    return method_step(model, method, batches, optimizer, config.seed)
+
+
 def method_step(model, method, batches, optimizer, seed: int = 0):
     """step(): one trainer step of a training method (its loss on the next of `batches`, cycling,
     with the trainer's per-step generator and start_step hook, backward, optimizer step)."""

@@ -187,8 +187,9 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
     assert [(r["method"], r["width"], r["lam_th"], r["lam_n"]) for r in rows] == [
         *[("FLOAT", 1.0, th, n) for th in (0.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
         *[("FLOAT-Slim", w, 0.5, n) for w in (1.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
-        ("SMART", 1.0, None, 0.0),
-        ("SMART", 1.0, None, 1.0),
+        *[("SMART", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
+        *[("OAT", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
+        *[("OATS", w, None, n) for w in (1.0, 0.5) for n in (0.0, 0.2, 0.7, 1.0)],
         *[("PGD-AT", 1.0, None, n) for n in (0.0, 0.2, 0.7, 1.0)],
     ]
     for row in rows:
@@ -204,7 +205,8 @@ def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
         assert row["draws"] == (TINY.draws if noisy else 1)
         assert row["robust_accuracy"] <= row["robust_accuracy_mean_over_draws"]
         assert (row["noise_additions"] > 0) == (row["noise_scale"] > 0)
-    smart_clean, smart_adversarial = (r for r in rows if r["method"] == "SMART")
+    smart_clean, *_, smart_adversarial = (r for r in rows if r["method"] == "SMART")
+    assert [r["bn"] for r in rows if r["method"] == "SMART"] == ["BN_C", "BN_A", "BN_A", "BN_A"]
     assert smart_clean["parameters"] == smart_adversarial["parameters"] < smart_clean["union_parameters"]
     assert smart_clean["union_parameters"] < rows[0]["parameters"]  # sparser than the dense FLOAT model
     slim_full, slim_half = (

@@ -6,8 +6,12 @@
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
     robustkernels reproduce eed --budget smoke --out runs/eed   # EED against HYDRA, HARP and AT
 
-Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
-smart (one SMART model evaluated on its clean and its adversarial expert path), pgd-at (one
+Methods (each evaluated at lam in 0, 0.2, 0.7, 1; rows also give MACs and training seconds per epoch):
+float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
+smart (one SMART model over the same lam_n: 0 its clean expert path, > 0 its adversarial path
+with the noise scaled by lam_n; --smart-stages and --smart-overlap give its Table 1 ablations),
+oat and oats (OAT, Wang et al.: FiLM after each dual BN conditioned on lam, lam drawn per batch
+from 0, 0.1, 0.2, 0.3, 0.4, 1; OATS its slimmable version at widths 1 and 0.5), pgd-at (one
 PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
 method; eed runs on its own, not in all: EED's pruned pool, robust-diversity team,
 ensemble learning and dynamic inference against a single HYDRA and HARP model at the same
@@ -29,7 +33,7 @@ import argparse
 import sys
 import time
 
-from ..data import DATASETS, dataset_spec
+from ..data import DATASETS, dataset_spec, load_dataset
 from ..optional import require
 from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, write_results
 from ..reproduce.eed import eed_work_units, reproduce_eed
@@ -63,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long to train and evaluate (default: smoke)",
     )
     parser.add_argument(
-        "--dataset", choices=list(DATASETS), default="digits", help="(default: digits, embedded)"
+        "--dataset",
+        choices=list(DATASETS),
+        default=None,
+        help="(default: digits, embedded; --budget paper needs one of the papers' data sets named)",
     )
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
     parser.add_argument("--out", default="runs/reproduce", help="output directory (default: %(default)s)")
@@ -74,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @reports_errors("reproduce")
 def run_from_args(args: argparse.Namespace) -> int:
+    named_dataset, args.dataset = args.dataset, args.dataset or "digits"
     if dataset_spec(args.dataset).needs_data_dir and args.data_dir is None:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
     if "eed" in args.method:
@@ -84,14 +92,19 @@ def run_from_args(args: argparse.Namespace) -> int:
             raise CommandError("eio and dverge run on their own: reproduce them in a separate call")
         return _run_ensembles(args, ensemble_methods)
     methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
-    budget = budget_for(args.budget, args.dataset)
+    try:
+        budget = budget_for(args.budget, named_dataset)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     device = resolve_device(args.device)
     print(
         f"robustkernels reproduce {' '.join(args.method)}: {', '.join(methods)} at the {budget.name} budget "
-        f"({budget.model} on {args.dataset}, {device}), output in {args.out}"
+        f"({budget.model} on {args.dataset}, {device}, {args.protocol} protocol), output in {args.out}"
     )
-    return _run(args, work_units(methods, budget), write_results, format_table,
-                lambda **kw: reproduce(methods, budget, args.out, **kw))  # fmt: skip
+    train_size = len(load_dataset(args.dataset, "train", args.data_dir)[1])
+    smart = {"stages": None if args.smart_stages == "later" else "all", "shared": args.smart_overlap}
+    return _run(args, work_units(methods, budget, train_size, args.protocol), write_results, format_table,
+                lambda **kw: reproduce(methods, budget, args.out, protocol=args.protocol, smart=smart, **kw))  # fmt: skip
 
 
 def _run_eed(args: argparse.Namespace) -> int:

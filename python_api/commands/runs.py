@@ -45,7 +45,7 @@ def build_from_info(info: dict, seed: int = 0) -> nn.Module:
     once-for-all method when it names one (SMART's masks drawn with `seed`)."""
     model = build_model(info["name"], info["num_classes"], info["in_channels"], info["mean"], info["std"])
     if info.get("method") is not None:
-        convert(info["method"], model, seed)
+        convert(info["method"], model, seed, info.get("method_options"))
     return model
 
 

@@ -9,8 +9,9 @@ __all__ = ["format_table", "plot_tradeoff", "write_results"]
 
 _HEADER = (
     "method", "width", "lam_th", "lam_n", "noise", "BN", "CA", "RA (PGD)", "RA (AA)",
-    "RA mean over draws (PGD / AA)", "non-zero params", "noise adds", "sanity checks",
+    "RA mean over draws (PGD / AA)", "non-zero params", "MACs", "noise adds", "s / epoch", "sanity checks",
 )  # fmt: skip
+_PAPER_HEADER = ("CA / RA (papers' protocol)",)
 
 
 def _percent(value: float) -> str:
@@ -26,7 +27,7 @@ def _cells(row: dict) -> tuple[str, ...]:
         else "-"
     )
     return (
-        row["method"],
+        row["method"] + (f" {row['variant']}" if row.get("variant") else ""),
         f"{row['width']:g}",
         "-" if row["lam_th"] is None else f"{row['lam_th']:g}",
         f"{row['lam_n']:g}",
@@ -38,16 +39,41 @@ def _cells(row: dict) -> tuple[str, ...]:
         mean_over_draws,
         f"{row['parameters']:,}"
         + (f" (union {row['union_parameters']:,})" if row["union_parameters"] != row["parameters"] else ""),
+        f"{row['macs']:,}",
         f"{row['noise_additions']:,}",
+        f"{row['epoch_seconds']:.2f}",
         flagged if not row["flagged"] else f"FLAGGED: {flagged}",
+    ) + (
+        (f"{_percent(row['paper_clean_accuracy'])} / {_percent(row['paper_robust_accuracy'])}",)
+        if "paper_clean_accuracy" in row
+        else ()
     )
 
 
 def format_table(results: dict) -> str:
     """The rows as a markdown table: CA and RA in percent on the evaluated test images."""
-    lines = ["| " + " | ".join(_HEADER) + " |", "|" + "---|" * len(_HEADER)]
+    header = _HEADER + (_PAPER_HEADER if any("paper_clean_accuracy" in r for r in results["rows"]) else ())
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in results["rows"]]
     return "\n".join(lines)
+
+
+def _training_length(settings: dict) -> str:
+    budget = settings["budget"]
+    if budget["epochs"] is None:
+        return f"{budget['train_steps']} training steps"
+    per_method = "".join(f", {m} {e}" for m, e in budget["method_epochs"])
+    return f"{budget['epochs']} epochs{per_method}"
+
+
+def _paper_note(settings: dict) -> str:
+    if settings.get("protocol") != "paper":
+        return ""
+    return (
+        " CA / RA (papers' protocol): the papers' own evaluation, optimistic by design and given only "
+        "for comparison with their tables: PGD-7 at the same eps without EOT, one noise draw per "
+        "pass, the best CA and the best RA over 5 points of each training, mean of 3 seeds."
+    )
 
 
 def _markdown(results: dict) -> str:
@@ -55,7 +81,7 @@ def _markdown(results: dict) -> str:
     budget = settings["budget"]
     return (
         f"# robustkernels reproduce ({budget['name']} budget, {settings['dataset']})\n\n"
-        f"{budget['model']}, {budget['train_steps']} training steps of batch {budget['batch_size']} per model; "
+        f"{budget['model']}, {_training_length(settings)} of batch {budget['batch_size']} per model; "
         f"trained against PGD-{budget['attack_steps']} (eps {budget['eps']:.4g}, step {budget['alpha']:.4g}). "
         f"CA and RA on the first {budget['eval_images']} test images at L-inf eps {budget['eps']:.4g}, "
         f"{budget['eval_restarts']} restart(s): RA (PGD) under PGD-{budget['eval_steps']}, RA (AA) under the "
@@ -69,8 +95,13 @@ def _markdown(results: dict) -> str:
         "average, not a worst case). Each RA is the lowest that any run of the sanity checks at this eps "
         "found (4x steps, 2 more restarts, 4x EOT draws, the transfer from the deterministic twin). "
         "Non-zero params: the weights and biases of the convolutions "
-        "and linear layers on the evaluated path (SMART: and of both paths' union); noise adds: the "
-        "additions of weight noise per forward pass.\n\n" + format_table(results) + "\n"
+        "and linear layers on the evaluated path (SMART: and of both paths' union; OAT, OATS: FiLM's "
+        "included); MACs: multiply-accumulates of one image's forward pass at that setting "
+        "(convolutions, linear layers, FiLM's layers and affine); noise adds: the "
+        "additions of weight noise per forward pass; s / epoch: the model's training time per "
+        f"epoch of {settings['train_size']} images, measured in this run.{_paper_note(settings)}\n\n"
+        + format_table(results)
+        + "\n"
     )
 
 
@@ -82,8 +113,9 @@ def plot_tradeoff(results: dict, png_path: str | Path) -> Path:
     pyplot = require("matplotlib.pyplot", "plotting", "matplotlib")
     series: dict[str, list[dict]] = {}
     for row in results["rows"]:
-        label = row["method"] if row["lam_th"] is None else f"{row['method']} (lam_th={row['lam_th']:g})"
-        if row["method"] == "FLOAT-Slim":
+        label = row["method"] + (f" {row['variant']}" if row.get("variant") else "")
+        label += "" if row["lam_th"] is None else f" (lam_th={row['lam_th']:g})"
+        if row["method"] in ("FLOAT-Slim", "OATS"):
             label += f" width {row['width']:g}"
         series.setdefault(label, []).append(row)
     figure, panels = pyplot.subplots(1, 2, figsize=(11, 5), sharey=True)

@@ -1,15 +1,17 @@
-"""Training and evaluating each method of `reproduce`: FLOAT over its lam_n sweep for both
-lam_th, FLOAT-Slim over the sweep at each width (lam_th 0.5), SMART on its two expert paths,
-and one PGD-AT model per lam of the sweep. Every setting is evaluated under PGD and under an
-AutoAttack-style suite: `standard` where the setting is deterministic, `rand` (APGD-CE and
-APGD-DLR with EOT) where it draws noise; on a noisy setting every adversarial point is scored on
-budget.draws fresh draws and counts as robust only if the model is right on all of them. Every
-number comes with the evaluation's sanity checks and is its headline (the lowest any same-eps
-run of the checks found)."""
+"""Training and evaluating each method of `reproduce` (the models and settings of settings.py).
+Every setting is evaluated under PGD and under an AutoAttack-style suite: `standard` where the
+setting is deterministic, `rand` (APGD-CE and APGD-DLR with EOT) where it draws noise; on a noisy
+setting every adversarial point is scored on budget.draws fresh draws and counts as robust only
+if the model is right on all of them. Every number comes with the evaluation's sanity checks and
+is its headline (the lowest any same-eps run of the checks found). Each row also holds the
+path's non-zero parameters, its MACs per image, its noise additions and the training time per
+epoch of its model, measured in the same run; protocol="paper" adds the papers' own protocol
+(paper_protocol.py) beside it."""
 
-import contextlib
+import json
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,29 +20,24 @@ from ..commands.runs import build_from_info, model_info, prepare_training_data
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..evaluate import evaluate, evaluation_passes
 from ..train import TrainConfig, eval_mode, train
-from ..train.float_at import CLEAN, NOISY, float_inference, inference_setting
-from ..train.float_slim import floats_inference
-from ..train.once_for_all import WIDTHS, training_method
+from ..train.float_at import CLEAN, NOISY
+from ..train.macs import forward_macs
 from ..train.parameter_counts import path_parameters
-from ..train.smart import smart_inference
-from ..train.weighted_at import WeightedAdversarialTraining
-from .budgets import Budget
+from .budgets import Budget, train_steps
+from .paper_protocol import PAPER_SEEDS, BestTracker, mean_over_seeds
+from .settings import LABELS, LAM_N, LAM_TH, METHODS, Entry, entries
 
-__all__ = ["ATTACKS", "FLOATS_LAM_TH", "LAM_N", "LAM_TH", "METHODS", "reproduce", "work_units"]
+__all__ = ["ATTACKS", "LAM_N", "LAM_TH", "METHODS", "PROTOCOLS", "reproduce", "work_units"]
 
-LAM_N = (0.0, 0.2, 0.7, 1.0)
-LAM_TH = (0.0, 0.5)
-METHODS = ("float", "floats", "smart", "pgd-at")
-FLOATS_LAM_TH = 0.5
 ATTACKS = ("pgd", "autoattack")  # the suite: "standard", or "rand" on a randomised setting
-_BN = {CLEAN: "BN_C", NOISY: "BN_A"}
+PROTOCOLS = ("library", "paper")
 
 
-def _config(budget: Budget, dataset: str, seed: int) -> TrainConfig:
+def _config(budget: Budget, dataset: str, seed: int, steps: int) -> TrainConfig:
     return TrainConfig(
-        epochs=None, max_steps=budget.train_steps, batch_size=budget.batch_size, lr=budget.lr,
+        epochs=None, max_steps=steps, batch_size=budget.batch_size, lr=budget.lr,
         momentum=0.9, weight_decay=5e-4, schedule="cosine", flip=dataset_spec(dataset).flip, seed=seed,
-        log_every=max(budget.train_steps // 10, 1),
+        log_every=max(steps // 10, 1),
     )  # fmt: skip
 
 
@@ -80,39 +77,22 @@ def _evaluate(model, test, budget: Budget, randomized: bool, seed: int, tick) ->
     }
 
 
-def _float_settings(model) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
-    for lam_th in LAM_TH:
-        for lam_n in LAM_N:
-            scale, bn_path = inference_setting(lam_n, lam_th)
-            fields = {"lam_th": lam_th, "lam_n": lam_n, "noise_scale": scale, "bn": _BN[bn_path]}
-            yield fields, float_inference(model, lam_n, lam_th), scale > 0
-
-
-def _floats_settings(model, width: float) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
-    for lam_n in LAM_N:
-        scale, bn_path = inference_setting(lam_n, FLOATS_LAM_TH)
-        fields = {
-            "width": width,
-            "lam_th": FLOATS_LAM_TH,
-            "lam_n": lam_n,
-            "noise_scale": scale,
-            "bn": _BN[bn_path],
-        }
-        yield fields, floats_inference(model, width, lam_n, FLOATS_LAM_TH), scale > 0
-
-
-def _smart_settings(model) -> Iterator[tuple[dict, contextlib.AbstractContextManager, bool]]:
-    # the two expert paths: lam_n 0 the clean path, 1 the adversarial one with its noise
-    for path in (CLEAN, NOISY):
-        fields = {"lam_th": None, "lam_n": float(path), "noise_scale": float(path), "bn": _BN[path]}
-        yield fields, smart_inference(model, path), path == NOISY
-
-
 def _counts(counts: dict, path: int, noisy: bool) -> dict:
     """A path's non-zero parameters, the union of both paths' and its noise additions per inference."""
     name = ("clean_path", "adversarial_path")[path]
     return {"parameters": counts[name], "union_parameters": counts["union"],
             "noise_additions": counts["noise_additions"]["adversarial_path"] if noisy else 0}  # fmt: skip
+
+
+def _train_seconds(run_dir: Path, seconds: float, trained_steps: int, total_steps: int) -> float:
+    """The training time of the model in run_dir: this call's, plus what earlier calls that
+    trained part of it recorded (a reused finished model keeps the time it was trained in)."""
+    record = run_dir / "train_seconds.json"
+    earlier = json.loads(record.read_text()) if record.exists() else {"seconds": 0.0, "steps": 0}
+    if trained_steps:
+        earlier = {"seconds": earlier["seconds"] + seconds, "steps": earlier["steps"] + trained_steps}
+        record.write_text(json.dumps(earlier) + "\n")
+    return earlier["seconds"] if earlier["steps"] == total_steps else math.nan
 
 
 def reproduce(
@@ -124,6 +104,8 @@ def reproduce(
     data_dir: str | Path | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    smart: dict | None = None,
+    protocol: str = "library",
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -132,11 +114,15 @@ def reproduce(
     (method, lam) point with CA, RA under PGD and the AutoAttack-style suite, the path's non-zero parameters
     and noise additions, and the sanity checks. Training runs write their checkpoints under
     out/<model> (a re-run with the same settings resumes, or reuses a finished model). Models train
-    and are evaluated on `device`.
+    and are evaluated on `device`. `smart` (to_smart_model's "stages" and "shared") sets SMART's
+    masks, e.g. the ablations of its Table 1. protocol="paper" also trains PAPER_SEEDS - 1 more
+    seeds of every model and adds the papers' own figures to each row (paper_protocol.py).
     `progress(n)` is called with the work units done: one per training step, one per attack run
     of the evaluations (each attack of a suite, each restart, each run of the sanity checks)."""
     tick = progress or (lambda _n: None)
     emit = log or (lambda _line: None)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     train_data, _ = prepare_training_data(dataset, data_dir, 0.0, 0)
     images, labels = load_dataset(dataset, "test", data_dir)
     test = (
@@ -145,73 +131,81 @@ def reproduce(
     )
     info = model_info(budget.model, dataset, train_data[0])
     attack = {"eps": budget.eps, "alpha": budget.alpha, "steps": budget.attack_steps}
+    smart = {"stages": None, "shared": 0.25, **(smart or {})}
+    steps_per_epoch = len(train_data[1]) // budget.batch_size
     out = Path(out)
     rows = []
 
-    def fit(name: str, method, training) -> tuple[torch.nn.Module, float]:
-        """Trains a fresh model (converted for `method` when it is once-for-all) with `training`."""
-        torch.manual_seed(seed)
-        described = {**info, "method": method}
-        model = build_from_info(described, seed).to(device)  # train() trains on the model's device
-        started = time.perf_counter()
-        run_info = {"model": described, "dataset": {"name": dataset}, "reproduce": name}
-        train(model, training, train_data, _config(budget, dataset, seed), out / name, run_info=run_info,
-              log=None, on_step=lambda _step: tick(1))  # fmt: skip
-        seconds = time.perf_counter() - started
-        emit(f"{name} trained in {seconds:.1f} s")
-        return model.eval(), seconds
+    def fit(entry: Entry, run_seed: int, tracker_for) -> tuple[torch.nn.Module, float, object]:
+        """Trains a fresh model for `entry` (converted when it is once-for-all) with seed `run_seed`."""
+        torch.manual_seed(run_seed)
+        options = {"method_options": entry.options} if entry.options else {}
+        described = {**info, "method": entry.convert, **options}
+        model = build_from_info(described, run_seed).to(device)  # train() trains on the model's device
+        run_dir = out / (entry.run_name if run_seed == seed else f"{entry.run_name}-seed{run_seed}")
+        total = train_steps(budget, len(train_data[1]), entry.key)
+        tracker = tracker_for(run_dir, total)
+        trained = []
 
-    def sweep(method: str, model, seconds: float, settings, counts: dict | None = None) -> None:
-        counts = counts or path_parameters(model)
-        for fields, inference, randomized in settings:
+        def on_step(step: int) -> None:
+            trained.append(step)
+            tick(1)
+            if tracker is not None:
+                tracker(model, step)
+
+        started = time.perf_counter()
+        run_info = {"model": described, "dataset": {"name": dataset}, "reproduce": entry.run_name}
+        config = _config(budget, dataset, run_seed, total)
+        result = train(
+            model, entry.training, train_data, config, run_dir, run_info=run_info, log=None, on_step=on_step
+        )
+        seconds = _train_seconds(run_dir, time.perf_counter() - started, len(trained), result.total_steps)
+        tick(total - len(trained))  # the steps a reused or resumed run did not train here
+        emit(f"{run_dir.name} trained in {seconds:.1f} s")
+        model.eval()
+        if tracker is not None:
+            tracker.score(model, result.total_steps)  # the last point, also for a reused model
+        return model, seconds, tracker
+
+    for entry in entries(methods, attack, smart):
+
+        def tracker_for(run_dir, total, entry=entry):
+            if protocol != "paper":
+                return None
+            return BestTracker(run_dir, entry.settings, test, budget.eps, budget.alpha, seed, total)
+
+        model, seconds, tracker = fit(entry, seed, tracker_for)
+        paper = None
+        if protocol == "paper":
+            others = [fit(entry, seed + i, tracker_for)[2] for i in range(1, PAPER_SEEDS)]
+            paper = mean_over_seeds([tracker, *others])
+        epochs = train_steps(budget, len(train_data[1]), entry.key) / max(steps_per_epoch, 1)
+        for i, (fields, setting, randomized) in enumerate(entry.settings(model)):
             fields = {"width": 1.0, **fields}
             path = NOISY if fields["bn"] == "BN_A" else CLEAN
-            with eval_mode(model), inference:
-                result = _evaluate(model, test, budget, randomized, seed, tick)
-            rows.append({"method": method, **fields, **_counts(counts, path, fields["noise_scale"] > 0),
-                         "train_seconds": seconds, **result})  # fmt: skip
-
-    if "float" in methods:
-        model, seconds = fit("float", "float", training_method("float", **attack))
-        sweep("FLOAT", model, seconds, _float_settings(model))
-    if "floats" in methods:
-        model, seconds = fit("floats", "floats", training_method("floats", **attack))
-        for width in sorted(WIDTHS, reverse=True):
-            with eval_mode(model), floats_inference(model, width, 0.0):
+            with eval_mode(model), setting:
                 counts = path_parameters(model, test[0][:1])
-            sweep("FLOAT-Slim", model, seconds, _floats_settings(model, width), counts)
-    if "smart" in methods:
-        model, seconds = fit("smart", "smart", training_method("smart", **attack))
-        sweep("SMART", model, seconds, _smart_settings(model))
-    if "pgd-at" in methods:
-        for lam in LAM_N:
-            model, seconds = fit(f"pgd-at-lam{lam}", None, WeightedAdversarialTraining(lam, **attack))
-            fields = {"lam_th": None, "lam_n": lam, "noise_scale": 0.0, "bn": "BN"}
-            sweep("PGD-AT", model, seconds, [(fields, contextlib.nullcontext(), False)])
-    settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),
+                macs = forward_macs(model, test[0][:1])
+                result = _evaluate(model, test, budget, randomized, seed, tick)
+            rows.append({"method": LABELS[entry.key], **fields, **({"variant": entry.variant} if entry.variant else {}),
+                         **_counts(counts, path, fields["noise_scale"] > 0), "macs": macs,
+                         "train_seconds": seconds, "epoch_seconds": seconds / epochs,
+                         **(paper[i] if paper else {}), **result})  # fmt: skip
+    settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods), "smart": smart,
+                "protocol": protocol, "train_size": len(train_data[1]), "steps_per_epoch": steps_per_epoch,
                 "attacks": list(ATTACKS), "norm": "linf", "device": str(device)}  # fmt: skip
     return {"settings": settings, "rows": rows}
 
 
-def _randomized_rows(methods) -> list[bool]:
-    """Whether each row of a reproduce call draws noise, in row order (as the settings above)."""
-    rows = []
-    if "float" in methods:
-        rows += [inference_setting(lam_n, lam_th)[0] > 0 for lam_th in LAM_TH for lam_n in LAM_N]
-    if "floats" in methods:
-        rows += [inference_setting(lam_n, FLOATS_LAM_TH)[0] > 0 for _ in WIDTHS for lam_n in LAM_N]
-    if "smart" in methods:
-        rows += [path == NOISY for path in (CLEAN, NOISY)]
-    if "pgd-at" in methods:
-        rows += [False] * len(LAM_N)
-    return rows
-
-
-def work_units(methods, budget: Budget) -> int:
+def work_units(methods, budget: Budget, train_size: int, protocol: str = "library") -> int:
     """The total `progress` units of a reproduce call: training steps and evaluation attack runs."""
-    trained = sum(m in methods for m in ("float", "floats", "smart")) + ("pgd-at" in methods) * len(LAM_N)
-    units = trained * budget.train_steps
-    for randomized in _randomized_rows(methods):
+    seeds = PAPER_SEEDS if protocol == "paper" else 1
+    units = 0
+    randomized_rows = []
+    for entry in entries(methods, {}, {"stages": None, "shared": 0.25}):
+        units += seeds * train_steps(budget, train_size, entry.key)
+        randomized_rows += [randomized for _fields, _setting, randomized in entry.settings(None)]
+    for randomized in randomized_rows:
         for attack in ("pgd", "autoattack"):
             units += evaluation_passes(budget.eval_images, attack=attack, restarts=budget.eval_restarts,
                                        version=_suite(randomized), randomized=randomized)  # fmt: skip

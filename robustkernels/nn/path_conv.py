@@ -154,14 +154,15 @@ def expert_masks(
     shape, density: float, overlap: float, *, generator: torch.Generator | None = None, device=None
 ) -> torch.Tensor:
     """SMART's clean and adversarial masks [2, *shape]: each keeps round(density * numel) weights,
-    of which round(overlap * kept) are kept by both; the rest are drawn uniformly at random."""
+    round(overlap * numel) of them kept by both (overlap is the density of M_C * M_A over the
+    whole tensor, as SMART defines it); the rest are drawn uniformly at random."""
     if not 0 < density <= 1:
         raise ValueError(f"density must lie in (0, 1], got {density}")
-    if not 0 <= overlap <= 1:
-        raise ValueError(f"overlap must lie in [0, 1], got {overlap}")
+    if not 0 <= overlap <= density:
+        raise ValueError(f"overlap must lie in [0, density={density}], got {overlap}")
     numel = math.prod(shape)
     kept = round(density * numel)
-    shared = round(overlap * kept)
+    shared = round(overlap * numel)
     if 2 * kept - shared > numel:
         raise ValueError(
             f"density {density} with overlap {overlap} needs {2 * kept - shared} of {numel} weights; raise the overlap"
@@ -195,7 +196,7 @@ class MaskedExpertConv2d(_PathConv):
         dtype=None,
         *,
         density: float | None = 0.5,
-        overlap: float = 0.5,
+        overlap: float = 0.25,
         lam: float = 1.0,
         alpha_granularity: str = "layer",
         alpha_init: float = ALPHA_INIT,

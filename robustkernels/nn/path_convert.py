@@ -103,7 +103,7 @@ def convert_masked_experts(
     model: nn.Module,
     *,
     density: float | None = 0.5,
-    overlap: float = 0.5,
+    overlap: float = 0.25,
     lam: float = 1.0,
     alpha_granularity: str = "layer",
     alpha_init: float = ALPHA_INIT,

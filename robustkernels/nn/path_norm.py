@@ -73,7 +73,10 @@ class PathBatchNorm2d(_Routed):
         new.train(bn.training)
         return new
 
-    def _norm(self, x: torch.Tensor, p: int) -> torch.Tensor:
+    def _norm(self, x: torch.Tensor, p: int, weight=None, bias=None) -> torch.Tensor:
+        """Path p's batch norm; `weight` / `bias` replace its affine parameters (FiLM folded in)."""
+        weight = self.weight[p] if weight is None and self.weight is not None else weight
+        bias = self.bias[p] if bias is None and self.bias is not None else bias
         use_batch_stats = self.training or self.running_mean is None
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.running_mean is not None:
@@ -84,8 +87,8 @@ class PathBatchNorm2d(_Routed):
             x,
             None if self.running_mean is None else self.running_mean[p],
             None if self.running_var is None else self.running_var[p],
-            None if self.weight is None else self.weight[p],
-            None if self.bias is None else self.bias[p],
+            weight,
+            bias,
             use_batch_stats,
             momentum,
             self.eps,
