@@ -42,7 +42,7 @@ from ..reproduce.eed_results import format_eed_table, write_eed_results
 from ..reproduce.ensemble_budgets import ensemble_budget_for
 from ..reproduce.ensemble_results import format_ensemble_table, write_ensemble_results
 from ..reproduce.ensembles import ENSEMBLE_METHODS, reproduce_ensembles
-from ..reproduce.runner import work_units
+from ..reproduce.runner import PROTOCOLS, work_units
 from ..train import resolve_device
 from . import arguments
 from .errors import CommandError, reports_errors
@@ -73,6 +73,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="(default: digits, embedded; --budget paper needs one of the papers' data sets named)",
     )
     parser.add_argument("--data-dir", help="directory holding the data set's files (all but digits)")
+    parser.add_argument(
+        "--smart-stages",
+        choices=["later", "all"],
+        default="later",
+        help="SMART's masked stages: the later half ([D D S S], the paper's) or all ([S S S S], its "
+        "Table 1 ablation) (default: later)",
+    )
+    parser.add_argument(
+        "--smart-overlap",
+        type=float,
+        default=0.25,
+        help="SMART's d(M_C * M_A), a fraction of each masked tensor (default: 0.25, the paper's; "
+        "0: disjoint masks, Table 1's ablation)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        default="library",
+        help="library (default): the strict evaluation alone; paper: also the papers' own protocol "
+        "(PGD-7 without EOT, one draw, best CA and RA over training, mean of 3 seeds: trains 3 seeds)",
+    )
     parser.add_argument("--out", default="runs/reproduce", help="output directory (default: %(default)s)")
     parser.add_argument("--seed", type=arguments.seed, default=0, help="(default: 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
