@@ -4,11 +4,14 @@
     robustkernels reproduce float --budget small --out runs/float
     robustkernels reproduce float pgd-at --budget small --out runs/float-vs-pgd-at
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
+    robustkernels reproduce eee --budget smoke                 # the multires self-ensemble + CrossMax
 
 Methods: float (one FLOAT model evaluated over lam_n in 0, 0.2, 0.7, 1 for lam_th 0 and 0.5),
 smart (one SMART model evaluated on its clean and its adversarial expert path), pgd-at (one
 PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
-method). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
+method of those), eee (alone: the multi-resolution self-ensemble with CrossMax and its model-ensemble
+form, AutoAttack rand beside the adaptive evaluation; --weights a local backbone state dict,
+--light-at the FGSM option). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
 rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
 every one of the budget's draws, and the mean over draws is given beside). Writes into --out:
 results.md and results.json (CA and RA per lam with the evaluation's sanity checks, non-zero
@@ -24,6 +27,8 @@ import time
 from ..data import DATASETS, dataset_spec
 from ..optional import require
 from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, write_results
+from ..reproduce.eee import eee_budget, reproduce_eee
+from ..reproduce.eee_results import format_eee_tables, write_eee_results
 from ..reproduce.runner import work_units
 from ..train import resolve_device
 from . import arguments
@@ -37,8 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "\n".join(__doc__.strip().splitlines()[2:])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "method", nargs="+", choices=[*METHODS, "all"], help="methods to reproduce (one or more), or all"
+        "method",
+        nargs="+",
+        choices=[*METHODS, "all", "eee"],
+        help="methods to reproduce (one or more), or all",
     )
+    parser.add_argument("--weights", help="eee: a local backbone weights file (never downloaded)")
+    parser.add_argument("--light-at", action="store_true", help="eee: FGSM light adversarial training")
     parser.add_argument(
         "--budget",
         choices=list(BUDGETS),
@@ -59,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     if dataset_spec(args.dataset).needs_data_dir and args.data_dir is None:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
+    if "eee" in args.method:
+        return _run_eee(args)
     methods = list(METHODS) if "all" in args.method else [m for m in METHODS if m in args.method]
     budget = budget_for(args.budget, args.dataset)
     device = resolve_device(args.device)
@@ -86,4 +98,24 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(
         f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']}, {paths['json']} and {paths['plot']}"
     )
+    return 0
+
+
+def _run_eee(args: argparse.Namespace) -> int:
+    if args.method != ["eee"]:
+        raise CommandError("reproduce eee runs alone (not with other methods)")
+    budget = eee_budget(args.budget, args.dataset)
+    device = resolve_device(args.device)
+    print(
+        f"robustkernels reproduce eee at the {budget.name} budget ({budget.model} on {args.dataset}, {device})"
+    )
+    started = time.perf_counter()
+    results = reproduce_eee(
+        budget, args.out, dataset=args.dataset, data_dir=args.data_dir, weights=args.weights,
+        light_at=args.light_at, seed=args.seed, device=device, log=print,
+    )  # fmt: skip
+    results["settings"]["seconds"] = time.perf_counter() - started
+    paths = write_eee_results(results, args.out)
+    print(format_eee_tables(results))
+    print(f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']} and {paths['json']}")
     return 0

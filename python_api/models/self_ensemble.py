@@ -23,7 +23,7 @@ from robustkernels.nn import IntermediateHeads
 from .features import tap_features
 from .multires import MultiResModel
 
-__all__ = ["AGGREGATIONS", "ModelEnsemble", "SelfEnsemble", "aggregate"]
+__all__ = ["AGGREGATIONS", "ModelEnsemble", "SelfEnsemble", "SinglePredictor", "aggregate"]
 
 AGGREGATIONS = ("crossmax", "mean")
 
@@ -100,8 +100,27 @@ class ModelEnsemble(nn.Module):
         self.models = nn.ModuleList(models)
         self.aggregation, self.reduction, self.k = aggregation, reduction, k
 
-    def predictors(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([model(x) for model in self.models])
+    def predictors(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        """[N, B, C]; a seed is passed on as seed + i to member i (members that take one, e.g.
+        MultiResModel: a fixed draw per member)."""
+        if seed is None:
+            return torch.stack([model(x) for model in self.models])
+        return torch.stack([model(x, seed + i) for i, model in enumerate(self.models)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return aggregate(self.predictors(x), self.aggregation, self.k, self.reduction)
+    def forward(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        return aggregate(self.predictors(x, seed), self.aggregation, self.k, self.reduction)
+
+
+class SinglePredictor(nn.Module):
+    """One model in the predictors interface of the ensembles ([1, B, C]), so a plain
+    (multires) model gets the same adaptive evaluation."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def predictors(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        return (self.model(x) if seed is None else self.model(x, seed)).unsqueeze(0)
+
+    def forward(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        return self.model(x) if seed is None else self.model(x, seed)
