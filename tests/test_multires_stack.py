@@ -253,7 +253,9 @@ def test_contrast_statistics():
 
 @pytest.mark.parametrize("target", CHECKED_TARGETS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-def test_gradcheck(target, interpolation):
+# the notebook's recipe (the default) and the earlier one
+@pytest.mark.parametrize(("antialias", "adjust_contrast"), [(False, True), (True, False)])
+def test_gradcheck(target, interpolation, antialias, adjust_contrast):
     # values kept off the clip bounds, so a finite difference never crosses them
     x = (0.3 + 0.4 * images((1, 2, 6, 5), torch.float64)).to(target.device).requires_grad_(True)
     with robustkernels.use_backend(target.backend):
@@ -265,6 +267,8 @@ def test_gradcheck(target, interpolation):
                 noise=0.05,
                 contrast=(0.6, 0.9),
                 interpolation=interpolation,
+                antialias=antialias,
+                adjust_contrast=adjust_contrast,
                 seed=1,
             ),
             (x,),
