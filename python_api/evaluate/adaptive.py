@@ -52,8 +52,8 @@ def fixed_draw_twin(ensemble: SelfEnsemble, seed: int = 0) -> MeanSurrogate:
 
 
 def heads_sum_ce(ensemble: SelfEnsemble, x, y, *, eps, steps, eot_draws, generator=None) -> torch.Tensor:
-    """L-inf PGD (step eps / 4, random start) on the sum over predictors of their
-    cross-entropies, each gradient averaged over eot_draws fresh draws."""
+    """L-inf PGD (step 2.5 eps / steps, Madry et al.'s rule, random start) on the sum over
+    predictors of their cross-entropies, each gradient averaged over eot_draws fresh draws."""
     x = x.detach()
     x_adv = uniform_in_ball(x, eps, "linf", generator, 0.0, 1.0)
     with untouched(ensemble):
@@ -65,7 +65,7 @@ def heads_sum_ce(ensemble: SelfEnsemble, x, y, *, eps, steps, eot_draws, generat
                 targets = y.expand(predictors.shape[0], -1).reshape(-1)
                 loss = F.cross_entropy(predictors.flatten(0, 1), targets, reduction="sum")
                 grad += torch.autograd.grad(loss, x_in)[0]
-            x_adv = pgd_step(x_adv, grad, x, step=eps / 4, eps=eps)
+            x_adv = pgd_step(x_adv, grad, x, step=2.5 * eps / steps, eps=eps)
     return x_adv
 
 

@@ -20,14 +20,22 @@ from pathlib import Path
 
 import torch
 
-from robustkernels.nn import IntermediateHeads
+from robustkernels.nn import IntermediateHeads, noise_seed
 
 from ..commands.runs import model_info, prepare_training_data
 from ..data import load_dataset, to_unit_interval
 from ..evaluate.adaptive import adaptive_evaluation
 from ..models import ModelEnsemble, SelfEnsemble, build_model, tap_features, to_multires_model
 from ..models.self_ensemble import SinglePredictor
-from ..train import FGSMTraining, StandardTraining, TrainConfig, derived_generator, train, train_heads
+from ..train import (
+    FGSMTraining,
+    StandardTraining,
+    TrainConfig,
+    derived_generator,
+    derived_seed,
+    train,
+    train_heads,
+)
 from .weights import load_matching
 
 __all__ = ["EEE_BUDGETS", "EEEBudget", "eee_budget", "reproduce_eee"]
@@ -155,12 +163,14 @@ def reproduce_eee(
     rows = []
     for eps in budget.eps:
         for name, model in models.items():
-            result = adaptive_evaluation(
-                model, *test, eps=eps, steps=budget.steps, rand_eot_draws=budget.rand_eot_draws,
-                adaptive_eot_draws=budget.adaptive_eot_draws, draws=budget.draws,
-                n_target_classes=budget.target_classes, square_queries=budget.square_queries,
-                generator=derived_generator(seed, "eee-eval", name, eps, device=device),
-            )  # fmt: skip
+            # each row's draws from its own seed: no row depends on what the rows before it drew
+            with noise_seed(model, derived_seed(seed, "eee-eval-noise", name, eps)):
+                result = adaptive_evaluation(
+                    model, *test, eps=eps, steps=budget.steps, rand_eot_draws=budget.rand_eot_draws,
+                    adaptive_eot_draws=budget.adaptive_eot_draws, draws=budget.draws,
+                    n_target_classes=budget.target_classes, square_queries=budget.square_queries,
+                    generator=derived_generator(seed, "eee-eval", name, eps, device=device),
+                )  # fmt: skip
             rows.append({"method": name, "eps": eps, **result})
             emit(f"{name} eps {eps:.4f}: CA {result['clean_accuracy']:.3f} rand {result['rand_accuracy']:.3f} "
                  f"adaptive {result['adaptive_accuracy']:.3f}")  # fmt: skip
