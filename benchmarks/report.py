@@ -28,6 +28,23 @@ from timing import DEVICE, ROUNDS_VARIABLE, capped_rounds  # noqa: E402
 
 # (op, passes, numerator variant, denominator variant, target, meaning)
 TARGETS = [
+    # issue 17: everything but the backbone at most 15 % of the step (1 / 0.85), fused >= 2x eager
+    (
+        "self_ensemble",
+        "forward_backward",
+        "robustkernels",
+        "backbone_only",
+        ("<=", 1 / 0.85),
+        "step vs backbone alone",
+    ),
+    (
+        "self_ensemble",
+        "forward_backward",
+        "eager_notebook",
+        "robustkernels",
+        (">=", 2.0),
+        "speed-up vs eager notebook pipeline",
+    ),
     (
         "noisy_conv2d",
         "forward_backward",

@@ -66,10 +66,11 @@ TORCH_LIBRARY(robustkernels, m) {
   // full-size views), and the element offsets of its (low, high) noise streams.
   m.def("multires_stack_fwd_kernel(Tensor x, int[] heights, int[] widths, Tensor[] starts, Tensor[] weights, "
         "int[] noise_offsets, int jitter, float noise, str noise_kind, float contrast_low, float contrast_high, "
-        "int seed) -> (Tensor, Tensor)");
-  // dx [B, C, H, W] from d out and the forward's clip_mask.
-  m.def("multires_stack_bwd_kernel(Tensor grad_out, Tensor clip_mask, int[] heights, int[] widths, "
-        "Tensor[] starts, Tensor[] weights, int jitter, float contrast_low, float contrast_high, int seed) -> Tensor");
+        "bool adjust_contrast, int seed) -> (Tensor, Tensor)");
+  // dx [B, C, H, W] from d out, the forward's clip_mask and its input x (adjust_contrast's clamp).
+  m.def("multires_stack_bwd_kernel(Tensor grad_out, Tensor clip_mask, Tensor x, int[] heights, int[] widths, "
+        "Tensor[] starts, Tensor[] weights, int jitter, float contrast_low, float contrast_high, "
+        "bool adjust_contrast, int seed) -> Tensor");
   // One attack step: x_adv + step[b] * sign(grad) (linf) or grad / ||grad_b|| (l2), or
   // + step[b] * grad (normalize false), projected onto the eps ball around x_orig, clamped to [lo, hi].
   m.def("pgd_step_fwd_kernel(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, "

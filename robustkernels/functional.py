@@ -193,17 +193,22 @@ def multires_stack(
     noise_kind: str = "uniform",
     contrast: tuple[float, float] = (0.5, 1.0),
     interpolation: str = "bicubic",
+    antialias: bool = False,
+    adjust_contrast: bool = True,
     seed: int | None = None,
 ) -> torch.Tensor:
     """The multi-resolution input stack of the multi-resolution self-ensemble (Fort &
     Lakshminarayanan), fused: x [B, C, H, W] in [0, 1] -> [B, C * R, H, W].
 
     For each resolution r (an int for r x r, or an (rh, rw) pair) every image gets,
-    independently: a contrast / colour mix c * img + (1 - c) * mean over channels(img)
-    with c ~ U[contrast]; a circular shift by integers in [-jitter, jitter] in each
-    direction; a resize down to r x r (antialiased for bilinear / bicubic, as
-    F.interpolate(align_corners=False, antialias=True)), plus noise, a resize back to
-    H x W, plus noise; and a clip to [0, 1]. Noise is noise * U[0, 1) ("uniform", the
+    independently, as the public notebook does, with one c ~ U[contrast]: (with
+    adjust_contrast) torchvision's adjust_contrast by c, clamp(c * img + (1 - c) * m, 0, 1)
+    with m the image's mean grey level; a colour mix c * img + (1 - c) * mean over
+    channels(img); a circular shift by integers in [-jitter, jitter] in each direction; a
+    resize down to r x r (F.interpolate(align_corners=False), antialiased only with
+    antialias=True; the notebook has none), plus noise, a resize back to H x W, plus noise;
+    and a clip to [0, 1]. adjust_contrast=False, antialias=True gives the library's earlier
+    recipe. Noise is noise * U[0, 1) ("uniform", the
     public recipe's positive-mean noise) or noise * N(0, 1) ("gaussian"). Views at full
     size skip the two resizes. Views are stacked on channels, the first resolution's first.
 
@@ -211,12 +216,14 @@ def multires_stack(
     from torch's default generator when None): a call is repeatable given its seed, and
     every backend gives the same result for it. The backward is exact: it passes the
     gradient where the clip did not clip and regenerates the per-image contrast and
-    shifts from the seed (the noise does not enter the gradient). Under
+    shifts from the seed and adjust_contrast's clamp from x (the noise does not enter the
+    gradient). Under
     torch.compile(fullgraph=True), pass a seed (drawing one reads a value to Python).
     """
     op = "multires_stack"
     sizes = validation.multires_sizes(x, resolutions, op)
     validation.multires_options(jitter, noise, noise_kind, contrast, interpolation, op)
+    _multires_ops.check_switches(antialias, adjust_contrast, op)  # before the op's schema casts them
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     validation.check_seed(seed, op)
@@ -231,6 +238,8 @@ def multires_stack(
         float(contrast[0]),
         float(contrast[1]),
         interpolation,
+        antialias,
+        adjust_contrast,
         seed,
     )
     return out

@@ -194,7 +194,7 @@ def _crossmax_backward(op, device, cases):
 
 def _multires_kernel_good(device, x, sizes, *, backward=False):
     b_, c, h, w = x.shape
-    starts, weights = banded_tables(h, w, sizes, "bicubic", torch.float32)
+    starts, weights = banded_tables(h, w, sizes, "bicubic", False, torch.float32)
     args = {
         "heights": [s[0] for s in sizes],
         "widths": [s[1] for s in sizes],
@@ -203,6 +203,7 @@ def _multires_kernel_good(device, x, sizes, *, backward=False):
         "jitter": 1,
         "contrast_low": 0.5,
         "contrast_high": 1.0,
+        "adjust_contrast": True,
         "seed": 0,
     }
     if not backward:
@@ -235,7 +236,8 @@ def _multires_backward_cases(b: Builder, grad_name: str) -> None:
     b.bad("float clip_mask", ValueError, clip_mask=clip_mask.float())
     b.bad("clip_mask shape", ValueError, clip_mask=clip_mask[:, :3])
     b.elsewhere("clip_mask", clip_mask)
-    b.accepts("empty batch", **{grad_name: grad[:0]}, clip_mask=clip_mask[:0])
+    b.bad("x not the forward's input", ValueError, "x", x=b.good["x"][:, :2])
+    b.accepts("empty batch", **{grad_name: grad[:0]}, clip_mask=clip_mask[:0], x=b.good["x"][:0])
 
 
 def _multires_stack_fwd_kernel(op, device, cases):
@@ -254,10 +256,12 @@ def _multires_stack_fwd_kernel(op, device, cases):
 def _multires_stack_bwd_kernel(op, device, cases):
     grad = _randn(device, 2, 6, 8, 8)
     clip_mask = torch.zeros(2, 6, 8, 1, dtype=torch.uint8, device=device)
+    x = _randn(device, 2, 3, 8, 8).clamp(0, 1)
     good = {
         "grad_out": grad,
         "clip_mask": clip_mask,
-        **_multires_kernel_good(device, grad, ((8, 8), (4, 4)), backward=True),
+        "x": x,
+        **_multires_kernel_good(device, x, ((8, 8), (4, 4)), backward=True),
     }
     b = Builder(op, device, cases, good)
     _multires_backward_cases(b, "grad_out")
@@ -267,7 +271,8 @@ def _multires_stack_bwd_kernel(op, device, cases):
 def _multires_stack(op, device, cases):
     x = _randn(device, 2, 3, 8, 8).clamp(0, 1)
     good = {"x": x, "heights": [8, 4], "widths": [8, 4], "jitter": 1, "noise": 0.1, "noise_kind": "uniform"}
-    good |= {"contrast_low": 0.5, "contrast_high": 1.0, "interpolation": "bicubic", "seed": 0}
+    good |= {"contrast_low": 0.5, "contrast_high": 1.0, "interpolation": "bicubic", "antialias": False}
+    good |= {"adjust_contrast": True, "seed": 0}
     b = Builder(op, device, cases, good)
     b.bad("integer x", TypeError, x=x.long())
     b.bad("3-D x", ValueError, x=x[0])
@@ -285,8 +290,10 @@ def _multires_stack(op, device, cases):
 def _multires_stack_backward(op, device, cases):
     grad = _randn(device, 2, 6, 8, 8)
     clip_mask = torch.zeros(2, 6, 8, 1, dtype=torch.uint8, device=device)
-    good = {"grad": grad, "clip_mask": clip_mask, "heights": [8, 4], "widths": [8, 4], "jitter": 1}
-    good |= {"contrast_low": 0.5, "contrast_high": 1.0, "interpolation": "bicubic", "seed": 0}
+    x = _randn(device, 2, 3, 8, 8).clamp(0, 1)
+    good = {"grad": grad, "clip_mask": clip_mask, "x": x, "heights": [8, 4], "widths": [8, 4], "jitter": 1}
+    good |= {"contrast_low": 0.5, "contrast_high": 1.0, "interpolation": "bicubic", "antialias": False}
+    good |= {"adjust_contrast": True, "seed": 0}
     b = Builder(op, device, cases, good)
     _multires_backward_cases(b, "grad")
     b.bad("resolution past the image", ValueError, "resolution", heights=[8, 9])

@@ -76,30 +76,33 @@ def assert_matches_reference(target, x, resolutions, **kwargs):
     assert_close(grad.cpu(), grad_through_clip_decisions(target, x, **kwargs), torch.float32)
 
 
-def grad_through_clip_decisions(target, x, resolutions, *, jitter, noise, noise_kind, interpolation, seed):
+def grad_through_clip_decisions(
+    target, x, resolutions, *, jitter, noise, noise_kind, interpolation, seed, contrast=(0.5, 1.0),
+    antialias=False, adjust_contrast=True,
+):  # fmt: skip
     """The float64 reference gradient through the clip decisions of `target`'s forward, which must
     agree with float64's wherever a pre-clip value is 1e-4 or more from a bound. Nearer, float32
     rounding may decide either way: on an AMD EPYC one value near a bound took the other side in
     torch's float32 antialiased bilinear resize than in the kernels (issue 11, failure 6),
     moving the input gradient by 8.8e-3 over 102 elements. Given the decisions, the gradient is
     linear, so the oracle is exact for them."""
-    contrast = (0.5, 1.0)  # multires_stack's default
     sizes = view_sizes(resolutions, x.shape[2], x.shape[3])
     heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
-    settings = (jitter, noise, noise_kind, *contrast, interpolation, seed)
+    settings = (jitter, noise, noise_kind, *contrast, interpolation, antialias, adjust_contrast, seed)
     with robustkernels.use_backend(target.backend):
         out, clip_mask = multires_ops.multires_stack(*target.to(x), heights, widths, *settings)
     passed = multires_ops.unpack_bits(clip_mask.cpu(), x.shape[3])
     views = torch.cat(
         multires_views(x.double(), sizes, jitter=jitter, noise=noise, noise_kind=noise_kind,
-                       contrast=contrast, interpolation=interpolation, seed=seed), dim=1,
+                       contrast=contrast, interpolation=interpolation, seed=seed, antialias=antialias,
+                       adjust_contrast=adjust_contrast), dim=1,
     )  # fmt: skip
     decided = (views.abs() >= 1e-4) & ((views - 1).abs() >= 1e-4)
     assert torch.equal(passed[decided], ((views >= 0) & (views <= 1))[decided])
     with robustkernels.use_backend("reference"):
         return multires_ops.multires_stack_backward(
-            out_grad(out.shape, torch.float64), clip_mask.cpu(), heights, widths, jitter, *contrast,
-            interpolation, seed,
+            out_grad(out.shape, torch.float64), clip_mask.cpu(), x.double(), heights, widths, jitter,
+            *contrast, interpolation, antialias, adjust_contrast, seed,
         )  # fmt: skip
 
 
@@ -240,7 +243,8 @@ def test_contrast_statistics():
     low, high, n = 0.3, 0.9, 4000
     x = torch.zeros((n, 2, 4, 4))
     x[:, 0] = 1.0  # mean over channels 0.5: channel 0 becomes c + (1 - c) / 2
-    out = _single_view(x, jitter=0, noise=0.0, contrast=(low, high), seed=6)
+    # the colour mix alone (adjust_contrast would blend with the grey mean too)
+    out = _single_view(x, jitter=0, noise=0.0, contrast=(low, high), adjust_contrast=False, seed=6)
     c = 2 * out[:, 0, 0, 0] - 1
     assert float(c.min()) >= low and float(c.max()) <= high
     assert abs(float(c.mean()) - (low + high) / 2) < 0.01
@@ -249,7 +253,9 @@ def test_contrast_statistics():
 
 @pytest.mark.parametrize("target", CHECKED_TARGETS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-def test_gradcheck(target, interpolation):
+# the notebook's recipe (the default) and the earlier one
+@pytest.mark.parametrize(("antialias", "adjust_contrast"), [(False, True), (True, False)])
+def test_gradcheck(target, interpolation, antialias, adjust_contrast):
     # values kept off the clip bounds, so a finite difference never crosses them
     x = (0.3 + 0.4 * images((1, 2, 6, 5), torch.float64)).to(target.device).requires_grad_(True)
     with robustkernels.use_backend(target.backend):
@@ -261,6 +267,8 @@ def test_gradcheck(target, interpolation):
                 noise=0.05,
                 contrast=(0.6, 0.9),
                 interpolation=interpolation,
+                antialias=antialias,
+                adjust_contrast=adjust_contrast,
                 seed=1,
             ),
             (x,),
@@ -270,14 +278,27 @@ def test_gradcheck(target, interpolation):
 @pytest.mark.parametrize("target", CHECKED_TARGETS)
 def test_opcheck(target):
     (x,) = target.to(images((2, 3, 8, 8)))
-    args = (x, [8, 4], [8, 4], 1, 0.1, "uniform", 0.5, 1.0, "bicubic", 3)
-    with robustkernels.use_backend(target.backend):
-        torch.library.opcheck(multires_ops.multires_stack, args)
-        out, mask = multires_ops.multires_stack(*args)
-        grad = out_grad(out.shape, out.dtype, device=out.device)
-        torch.library.opcheck(
-            multires_ops.multires_stack_backward, (grad, mask, [8, 4], [8, 4], 1, 0.5, 1.0, "bicubic", 3)
-        )
+    for antialias, adjust_contrast in ((False, True), (True, False)):
+        args = (x, [8, 4], [8, 4], 1, 0.1, "uniform", 0.5, 1.0, "bicubic", antialias, adjust_contrast, 3)
+        with robustkernels.use_backend(target.backend):
+            torch.library.opcheck(multires_ops.multires_stack, args)
+            out, mask = multires_ops.multires_stack(*args)
+            grad = out_grad(out.shape, out.dtype, device=out.device)
+            backward_args = (
+                grad,
+                mask,
+                x,
+                [8, 4],
+                [8, 4],
+                1,
+                0.5,
+                1.0,
+                "bicubic",
+                antialias,
+                adjust_contrast,
+                3,
+            )
+            torch.library.opcheck(multires_ops.multires_stack_backward, backward_args)
 
 
 @pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
@@ -308,8 +329,9 @@ def test_pack_bits_round_trip():
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 @pytest.mark.parametrize(("n_in", "n_out"), [(32, 16), (32, 5), (17, 4), (9, 1), (12, 12), (4, 13)])
-def test_resize_matrix_is_f_interpolate(interpolation, n_in, n_out):
-    antialias = interpolation != "area" and n_out < n_in
+@pytest.mark.parametrize("antialias", [False, True])
+def test_resize_matrix_is_f_interpolate(interpolation, n_in, n_out, antialias):
+    antialias = antialias and interpolation != "area" and n_out < n_in
     x = images((2, 3, n_in, 5), torch.float64)
     expected = resize(x, (n_out, 5), interpolation, antialias)
     actual = torch.einsum("oi,bciw->bcow", resize_matrix(n_in, n_out, interpolation, antialias), x)
@@ -319,7 +341,7 @@ def test_resize_matrix_is_f_interpolate(interpolation, n_in, n_out):
 
 
 def test_intermediate_shapes_cost_no_tables_for_full_size_views():
-    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", torch.float32)
+    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)
     assert all(t.numel() == 0 for t in starts[:4] + weights[:4])
     assert [w.shape[0] for w in weights[4:]] == [4, 4, 8, 8]
 
@@ -347,6 +369,8 @@ X = images((2, 3, 8, 8))
         ({"contrast": (1.0, 0.5)}, ValueError, "contrast"),
         ({"contrast": 0.5}, TypeError, "contrast"),
         ({"interpolation": "nearest"}, ValueError, "interpolation"),
+        ({"antialias": 1}, TypeError, "antialias"),
+        ({"adjust_contrast": "yes"}, TypeError, "adjust_contrast"),
         ({"seed": -1}, ValueError, "seed"),
         ({"seed": 1.0}, TypeError, "seed"),
     ],
@@ -358,10 +382,11 @@ def test_bad_arguments(kwargs, error, name):
 
 
 def _cpp_forward_args(**changes):
-    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", torch.float32)
+    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)
     args = dict(
         x=X, heights=[8, 4], widths=[8, 4], starts=list(starts), weights=list(weights), noise_offsets=[o for pair in noise_layout(2, 3, 8, 8, [(8, 8), (4, 4)]) for o in pair],
-        jitter=1, noise=0.1, noise_kind="uniform", contrast_low=0.5, contrast_high=1.0, seed=0,
+        jitter=1, noise=0.1, noise_kind="uniform", contrast_low=0.5, contrast_high=1.0, adjust_contrast=True,
+        seed=0,
     )  # fmt: skip
     args.update(changes)
     return args
@@ -378,7 +403,8 @@ def _cpp_forward_args(**changes):
         (
             {
                 "weights": [
-                    w.double() for w in banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", torch.float32)[1]
+                    w.double()
+                    for w in banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)[1]
                 ]
             },
             "weight",
@@ -408,13 +434,15 @@ def test_backward_checks_the_mask():
     grad = torch.randn(2, 6, 8, 8)
     with pytest.raises(ValueError, match="clip_mask"):
         multires_ops.multires_stack_backward(
-            grad, torch.zeros(2, 6, 8, 8, dtype=torch.uint8), [8, 4], [8, 4], 1, 0.5, 1.0, "bicubic", 0
-        )
-    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", torch.float32)
+            grad, torch.zeros(2, 6, 8, 8, dtype=torch.uint8), X, [8, 4], [8, 4], 1, 0.5, 1.0, "bicubic",
+            False, True, 0,
+        )  # fmt: skip
+    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)
     with pytest.raises(ValueError, match="clip_mask"):
         torch.ops.robustkernels.multires_stack_bwd_kernel(
             grad,
             torch.zeros(2, 6, 8, 2, dtype=torch.float32),
+            X,
             [8, 4],
             [8, 4],
             list(starts),
@@ -422,5 +450,6 @@ def test_backward_checks_the_mask():
             1,
             0.5,
             1.0,
+            True,
             0,
         )

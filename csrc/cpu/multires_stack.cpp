@@ -2,10 +2,11 @@
 // self-ensemble (Fort & Lakshminarayanan, "Ensemble everything everywhere").
 // The recipe and the random streams are specified in
 // robustkernels/reference/multires_stack.py; per image b and view v:
-//   R   = roll(c * x + (1 - c) * mean_channels(x), (dy, dx))
+//   A   = clamp(c * x + (1 - c) * m, 0, 1), m = mean_HW(grey(x))   (adjust_contrast; else A = x)
+//   R   = roll(c * A + (1 - c) * mean_channels(A), (dy, dx))
 //   up  = Resize_up(Resize_down(R) + noise_low) + noise_high   (no resizes at full size)
 //   out = clip(up, 0, 1), plus one bit per element: 0 <= up <= 1 (where the clip
-//         passes the gradient), which is all the backward needs besides (c, dy, dx).
+//         passes the gradient); the backward needs it, (c, dy, dx) and x (where A's clamp passed).
 // Each resize is separable; each 1-D pass is a banded matrix given as tables
 // (start[o], weight[o, t]): output o reads inputs start[o] .. start[o] + taps - 1.
 // The tables come from the Python op (F.interpolate's own weights), so every
@@ -48,6 +49,33 @@ struct View {
   Pass<acc_t> down_y, down_x, up_y, up_x;
   uint64_t low_offset, high_offset;
 };
+
+// torchvision's grey level (rgb_to_grayscale) for 3 channels, the channel mean otherwise
+template <typename acc_t>
+acc_t grey_weight(int64_t channels, int64_t ch) {
+  static constexpr double kRgbGrey[3] = {0.2989, 0.587, 0.114};  // rounded once, to acc_t
+  return channels == 3 ? static_cast<acc_t>(kRgbGrey[ch]) : acc_t(1) / static_cast<acc_t>(channels);
+}
+
+// xs[ch * plane + p] = image[...] in acc_t; returns adjust_contrast's m (the mean grey level) and
+// fills `mean` with the channel mean.
+template <typename scalar_t, typename acc_t>
+acc_t load_image(const scalar_t* image, int64_t channels, int64_t plane, acc_t* xs, acc_t* mean) {
+  std::fill(mean, mean + plane, acc_t(0));
+  acc_t grey = 0;
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    acc_t sum = 0;
+    for (int64_t p = 0; p < plane; ++p) {
+      const acc_t value = static_cast<acc_t>(image[ch * plane + p]);
+      xs[ch * plane + p] = value;
+      mean[p] += value;
+      sum += value;
+    }
+    grey += grey_weight<acc_t>(channels, ch) * sum;
+  }
+  for (int64_t p = 0; p < plane; ++p) mean[p] /= static_cast<acc_t>(channels);
+  return grey / static_cast<acc_t>(plane);
+}
 
 struct ImageParams {
   float contrast;
@@ -212,7 +240,7 @@ struct ForwardJob {
   const View<acc_t>* views;
   int64_t num_views, batch, channels, height, width, jitter;
   float noise, contrast_low, contrast_high;
-  bool gaussian;
+  bool gaussian, adjust_contrast;
   uint64_t seed;
 };
 
@@ -221,10 +249,12 @@ struct BackwardJob {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* grad;
   const uint8_t* mask;
+  const scalar_t* x;
   scalar_t* dx;
   const View<acc_t>* views;
   int64_t num_views, batch, channels, height, width, jitter;
   float contrast_low, contrast_high;
+  bool adjust_contrast;
   uint64_t seed;
 };
 
@@ -264,13 +294,10 @@ RK_ALWAYS_INLINE inline void forward_images(const ForwardJob<scalar_t>& job, int
   const int64_t channels = job.channels, height = job.height, width = job.width, plane = height * width;
   const int64_t mask_row = (width + 7) / 8;
   const bool noisy = job.noise != 0.0f;
-  std::vector<acc_t> mean(plane), rows(plane), low(plane), cols(plane), up(plane);
+  std::vector<acc_t> xs(channels * plane), contrasted(channels * plane), mean(plane), view_mean(plane),
+      rows(plane), low(plane), cols(plane), up(plane);
   for (int64_t b = begin; b < end; ++b) {
-    const scalar_t* image = job.x + b * channels * plane;
-    std::fill(mean.begin(), mean.end(), acc_t(0));
-    for (int64_t ch = 0; ch < channels; ++ch)
-      for (int64_t p = 0; p < plane; ++p) mean[p] += static_cast<acc_t>(image[ch * plane + p]);
-    for (int64_t p = 0; p < plane; ++p) mean[p] /= static_cast<acc_t>(channels);
+    const acc_t grey = load_image(job.x + b * channels * plane, channels, plane, xs.data(), mean.data());
     for (int64_t v = 0; v < job.num_views; ++v) {
       const View<acc_t>& view = job.views[v];
       const ImageParams ip =
@@ -278,14 +305,30 @@ RK_ALWAYS_INLINE inline void forward_images(const ForwardJob<scalar_t>& job, int
       const acc_t c = static_cast<acc_t>(ip.contrast);
       const acc_t one_minus_c = acc_t(1) - c;
       const int64_t low_plane = view.height * view.width;
+      const acc_t* source = xs.data();
+      const acc_t* mix_mean = mean.data();
+      if (job.adjust_contrast) {
+        // c is this view's: the contrasted image and its channel mean differ per view
+        const acc_t offset = one_minus_c * grey;
+        std::fill(view_mean.begin(), view_mean.end(), acc_t(0));
+        for (int64_t ch = 0; ch < channels; ++ch)
+          for (int64_t p = 0; p < plane; ++p) {
+            const acc_t value = std::min(std::max(c * xs[ch * plane + p] + offset, acc_t(0)), acc_t(1));
+            contrasted[ch * plane + p] = value;
+            view_mean[p] += value;
+          }
+        for (int64_t p = 0; p < plane; ++p) view_mean[p] /= static_cast<acc_t>(channels);
+        source = contrasted.data();
+        mix_mean = view_mean.data();
+      }
       for (int64_t ch = 0; ch < channels; ++ch) {
-        const scalar_t* src = image + ch * plane;
+        const acc_t* src = source + ch * plane;
         for_each_rolled(height, width, ip.shift_y, ip.shift_x,
                         [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
                           acc_t* d = up.data() + y * width + dst0;
-                          const scalar_t* s = src + ys * width + src0;
-                          const acc_t* m = mean.data() + ys * width + src0;
-                          for (int64_t i = 0; i < n; ++i) d[i] = c * static_cast<acc_t>(s[i]) + one_minus_c * m[i];
+                          const acc_t* s = src + ys * width + src0;
+                          const acc_t* m = mix_mean + ys * width + src0;
+                          for (int64_t i = 0; i < n; ++i) d[i] = c * s[i] + one_minus_c * m[i];
                         });
         const uint64_t plane_index = static_cast<uint64_t>(b * channels + ch);
         if (view.resized) {
@@ -321,11 +364,12 @@ RK_ALWAYS_INLINE inline void backward_images(const BackwardJob<scalar_t>& job, i
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t channels = job.channels, height = job.height, width = job.width, plane = height * width;
   const int64_t mask_row = (width + 7) / 8;
-  std::vector<acc_t> acc(channels * plane), dmean(plane), g(plane), cols(plane), low(plane), rows(plane),
-      drolled(plane);
+  std::vector<acc_t> acc(channels * plane), dview(channels * plane), xs(channels * plane), mean(plane),
+      dsum(plane), g(plane), cols(plane), low(plane), rows(plane), drolled(plane);
   for (int64_t b = begin; b < end; ++b) {
     std::fill(acc.begin(), acc.end(), acc_t(0));
-    std::fill(dmean.begin(), dmean.end(), acc_t(0));
+    acc_t grey = 0, d_grey = 0;
+    if (job.adjust_contrast) grey = load_image(job.x + b * channels * plane, channels, plane, xs.data(), mean.data());
     for (int64_t v = 0; v < job.num_views; ++v) {
       const View<acc_t>& view = job.views[v];
       const ImageParams ip =
@@ -348,23 +392,41 @@ RK_ALWAYS_INLINE inline void backward_images(const BackwardJob<scalar_t>& job, i
           rows_pass_t(view.down_y, view.height, height, rows.data(), drolled.data(), width);
           d = drolled.data();
         }
-        acc_t* a = acc.data() + ch * plane;
+        acc_t* unrolled = dview.data() + ch * plane;
         for_each_rolled(height, width, ip.shift_y, ip.shift_x,
                         [&](int64_t y, int64_t ys, int64_t dst0, int64_t src0, int64_t n) {
-                          const acc_t* gr = d + y * width + dst0;
-                          acc_t* ax = a + ys * width + src0;
-                          acc_t* am = dmean.data() + ys * width + src0;
-                          for (int64_t i = 0; i < n; ++i) {
-                            ax[i] += c * gr[i];
-                            am[i] += one_minus_c * gr[i];
-                          }
+                          std::copy(d + y * width + dst0, d + y * width + dst0 + n, unrolled + ys * width + src0);
                         });
       }
+      // through the colour mix: dA = c dR + (1 - c) / C sum_channels dR
+      std::fill(dsum.begin(), dsum.end(), acc_t(0));
+      for (int64_t ch = 0; ch < channels; ++ch)
+        for (int64_t p = 0; p < plane; ++p) dsum[p] += dview[ch * plane + p];
+      const acc_t share = one_minus_c / static_cast<acc_t>(channels);
+      if (!job.adjust_contrast) {
+        for (int64_t ch = 0; ch < channels; ++ch)
+          for (int64_t p = 0; p < plane; ++p) acc[ch * plane + p] += c * dview[ch * plane + p] + share * dsum[p];
+        continue;
+      }
+      // through adjust_contrast: its clamp (recomputed from x), then c x + (1 - c) m
+      const acc_t offset = one_minus_c * grey;
+      acc_t view_d_grey = 0;
+      for (int64_t ch = 0; ch < channels; ++ch)
+        for (int64_t p = 0; p < plane; ++p) {
+          const acc_t blend = c * xs[ch * plane + p] + offset;
+          const bool passes = (blend >= acc_t(0)) & (blend <= acc_t(1));
+          const acc_t da = passes ? c * dview[ch * plane + p] + share * dsum[p] : acc_t(0);
+          acc[ch * plane + p] += c * da;
+          view_d_grey += da;
+        }
+      d_grey += one_minus_c * view_d_grey;
     }
     scalar_t* out = job.dx + b * channels * plane;
-    for (int64_t ch = 0; ch < channels; ++ch)
-      for (int64_t p = 0; p < plane; ++p)
-        out[ch * plane + p] = static_cast<scalar_t>(acc[ch * plane + p] + dmean[p] / static_cast<acc_t>(channels));
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      const acc_t spread = job.adjust_contrast ? grey_weight<acc_t>(channels, ch) * d_grey / static_cast<acc_t>(plane)
+                                               : acc_t(0);
+      for (int64_t p = 0; p < plane; ++p) out[ch * plane + p] = static_cast<scalar_t>(acc[ch * plane + p] + spread);
+    }
   }
 }
 
@@ -377,11 +439,12 @@ RK_PER_ISA(void, backward_images_f32, (const BackwardJob<float>& job, int64_t be
 
 template <typename scalar_t>
 void forward_impl(const at::Tensor& x, const std::vector<View<at::opmath_type<scalar_t>>>& views, int64_t jitter,
-                  float noise, bool gaussian, float contrast_low, float contrast_high, uint64_t seed, at::Tensor& out,
-                  at::Tensor& mask) {
+                  float noise, bool gaussian, float contrast_low, float contrast_high, bool adjust_contrast,
+                  uint64_t seed, at::Tensor& out, at::Tensor& mask) {
   const ForwardJob<scalar_t> job{x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), mask.data_ptr<uint8_t>(),
                                  views.data(), static_cast<int64_t>(views.size()), x.size(0), x.size(1), x.size(2),
-                                 x.size(3), jitter, noise, contrast_low, contrast_high, gaussian, seed};
+                                 x.size(3), jitter, noise, contrast_low, contrast_high, gaussian, adjust_contrast,
+                                 seed};
   at::parallel_for(0, job.batch, 1, [&](int64_t begin, int64_t end) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       forward_images_f32(job, begin, end);
@@ -392,12 +455,13 @@ void forward_impl(const at::Tensor& x, const std::vector<View<at::opmath_type<sc
 }
 
 template <typename scalar_t>
-void backward_impl(const at::Tensor& grad, const at::Tensor& mask,
+void backward_impl(const at::Tensor& grad, const at::Tensor& mask, const at::Tensor& x,
                    const std::vector<View<at::opmath_type<scalar_t>>>& views, int64_t jitter, float contrast_low,
-                   float contrast_high, uint64_t seed, at::Tensor& dx) {
-  const BackwardJob<scalar_t> job{grad.data_ptr<scalar_t>(), mask.data_ptr<uint8_t>(), dx.data_ptr<scalar_t>(),
-                                  views.data(), static_cast<int64_t>(views.size()), dx.size(0), dx.size(1),
-                                  dx.size(2), dx.size(3), jitter, contrast_low, contrast_high, seed};
+                   float contrast_high, bool adjust_contrast, uint64_t seed, at::Tensor& dx) {
+  const BackwardJob<scalar_t> job{grad.data_ptr<scalar_t>(), mask.data_ptr<uint8_t>(), x.data_ptr<scalar_t>(),
+                                  dx.data_ptr<scalar_t>(), views.data(), static_cast<int64_t>(views.size()),
+                                  dx.size(0), dx.size(1), dx.size(2), dx.size(3), jitter, contrast_low,
+                                  contrast_high, adjust_contrast, seed};
   at::parallel_for(0, job.batch, 1, [&](int64_t begin, int64_t end) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       backward_images_f32(job, begin, end);
@@ -435,7 +499,8 @@ std::tuple<at::Tensor, at::Tensor> multires_stack_fwd_cpu(const at::Tensor& x_in
                                                           at::IntArrayRef widths, at::TensorList starts,
                                                           at::TensorList weights, at::IntArrayRef noise_offsets,
                                                           int64_t jitter, double noise, c10::string_view noise_kind,
-                                                          double contrast_low, double contrast_high, int64_t seed) {
+                                                          double contrast_low, double contrast_high,
+                                                          bool adjust_contrast, int64_t seed) {
   check_image(x_in, "x");
   TORCH_CHECK_VALUE(jitter >= 0, "multires_stack: jitter must be non-negative, got ", jitter);
   const bool gaussian = parse_noise_kind(noise_kind);
@@ -457,14 +522,15 @@ std::tuple<at::Tensor, at::Tensor> multires_stack_fwd_cpu(const at::Tensor& x_in
         make_views<acc_t>(heights, widths, starts, weights, noise_offsets, height, width, acc_dtype(x.scalar_type()));
     if (batch * channels * height * width == 0) return;
     forward_impl<scalar_t>(x, views, jitter, static_cast<float>(noise), gaussian, static_cast<float>(contrast_low),
-                           static_cast<float>(contrast_high), key, out, mask);
+                           static_cast<float>(contrast_high), adjust_contrast, key, out, mask);
   });
   return {out, mask};
 }
 
-at::Tensor multires_stack_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, at::IntArrayRef heights,
-                                  at::IntArrayRef widths, at::TensorList starts, at::TensorList weights,
-                                  int64_t jitter, double contrast_low, double contrast_high, int64_t seed) {
+at::Tensor multires_stack_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, const at::Tensor& x_in,
+                                  at::IntArrayRef heights, at::IntArrayRef widths, at::TensorList starts,
+                                  at::TensorList weights, int64_t jitter, double contrast_low,
+                                  double contrast_high, bool adjust_contrast, int64_t seed) {
   check_image(grad_in, "grad_out");
   TORCH_CHECK_VALUE(jitter >= 0, "multires_stack: jitter must be non-negative, got ", jitter);
   const uint64_t key = static_cast<uint64_t>(checked_seed(seed));
@@ -477,16 +543,22 @@ at::Tensor multires_stack_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& m
                         mask_in.sizes() == at::IntArrayRef({batch, channels * num_views, height, (width + 7) / 8}),
                     "multires_stack: clip_mask must be a CPU uint8 [", batch, ", ", channels * num_views, ", ", height,
                     ", ", (width + 7) / 8, "] tensor, got ", mask_in.scalar_type(), " ", mask_in.sizes());
+  check_image(x_in, "x");
+  TORCH_CHECK_VALUE(x_in.scalar_type() == grad_in.scalar_type() &&
+                        x_in.sizes() == at::IntArrayRef({batch, channels, height, width}),
+                    "multires_stack: x must be the forward's input, ", grad_in.scalar_type(), " [", batch, ", ",
+                    channels, ", ", height, ", ", width, "], got ", x_in.scalar_type(), " ", x_in.sizes());
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor mask = mask_in.contiguous();
+  const at::Tensor x = x_in.contiguous();
   at::Tensor dx = at::empty({batch, channels, height, width}, grad.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "multires_stack_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto views =
         make_views<acc_t>(heights, widths, starts, weights, {}, height, width, acc_dtype(grad.scalar_type()));
     if (dx.numel() == 0) return;
-    backward_impl<scalar_t>(grad, mask, views, jitter, static_cast<float>(contrast_low),
-                            static_cast<float>(contrast_high), key, dx);
+    backward_impl<scalar_t>(grad, mask, x, views, jitter, static_cast<float>(contrast_low),
+                            static_cast<float>(contrast_high), adjust_contrast, key, dx);
   });
   return dx;
 }

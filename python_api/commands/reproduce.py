@@ -4,6 +4,7 @@
     robustkernels reproduce float --budget small --out runs/float
     robustkernels reproduce float pgd-at --budget small --out runs/float-vs-pgd-at
     robustkernels reproduce all --budget small --dataset cifar10 --data-dir ~/data/cifar-10
+    robustkernels reproduce eee --budget smoke                 # the multires self-ensemble + CrossMax
     robustkernels reproduce eed --budget smoke --out runs/eed   # EED against HYDRA, HARP and AT
 
 Methods (each evaluated at lam in 0, 0.2, 0.7, 1; rows also give MACs and training seconds per epoch):
@@ -20,7 +21,9 @@ eio (Ensemble-in-One: a derived single model and the random-gate network) and dv
 (DVERGE-K ensembles) are scored with a standard-trained baseline under DVERGE's protocol (black-box
 transfer from surrogate ensembles, white-box PGD, all-or-nothing) over an eps sweep, into
 results.md, results.json and accuracy-vs-eps.png; they run on their own (not with the others).
-Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
+eee (alone: the multi-resolution self-ensemble with CrossMax and its model-ensemble
+form, AutoAttack rand beside the adaptive evaluation; --weights a local backbone state dict,
+--light-at the FGSM option). Every setting is evaluated under PGD and under an AutoAttack-style suite (standard, or
 rand with EOT where the setting is noisy; there a sample is robust only if the model is right on
 every one of the budget's draws, and the mean over draws is given beside). Writes into --out:
 results.md and results.json (CA and RA per lam with the evaluation's sanity checks, non-zero
@@ -39,6 +42,8 @@ from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, w
 from ..reproduce.eed import eed_work_units, reproduce_eed
 from ..reproduce.eed_budgets import eed_budget_for
 from ..reproduce.eed_results import format_eed_table, write_eed_results
+from ..reproduce.eee import eee_budget, reproduce_eee
+from ..reproduce.eee_results import format_eee_tables, write_eee_results
 from ..reproduce.ensemble_budgets import ensemble_budget_for
 from ..reproduce.ensemble_results import format_ensemble_table, write_ensemble_results
 from ..reproduce.ensembles import ENSEMBLE_METHODS, reproduce_ensembles
@@ -57,9 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "method",
         nargs="+",
-        choices=[*METHODS, "all", "eed", *ENSEMBLE_METHODS],
-        help="methods to reproduce (one or more), all; or eed; or eio and/or dverge",
+        choices=[*METHODS, "all", "eed", "eee", *ENSEMBLE_METHODS],
+        help="methods to reproduce (one or more), all; or eed, or eee; or eio and/or dverge",
     )
+    parser.add_argument("--weights", help="eee: a local backbone weights file (never downloaded)")
+    parser.add_argument("--light-at", action="store_true", help="eee: FGSM light adversarial training")
     parser.add_argument(
         "--budget",
         choices=list(BUDGETS),
@@ -107,6 +114,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise CommandError(f"--dataset {args.dataset} needs --data-dir (the directory holding its files)")
     if "eed" in args.method:
         return _run_eed(args)
+    if "eee" in args.method:
+        return _run_eee(args)
     ensemble_methods = [m for m in ENSEMBLE_METHODS if m in args.method]
     if ensemble_methods:
         if len(ensemble_methods) != len(args.method):
@@ -181,3 +190,23 @@ def _run_ensembles(args: argparse.Namespace, methods: list[str]) -> int:
         log=None if args.no_progress else print,
     )  # fmt: skip
     return _report(results, started, write_ensemble_results, format_ensemble_table, args.out)
+
+
+def _run_eee(args: argparse.Namespace) -> int:
+    if args.method != ["eee"]:
+        raise CommandError("reproduce eee runs alone (not with other methods)")
+    budget = eee_budget(args.budget, args.dataset)
+    device = resolve_device(args.device)
+    print(
+        f"robustkernels reproduce eee at the {budget.name} budget ({budget.model} on {args.dataset}, {device})"
+    )
+    started = time.perf_counter()
+    results = reproduce_eee(
+        budget, args.out, dataset=args.dataset, data_dir=args.data_dir, weights=args.weights,
+        light_at=args.light_at, seed=args.seed, device=device, log=print,
+    )  # fmt: skip
+    results["settings"]["seconds"] = time.perf_counter() - started
+    paths = write_eee_results(results, args.out)
+    print(format_eee_tables(results))
+    print(f"{results['settings']['seconds']:.0f} s; wrote {paths['markdown']} and {paths['json']}")
+    return 0

@@ -17,6 +17,7 @@ from .accuracy import (
     robust_accuracy,
     transfer_accuracy,
 )
+from .adaptive import ADAPTIVE_ATTACKS, adaptive_evaluation
 from .report import format_report, to_json
 from .sanity import NEAR_ZERO, check_passes, headline, large_eps, sanity_checks, standard_error
 from .twin import deterministic_twin
@@ -84,8 +85,10 @@ def evaluation_passes(
 
 
 __all__ = [
+    "ADAPTIVE_ATTACKS",
     "ATTACKS",
     "NEAR_ZERO",
+    "adaptive_evaluation",
     "batches",
     "clean_accuracy",
     "deterministic_twin",

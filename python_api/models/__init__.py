@@ -8,9 +8,11 @@ output can be tapped by name (`feature_extractor`, `tap_features`).
 
 from .ensemble import AveragedEnsemble
 from .features import feature_extractor, layer_names, tap_features
+from .multires import MultiResModel, to_multires_model
 from .normalize import Normalize
 from .registry import MODELS, build_model
 from .resnet import BasicBlock, ResNet, resnet18, resnet20, resnet34
+from .self_ensemble import ModelEnsemble, SelfEnsemble
 from .small_cnn import SmallCNN
 from .vgg import VGG, vgg16_bn
 from .wrn import WideBasicBlock, WideResNet, wrn16_8, wrn40_2
@@ -20,8 +22,11 @@ __all__ = [
     "VGG",
     "AveragedEnsemble",
     "BasicBlock",
+    "ModelEnsemble",
+    "MultiResModel",
     "Normalize",
     "ResNet",
+    "SelfEnsemble",
     "SmallCNN",
     "WideBasicBlock",
     "WideResNet",
@@ -32,6 +37,7 @@ __all__ = [
     "resnet20",
     "resnet34",
     "tap_features",
+    "to_multires_model",
     "vgg16_bn",
     "wrn16_8",
     "wrn40_2",

@@ -12,6 +12,8 @@ from .distributed import (
     wrap_model,
 )
 from .eval_mode import eval_mode
+from .fgsm_at import FGSMTraining
+from .heads import train_heads
 from .method import StandardTraining, TrainingMethod
 from .optimizer import DEFAULT_NO_WEIGHT_DECAY, build_sgd
 from .schedules import SCHEDULES, LRSchedule
@@ -24,6 +26,7 @@ __all__ = [
     "SCHEDULES",
     "Checkpoint",
     "DistributedContext",
+    "FGSMTraining",
     "LRSchedule",
     "StandardTraining",
     "TrainConfig",
@@ -41,5 +44,6 @@ __all__ = [
     "save_checkpoint",
     "shutdown_distributed",
     "train",
+    "train_heads",
     "wrap_model",
 ]

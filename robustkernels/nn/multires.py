@@ -30,9 +30,13 @@ class MultiResStack(NoiseStream, nn.Module):
         noise_kind: str = "uniform",
         contrast: tuple[float, float] = (0.5, 1.0),
         interpolation: str = "bicubic",
+        antialias: bool = False,
+        adjust_contrast: bool = True,
     ):
         super().__init__()
         self.resolutions = tuple(resolutions)
+        self.antialias = antialias
+        self.adjust_contrast = adjust_contrast
         self.jitter = jitter
         self.noise = noise
         self.noise_kind = noise_kind
@@ -53,54 +57,78 @@ class MultiResStack(NoiseStream, nn.Module):
             noise_kind=self.noise_kind,
             contrast=self.contrast,
             interpolation=self.interpolation,
+            antialias=self.antialias,
+            adjust_contrast=self.adjust_contrast,
             seed=int(self._next_seed()) if seed is None else seed,
         )
 
     def extra_repr(self) -> str:
         return (
             f"resolutions={self.resolutions}, jitter={self.jitter}, noise={self.noise}, "
-            f"noise_kind={self.noise_kind!r}, contrast={self.contrast}, interpolation={self.interpolation!r}"
+            f"noise_kind={self.noise_kind!r}, contrast={self.contrast}, interpolation={self.interpolation!r}, "
+            f"antialias={self.antialias}, adjust_contrast={self.adjust_contrast}"
         )
+
+
+POOLS = ("avg", None)
 
 
 class IntermediateHeads(nn.Module):
     """One BatchNorm1d + Linear head per tapped layer, all evaluated in one call.
 
     forward(features) takes the tapped layers' outputs in order ([B, C_i, H_i, W_i]
-    maps, global-average-pooled, or [B, C_i] vectors) and returns the heads' logits
-    stacked as [N, B, num_classes], the layout robustkernels.nn.CrossMax takes. The
-    pooled features of all heads are normalised by one batch-norm call over their
-    concatenated channels (batch norm is per channel, so this equals N separate
-    BatchNorm1d layers, whose parameters and statistics the heads keep).
+    maps or [B, D_i] vectors) and returns the heads' logits stacked as [N, B, num_classes],
+    the layout robustkernels.nn.CrossMax takes. pool="avg" global-average-pools each map
+    (in_features: the channels C_i; cheap); pool=None flattens it, as the public notebook's
+    heads do (in_features: C_i * H_i * W_i). The features of all heads are normalised by
+    one batch-norm call over their concatenation (batch norm is per feature, so this
+    equals N separate BatchNorm1d layers, whose parameters and statistics the heads keep).
+    `head(i, feature)` runs head i alone (e.g. to train the heads one at a time).
     """
 
     def __init__(
-        self, in_features: Sequence[int], num_classes: int, *, eps: float = 1e-5, momentum: float = 0.1
+        self,
+        in_features: Sequence[int],
+        num_classes: int,
+        *,
+        pool: str | None = "avg",
+        eps: float = 1e-5,
+        momentum: float = 0.1,
     ):
         super().__init__()
         if len(in_features) == 0:
             raise ValueError("IntermediateHeads: in_features must name at least one layer's channel count")
+        if pool not in POOLS:
+            raise ValueError(f"IntermediateHeads: pool must be 'avg' or None, got {pool!r}")
+        self.pool = pool
         self.in_features = tuple(int(f) for f in in_features)
         self.num_classes = num_classes
         self.norms = nn.ModuleList(nn.BatchNorm1d(f, eps=eps, momentum=momentum) for f in self.in_features)
         self.linears = nn.ModuleList(nn.Linear(f, num_classes) for f in self.in_features)
+
+    def _vector(self, i: int, f: torch.Tensor) -> torch.Tensor:
+        size = self.in_features[i]
+        if f.dim() == 4:
+            f = f.mean(dim=(2, 3)) if self.pool == "avg" else f.flatten(1)
+        if f.dim() != 2 or f.shape[1] != size:
+            what = (
+                f"[B, {size}, H, W]" if self.pool == "avg" else "[B, C, H, W] with C * H * W = " + str(size)
+            )
+            raise ValueError(
+                f"IntermediateHeads: feature {i} must be [B, {size}] or {what}, got {tuple(f.shape)}"
+            )
+        return f
 
     def _pooled(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != len(self.in_features):
             raise ValueError(
                 f"IntermediateHeads: expected {len(self.in_features)} feature tensors, got {len(features)}"
             )
-        pooled = []
-        for i, (f, channels) in enumerate(zip(features, self.in_features, strict=True)):
-            if f.dim() == 4:
-                f = f.mean(dim=(2, 3))
-            if f.dim() != 2 or f.shape[1] != channels:
-                raise ValueError(
-                    f"IntermediateHeads: feature {i} must be [B, {channels}] or [B, {channels}, H, W], "
-                    f"got {tuple(f.shape)}"
-                )
-            pooled.append(f)
-        return pooled
+        return [self._vector(i, f) for i, f in enumerate(features)]
+
+    def head(self, i: int, feature: torch.Tensor) -> torch.Tensor:
+        """Head i's logits [B, num_classes] from its layer's output (its own batch norm)."""
+        return self.linears[i](self.norms[i](self._vector(i, feature)))
 
     def _batch_norm(self, pooled: torch.Tensor) -> torch.Tensor:
         norms = list(self.norms)

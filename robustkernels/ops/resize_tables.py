@@ -43,11 +43,11 @@ def banded(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def view_matrices(
-    height: int, width: int, size: tuple[int, int], interpolation: str
+    height: int, width: int, size: tuple[int, int], interpolation: str, antialias: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(down rows, down columns, up rows, up columns) of one view: the down resize is
-    antialiased where torch offers it (bilinear, bicubic), the up resize is not."""
-    antialias = interpolation != "area"
+    antialiased when `antialias` and torch offers it (bilinear, bicubic), the up resize never."""
+    antialias = antialias and interpolation != "area"
     rh, rw = size
     return (
         resize_matrix(height, rh, interpolation, antialias),
@@ -59,7 +59,12 @@ def view_matrices(
 
 @functools.lru_cache(maxsize=64)
 def banded_tables(
-    height: int, width: int, sizes: tuple[tuple[int, int], ...], interpolation: str, dtype: torch.dtype
+    height: int,
+    width: int,
+    sizes: tuple[tuple[int, int], ...],
+    interpolation: str,
+    antialias: bool,
+    dtype: torch.dtype,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(starts, weights), four tables per view in view order; empty for full-size views."""
     starts, weights = [], []
@@ -68,7 +73,7 @@ def banded_tables(
             starts += [torch.empty(0, dtype=torch.int32)] * 4
             weights += [torch.empty((0, 0), dtype=dtype)] * 4
             continue
-        for matrix in view_matrices(height, width, size, interpolation):
+        for matrix in view_matrices(height, width, size, interpolation, antialias):
             start, weight = banded(matrix)
             starts.append(start)
             weights.append(weight.to(dtype))
@@ -81,6 +86,7 @@ def dense_tables(
     width: int,
     sizes: tuple[tuple[int, int], ...],
     interpolation: str,
+    antialias: bool,
     block_r: int,
     dtype: torch.dtype,
     device: torch.device,
@@ -93,7 +99,7 @@ def dense_tables(
         if size == (height, width):
             matrices = (torch.eye(height), torch.eye(width), torch.eye(height), torch.eye(width))
         else:
-            matrices = view_matrices(height, width, size, interpolation)
+            matrices = view_matrices(height, width, size, interpolation, antialias)
         for k, matrix in enumerate(matrices):
             padded = torch.zeros((block_r, matrix.shape[1]) if k < 2 else (matrix.shape[0], block_r))
             padded = padded.to(torch.float64)

@@ -1,14 +1,23 @@
 """The multi-resolution input stack of the multi-resolution self-ensemble (Fort &
 Lakshminarayanan, "Ensemble everything everywhere") in plain PyTorch: the oracle.
 
-For each view v (one per resolution) every image b gets, with its own randomness:
-  1. a contrast / colour mix  c * img + (1 - c) * mean over channels(img),  c ~ U[contrast];
+For each view v (one per resolution) every image b gets, with its own randomness
+c ~ U[contrast] and shifts, what the public notebook's `apply_transformations` does:
+  0. (adjust_contrast=True) torchvision's adjust_contrast with factor c:
+     clamp(c * img + (1 - c) * m, 0, 1), m the mean over H, W of the image's grey level
+     (0.2989 R + 0.587 G + 0.114 B for 3 channels, the plain channel mean otherwise;
+     torchvision accepts only 1 or 3);
+  1. a colour mix with the same c:  c * img + (1 - c) * mean over channels(img)
+     (the notebook's `color_amounts = contrasts = ...`: one c for both);
   2. a circular shift by integers (dy, dx) in [-jitter, jitter] (torch.roll);
-  3. a resize to rh x rw (antialiased for bilinear / bicubic), plus noise, a resize back
-     to H x W, plus noise, and a clip to [0, 1].
-Views with (rh, rw) == (H, W) skip the two resizes (they would be identities) but
-still get both noises. The result stacks the views on channels: [B, C * V, H, W],
-view 0's channels first.
+  3. a resize to rh x rw (antialiased only with antialias=True; the notebook's
+     F.interpolate has none), plus noise, a resize back to H x W (never antialiased),
+     plus noise, and a clip to [0, 1].
+The notebook shifts before the colour mix; both steps before the shift are per pixel
+(m is shift-invariant), so the order does not matter. Views with (rh, rw) == (H, W)
+skip the two resizes (they would be identities) but still get both noises. The result
+stacks the views on channels: [B, C * V, H, W], view 0's channels first.
+adjust_contrast=False, antialias=True is the recipe as an earlier summary had it.
 
 Randomness comes from the library's Philox stream keyed by `seed`:
   - per (view v, image b), counter v * B + b: word 0 gives c = lo + (hi - lo) * u,
@@ -29,6 +38,21 @@ from robustkernels.reference.philox import philox_normal, philox_uniform, philox
 
 INTERPOLATIONS = ("bilinear", "bicubic", "area")
 NOISE_KINDS = ("uniform", "gaussian")
+# torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), used by adjust_contrast
+RGB_GREY = (0.2989, 0.587, 0.114)
+
+
+def grey_weights(channels: int) -> tuple[float, ...]:
+    """The weights of each channel in adjust_contrast's grey level: RGB_GREY for 3 channels,
+    1 / C each otherwise (for one channel torchvision's own rule; other counts are ours)."""
+    return RGB_GREY if channels == 3 else (1.0 / channels,) * channels
+
+
+def contrast_means(images: torch.Tensor) -> torch.Tensor:
+    """adjust_contrast's m per image: the mean over H, W of the grey level, [B, 1, 1, 1]."""
+    weights = torch.tensor(grey_weights(images.shape[1]), dtype=images.dtype, device=images.device)
+    grey = (images * weights.reshape(1, -1, 1, 1)).sum(dim=1, keepdim=True)
+    return grey.mean(dim=(2, 3), keepdim=True)
 
 
 def view_sizes(resolutions: Sequence, height: int, width: int) -> list[tuple[int, int]]:
@@ -112,6 +136,8 @@ def multires_views(
     interpolation: str,
     seed: int | None,
     generator: torch.Generator | None = None,
+    antialias: bool = False,
+    adjust_contrast: bool = True,
 ) -> list[torch.Tensor]:
     """Each view before the clip, [B, C, H, W] (half inputs are computed in float32).
 
@@ -132,16 +158,17 @@ def multires_views(
         shift_y, shift_x = (
             torch.randint(-jitter, jitter + 1, shape, generator=generator, device=device) for _ in range(2)
         )
-    mean = work.mean(dim=1, keepdim=True)
+    grey_mean = contrast_means(work) if adjust_contrast else None
     views = []
     for v, ((rh, rw), (low_offset, high_offset)) in enumerate(
         zip(sizes, noise_layout(b, ch, h, w, sizes), strict=True)
     ):
         cv = c[v].to(work.dtype).reshape(b, 1, 1, 1)
-        view = roll_per_image(cv * work + (1 - cv) * mean, shift_y[v], shift_x[v])
+        img = (cv * work + (1 - cv) * grey_mean).clamp(0, 1) if adjust_contrast else work
+        view = roll_per_image(cv * img + (1 - cv) * img.mean(dim=1, keepdim=True), shift_y[v], shift_x[v])
         resized = (rh, rw) != (h, w)
         if resized:
-            view = resize(view, (rh, rw), interpolation, antialias=True)
+            view = resize(view, (rh, rw), interpolation, antialias)
         if noise != 0:
             view = view + _noise(seed, generator, (b, ch, rh, rw), low_offset, noise, noise_kind, view)
         if resized:
@@ -161,6 +188,8 @@ def multires_stack(
     noise_kind: str = "uniform",
     contrast: tuple[float, float] = (0.5, 1.0),
     interpolation: str = "bicubic",
+    antialias: bool = False,
+    adjust_contrast: bool = True,
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -179,5 +208,7 @@ def multires_stack(
         interpolation=interpolation,
         seed=seed,
         generator=generator,
+        antialias=antialias,
+        adjust_contrast=adjust_contrast,
     )
     return torch.cat([v.clamp(0, 1) for v in views], dim=1).to(x.dtype)

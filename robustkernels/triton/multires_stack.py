@@ -5,7 +5,8 @@ Each resize is a dense matrix product on one image plane: down = Dy @ R @ Dx^T a
 up = Uy @ (down + noise) @ Ux^T, with the matrices zero-padded to the block sizes
 (full-size views use identities, which keeps one code path and is exact). The
 per-image circular shift is folded into Dy and Dx by gathering their columns, so the
-shifted image is never formed. The forward runs one program per (image, view); the
+shifted image is never formed (adjust_contrast and the colour mix are per pixel, so they run
+on the unshifted planes). The forward runs one program per (image, view); the
 backward one program per image, looping over the views, so dx needs no atomics.
 Whole planes stay in registers, so the launcher sends only images up to 32 x 32 here.
 """
@@ -54,6 +55,35 @@ def _view_matrices(
 
 
 @triton.jit
+def _grey_weight(ch, C, ACC: tl.constexpr):
+    """adjust_contrast's weight of channel ch in the grey level (torchvision's RGB weights for
+    3 channels, 1 / C otherwise)."""
+    # exact integers divided in ACC: the weights rounded once, as the reference's
+    rgb = tl.where(ch == 0, 2989, tl.where(ch == 1, 5870, 1140)).to(ACC) / 10000
+    return tl.where(C == 3, rgb, 1 / C.to(ACC))
+
+
+@triton.jit
+def _grey_mean(
+    image, plane, inside, C, H, W, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr
+):
+    """adjust_contrast's m: the mean over the image of its grey level."""
+    grey = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
+    for ch in range(C):
+        grey += _grey_weight(ch, C, ACC) * tl.load(image + ch * H * W + plane, mask=inside, other=0.0).to(ACC)
+    return tl.sum(tl.sum(grey, axis=1), axis=0) / (H * W)
+
+
+@triton.jit
+def _contrasted(image, ch, plane, inside, c, grey, H, W, CONTRAST: tl.constexpr, ACC: tl.constexpr):
+    """Channel ch of the image after adjust_contrast (CONTRAST) or as it is, zero outside."""
+    values = tl.load(image + ch * H * W + plane, mask=inside, other=0.0).to(ACC)
+    if CONTRAST:
+        values = tl.where(inside, tl.minimum(tl.maximum(c * values + (1 - c) * grey, 0.0), 1.0), 0.0)
+    return values
+
+
+@triton.jit
 def _noise(seed, first, rows, cols, row_stride, noise, GAUSSIAN: tl.constexpr, ACC: tl.constexpr):
     """noise * (U[0, 1) or N(0, 1)) of elements first + i * row_stride + j, zero outside rows x cols."""
     index = first + rows[:, None] * row_stride + cols[None, :]
@@ -68,7 +98,7 @@ def _noise(seed, first, rows, cols, row_stride, noise, GAUSSIAN: tl.constexpr, A
 def multires_stack_fwd_kernel(
     x_ptr, out_ptr, mask_ptr, down_y_ptr, down_x_ptr, up_y_ptr, up_x_ptr, meta_ptr,
     B, C, H, W, V, jitter, noise, contrast_low, contrast_high, seed,
-    GAUSSIAN: tl.constexpr, NOISE: tl.constexpr,
+    GAUSSIAN: tl.constexpr, NOISE: tl.constexpr, CONTRAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
@@ -88,13 +118,16 @@ def multires_stack_fwd_kernel(
     inside = (ys[:, None] < H) & (xs[None, :] < W)
     plane = ys[:, None] * W + xs[None, :]
     image = x_ptr + b * C * H * W
+    grey = 0.0
+    if CONTRAST:
+        grey = _grey_mean(image, plane, inside, C, H, W, BLOCK_H, BLOCK_W, ACC)
     mean = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
     for ch in range(C):
-        mean += tl.load(image + ch * H * W + plane, mask=inside, other=0.0).to(ACC)
+        mean += _contrasted(image, ch, plane, inside, c, grey, H, W, CONTRAST, ACC)
     mean = mean / C
     mask_row = (W + 7) // 8
     for ch in range(C):
-        mixed = c * tl.load(image + ch * H * W + plane, mask=inside, other=0.0).to(ACC) + (1 - c) * mean
+        mixed = c * _contrasted(image, ch, plane, inside, c, grey, H, W, CONTRAST, ACC) + (1 - c) * mean
         low = tl.dot(tl.dot(dyr, mixed, input_precision="ieee"), tl.trans(dxr), input_precision="ieee")
         plane_index = b * C + ch
         if NOISE:
@@ -118,8 +151,9 @@ def multires_stack_fwd_kernel(
 
 @triton.jit(do_not_specialize=["seed", "jitter"])
 def multires_stack_bwd_kernel(
-    grad_ptr, mask_ptr, dx_ptr, down_y_ptr, down_x_ptr, up_y_ptr, up_x_ptr,
+    grad_ptr, mask_ptr, x_ptr, dx_ptr, scratch_ptr, down_y_ptr, down_x_ptr, up_y_ptr, up_x_ptr,
     B, C, H, W, V, jitter, contrast_low, contrast_high, seed,
+    CONTRAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
@@ -129,14 +163,20 @@ def multires_stack_bwd_kernel(
     plane = ys[:, None] * W + xs[None, :]
     mask_row = (W + 7) // 8
     bit_address = ys[:, None] * mask_row + xs[None, :] // 8
+    image = x_ptr + b * C * H * W
     dx_image = dx_ptr + b * C * H * W
-    dmean = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
+    scratch = scratch_ptr + b * C * H * W
+    grey = 0.0
+    if CONTRAST:
+        grey = _grey_mean(image, plane, inside, C, H, W, BLOCK_H, BLOCK_W, ACC)
+    d_grey = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
     for v in range(V):
         c, dy, dx = _image_params(seed, v * B + b, jitter, contrast_low, contrast_high, H, W)
         c = c.to(ACC)
         dyr, dxr, uy, ux = _view_matrices(
             down_y_ptr, down_x_ptr, up_y_ptr, up_x_ptr, v, dy, dx, H, W, BLOCK_H, BLOCK_W, BLOCK_R, ACC
         )
+        d_sum = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
         for ch in range(C):
             out_plane = (b * V + v) * C + ch
             g = tl.load(grad_ptr + out_plane * H * W + plane, mask=inside, other=0.0).to(ACC)
@@ -148,11 +188,26 @@ def multires_stack_bwd_kernel(
             d_mixed = tl.dot(
                 tl.trans(dyr), tl.dot(d_low, dxr, input_precision="ieee"), input_precision="ieee"
             )
+            # kept until the colour mix's channel sum is complete
+            tl.store(scratch + ch * H * W + plane, d_mixed, mask=inside)
+            d_sum += d_mixed
+        tl.debug_barrier()
+        share = (1 - c) / C
+        for ch in range(C):
+            d = c * tl.load(scratch + ch * H * W + plane, mask=inside, other=0.0).to(ACC) + share * d_sum
+            if CONTRAST:
+                blend = (
+                    c * tl.load(image + ch * H * W + plane, mask=inside, other=0.0).to(ACC) + (1 - c) * grey
+                )
+                d = tl.where(inside & (blend >= 0) & (blend <= 1), d, 0.0)
+                d_grey += (1 - c) * d
+                d = c * d
             previous = tl.load(dx_image + ch * H * W + plane, mask=inside & (v > 0), other=0.0).to(ACC)
-            tl.store(dx_image + ch * H * W + plane, previous + c * d_mixed, mask=inside)
-            dmean += (1 - c) * d_mixed
+            tl.store(dx_image + ch * H * W + plane, previous + d, mask=inside)
         # the next view reads back what this one stored
         tl.debug_barrier()
-    for ch in range(C):
-        total = tl.load(dx_image + ch * H * W + plane, mask=inside, other=0.0).to(ACC) + dmean / C
-        tl.store(dx_image + ch * H * W + plane, total, mask=inside)
+    if CONTRAST:
+        spread = tl.sum(tl.sum(d_grey, axis=1), axis=0) / (H * W)
+        for ch in range(C):
+            total = tl.load(dx_image + ch * H * W + plane, mask=inside, other=0.0).to(ACC)
+            tl.store(dx_image + ch * H * W + plane, total + _grey_weight(ch, C, ACC) * spread, mask=inside)

@@ -1,0 +1,39 @@
+"""`reproduce eee` end to end at a budget smaller than smoke: one row per model and eps with the
+fields results.json promises, and the tables."""
+
+import json
+from dataclasses import replace
+
+from python_api.reproduce.eee import eee_budget, reproduce_eee
+from python_api.reproduce.eee_results import format_eee_tables, not_monotone, write_eee_results
+
+FIELDS = ("method", "eps", "clean_accuracy", "rand_accuracy", "adaptive_accuracy")
+
+
+def test_reproduce_eee_writes_one_row_per_model_and_eps(tmp_path):
+    budget = replace(eee_budget("smoke", "digits"), train_steps=2, head_steps=1, eval_images=4, steps=1,
+                     square_queries=2, target_classes=2, batch_size=16, head_batch_size=16)  # fmt: skip
+    results = reproduce_eee(budget, tmp_path, dataset="digits")
+    methods = [row["method"] for row in results["rows"]]
+    assert (
+        len(methods) == 5
+        and "self-ensemble, CrossMax (k=3)" in methods
+        and "2-model ensemble, mean" in methods
+    )
+    for row in results["rows"]:
+        assert all(field in row for field in FIELDS)
+        assert row["eps"] == budget.eps[0]
+        assert 0 <= row["adaptive_accuracy"] <= row["rand_accuracy"] <= 1  # the minimum includes rand
+    paths = write_eee_results(results, tmp_path)
+    assert json.loads(paths["json"].read_text())["rows"][0]["method"] == "multires backbone"
+    assert "AA-rand (paper protocol)" in format_eee_tables(results)
+    assert "CrossMax: rand / adaptive" in paths["markdown"].read_text()
+
+
+def test_not_monotone_flags_accuracy_rising_with_eps():
+    rows = [
+        {"method": "m", "eps": 0.1, "adaptive_accuracy": 0.2},
+        {"method": "m", "eps": 0.2, "adaptive_accuracy": 0.3},
+    ]
+    assert not_monotone(rows) == ["m"]
+    assert not_monotone(rows[:1]) == []
