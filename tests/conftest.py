@@ -1,4 +1,14 @@
+import atexit
 import os
+import shutil
+import tempfile
+
+# A compile cache of this run's own: torch's default one (/tmp/torchinductor_<user>) is shared by
+# every checkout on the machine and keys compiled graphs without the ops' implementations, so a
+# graph compiled by another build of robustkernels (another op schema) could be replayed here.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="robustkernels-tests-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import torch
 
