@@ -17,7 +17,7 @@ from .seeds import NoiseStream
 ALPHA_INIT = 0.25
 
 
-def _alpha_shape(granularity: str, weight: torch.Tensor) -> tuple[int, ...]:
+def alpha_shape(granularity: str, weight: torch.Tensor) -> tuple[int, ...]:
     if granularity == "layer":
         return (1,)
     if granularity == "channel":
@@ -32,7 +32,7 @@ class _NoisyWeightMixin(NoiseStream):
 
     def _init_noise(self, alpha_granularity: str, alpha_init: float, lam: float, mask: torch.Tensor | None):
         self.alpha_granularity = alpha_granularity
-        shape = _alpha_shape(alpha_granularity, self.weight)
+        shape = alpha_shape(alpha_granularity, self.weight)
         self.alpha = nn.Parameter(
             torch.full(shape, alpha_init, dtype=self.weight.dtype, device=self.weight.device)
         )

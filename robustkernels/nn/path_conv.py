@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from robustkernels import functional
-from robustkernels.nn.noisy import ALPHA_INIT, _alpha_shape
+from robustkernels.nn.noisy import ALPHA_INIT, alpha_shape
 
 from .routing import _Routed
 
@@ -214,7 +214,7 @@ class MaskedExpertConv2d(_PathConv):
         _init_conv_bank(self.weight.data.unsqueeze(0), None if self.bias is None else self.bias.data)
         self.alpha_granularity = alpha_granularity
         self.alpha = nn.Parameter(
-            torch.full(_alpha_shape(alpha_granularity, self.weight), alpha_init, **factory)
+            torch.full(alpha_shape(alpha_granularity, self.weight), alpha_init, **factory)
         )
         self.lam = float(lam)
         self.seed: int | None = None

@@ -38,27 +38,27 @@ if _triton_available:
         specialise,
     )
 
-_BLOCK = 1024
-# Warps of the kernels that draw noise for a block of _BLOCK elements: 4 elements a thread,
+NOISE_BLOCK = 1024
+# Warps of the kernels that draw noise for a block of NOISE_BLOCK elements: 4 elements a thread,
 # which keeps the Philox and Box-Muller registers from spilling.
 _NOISE_WARPS = 8
 # Every forward program re-reads the std partials, so keep them few (bigger partial blocks instead);
 # a power of two, the one block in which the forward kernels read them.
-_MAX_PARTIALS = 256
+MAX_STD_PARTIALS = 256
 
 
 def sigma_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
-def _std_partials_launch(dtype: torch.dtype) -> dict:
-    return dict(BLOCK=_BLOCK, ACC=accumulator(dtype))
+def std_partials_launch(dtype: torch.dtype) -> dict:
+    return dict(BLOCK=NOISE_BLOCK, ACC=accumulator(dtype))
 
 
 def noise_block_launch(dtype: torch.dtype) -> dict:
-    """The constexprs and warps shared by the kernels that draw noise for blocks of _BLOCK
+    """The constexprs and warps shared by the kernels that draw noise for blocks of NOISE_BLOCK
     elements (with one block size for every weight, short rows leave lanes idle)."""
-    return dict(BLOCK=_BLOCK, ACC=accumulator(dtype), num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
+    return dict(BLOCK=NOISE_BLOCK, ACC=accumulator(dtype), num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
 
 
 def _forward_launch(mode: int, has_mask: bool, add_noise: bool, dtype: torch.dtype) -> dict:
@@ -67,7 +67,7 @@ def _forward_launch(mode: int, has_mask: bool, add_noise: bool, dtype: torch.dty
         ALPHA_MODE=mode if add_noise else validation.ALPHA_LAYER,
         HAS_MASK=has_mask,
         ADD_NOISE=add_noise,
-        NUM_PARTIALS=_MAX_PARTIALS,
+        NUM_PARTIALS=MAX_STD_PARTIALS,
         **noise_block_launch(dtype),
     )
 
@@ -86,7 +86,7 @@ def _backward_launch(
 
 
 def _philox_launch() -> dict:
-    return dict(BLOCK=_BLOCK, num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
+    return dict(BLOCK=NOISE_BLOCK, num_warps=_NOISE_WARPS, maxnreg=MAX_REGISTERS)
 
 
 def triton_specialisations():
@@ -97,7 +97,7 @@ def triton_specialisations():
     yield specialise(philox_normal_kernel, _philox_launch(), torch.float32, seed="i64", offset="i64")
     for dtype in CHECKED_DTYPES:
         acc = accumulator_dtype(dtype)
-        yield specialise(std_partials_kernel, _std_partials_launch(dtype), dtype, sum_ptr=acc, m2_ptr=acc)
+        yield specialise(std_partials_kernel, std_partials_launch(dtype), dtype, sum_ptr=acc, m2_ptr=acc)
         for mode, has_mask, add_noise in itertools.product(modes, flags, flags):
             yield specialise(
                 noisy_weight_fwd_kernel, _forward_launch(mode, has_mask, add_noise, dtype), dtype,
@@ -116,18 +116,18 @@ def triton_specialisations():
 def _forward_triton(weight, alpha, lam, seed, mask, mode):
     weight = weight.contiguous()
     n = weight.numel()
-    partial_block = max(_BLOCK, triton.cdiv(n, _MAX_PARTIALS))  # elements per std chunk
+    partial_block = max(NOISE_BLOCK, triton.cdiv(n, MAX_STD_PARTIALS))  # elements per std chunk
     num_partials = triton.cdiv(n, partial_block)
     acc_dtype = sigma_dtype(weight)
     sums = torch.empty(num_partials, dtype=acc_dtype, device=weight.device)
     m2 = torch.empty_like(sums)
     std_partials_kernel[(num_partials,)](
-        weight, sums, m2, n, partial_block, **_std_partials_launch(weight.dtype)
+        weight, sums, m2, n, partial_block, **std_partials_launch(weight.dtype)
     )
     out = torch.empty_like(weight)
     sigma = torch.empty((), dtype=acc_dtype, device=weight.device)
     mask_bytes = mask.contiguous().view(torch.uint8) if mask is not None else weight
-    noisy_weight_fwd_kernel[(triton.cdiv(n, _BLOCK),)](
+    noisy_weight_fwd_kernel[(triton.cdiv(n, NOISE_BLOCK),)](
         weight,
         alpha.contiguous(),
         mask_bytes,
@@ -150,7 +150,7 @@ def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
     grad = grad.contiguous()
     rows = grad.shape[0]
     inner = grad.numel() // rows
-    blocks_per_row = triton.cdiv(inner, _BLOCK)
+    blocks_per_row = triton.cdiv(inner, NOISE_BLOCK)
     alpha_grad = need_alpha_grad and lam != 0
     grad_weight = torch.empty_like(grad)
     if alpha_grad and mode == validation.ALPHA_ELEMENT:
@@ -295,6 +295,6 @@ def philox_normal(like: torch.Tensor, seed: int, offset: int = 0) -> torch.Tenso
     if name == "triton":
         out = torch.empty(like.shape, dtype=torch.float32, device=like.device)
         n = out.numel()
-        philox_normal_kernel[(triton.cdiv(n, _BLOCK),)](out, seed, offset, n, **_philox_launch())
+        philox_normal_kernel[(triton.cdiv(n, NOISE_BLOCK),)](out, seed, offset, n, **_philox_launch())
         return out
     return reference.philox_normal(seed, like.numel(), offset=offset, device=like.device).view(like.shape)

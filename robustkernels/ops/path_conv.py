@@ -31,10 +31,10 @@ if _triton_available:
     import triton
 
     from robustkernels.ops.noisy_weight import (
-        _BLOCK,
-        _MAX_PARTIALS,
-        _std_partials_launch,
+        MAX_STD_PARTIALS,
+        NOISE_BLOCK,
         noise_block_launch,
+        std_partials_launch,
     )
     from robustkernels.triton.noisy_weight import std_partials_kernel
     from robustkernels.triton.path_conv import (
@@ -145,7 +145,7 @@ def _weights_forward_launch(has_mask, noisy, dtype) -> dict:
     return dict(
         HAS_MASK=has_mask,
         HAS_NOISE=noisy,
-        NUM_PARTIALS=_MAX_PARTIALS,
+        NUM_PARTIALS=MAX_STD_PARTIALS,
         **noise_block_launch(dtype),
     )
 
@@ -195,14 +195,14 @@ def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
     n = rows * inner
     noisy = any(lam != 0 for lam in lams)
     acc_dtype = sigma_dtype(weight)
-    partial_block = max(_BLOCK, triton.cdiv(n, _MAX_PARTIALS))
+    partial_block = max(NOISE_BLOCK, triton.cdiv(n, MAX_STD_PARTIALS))
     num_partials = triton.cdiv(n, partial_block)
     sums = torch.zeros((entries, num_partials), dtype=acc_dtype, device=weight.device)
     m2 = torch.zeros_like(sums)
     if noisy:
         for entry in range(entries):
             std_partials_kernel[(num_partials,)](
-                weight[entry], sums[entry], m2[entry], n, partial_block, **_std_partials_launch(weight.dtype)
+                weight[entry], sums[entry], m2[entry], n, partial_block, **std_partials_launch(weight.dtype)
             )
     device = weight.device
     sigma = torch.zeros(entries, dtype=acc_dtype, device=device)
@@ -235,7 +235,7 @@ def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, ne
     grad = grad.contiguous()
     device = grad.device
     n = rows * inner
-    blocks_per_row = triton.cdiv(inner, _BLOCK)
+    blocks_per_row = triton.cdiv(inner, NOISE_BLOCK)
     alpha_grad = need_alpha and alpha_size > 0 and any(lam != 0 for lam in lams)
     elementwise = alpha_size == n and n > 1 and alpha_size != rows
     grad_weight = torch.empty((entries, *grad.shape[1:]), dtype=grad.dtype, device=device)

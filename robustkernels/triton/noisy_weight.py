@@ -41,7 +41,7 @@ def std_partials_kernel(w_ptr, sum_ptr, m2_ptr, n, chunk, BLOCK: tl.constexpr, A
 
 
 @triton.jit
-def _std_from_partials(
+def std_from_partials(
     sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS: tl.constexpr, ACC: tl.constexpr
 ):
     p = tl.arange(0, NUM_PARTIALS)
@@ -94,7 +94,7 @@ def noisy_weight_fwd_kernel(
     pid = tl.program_id(0)
     index = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = index < n
-    sigma = _std_from_partials(sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS, ACC)
+    sigma = std_from_partials(sum_ptr, m2_ptr, n, num_partials, PARTIAL_BLOCK, NUM_PARTIALS, ACC)
     tl.store(sigma_ptr, sigma, mask=pid == 0)
     value = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
     if ADD_NOISE:

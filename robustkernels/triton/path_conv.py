@@ -14,7 +14,7 @@ Element indices within one weight are int32 (a weight holds fewer than 2**31 ele
 import triton
 import triton.language as tl
 
-from robustkernels.triton.noisy_weight import _std_from_partials
+from robustkernels.triton.noisy_weight import std_from_partials
 from robustkernels.triton.philox import philox_normal, philox_normal_block
 
 
@@ -60,7 +60,7 @@ def path_weights_fwd_kernel(
     if HAS_NOISE:
         lam = tl.load(lam_ptr + path).to(ACC)
         if lam != 0:
-            sigma = _std_from_partials(
+            sigma = std_from_partials(
                 sum_ptr + entry * num_partials,
                 m2_ptr + entry * num_partials,
                 n,
