@@ -23,11 +23,10 @@ epoch) and prints ms/step, s/epoch and the ratio eager / ours. On a shared 2-cor
 
 import copy
 import sys
-import time
 
 import pytest
 import torch
-from timing import DEVICE, pedantic, trainer_step
+from timing import DEVICE, interleaved_medians, pedantic, trainer_step
 
 from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
@@ -101,16 +100,7 @@ def interleaved(rounds: int = 5) -> dict:
     medians = {}
     for case in CASES:
         steps, per_round, epoch_steps = training_steps(case)
-        for step in steps.values():
-            step()
-        times = {name: [] for name in VARIANTS}
-        for r in range(rounds):
-            for name in VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]:
-                start = time.perf_counter()
-                for _ in range(per_round):
-                    steps[name]()
-                times[name].append((time.perf_counter() - start) / per_round)
-        medians[case] = ({n: sorted(t)[len(t) // 2] for n, t in times.items()}, epoch_steps)
+        medians[case] = (interleaved_medians(steps, rounds, per_round), epoch_steps)
     return medians
 
 

@@ -27,12 +27,11 @@ extrapolated from its images). Rounds interleave the variants (rotating order); 
 import copy
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 from test_float_training import BATCH, small_cnn_digits
-from timing import DEVICE, sync, trainer_step
+from timing import DEVICE, interleaved_medians, sync, trainer_step
 
 from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
@@ -110,17 +109,7 @@ def interleaved(rounds: int, cases) -> dict:
     medians = {}
     for case in cases:
         steps, per_round, epoch_steps = training_steps(case)
-        for step in steps.values():
-            step()  # warm-up
-        times = {name: [] for name in steps}
-        names = list(steps)
-        for r in range(rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                start = time.perf_counter()
-                for _ in range(per_round):
-                    steps[name]()
-                times[name].append((time.perf_counter() - start) / per_round)
-        medians[case] = ({n: sorted(t)[len(t) // 2] for n, t in times.items()}, epoch_steps)
+        medians[case] = (interleaved_medians(steps, rounds, per_round), epoch_steps)
     return medians
 
 
@@ -154,16 +143,17 @@ def film_forward_backward(rounds: int = 12) -> dict:
     plain = build_model("small-cnn", 10, 3)
     models = {name: _variant(plain, name)[0].train() for name in ("oat", "oat_unfused_film", "oat_no_film")}
     x, y = torch.rand(BATCH, 3, 32, 32).to(DEVICE), torch.randint(10, (BATCH,)).to(DEVICE)
-    times = {name: [] for name in models}
-    for r in range(rounds + 1):
-        for name, model in models.items():
-            start = time.perf_counter()
+
+    def forward_backward(model):
+        def step():
             with oat_inference(model, 0.3):
                 torch.nn.functional.cross_entropy(model(x), y).backward()
             sync()
-            if r:  # the first round warms up
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * sorted(t)[len(t) // 2] for name, t in times.items()}
+
+        return step
+
+    steps = {name: forward_backward(model) for name, model in models.items()}
+    return {name: 1e3 * seconds for name, seconds in interleaved_medians(steps, rounds).items()}
 
 
 def main() -> None:

@@ -44,10 +44,10 @@ def pedantic(benchmark, step, *, rounds: int, iterations: int, warmup_rounds: in
         benchmark.pedantic(step, rounds=capped_rounds(rounds), iterations=1, warmup_rounds=1)
 
 
-def interleaved_medians(steps: dict, rounds: int) -> dict:
-    """Median seconds of each step {name: callable} over `rounds` rounds in which every step runs
-    once, the order rotating per round (drift on a shared machine hits every variant alike);
-    each step runs once first as a warm-up."""
+def interleaved_medians(steps: dict, rounds: int, calls: int = 1) -> dict:
+    """Median seconds per call of each step {name: callable} over `rounds` rounds in which every
+    step runs `calls` times, the order rotating per round (drift on a shared machine hits every
+    variant alike); each step runs once first as a warm-up."""
     for step in steps.values():
         step()
     names = list(steps)
@@ -55,8 +55,9 @@ def interleaved_medians(steps: dict, rounds: int) -> dict:
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             start = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(calls):
+                steps[name]()
+            times[name].append((time.perf_counter() - start) / calls)
     return {n: sorted(t)[len(t) // 2] for n, t in times.items()}
 
 
