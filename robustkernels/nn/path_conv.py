@@ -13,14 +13,20 @@ from robustkernels.nn.noisy import ALPHA_INIT, alpha_shape
 from .routing import _Routed
 
 
-def _init_conv_bank(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """Each path initialised as nn.Conv2d / nn.Linear initialise their weights."""
+def _init_bank(module: nn.Module, entries: int | None, shape, bias: bool, device, dtype) -> None:
+    """module.weight [entries, *shape] ([*shape] when entries is None) and module.bias
+    [entries, shape[0]] (or None), each entry initialised as nn.Conv2d / nn.Linear initialise theirs."""
+    factory = {"device": device, "dtype": dtype}
+    lead = () if entries is None else (entries,)
+    module.weight = nn.Parameter(torch.empty((*lead, *shape), **factory))
+    module.bias = nn.Parameter(torch.empty((*lead, shape[0]), **factory)) if bias else None
+    weight = module.weight.data if entries is not None else module.weight.data.unsqueeze(0)
     for p in range(weight.shape[0]):
         nn.init.kaiming_uniform_(weight[p], a=math.sqrt(5))
-    if bias is not None:
+    if module.bias is not None:
         fan_in = weight[0].numel() // weight.shape[1]
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-        nn.init.uniform_(bias, -bound, bound)
+        nn.init.uniform_(module.bias.data, -bound, bound)
 
 
 class _PathConv(_Routed):
@@ -116,11 +122,8 @@ class GatedConv2d(_PathConv):
         shape = self._init_conv(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
         )
-        factory = {"device": device, "dtype": dtype}
         self.num_paths = n
-        self.weight = nn.Parameter(torch.empty((n, *shape), **factory))
-        self.bias = nn.Parameter(torch.empty((n, out_channels), **factory)) if bias else None
-        _init_conv_bank(self.weight.data, None if self.bias is None else self.bias.data)
+        _init_bank(self, n, shape, bias, device, dtype)
         self._init_route(route)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,9 +212,7 @@ class MaskedExpertConv2d(_PathConv):
         )
         factory = {"device": device, "dtype": dtype}
         self.num_paths = 2
-        self.weight = nn.Parameter(torch.empty(shape, **factory))
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        _init_conv_bank(self.weight.data.unsqueeze(0), None if self.bias is None else self.bias.data)
+        _init_bank(self, None, shape, bias, device, dtype)
         self.alpha_granularity = alpha_granularity
         self.alpha = nn.Parameter(
             torch.full(alpha_shape(alpha_granularity, self.weight), alpha_init, **factory)
@@ -316,11 +317,8 @@ class EnsembleConv2d(_PathConv):
         shape = self._init_conv(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
         )
-        factory = {"device": device, "dtype": dtype}
         self.num_paths = members
-        self.weight = nn.Parameter(torch.empty((members, *shape), **factory))
-        self.bias = nn.Parameter(torch.empty((members, out_channels), **factory)) if bias else None
-        _init_conv_bank(self.weight.data, None if self.bias is None else self.bias.data)
+        _init_bank(self, members, shape, bias, device, dtype)
         self.register_buffer("masks", None)
         self.set_masks(masks)
         self._init_route(route)
@@ -372,11 +370,8 @@ class PathLinear(_Routed):
         route=0,
     ):
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
         self.in_features, self.out_features, self.num_paths = in_features, out_features, num_paths
-        self.weight = nn.Parameter(torch.empty((num_paths, out_features, in_features), **factory))
-        self.bias = nn.Parameter(torch.empty((num_paths, out_features), **factory)) if bias else None
-        _init_conv_bank(self.weight.data, None if self.bias is None else self.bias.data)
+        _init_bank(self, num_paths, (out_features, in_features), bias, device, dtype)
         self._init_route(route)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
