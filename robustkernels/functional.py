@@ -12,9 +12,10 @@ from torch.nn.modules.utils import _pair
 from robustkernels import _extension, reference
 from robustkernels.ops import crossmax as _crossmax_ops
 from robustkernels.ops import multires_stack as _multires_ops
-from robustkernels.ops import noisy_layers, path_layers, validation
+from robustkernels.ops import noisy_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
-from robustkernels.ops import path_conv as path_ops
+from robustkernels.ops import path_conv as _path_conv_ops
+from robustkernels.ops import path_weights as _path_weights_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
 from robustkernels.ops.catalog import PUBLIC_OPS
 from robustkernels.ops.seed_tensor import check_seed_tensor
@@ -369,11 +370,39 @@ def _bank_arguments(op, bank_rank, x, weight_bank, route, bias_bank, mask_bank, 
     layer's call."""
     validation.check_tensor("x", x, op)
     validation.check_tensor("weight_bank", weight_bank, op)
+    for name, value in (("bias_bank", bias_bank), ("mask_bank", mask_bank)):
+        if value is not None:
+            validation.check_tensor(name, value, op)
     paths = _path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route)
     noise_arguments = _path_noise(noise, paths, op)
     weight = weight_bank if weight_bank.dim() == bank_rank else weight_bank.unsqueeze(0)
     shared_bias = isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1
     return paths, weight, bias_bank.unsqueeze(0) if shared_bias else bias_bank, noise_arguments
+
+
+def _every_path_weight(weight, mask, alpha, lams, seeds, seed_tensor) -> torch.Tensor:
+    """W' [P, ...] of every path through the op (the reference in a pure-Python install)."""
+    if _extension.is_loaded():  # the op's C++ checks name the argument
+        return _path_weights_ops.path_weights(weight, mask, alpha, lams, seeds, None, seed_tensor)[0]
+    _path_weights_ops.path_layout(weight, mask, alpha, lams, seeds, "path_weights")
+    offset = _seed_offset(seed_tensor)
+    return reference.path_weights(weight, lams, [s + offset for s in seeds], alpha, mask)
+
+
+def _routed_layer(op, x, weight, bias, mask, noise_arguments, route, segments, conv=()) -> torch.Tensor:
+    """y of the routed layer op (path_conv2d with conv = (stride, padding, dilation, groups), or
+    path_linear) through its C++ op; the per-sample reference in a pure-Python install."""
+    alpha, lams, seeds, seed_tensor = noise_arguments
+    if _extension.is_loaded():  # the op's C++ checks name the argument
+        layer = _path_conv_ops.path_conv2d if conv else _path_conv_ops.path_linear
+        return layer(x, weight, bias, mask, alpha, lams, seeds, route, segments, *conv, seed_tensor)[0]
+    _path_conv_ops.check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, *conv[3:])
+    offset = _seed_offset(seed_tensor)
+    seeds = [s + offset for s in seeds]
+    routing = route if route is not None else segments
+    if conv:
+        return reference.path_conv2d(x, weight, bias, routing, lams, seeds, alpha, mask, *conv)
+    return reference.path_linear(x, weight, bias, routing, lams, seeds, alpha, mask)
 
 
 def _stacked_weights(x, weight, bias, mask, noise_arguments, paths, op, per_path_features):
@@ -385,8 +414,7 @@ def _stacked_weights(x, weight, bias, mask, noise_arguments, paths, op, per_path
         raise ValueError(
             f'robustkernels.{op}: route="stacked" needs x with {paths} x {per_path_features} channels, got {features}'
         )
-    alpha, lams, seeds, seed_tensor = noise_arguments
-    effective, _ = path_ops.path_weights(weight, mask, alpha, lams, seeds, None, seed_tensor)
+    effective = _every_path_weight(weight, mask, *noise_arguments)
     if bias is not None:
         bias = bias.expand(paths, weight.shape[1]).reshape(-1)
     return effective.reshape(paths * weight.shape[1], *weight.shape[2:]), bias
@@ -433,24 +461,17 @@ def path_conv2d(
         return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
     route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
     x, padding = _conv_padding(x, weight[0], padding, stride, dilation)
-    alpha, lams, seeds, seed_tensor = noise_arguments
-    y, *_ = path_layers.path_conv2d(
+    return _routed_layer(
+        op,
         x,
         weight,
         bias,
         mask_bank,
-        alpha,
-        lams,
-        seeds,
+        noise_arguments,
         route_tensor,
         segments,
-        stride,
-        padding,
-        dilation,
-        groups,
-        seed_tensor,
+        (stride, padding, dilation, groups),
     )
-    return y
 
 
 def path_linear(
@@ -481,11 +502,7 @@ def path_linear(
         y = y.flatten(-2)
         return y if bias is None else y + bias
     route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
-    alpha, lams, seeds, seed_tensor = noise_arguments
-    y, *_ = path_layers.path_linear(
-        x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments, seed_tensor
-    )
-    return y
+    return _routed_layer(op, x, weight, bias, mask_bank, noise_arguments, route_tensor, segments)
 
 
 def path_weights(
@@ -503,15 +520,18 @@ def path_weights(
     validation.check_tensor("weight_bank", weight_bank, op)
     weight = weight_bank if shared_paths is None else weight_bank.unsqueeze(0)
     paths = weight.shape[0] if shared_paths is None else shared_paths
-    alpha, lams, seeds, seed_tensor = _path_noise(noise, paths, op)
-    effective, _ = path_ops.path_weights(weight, mask_bank, alpha, lams, seeds, None, seed_tensor)
-    return effective
+    return _every_path_weight(weight, mask_bank, *_path_noise(noise, paths, op))
 
 
 def route_sort(route: torch.Tensor, num_paths: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stable counting sort of a route [B] on its device: (counts [P] int64, perm [B] int64),
     perm listing the samples of path 0, then path 1, ..., each in batch order."""
-    counts, perm = path_ops.route_sort(route, num_paths)
+    validation.check_tensor("route", route, "route_sort")
+    if _extension.is_loaded():  # the op's C++ checks name the argument
+        counts, perm = _path_weights_ops.route_sort(route, num_paths)
+    else:
+        _path_weights_ops.check_route(route, num_paths, "route_sort")
+        counts, perm = _path_weights_ops.route_sort_reference(route, num_paths)
     if int(counts.sum()) != route.shape[0]:
         raise ValueError(f"robustkernels.route_sort: route values must lie in [0, {num_paths})")
     return counts, perm

@@ -363,7 +363,7 @@ def _path_weight_cases(b: Builder, weight_name: str) -> None:
     b.elsewhere("alpha", alpha)
     counts = torch.ones(3, dtype=torch.int64, device=b.device)
     b.bad("counts length", ValueError, counts=counts[:2])
-    b.bad("int32 counts", ValueError if not b.kernel else TypeError, "counts", counts=counts.int())
+    b.bad("int32 counts", TypeError, "counts", counts=counts.int())
     b.elsewhere("counts", counts)
     b.accepts("non-contiguous weight", **{weight_name: _noncontiguous(weight)})
 
@@ -378,7 +378,7 @@ def _path_weights(op, device, cases):
 
 def _path_weights_backward(op, device, cases):
     grad, mask, alpha = _bank(device)
-    grad_name = "grad_out" if op.endswith("_kernel") else "grad"
+    grad_name = "grad_out" if op.endswith(("_kernel", "_python")) else "grad"
     sigma = torch.ones(3, device=device)
     good = {grad_name: grad, "entries": 3, "mask": mask, "alpha": alpha, "sigma": sigma}
     good |= {"lams": [1.0, 0.5, 0.0], "seeds": [0, 1, 2], "counts": None, "need_alpha_grad": True}
@@ -608,6 +608,9 @@ TABLE = {
     "path_weights_backward": _path_weights_backward,
     "route_sort_kernel": _route_sort,
     "route_sort": _route_sort,
+    "path_weights_fwd_python": _path_weights,
+    "path_weights_bwd_python": _path_weights_backward,
+    "route_sort_python": _route_sort,
     "random_route": _random_route,
     "noisy_conv2d": _noisy_conv2d,
     "noisy_linear": _noisy_linear,
