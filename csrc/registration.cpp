@@ -39,7 +39,7 @@ TORCH_LIBRARY(robustkernels, m) {
   m.def("noisy_weight_bwd_python(Tensor grad, Tensor alpha, Tensor sigma, float lam, int seed, Tensor? mask, "
         "bool need_alpha_grad) -> (Tensor, Tensor)");
   m.def("set_python_kernels(bool on) -> ()");
-  // The routed multi-path family (csrc/ops/path_weights.cpp, path_conv.cpp). weight is [S, ...]
+  // The routed multi-path family (csrc/ops/path_weights.cpp, path_conv*.cpp). weight is [S, ...]
   // with S = 1 (one weight shared by the P paths) or P; lams and seeds hold one value per path.
   m.def("path_weights(Tensor weight, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, Tensor? counts, "
         "Tensor? seed_tensor=None) -> (Tensor, Tensor)");

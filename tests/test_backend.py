@@ -58,6 +58,18 @@ def test_missing_extension_falls_back_to_reference_and_says_why(monkeypatch):
     weight, alpha = torch.randn(4, 3), torch.ones(1)
     expected = robustkernels.reference.noisy_weight(weight, alpha, 1.0, 5)
     torch.testing.assert_close(F.noisy_weight(weight, alpha, lam=1.0, seed=5), expected)
+    # the routed layers: the per-sample reference, seeds offset by the seed tensor as the op does
+    bank, x, route = torch.randn(2, 4, 3, 3, 3), torch.randn(3, 3, 5, 5), torch.tensor([1, 0, 1])
+    alphas, lams, seeds = torch.full((2, 1), 0.5), [1.0, 0.0], [7, 8]
+    noise = (alphas, lams, torch.tensor(7))
+    expected = robustkernels.reference.path_conv2d(x, bank, None, route, lams, seeds, alphas, padding=1)
+    torch.testing.assert_close(F.path_conv2d(x, bank, route, noise=noise, padding=1), expected)
+    expected = robustkernels.reference.path_linear(
+        x[:, :, 0, 0], bank[:, :, :, 0, 0], None, [1, 2], lams, seeds, alphas
+    )
+    torch.testing.assert_close(
+        F.path_linear(x[:, :, 0, 0], bank[:, :, :, 0, 0], [1, 2], noise=noise), expected
+    )
 
 
 def test_import_does_not_initialise_cuda():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from robustkernels import _extension
 from robustkernels.ops import validation
-from robustkernels.ops.path_weights import check_route, path_layout
+from robustkernels.ops.validation import check_route, path_layout
 
 
 def check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, groups=1):

@@ -20,6 +20,7 @@ import torch
 from robustkernels import _extension, reference
 from robustkernels.ops import backend, validation
 from robustkernels.ops.noisy_weight import sigma_dtype
+from robustkernels.ops.validation import check_counts, check_route, path_layout
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
 
@@ -48,78 +49,6 @@ if _triton_available:
 # sorts (a tile of at least 16 samples); more paths sort with torch.
 _SORT_TILE = 4096
 _MAX_SORTED_PATHS = 256
-
-
-def path_layout(
-    weight, mask, alpha, lams, seeds, op: str, weight_name: str = "weight"
-) -> tuple[int, int, int, int, int]:
-    """Checks the weight-side arguments (weight named `weight_name`: the backward's is grad); returns
-    (paths, entries, rows, inner, alpha values per path)."""
-    validation.check_tensor(weight_name, weight, op)
-    if weight.dtype not in validation.KERNEL_FLOAT_DTYPES:
-        raise TypeError(
-            f"robustkernels.{op}: {weight_name} must be a floating-point tensor (float32, float64, float16 or "
-            f"bfloat16), got {weight.dtype}"
-        )
-    if weight.dim() < 2 or weight.numel() == 0:
-        raise ValueError(
-            f"robustkernels.{op}: {weight_name} must be a non-empty [S, C_out, ...] bank, got {tuple(weight.shape)}"
-        )
-    paths = len(lams)
-    if paths < 1:
-        raise ValueError(f"robustkernels.{op}: lams must hold one value per path, got none")
-    if len(seeds) != paths:
-        raise ValueError(
-            f"robustkernels.{op}: seeds must hold one value per path ({paths}), got {len(seeds)}"
-        )
-    for lam in lams:
-        validation.check_lam(lam, op)
-    for seed in seeds:
-        validation.check_seed(seed, op)
-    entries, rows = weight.shape[0], weight.shape[1]
-    if entries not in (1, paths):
-        raise ValueError(
-            f"robustkernels.{op}: {weight_name} must hold 1 or {paths} (one per path) entries, got {entries}"
-        )
-    numel = weight[0].numel()
-    if mask is not None:
-        validation.check_tensor("mask", mask, op)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"robustkernels.{op}: mask must be a bool tensor, got {mask.dtype}")
-        if mask.shape != (paths, *weight.shape[1:]):
-            raise ValueError(
-                f"robustkernels.{op}: mask must have shape {(paths, *weight.shape[1:])}, got {tuple(mask.shape)}"
-            )
-        if mask.device != weight.device:
-            raise ValueError(
-                f"robustkernels.{op}: mask must be on the {weight_name}'s device {weight.device}, got {mask.device}"
-            )
-    if alpha is None:
-        if any(lam != 0 for lam in lams):
-            raise ValueError(f"robustkernels.{op}: alpha is required when a path has lam != 0")
-        return paths, entries, rows, numel // rows, 0
-    validation.check_tensor("alpha", alpha, op)
-    validation.check_like("alpha", alpha, weight, weight_name, op)
-    if alpha.dim() != 2 or alpha.shape[0] != paths or alpha.shape[1] not in (1, rows, numel):
-        raise ValueError(
-            f"robustkernels.{op}: alpha must be [{paths}, A] with A = 1, {rows} or {numel} values per path, "
-            f"got shape {tuple(alpha.shape)}"
-        )
-    return paths, entries, rows, numel // rows, alpha.shape[1]
-
-
-def _check_counts(counts, paths: int, weight: torch.Tensor, op: str) -> None:
-    if counts is None:
-        return
-    validation.check_tensor("counts", counts, op)
-    if counts.dtype != torch.int64:
-        raise TypeError(f"robustkernels.{op}: counts must be an int64 tensor, got {counts.dtype}")
-    if counts.shape != (paths,):
-        raise ValueError(f"robustkernels.{op}: counts must be [{paths}], got shape {tuple(counts.shape)}")
-    if counts.device != weight.device:
-        raise ValueError(
-            f"robustkernels.{op}: counts must be on the weight's device {weight.device}, got {counts.device}"
-        )
 
 
 # ---- path_weights -------------------------------------------------------------------------------
@@ -297,7 +226,7 @@ def _weights_backward_reference(grad, entries, mask, sigma, lams, seeds, counts,
 def _python_weights_forward(weight, mask, alpha, lams, seeds, counts):
     """The weight kernel of the backend use_backend chose (robustkernels::path_weights_fwd_python)."""
     layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
-    _check_counts(counts, layout[0], weight, "path_weights")
+    check_counts(counts, layout[0], weight, "path_weights")
     name = backend.select_without_cuda("path_weights", weight.device, "path")
     if name == "cpp":
         return torch.ops.robustkernels.path_weights_fwd_kernel(weight, mask, alpha, lams, seeds, counts)
@@ -326,7 +255,7 @@ def _python_weights_backward(grad, entries, mask, alpha, sigma, lams, seeds, cou
 def _cuda_weights_forward(weight, mask, alpha, lams, seeds, counts):
     """The CUDA weight kernel (there is no CUDA C++ one): Triton, else the reference."""
     layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
-    _check_counts(counts, layout[0], weight, "path_weights")
+    check_counts(counts, layout[0], weight, "path_weights")
     run = _weights_forward_triton if _triton_available else _weights_forward_reference
     return run(weight, mask, alpha, lams, seeds, counts, layout)
 
@@ -339,7 +268,7 @@ def _cuda_weights_backward(grad, entries, mask, alpha, sigma, lams, seeds, count
 
 def _path_weights_fake(weight, mask, alpha, lams, seeds, counts, seed_tensor=None):
     paths, entries = path_layout(weight, mask, alpha, lams, seeds, "path_weights")[:2]
-    _check_counts(counts, paths, weight, "path_weights")
+    check_counts(counts, paths, weight, "path_weights")
     return weight.new_empty((paths, *weight.shape[1:])), weight.new_empty(
         (entries,), dtype=sigma_dtype(weight)
     )
@@ -350,7 +279,7 @@ def _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts, grad
     op = "path_weights_backward"
     layout = path_layout(grad, mask, alpha, lams, seeds, op, grad_name)
     paths = layout[0]
-    _check_counts(counts, paths, grad, op)
+    check_counts(counts, paths, grad, op)
     if grad.shape[0] != paths:  # dW' holds every path's entry, whatever the bank shares
         raise ValueError(
             f"robustkernels.{op}: {grad_name} must hold one entry per path ({paths}), got {grad.shape[0]}"
@@ -373,16 +302,6 @@ def _path_weights_backward_fake(
 
 
 # ---- route_sort ---------------------------------------------------------------------------------
-
-
-def check_route(route, num_paths, op: str) -> None:
-    validation.check_tensor("route", route, op)
-    if route.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"robustkernels.{op}: route must be an int32 or int64 tensor, got {route.dtype}")
-    if route.dim() != 1:
-        raise ValueError(f"robustkernels.{op}: route must be 1-D [B], got shape {tuple(route.shape)}")
-    if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
-        raise ValueError(f"robustkernels.{op}: num_paths must be a positive int, got {num_paths!r}")
 
 
 def _route_sort_triton(route, num_paths):
