@@ -123,6 +123,12 @@ def test_default_path_calls_no_python_kernel(monkeypatch):
     y = F.noisy_conv2d(torch.randn(2, 3, 5, 5), weight, None, torch.ones(1), lam=1.0, seed=3)
     y.sum().backward()
     assert calls == [] and weight.grad is not None
+    bank, alpha = torch.randn(2, 4, 3, 3, 3, requires_grad=True), torch.ones(2, 1, requires_grad=True)
+    x = torch.randn(3, 3, 5, 5, requires_grad=True)
+    for route in (torch.tensor([1, 0, 1]), [1, 2]):  # sorted on the device, and segments
+        F.path_conv2d(x, bank, route, noise=(alpha, 1.0, 3)).sum().backward()
+    F.path_linear(x[:, :, 0, 0], bank[:, :, :, 0, 0], torch.tensor([0, 0, 1])).sum().backward()
+    assert calls == [] and bank.grad is not None and alpha.grad is not None
 
 
 def test_one_list_of_ops_feeds_functional_and_info():
