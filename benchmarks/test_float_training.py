@@ -28,11 +28,11 @@ import pytest
 import torch
 from timing import DEVICE, interleaved_medians, pedantic, trainer_step
 
-from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
 from robustkernels.api.models import build_model
 from robustkernels.api.train.float_at import FLOATTraining, to_float_model
 from robustkernels.api.train.float_reference import EagerFLOATTraining, to_eager_float_model
+from robustkernels.api.train.runs import model_info
 
 BATCH = 128
 CIFAR10_TRAIN_IMAGES = 50_000

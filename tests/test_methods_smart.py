@@ -216,8 +216,8 @@ def test_reproduce_reaches_the_table1_ablations(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from robustkernels.api import cli
-    from robustkernels.api.commands.runs import build_from_info
     from robustkernels.api.reproduce import BUDGETS, Budget
+    from robustkernels.api.train.runs import build_from_info
 
     tiny = Budget(
         "smoke", "small-cnn", 2, 16, 8, 1, 2, draws=2, square_queries=5, eps=32 / 255, alpha=8 / 255

@@ -36,10 +36,10 @@ from ..train import (
 )
 from ..train.checkpoint import RECORD_NAME
 from ..train.once_for_all import ONCE_FOR_ALL
+from ..train.runs import build_from_info, model_info, prepare_training_data
 from . import arguments
 from .errors import CommandError, reports_errors
 from .methods import METHODS, build_method
-from .runs import build_from_info, model_info, prepare_training_data
 
 __all__ = ["add_arguments", "run_from_args"]
 

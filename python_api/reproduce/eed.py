@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from ..attacks import pgd
-from ..commands.runs import build_from_info, model_info, prepare_training_data
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..eed.criteria import erm_scores
 from ..eed.dynamic import DynamicEnsemble
@@ -31,6 +30,7 @@ from ..eed.team import TeamNetwork
 from ..evaluate import evaluate
 from ..train import TrainConfig, train
 from ..train.pgd_at import PGDAdversarialTraining
+from ..train.runs import build_from_info, model_info, prepare_training_data
 from .eed_budgets import EEDBudget
 
 __all__ = ["TAU_C_SWEEP", "eed_work_units", "reproduce_eed"]

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..commands.runs import build_from_info, model_info, prepare_training_data
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..evaluate import evaluate, evaluation_passes
 from ..train import TrainConfig, eval_mode, train
 from ..train.float_at import CLEAN, NOISY
 from ..train.macs import forward_macs
 from ..train.parameter_counts import path_parameters
+from ..train.runs import build_from_info, model_info, prepare_training_data
 from .budgets import Budget, train_steps
 from .paper_protocol import PAPER_SEEDS, BestTracker, mean_over_seeds
 from .settings import LABELS, LAM_N, LAM_TH, METHODS, Entry, entries
