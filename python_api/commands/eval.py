@@ -114,7 +114,7 @@ def mdi2_fgsm(model, x, y, *, eps, norm, steps, eot_draws, generator):
         x,
         y,
         eps=eps,
-        alpha=eps / steps,
+        step=eps / steps,
         steps=steps,
         norm=norm,
         random_start=False,

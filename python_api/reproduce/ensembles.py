@@ -47,7 +47,7 @@ _MATCHED = "matched_steps.json"
 
 def pgd_step_fifth(model, x, y, *, eps, norm, steps, eot_draws, generator):
     """DVERGE's white-box PGD: uniform random start, `steps` sign steps of eps / 5, CE."""
-    return pgd(model, x, y, eps=eps, alpha=eps / 5, steps=steps, norm=norm, eot_draws=eot_draws,
+    return pgd(model, x, y, eps=eps, step=eps / 5, steps=steps, norm=norm, eot_draws=eot_draws,
                generator=generator)  # fmt: skip
 
 

@@ -130,7 +130,7 @@ def reproduce(
         labels[: budget.eval_images].to(device),
     )
     info = model_info(budget.model, dataset, train_data[0])
-    attack = {"eps": budget.eps, "alpha": budget.alpha, "steps": budget.attack_steps}
+    attack = {"eps": budget.eps, "step": budget.step, "steps": budget.attack_steps}
     smart = {"stages": None, "shared": 0.25, **(smart or {})}
     steps_per_epoch = len(train_data[1]) // budget.batch_size
     out = Path(out)
@@ -172,7 +172,7 @@ def reproduce(
         def tracker_for(run_dir, total, entry=entry):
             if protocol != "paper":
                 return None
-            return BestTracker(run_dir, entry.settings, test, budget.eps, budget.alpha, seed, total)
+            return BestTracker(run_dir, entry.settings, test, budget.eps, budget.step, seed, total)
 
         model, seconds, tracker = fit(entry, seed, tracker_for)
         paper = None
