@@ -281,7 +281,7 @@ def test_feature_distillation_moves_features_toward_the_target():
     assert bool((after < before).all())
     assert bool((perturbation_size(distilled, source, "linf") <= 0.07 + 1e-6).all())
     assert all(p.grad is None for p in model.parameters())
-    plain = attacks.feature_distillation(features, source, target, momentum=0.0, steps=3, step_size=0.01)
+    plain = attacks.feature_distillation(features, source, target, momentum=0.0, steps=3, step=0.01)
     assert bool((perturbation_size(plain, source, "linf") <= 0.03 + 1e-6).all())
 
 
