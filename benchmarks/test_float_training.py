@@ -1,7 +1,7 @@
 """FLOAT's training time: FLOATTraining on robustkernels' layers (MaskedExpertConv2d's fused
 dual-path conv, PathBatchNorm2d; the default forward="auto", which on a CPU trains the two
 halves in one forward each, and forward="routed", both halves in one routed forward) against the
-same Algorithm 1 on eager PNI-style layers (python_api/train/float_reference.py: PNIConv2d
+same Algorithm 1 on eager PNI-style layers (benchmarks/float_reference.py: PNIConv2d
 drawing torch.randn noise per call, DualBatchNorm2d of two nn.BatchNorm2d, the clean and the
 adversarial half in two forwards). Both variants start from one model's weights and run the
 library's pgd (PGD-7, random start) and the trainer's SGD (build_sgd with TrainConfig's
@@ -26,13 +26,13 @@ import sys
 
 import pytest
 import torch
+from float_reference import EagerFLOATTraining, to_eager_float_model
 from timing import DEVICE, interleaved_medians, pedantic, trainer_step
 
-from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
 from robustkernels.api.models import build_model
 from robustkernels.api.train.float_at import FLOATTraining, to_float_model
-from robustkernels.api.train.float_reference import EagerFLOATTraining, to_eager_float_model
+from robustkernels.api.train.runs import model_info
 
 BATCH = 128
 CIFAR10_TRAIN_IMAGES = 50_000

@@ -33,15 +33,15 @@ import torch
 from test_float_training import BATCH, small_cnn_digits
 from timing import DEVICE, interleaved_medians, sync, trainer_step
 
-from robustkernels.api.commands.runs import model_info
 from robustkernels.api.data import load_dataset, to_unit_interval
 from robustkernels.api.models import build_model
 from robustkernels.api.train.oat import oat_inference
 from robustkernels.api.train.once_for_all import convert, training_method
 from robustkernels.api.train.pgd_at import PGDAdversarialTraining
+from robustkernels.api.train.runs import model_info
 from robustkernels.nn.film import FiLM2d, FiLMAfter
 
-ATTACK = {"eps": 8 / 255, "alpha": 2 / 255, "steps": 7}
+ATTACK = {"eps": 8 / 255, "step": 2 / 255, "steps": 7}
 VARIANTS = ("float", "pgd_at", "oat", "oat_unfused_film", "oat_no_film", "floats", "oats")
 TARGETS = (("float", "pgd_at", 1.05), ("float", "oat", 0.75))  # (numerator, denominator, at most)
 FILM_SHARE_LIMIT = 0.10

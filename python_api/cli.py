@@ -9,8 +9,7 @@ import argparse
 import sys
 from types import ModuleType
 
-from . import demo
-from .commands import bench, info
+from .commands import bench, demo, info
 from .commands import eval as eval_command
 from .commands import reproduce as reproduce_command
 from .commands import train as train_command

@@ -1,11 +1,16 @@
-"""The method layer's basics: the digits data, SmallCNN, and the demo / CLI."""
+"""The method layer's basics: the digits data, SmallCNN, the demo / CLI, and that the library does not
+import its CLI."""
+
+import ast
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import robustkernels
-from robustkernels.api import cli, data, demo
+from robustkernels.api import cli, data
+from robustkernels.api.commands import demo
 from robustkernels.api.models import Normalize, SmallCNN
 from robustkernels.nn import NoisyConv2d, NoisyLinear
 
@@ -198,6 +203,61 @@ def test_demo_is_repeatable_with_the_same_seed():
 def test_demo_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         demo.run_demo(log=None, **kwargs)
+
+
+def test_demo_trains_on_the_shared_trainer_and_resumes_in_out(tmp_path):
+    first = demo.run_demo(steps=3, seed=2, batch_size=16, out=tmp_path, log=None)
+    assert (tmp_path / "checkpoint.json").exists() and (tmp_path / "metrics.jsonl").exists()
+    lines: list[str] = []
+    again = demo.run_demo(steps=3, seed=2, batch_size=16, out=tmp_path, log=lines.append)
+    assert any("resuming from" in line for line in lines)  # the finished run is reused, not retrained
+    assert (again.final_loss, again.alphas) == (first.final_loss, first.alphas)
+    assert again.accuracy_noise_off == first.accuracy_noise_off
+    with pytest.raises(ValueError, match="other settings"):
+        demo.run_demo(steps=3, lam=0.5, seed=2, batch_size=16, out=tmp_path, log=None)
+
+
+API = Path(__file__).resolve().parents[1] / "python_api"
+
+
+def _api_imports(path: Path, root: Path = API) -> set[str]:
+    """The modules and names of the package at `root` that `path` imports, dotted from `root`."""
+    package = path.parent.relative_to(root).parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        module = tuple(node.module.split(".")) if node.module else ()
+        if node.level == 0:
+            if module[:2] != ("robustkernels", "api"):
+                continue
+            base = module[2:]
+        else:
+            base = package[: len(package) - node.level + 1] + module
+        found |= {".".join(base)} | {".".join((*base, alias.name)) for alias in node.names}
+    return found
+
+
+def _cli_imports(path: Path, root: Path = API) -> list[str]:
+    return sorted(name for name in _api_imports(path, root) if name.split(".")[0] in ("commands", "cli"))
+
+
+def test_the_library_does_not_import_the_cli():
+    library = [
+        path for path in API.rglob("*.py") if path.relative_to(API).parts[0] not in ("commands", "cli.py")
+    ]
+    assert len(library) > 50
+    assert {str(path.relative_to(API)): _cli_imports(path) for path in library if _cli_imports(path)} == {}
+
+
+def test_the_cli_import_check_finds_a_planted_import(tmp_path):
+    planted = tmp_path / "reproduce" / "planted.py"
+    planted.parent.mkdir()
+    planted.write_text(
+        "from ..commands.runs import model_info\nfrom robustkernels.api.cli import main\nfrom .. import data\n"
+    )
+    assert _cli_imports(planted, tmp_path) == ["cli", "cli.main", "commands.runs", "commands.runs.model_info"]
+    assert _cli_imports(API / "cli.py") != []  # the CLI itself does import its commands
 
 
 def test_cli_demo_subcommand(capsys):

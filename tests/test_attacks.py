@@ -37,7 +37,7 @@ def test_pgd_stays_in_ball_and_box(norm, loss):
     x, y = batch(32)
     eps = EPS[norm]
     x_adv = attacks.pgd(
-        model, x, y, eps=eps, alpha=eps / 4, steps=5, norm=norm, loss=loss, restarts=2, generator=gen()
+        model, x, y, eps=eps, step=eps / 4, steps=5, norm=norm, loss=loss, restarts=2, generator=gen()
     )
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -53,14 +53,14 @@ def test_stronger_settings_never_raise_accuracy(norm):
     fgsm = accuracy(model, attacks.fgsm(model, x, y, eps=eps, norm=norm), y)
     pgd_runs = [
         attacks.pgd(
-            model, x, y, eps=eps, alpha=eps / 4, steps=steps, norm=norm, restarts=restarts, generator=gen()
+            model, x, y, eps=eps, step=eps / 4, steps=steps, norm=norm, restarts=restarts, generator=gen()
         )
         for steps, restarts in ((10, 1), (10, 3))
     ]
     pgd_one, pgd_three = (accuracy(model, x_adv, y) for x_adv in pgd_runs)
     assert accuracy(model, x, y) >= fgsm >= pgd_one >= pgd_three
     sweep = [
-        accuracy(model, attacks.pgd(model, x, y, eps=e, alpha=e / 4, steps=10, norm=norm, generator=gen()), y)
+        accuracy(model, attacks.pgd(model, x, y, eps=e, step=e / 4, steps=10, norm=norm, generator=gen()), y)
         for e in (0.0, eps / 4, eps / 2, eps)
     ]
     assert sweep[0] == accuracy(model, x, y)
@@ -80,7 +80,7 @@ def test_restarts_keep_the_first_success():
     """Samples fooled by restart 1 keep that example; the others get the last restart's."""
     model = trained()
     x, y = batch(64)
-    kwargs = {"eps": 0.05, "alpha": 0.02, "steps": 3}
+    kwargs = {"eps": 0.05, "step": 0.02, "steps": 3}
     first = attacks.pgd(model, x, y, restarts=1, generator=gen(3), **kwargs)
     both = attacks.pgd(model, x, y, restarts=2, generator=gen(3), **kwargs)
     fooled_first = model(first).argmax(dim=1) != y
@@ -95,11 +95,11 @@ def test_targeted_attacks_hit_their_targets():
     target = (y + 1) % 10
     for loss in ("ce", "cw"):
         x_adv = attacks.pgd(
-            model, x, target, eps=0.5, alpha=0.05, steps=30, loss=loss, targeted=True, generator=gen()
+            model, x, target, eps=0.5, step=0.05, steps=30, loss=loss, targeted=True, generator=gen()
         )
         assert torch.equal(model(x_adv).argmax(dim=1), target)
     # the targeted DLR loss lifts the target above the true class: it misclassifies
-    x_adv = attacks.pgd(model, x, y, eps=0.5, alpha=0.05, steps=30, loss="dlr-targeted", target=target)
+    x_adv = attacks.pgd(model, x, y, eps=0.5, step=0.05, steps=30, loss="dlr-targeted", target=target)
     assert bool((model(x_adv).argmax(dim=1) != y).all())
     x_adv = attacks.apgd(model, x, y, eps=0.5, steps=30, loss="dlr-targeted", target=target, generator=gen())
     assert bool((model(x_adv).argmax(dim=1) != y).all())
@@ -110,7 +110,7 @@ def test_apgd_beats_or_ties_pgd_at_equal_steps():
     x, y = batch(96)
     for norm, eps in (("linf", 0.06), ("l2", 0.6)):
         pgd_acc = accuracy(
-            model, attacks.pgd(model, x, y, eps=eps, alpha=eps / 4, steps=20, norm=norm, generator=gen()), y
+            model, attacks.pgd(model, x, y, eps=eps, step=eps / 4, steps=20, norm=norm, generator=gen()), y
         )
         apgd_acc = accuracy(
             model, attacks.apgd(model, x, y, eps=eps, steps=20, norm=norm, generator=gen()), y
@@ -174,7 +174,7 @@ def test_eot_reaches_every_attack():
         return base(x)
 
     x, y = batch(4)
-    attacks.pgd(counting, x, y, eps=0.1, alpha=0.02, steps=2, eot_draws=3)
+    attacks.pgd(counting, x, y, eps=0.1, step=0.02, steps=2, eot_draws=3)
     assert len(calls) == 2 * 3
     calls.clear()
     attacks.apgd(counting, x, y, eps=0.1, steps=2, eot_draws=3)
@@ -188,7 +188,7 @@ def _state(model):
 @pytest.mark.parametrize(
     "run",
     [
-        lambda m, x, y: attacks.pgd(m, x, y, eps=0.1, alpha=0.05, steps=2, momentum=1.0, input_diversity=0.5),
+        lambda m, x, y: attacks.pgd(m, x, y, eps=0.1, step=0.05, steps=2, momentum=1.0, input_diversity=0.5),
         lambda m, x, y: attacks.fgsm(m, x, y, eps=0.1),
         lambda m, x, y: attacks.apgd(m, x, y, eps=0.1, steps=3, loss="dlr-targeted", n_target_classes=2),
         lambda m, x, y: attacks.autoattack(m, x, y, eps=0.1, steps=2, n_target_classes=1)[0],
@@ -225,7 +225,7 @@ def test_momentum_and_input_diversity_stay_in_ball():
     model = trained("cnn")
     x, y = batch(16)
     x_adv = attacks.pgd(
-        model, x, y, eps=0.1, alpha=0.01, steps=10, momentum=1.0, input_diversity=1.0, random_start=False,
+        model, x, y, eps=0.1, step=0.01, steps=10, momentum=1.0, input_diversity=1.0, random_start=False,
         generator=gen(),
     )  # fmt: skip
     assert bool((perturbation_size(x_adv, x, "linf") <= 0.1 + 1e-6).all())
@@ -281,7 +281,7 @@ def test_feature_distillation_moves_features_toward_the_target():
     assert bool((after < before).all())
     assert bool((perturbation_size(distilled, source, "linf") <= 0.07 + 1e-6).all())
     assert all(p.grad is None for p in model.parameters())
-    plain = attacks.feature_distillation(features, source, target, momentum=0.0, steps=3, step_size=0.01)
+    plain = attacks.feature_distillation(features, source, target, momentum=0.0, steps=3, step=0.01)
     assert bool((perturbation_size(plain, source, "linf") <= 0.03 + 1e-6).all())
 
 
@@ -329,7 +329,7 @@ def test_autoattack_rand_uses_eot():
 )
 def test_pgd_bad_arguments(kwargs, error, name):
     x, y = batch(2)
-    args = {"eps": 0.1, "alpha": 0.01, "steps": 1, **kwargs}
+    args = {"eps": 0.1, "step": 0.01, "steps": 1, **kwargs}
     with pytest.raises(error, match=name):
         attacks.pgd(mlp(), x, y, **args)
 
@@ -337,7 +337,7 @@ def test_pgd_bad_arguments(kwargs, error, name):
 def test_bad_labels():
     x, y = batch(2)
     with pytest.raises(TypeError, match="y"):
-        attacks.pgd(mlp(), x, y.float(), eps=0.1, alpha=0.01, steps=1)
+        attacks.pgd(mlp(), x, y.float(), eps=0.1, step=0.01, steps=1)
     with pytest.raises(ValueError, match="y"):
         attacks.apgd(mlp(), x, y[:1], eps=0.1)
     with pytest.raises(ValueError, match="target"):
@@ -369,8 +369,8 @@ def test_scoring_is_right_on_every_draw_and_keeps_the_most_adversarial_point():
     model = trained()
     worst = attacks.WorstCase(model, x, y, draws=1)
     everything = torch.arange(len(y))
-    weak = attacks.pgd(model, x, y, eps=0.01, alpha=0.01, steps=1, generator=gen())
-    strong = attacks.pgd(model, x, y, eps=0.2, alpha=0.05, steps=5, generator=gen())
+    weak = attacks.pgd(model, x, y, eps=0.01, step=0.01, steps=1, generator=gen())
+    strong = attacks.pgd(model, x, y, eps=0.2, step=0.05, steps=5, generator=gen())
     worst.update(everything, strong)
     worst.update(everything, weak)  # a weaker point never replaces a stronger one
     strong_scores = attacks.score(model, strong, y)

@@ -113,7 +113,7 @@ def test_ase_is_half_w_squared_times_the_per_sample_fisher():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
     x, y = torch.rand(5, 3), torch.tensor([0, 1, 2, 1, 0])
-    scores = ase_scores(model, x, y, eps=0.0, alpha=0.0, steps=1, batch_size=2)
+    scores = ase_scores(model, x, y, eps=0.0, step=0.0, steps=1, batch_size=2)
     fisher = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
     for xi, yi in zip(x, y, strict=True):
         model.zero_grad()
@@ -131,7 +131,7 @@ def test_every_criterion_scores_every_layer_of_library_models(build, name):
     torch.manual_seed(0)
     model = build().eval()
     x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 2])
-    scores = criterion_scores(name, model, x, y, eps=8 / 255, alpha=2 / 255, steps=1)
+    scores = criterion_scores(name, model, x, y, eps=8 / 255, step=2 / 255, steps=1)
     layers = prunable_layers(model)
     assert list(scores) == list(layers)
     for layer_name, layer in layers.items():

@@ -52,7 +52,7 @@ def test_train_team_keeps_the_masks_and_moves_the_weights():
     masks = [model_masks(m) for m in members]
     x, y = torch.rand(16, 3, 32, 32), torch.randint(10, (16,))
     weights = EnsembleWeights(distill_steps=1)
-    losses = train_team(members, (x, y), LoopConfig(steps=2, batch_size=8, lr=0.05, flip=False), eps=0.03, alpha=0.01,
+    losses = train_team(members, (x, y), LoopConfig(steps=2, batch_size=8, lr=0.05, flip=False), eps=0.03, step=0.01,
                         attack_steps=1, weights=weights)  # fmt: skip
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     for member, old, mask in zip(members, before, masks, strict=True):

@@ -113,11 +113,11 @@ def test_harp_prune_learns_masks_near_the_target_density():
         n: m.weight.detach().abs() for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)
     }
     config = LoopConfig(steps=3, batch_size=16, lr=0.1, flip=False)
-    masks = harp_prune(model, scores, 0.1, (x, y), config, eps=0.03, alpha=0.01, attack_steps=1, epochs=3)
+    masks = harp_prune(model, scores, 0.1, (x, y), config, eps=0.03, step=0.01, attack_steps=1, epochs=3)
     total = sum(m.numel() for m in masks.values())
     assert 0.05 <= sum(int(m.sum()) for m in masks.values()) / total <= 0.2
     fixed = harp_prune(
-        model, scores, 0.1, (x, y), config, eps=0.03, alpha=0.01, attack_steps=1, learn_rates=False
+        model, scores, 0.1, (x, y), config, eps=0.03, step=0.01, attack_steps=1, learn_rates=False
     )
     for mask in fixed.values():  # HYDRA: every layer at the density
         assert int(mask.sum()) == round(0.1 * mask.numel())
@@ -130,7 +130,7 @@ def test_static_pool_member_keeps_the_global_top_k_through_fine_tuning(tmp_path)
     torch.manual_seed(0)
     base = SmallCNN(width=4).eval()
     data = (torch.rand(32, 3, 32, 32), torch.randint(10, (32,)))
-    config = EEDConfig(eps=0.03, alpha=0.01, attack_steps=1, batch_size=16, criteria=("erm",), subsets=1,
+    config = EEDConfig(eps=0.03, step=0.01, attack_steps=1, batch_size=16, criteria=("erm",), subsets=1,
                        static=True, finetune_steps=2, score_images=8, flip=False)  # fmt: skip
     expected = global_topk_masks(erm_scores(base), config.member_density)
     (entry,) = build_pool(base, data, config, tmp_path)

@@ -42,7 +42,7 @@ def test_robust_accuracy_is_all_or_nothing_over_restarts():
         for _ in range(3):
             idx = ok.nonzero().squeeze(1)
             x_adv = attacks.pgd(
-                model, xb[idx], yb[idx], eps=0.05, alpha=2.5 * 0.05 / 3, steps=3, generator=gen
+                model, xb[idx], yb[idx], eps=0.05, step=2.5 * 0.05 / 3, steps=3, generator=gen
             )
             ok[idx] = model(x_adv).argmax(dim=1) == yb[idx]
         robust = torch.cat([robust, ok])
@@ -99,32 +99,32 @@ def test_sound_evaluation_raises_no_flag():
     assert json.loads(ev.to_json(result))["flagged"] == []
 
 
-def _pgd(model, x, y, *, eps, steps, alpha, generator, random_start=True):
+def _pgd(model, x, y, *, eps, steps, step, generator, random_start=True):
     return attacks.pgd(
-        model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, random_start=random_start
+        model, x, y, eps=eps, step=step, steps=steps, generator=generator, random_start=random_start
     )
 
 
 def ignores_eps(model, x, y, *, eps, norm, steps, eot_draws, generator):
     """Broken: attacks with a fixed budget whatever eps is asked for."""
-    return _pgd(model, x, y, eps=0.2, steps=steps, alpha=0.05, generator=generator)
+    return _pgd(model, x, y, eps=0.2, steps=steps, step=0.05, generator=generator)
 
 
 def step_shrinks_with_eps(model, x, y, *, eps, norm, steps, eot_draws, generator):
-    """Broken: the step size is inverted (alpha = c / eps), so larger budgets take tiny steps."""
+    """Broken: the step size is inverted (step = c / eps), so larger budgets take tiny steps."""
     if eps == 0:
         return x
-    return _pgd(model, x, y, eps=eps, steps=steps, alpha=1e-4 / eps, generator=generator, random_start=False)
+    return _pgd(model, x, y, eps=eps, steps=steps, step=1e-4 / eps, generator=generator, random_start=False)
 
 
 def capped_budget(model, x, y, *, eps, norm, steps, eot_draws, generator):
     """Broken: never uses more than 0.02 of the budget (e.g. a leftover clamp)."""
-    return _pgd(model, x, y, eps=min(eps, 0.02), steps=steps, alpha=0.01, generator=generator)
+    return _pgd(model, x, y, eps=min(eps, 0.02), steps=steps, step=0.01, generator=generator)
 
 
 def step_over_steps_squared(model, x, y, *, eps, norm, steps, eot_draws, generator):
     """Broken: the step size falls with the square of the steps, so more steps travel less."""
-    return _pgd(model, x, y, eps=eps, steps=steps, alpha=2.5 * eps / steps**2, generator=generator)
+    return _pgd(model, x, y, eps=eps, steps=steps, step=2.5 * eps / steps**2, generator=generator)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def any_restart_counts(model, data, *, eps, steps, restarts, seed, **_settings):
     generator = torch.Generator().manual_seed(seed)
     survived = torch.zeros_like(y, dtype=torch.bool)
     for _ in range(restarts):
-        x_adv = attacks.pgd(model, x, y, eps=eps, alpha=eps / 10, steps=steps, generator=generator)
+        x_adv = attacks.pgd(model, x, y, eps=eps, step=eps / 10, steps=steps, generator=generator)
         survived |= model(x_adv).argmax(dim=1) == y
     clean = (model(x).argmax(dim=1) == y).float().mean().item()
     return {"robust_accuracy": survived.float().mean().item(), "clean_accuracy": clean, "n": len(y)}
@@ -208,7 +208,7 @@ def test_masked_gradients_are_flagged_not_crashed():
 
 def fixed_small_step(model, x, y, *, eps, norm, steps, eot_draws, generator):
     """Too few steps: a step of eps/16 whatever the steps, so a few steps stop far inside the ball."""
-    return _pgd(model, x, y, eps=eps, steps=steps, alpha=eps / 16, generator=generator, random_start=False)
+    return _pgd(model, x, y, eps=eps, steps=steps, step=eps / 16, generator=generator, random_start=False)
 
 
 def test_a_too_few_steps_evaluation_is_flagged_and_the_lower_number_is_the_headline():

@@ -1,4 +1,4 @@
-"""The eager FLOAT baseline (python_api/train/float_reference.py) is the same model and the same
+"""The eager FLOAT baseline (benchmarks/float_reference.py) is the same model and the same
 training step as FLOATTraining on robustkernels' layers, so the benchmark times the layers only.
 
 Noise-free settings (lam=0, or alpha=0 so lam=1 adds exactly nothing) must agree to rounding;
@@ -6,6 +6,8 @@ with noise the draws differ (torch.randn against the library's Philox), so only 
 the outputs over many draws is compared."""
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +15,17 @@ from torch import nn
 
 from robustkernels.api.models import SmallCNN
 from robustkernels.api.train.float_at import CLEAN, NOISY, FLOATTraining, float_inference, to_float_model
-from robustkernels.api.train.float_reference import (
+from robustkernels.nn import MaskedExpertConv2d, PathBatchNorm2d
+
+# the baseline is a benchmark helper, not part of the installed package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from float_reference import (
     DualBatchNorm2d,
     EagerFLOATTraining,
     PNIConv2d,
     eager_setting,
     to_eager_float_model,
 )
-from robustkernels.nn import MaskedExpertConv2d, PathBatchNorm2d
 
 
 def _pair(dtype=torch.float32, seed: int = 0) -> tuple[nn.Module, nn.Module]:

@@ -24,7 +24,7 @@ from robustkernels.api.train.float_at import (
     inference_setting,
     to_float_model,
 )
-from robustkernels.api.train.weighted_at import WeightedAdversarialTraining
+from robustkernels.api.train.pgd_at import PGDAdversarialTraining
 from robustkernels.nn import MaskedExpertConv2d, PathBatchNorm2d
 
 TINY = Budget(
@@ -38,7 +38,7 @@ TINY = Budget(
     draws=3,
     square_queries=5,
     eps=32 / 255,
-    alpha=8 / 255,
+    step=8 / 255,
     attack_steps=1,
 )
 
@@ -98,7 +98,7 @@ def test_batch_split_routes_clean_half_through_bn_c_and_adversarial_half_through
     model = _float_cnn().train()
     reference = copy.deepcopy(model)
     x, y = _batch(8)
-    method = FLOATTraining(eps=8 / 255, alpha=2 / 255, steps=2, forward=forward)
+    method = FLOATTraining(eps=8 / 255, step=2 / 255, steps=2, forward=forward)
     loss, logits = method.loss(model, x, y, attack_model=model, generator=torch.Generator().manual_seed(0))
     assert logits.shape == (8, 10) and loss.ndim == 0
     # the clean half alone, clean weights and BN_C in train mode (statistics of those 4 samples)
@@ -118,7 +118,7 @@ def test_routed_and_separate_forwards_give_the_same_loss_and_gradients():
         for conv in model.modules():
             if isinstance(conv, MaskedExpertConv2d):
                 conv.seed = 11  # the same noise in both
-        method = FLOATTraining(eps=8 / 255, alpha=2 / 255, steps=2, forward=forward)
+        method = FLOATTraining(eps=8 / 255, step=2 / 255, steps=2, forward=forward)
         loss, logits = method.loss(
             model, x, y, attack_model=model, generator=torch.Generator().manual_seed(0)
         )
@@ -157,19 +157,23 @@ def test_one_float_training_step_changes_weights_and_alpha(tmp_path):
             assert not torch.equal(after[key], value), key
 
 
-def test_weighted_pgd_at_mixes_clean_and_adversarial_losses():
+def test_pgd_at_adv_weight_mixes_clean_and_adversarial_losses():
     torch.manual_seed(0)
     model = SmallCNN(width=4).eval()  # eval: batch statistics would couple the two halves
     x, y = _batch(6)
     generator = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    clean, _ = WeightedAdversarialTraining(0.0).loss(model, x, y, attack_model=model, generator=generator())
-    adversarial, _ = WeightedAdversarialTraining(1.0).loss(
-        model, x, y, attack_model=model, generator=generator()
-    )
-    mixed, _ = WeightedAdversarialTraining(0.25).loss(model, x, y, attack_model=model, generator=generator())
+
+    def loss(**kwargs):
+        method = PGDAdversarialTraining(steps=3, **kwargs)
+        return method.loss(model, x, y, attack_model=model, generator=generator())[0]
+
+    clean, adversarial, mixed = loss(adv_weight=0.0), loss(), loss(adv_weight=0.25)
     torch.testing.assert_close(mixed, 0.75 * clean + 0.25 * adversarial)
-    with pytest.raises(ValueError, match="lam"):
-        WeightedAdversarialTraining(1.5)
+    torch.testing.assert_close(clean, nn.functional.cross_entropy(model(x), y))
+    assert adversarial > clean  # the default adv_weight 1 is Madry's loss on PGD examples alone
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match="adv_weight"):
+            PGDAdversarialTraining(adv_weight=bad)
 
 
 def test_reproduce_all_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):

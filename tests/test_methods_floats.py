@@ -214,7 +214,7 @@ def test_short_training_run_lowers_the_loss(tmp_path):
     images = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     labels = torch.arange(32) % 2  # two classes of distinct brightness: learnable in a few steps
     images[labels == 1] *= 0.3
-    method = FLOATSlimTraining(eps=2 / 255, alpha=1 / 255, steps=1)
+    method = FLOATSlimTraining(eps=2 / 255, step=1 / 255, steps=1)
     config = TrainConfig(epochs=None, max_steps=12, batch_size=16, lr=0.05, augment=False, log_every=2)
     train(model, method, (images, labels), config, tmp_path, log=None)
     losses = [

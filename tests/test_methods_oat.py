@@ -81,7 +81,7 @@ def test_inference_sets_film_lam_and_the_bn_and_restores_them():
 def test_loss_is_lam_weighted_at_the_lam_drawn_per_batch():
     model = _oat_cnn().eval()  # eval: batch statistics would couple clean and adversarial halves
     x, y = _batch(6)
-    method = OATTraining(eps=8 / 255, alpha=2 / 255, steps=1)
+    method = OATTraining(eps=8 / 255, step=2 / 255, steps=1)
     drawn = [method.draw_lam(torch.Generator().manual_seed(s)) for s in range(200)]
     assert set(drawn) == set(OAT_LAMS)
     generator = lambda: torch.Generator().manual_seed(3)  # noqa: E731
@@ -90,7 +90,7 @@ def test_loss_is_lam_weighted_at_the_lam_drawn_per_batch():
     from robustkernels.api.attacks import pgd
 
     with oat_inference(model, 0.3):
-        x_adv = pgd(model, x, y, eps=8 / 255, alpha=2 / 255, steps=1, generator=generator())
+        x_adv = pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=1, generator=generator())
         expected = 0.7 * F.cross_entropy(model(x), y) + 0.3 * F.cross_entropy(model(x_adv), y)
     torch.testing.assert_close(loss, expected)
     clean_loss, _ = method.loss_at(model, x, y, 0.0, attack_model=model, generator=generator())
@@ -103,7 +103,7 @@ def test_loss_is_lam_weighted_at_the_lam_drawn_per_batch():
 def test_oats_sums_the_widths_gradients_at_one_lam():
     model = _oat_cnn(widths=(0.5, 1.0)).train()
     x, y = _batch()
-    method = OATSTraining((0.5, 1.0), eps=8 / 255, alpha=2 / 255, steps=1)
+    method = OATSTraining((0.5, 1.0), eps=8 / 255, step=2 / 255, steps=1)
     loss, logits = method.loss(model, x, y, attack_model=model, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert method._lam in OAT_LAMS and logits.shape == (8, 10) and torch.isfinite(loss)

@@ -115,7 +115,7 @@ def test_masks_persist_through_a_training_checkpoint(tmp_path):
     masks = [conv.masks.clone() for conv in _experts(model)]
     x, y = _batch(16)
     config = TrainConfig(epochs=None, max_steps=1, batch_size=8, lr=0.01, log_every=1, augment=False)
-    train(model, SMARTTraining(eps=8 / 255, alpha=2 / 255, steps=1), (x, y), config, tmp_path, log=None)
+    train(model, SMARTTraining(eps=8 / 255, step=2 / 255, steps=1), (x, y), config, tmp_path, log=None)
     fresh = _smart_cnn(seed=1)
     fresh.load_state_dict(load_checkpoint(tmp_path).model_state)
     for conv, saved in zip(_experts(fresh), masks, strict=True):
@@ -184,7 +184,7 @@ def test_intermediate_lam_scales_the_noise_of_every_conv():
 def test_training_step_gives_gradients_only_inside_the_masks_union():
     model = _smart_cnn().train()
     x, y = _batch()
-    loss, logits = SMARTTraining(eps=8 / 255, alpha=2 / 255, steps=1).loss(
+    loss, logits = SMARTTraining(eps=8 / 255, step=2 / 255, steps=1).loss(
         model, x, y, attack_model=model, generator=torch.Generator().manual_seed(0)
     )
     loss.backward()
@@ -203,7 +203,7 @@ def test_short_training_lowers_the_loss(tmp_path):
     y = torch.randint(2, (64,), generator=generator)
     x = 0.2 * torch.rand(64, 3, 32, 32, generator=generator) + 0.6 * y.view(-1, 1, 1, 1)  # dark or bright
     config = TrainConfig(epochs=None, max_steps=10, batch_size=32, lr=0.05, log_every=1, augment=False)
-    train(model, SMARTTraining(eps=2 / 255, alpha=1 / 255, steps=1), (x, y), config, tmp_path, log=None)
+    train(model, SMARTTraining(eps=2 / 255, step=1 / 255, steps=1), (x, y), config, tmp_path, log=None)
     lines = [json.loads(line) for line in (tmp_path / METRICS_NAME).read_text().splitlines()]
     losses = [line["loss"] for line in lines if line["event"] == "train"]
     assert len(losses) == 10 and sum(losses[-3:]) < 0.5 * sum(losses[:3])
@@ -216,12 +216,10 @@ def test_reproduce_reaches_the_table1_ablations(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from robustkernels.api import cli
-    from robustkernels.api.commands.runs import build_from_info
     from robustkernels.api.reproduce import BUDGETS, Budget
+    from robustkernels.api.train.runs import build_from_info
 
-    tiny = Budget(
-        "smoke", "small-cnn", 2, 16, 8, 1, 2, draws=2, square_queries=5, eps=32 / 255, alpha=8 / 255
-    )
+    tiny = Budget("smoke", "small-cnn", 2, 16, 8, 1, 2, draws=2, square_queries=5, eps=32 / 255, step=8 / 255)
     monkeypatch.setitem(BUDGETS, "smoke", replace(tiny, attack_steps=1))
     out = tmp_path / "ablation"
     argv = ["reproduce", "smart", "--smart-stages", "all", "--smart-overlap", "0", "--no-progress"]

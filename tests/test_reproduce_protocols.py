@@ -66,9 +66,7 @@ def test_best_tracker_keeps_the_best_ca_and_ra_apart_and_means_seeds(tmp_path, m
 
 def test_reproduce_with_the_papers_protocol_trains_three_seeds_and_labels_both(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    tiny = Budget(
-        "smoke", "small-cnn", 2, 16, 8, 1, 2, draws=2, square_queries=5, eps=32 / 255, alpha=8 / 255
-    )
+    tiny = Budget("smoke", "small-cnn", 2, 16, 8, 1, 2, draws=2, square_queries=5, eps=32 / 255, step=8 / 255)
     monkeypatch.setitem(BUDGETS, "smoke", replace(tiny, attack_steps=1))
     out = tmp_path / "paper"
     argv = ["reproduce", "pgd-at", "--protocol", "paper", "--no-progress", "--out", str(out)]
@@ -79,6 +77,6 @@ def test_reproduce_with_the_papers_protocol_trains_three_seeds_and_labels_both(t
         assert row["paper_seeds"] == 3 and row["paper_checkpoints"] == [2, 2, 2]
         assert 0 <= row["paper_robust_accuracy"] <= 1 and 0 <= row["paper_clean_accuracy"] <= 1
         assert row["epoch_seconds"] > 0 and row["macs"] > 0
-    assert (out / "pgd-at-lam1.0-seed2" / "paper_protocol.json").exists()
+    assert (out / "pgd-at-adv1.0-seed2" / "paper_protocol.json").exists()
     markdown = (out / "results.md").read_text()
     assert "CA / RA (papers' protocol)" in markdown and "optimistic by design" in markdown

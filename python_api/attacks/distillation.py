@@ -29,7 +29,7 @@ def feature_distillation(
     *,
     eps: float = 0.07,
     steps: int = 10,
-    step_size: float | None = None,
+    step: float | None = None,
     momentum: float = 1.0,
     random_start: bool = False,
     generator: torch.Generator | None = None,
@@ -37,7 +37,7 @@ def feature_distillation(
     hi: float = 1.0,
 ) -> torch.Tensor:
     """x' in the eps ball around x_source (and [lo, hi]) with feature_fn(x') close to
-    feature_fn(x_target). step_size defaults to eps / 10; momentum 0 is plain signed descent.
+    feature_fn(x_target). step defaults to eps / 10; momentum 0 is plain signed descent.
     feature_fn's parameters get no gradient (only x' is differentiated)."""
     if not isinstance(x_source, torch.Tensor) or not isinstance(x_target, torch.Tensor):
         raise TypeError("x_source and x_target must be tensors")
@@ -48,8 +48,8 @@ def feature_distillation(
     check_nonnegative("eps", eps)
     check_nonnegative("momentum", momentum)
     check_count("steps", steps)
-    step_size = eps / 10 if step_size is None else step_size
-    check_nonnegative("step_size", step_size)
+    step = eps / 10 if step is None else step
+    check_nonnegative("step", step)
     x_source = x_source.detach()
     with torch.no_grad():
         target_features = feature_fn(x_target.detach())
@@ -61,5 +61,5 @@ def feature_distillation(
             (grad,) = torch.autograd.grad(feature_mse(feature_fn(x_in), target_features).sum(), x_in)
         velocity = momentum * velocity + l1_normalised(grad)
         # descent on the distance: step against the accumulated gradient
-        x = pgd_step(x, -velocity, x_source, step=step_size, eps=eps, norm="linf", lo=lo, hi=hi)
+        x = pgd_step(x, -velocity, x_source, step=step, eps=eps, norm="linf", lo=lo, hi=hi)
     return x

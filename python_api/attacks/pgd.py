@@ -31,7 +31,7 @@ def succeeded(
     return predicted == target if target is not None else predicted != y
 
 
-def _single_run(model, x, labels, target, *, eps, alpha, steps, norm, random_start, loss, momentum, eot_draws,
+def _single_run(model, x, labels, target, *, eps, step, steps, norm, random_start, loss, momentum, eot_draws,
                 transform, generator, lo, hi):  # fmt: skip
     x_adv = uniform_in_ball(x, eps, norm, generator, lo, hi) if random_start else x.clone()
     velocity = torch.zeros_like(x)
@@ -42,7 +42,7 @@ def _single_run(model, x, labels, target, *, eps, alpha, steps, norm, random_sta
         if momentum > 0:
             velocity = momentum * velocity + l1_normalised(grad)
             grad = velocity
-        x_adv = pgd_step(x_adv, grad, x, step=alpha, eps=eps, norm=norm, lo=lo, hi=hi)
+        x_adv = pgd_step(x_adv, grad, x, step=step, eps=eps, norm=norm, lo=lo, hi=hi)
     return x_adv
 
 
@@ -52,7 +52,7 @@ def pgd(
     y: torch.Tensor,
     *,
     eps: float,
-    alpha: float,
+    step: float,
     steps: int,
     norm: str = "linf",
     random_start: bool = True,
@@ -69,7 +69,7 @@ def pgd(
 ) -> torch.Tensor:
     """Projected gradient ascent on `loss` within the eps ball around x (and the [lo, hi] box).
 
-    alpha: step size (sign step for L∞, unit-L2 gradient step for L2). targeted=True
+    step: step size (sign step for L∞, unit-L2 gradient step for L2). targeted=True
     reads y as target labels and moves towards them ("ce" or "cw"); the targeted DLR
     loss needs the true labels as well: loss="dlr-targeted" with y true and `target`. momentum > 0 is
     MI-FGSM (L1-normalised gradients accumulated with this decay). input_diversity is
@@ -82,7 +82,7 @@ def pgd(
     check_batch(x, y)
     check_norm(norm)
     check_nonnegative("eps", eps)
-    check_nonnegative("alpha", alpha)
+    check_nonnegative("step", step)
     check_nonnegative("momentum", momentum)
     check_count("steps", steps)
     check_count("restarts", restarts)
@@ -115,7 +115,7 @@ def pgd(
             labels_r = None if labels is None else labels[remaining]
             goal_r = None if goal is None else goal[remaining]
             x_r = _single_run(
-                model, x[remaining], labels_r, goal_r, eps=eps, alpha=alpha, steps=steps, norm=norm,
+                model, x[remaining], labels_r, goal_r, eps=eps, step=step, steps=steps, norm=norm,
                 random_start=random_start, loss=loss, momentum=momentum,
                 eot_draws=eot_draws, transform=transform, generator=generator, lo=lo, hi=hi,
             )  # fmt: skip
@@ -145,6 +145,6 @@ def fgsm(
 ) -> torch.Tensor:
     """The fast gradient (sign) method: one step of size eps from x (Goodfellow et al., 2015)."""
     return pgd(
-        model, x, y, eps=eps, alpha=eps, steps=1, norm=norm, random_start=False, loss=loss,
+        model, x, y, eps=eps, step=eps, steps=1, norm=norm, random_start=False, loss=loss,
         targeted=targeted, eot_draws=eot_draws, lo=lo, hi=hi,
     )  # fmt: skip

@@ -1,1 +1,1 @@
-"""The `robustkernels` subcommands other than `demo`: info, train, eval and bench."""
+"""The `robustkernels` subcommands (demo, info, train, eval, bench, reproduce), one module each."""

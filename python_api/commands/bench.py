@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=arguments.positive_int, default=64, help="(default: 64)")
     parser.add_argument("--rounds", type=arguments.positive_int, default=5, help="timed rounds (default: 5)")
     parser.add_argument("--eps", type=arguments.epsilon, default=8 / 255)
-    parser.add_argument("--alpha", type=arguments.epsilon, default=2 / 255)
+    parser.add_argument("--attack-step", type=arguments.epsilon, default=2 / 255, help="(default: 2/255)")
     parser.add_argument("--attack-steps", type=arguments.positive_int, default=10, help="(default: 10)")
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf")
     parser.add_argument("--beta", type=arguments.non_negative_float, default=6.0)

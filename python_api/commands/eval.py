@@ -32,9 +32,9 @@ from ..data import load_dataset, to_unit_interval
 from ..evaluate import evaluate, format_report, looks_randomized, transfer_accuracy
 from ..train import load_checkpoint, resolve_device
 from ..train.once_for_all import at_test_time
+from ..train.runs import model_from_checkpoint
 from . import arguments
 from .errors import CommandError, reports_errors
-from .runs import model_from_checkpoint
 
 __all__ = ["add_arguments", "mdi2_fgsm", "run_from_args"]
 
@@ -114,7 +114,7 @@ def mdi2_fgsm(model, x, y, *, eps, norm, steps, eot_draws, generator):
         x,
         y,
         eps=eps,
-        alpha=eps / steps,
+        step=eps / steps,
         steps=steps,
         norm=norm,
         random_start=False,

@@ -18,7 +18,7 @@ METHODS = {
 
 
 def build_method(args: argparse.Namespace):
-    attack = {"eps": args.eps, "alpha": args.alpha, "steps": args.attack_steps, "norm": args.norm}
+    attack = {"eps": args.eps, "step": args.attack_step, "steps": args.attack_steps, "norm": args.norm}
     if args.method == "pgd-at":
         return PGDAdversarialTraining(**attack)
     if args.method == "trades":

@@ -13,7 +13,7 @@ smart (one SMART model over the same lam_n: 0 its clean expert path, > 0 its adv
 with the noise scaled by lam_n; --smart-stages and --smart-overlap give its Table 1 ablations),
 oat and oats (OAT, Wang et al.: FiLM after each dual BN conditioned on lam, lam drawn per batch
 from 0, 0.1, 0.2, 0.3, 0.4, 1; OATS its slimmable version at widths 1 and 0.5), pgd-at (one
-PGD-AT model per lam of the sweep, loss (1 - lam) CE clean + lam CE adversarial), all (every
+PGD-AT model per value w of the sweep, loss (1 - w) CE clean + w CE adversarial), all (every
 method; eed runs on its own, not in all: EED's pruned pool, robust-diversity team,
 ensemble learning and dynamic inference against a single HYDRA and HARP model at the same
 non-zero parameters and the dense PGD-AT base; it writes results.md, results.json and eed.png).

@@ -36,10 +36,10 @@ from ..train import (
 )
 from ..train.checkpoint import RECORD_NAME
 from ..train.once_for_all import ONCE_FOR_ALL
+from ..train.runs import build_from_info, model_info, prepare_training_data
 from . import arguments
 from .errors import CommandError, reports_errors
 from .methods import METHODS, build_method
-from .runs import build_from_info, model_info, prepare_training_data
 
 __all__ = ["add_arguments", "run_from_args"]
 
@@ -139,7 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     attack = parser.add_argument_group("adversary of pgd-at and trades")
     attack.add_argument("--eps", type=arguments.epsilon, default=8 / 255, help="radius, e.g. 8/255 (default)")
-    attack.add_argument("--alpha", type=arguments.epsilon, default=2 / 255, help="step size (default: 2/255)")
+    attack.add_argument(
+        "--attack-step", type=arguments.epsilon, default=2 / 255, help="step size (default: 2/255)"
+    )
     attack.add_argument("--attack-steps", type=arguments.positive_int, default=10, help="steps (default: 10)")
     attack.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model (default: linf)")
     attack.add_argument(

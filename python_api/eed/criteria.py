@@ -130,13 +130,13 @@ def ase_scores(
     y: torch.Tensor,
     *,
     eps: float,
-    alpha: float,
+    step: float,
     steps: int,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """ASE scores 1/2 * w^2 * F_ii, F_ii the mean over the samples of (d CE(f(x_adv), y) / d w)^2,
-    per sample (vmap), with x_adv PGD-`steps` (L-inf eps, step alpha) against the model in eval mode."""
+    per sample (vmap), with x_adv PGD-`steps` (L-inf eps, step size `step`) against the model in eval mode."""
     was_training = model.training
     model.eval()
     layers = prunable_layers(model)
@@ -153,7 +153,7 @@ def ase_scores(
     try:
         for start in range(0, len(y), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            x_adv = pgd(model, xb, yb, eps=eps, alpha=alpha, steps=steps, generator=generator)
+            x_adv = pgd(model, xb, yb, eps=eps, step=step, steps=steps, generator=generator)
             grads = per_sample({name: params[name] for name in names}, x_adv, yb)
             for name in names:
                 fisher[name] += grads[name].square().sum(dim=0)
@@ -229,7 +229,7 @@ CRITERIA = ("nis", "erm", "ase", "bnsf")
 
 
 def criterion_scores(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **attack) -> dict:
-    """Scores of criterion `name` (one of CRITERIA); ASE attacks with `attack` (eps, alpha, steps)."""
+    """Scores of criterion `name` (one of CRITERIA); ASE attacks with `attack` (eps, step, steps)."""
     if name == "nis":
         return nis_scores(model, x)
     if name == "erm":

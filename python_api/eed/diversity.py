@@ -38,7 +38,7 @@ def _failures(members, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def failure_matrix(
-    members, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int, generator=None,
+    members, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, steps: int, generator=None,
     batch_size: int = 256,
 ) -> torch.Tensor:  # fmt: skip
     """F [K, N] bool: member k wrong on x_adv[n], x_adv one PGD set against the pool average
@@ -47,7 +47,7 @@ def failure_matrix(
     rows = []
     for start in range(0, len(y), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        x_adv = pgd(pool, xb, yb, eps=eps, alpha=alpha, steps=steps, generator=generator)
+        x_adv = pgd(pool, xb, yb, eps=eps, step=step, steps=steps, generator=generator)
         rows.append(_failures(members, x_adv, yb))
     return torch.cat(rows, dim=1)
 

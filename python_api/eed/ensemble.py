@@ -119,7 +119,7 @@ def train_team(
     config: LoopConfig,
     *,
     eps: float,
-    alpha: float,
+    step: float,
     attack_steps: int,
     weights: EnsembleWeights = EnsembleWeights(),
     name: str = "ensemble",
@@ -133,9 +133,9 @@ def train_team(
     params = [p for m in members for p in m.parameters() if p.requires_grad]
     layers = distillation_layers(members[0])
 
-    def loss_fn(x, y, step, generator):
+    def loss_fn(x, y, index, generator):
         with eval_mode(team):
-            x_adv = pgd(team, x, y, eps=eps, alpha=alpha, steps=attack_steps, generator=generator)
+            x_adv = pgd(team, x, y, eps=eps, step=step, steps=attack_steps, generator=generator)
         with activation_l1(members) as activations:
             logits = [m(x_adv) for m in members]
         probs = torch.stack([z.softmax(dim=1) for z in logits]).mean(dim=0)

@@ -19,7 +19,7 @@ __all__ = ["AttackBudget", "robust_correct"]
 @dataclass(frozen=True)
 class AttackBudget:
     eps: float  # L-inf
-    alpha: float
+    step: float
     pgd_steps: int = 20
     cw_steps: int = 30
     autoattack_steps: int = 100
@@ -33,7 +33,7 @@ class AttackBudget:
 def _versions(name: str, model, x, y, budget: AttackBudget, generator) -> list[torch.Tensor]:
     if name == "pgd":
         return [
-            pgd(model, x, y, eps=budget.eps, alpha=budget.alpha, steps=budget.pgd_steps, generator=generator)
+            pgd(model, x, y, eps=budget.eps, step=budget.step, steps=budget.pgd_steps, generator=generator)
         ]
     if name == "cw":
         return [
@@ -42,7 +42,7 @@ def _versions(name: str, model, x, y, budget: AttackBudget, generator) -> list[t
                 x,
                 y,
                 eps=budget.eps,
-                alpha=budget.alpha,
+                step=budget.step,
                 steps=budget.cw_steps,
                 loss="cw",
                 generator=generator,

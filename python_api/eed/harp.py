@@ -54,10 +54,10 @@ def top_fraction(magnitude: torch.Tensor, fraction: torch.Tensor) -> torch.Tenso
 class HarpMask(nn.Module):
     """The parametrisation weight -> weight * top_a(|S|) of one layer."""
 
-    def __init__(self, score: torch.Tensor, density: float, alpha_min: float = 0.1, learn_rate: bool = True):
+    def __init__(self, score: torch.Tensor, density: float, min_share: float = 0.1, learn_rate: bool = True):
         super().__init__()
         self.score = nn.Parameter(score.detach().clone().float())
-        self.min_fraction = alpha_min * density
+        self.min_fraction = min_share * density  # HARP's k_min = k * alpha: no layer keeps less
         # r such that a = density at the start (HARP's rate_init)
         start = (density - self.min_fraction) / (1 - self.min_fraction)
         start = min(max(start, 1e-6), 1 - 1e-6)
@@ -81,7 +81,7 @@ def _initial_score(score: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def attach_harp(
-    model: nn.Module, scores: dict, density: float, *, alpha_min: float = 0.1, learn_rates: bool = True
+    model: nn.Module, scores: dict, density: float, *, min_share: float = 0.1, learn_rates: bool = True
 ) -> dict[str, HarpMask]:
     """Freezes the model's parameters and parametrises every scored layer's weight by a
     HarpMask initialised from `scores` at `density`. Returns {layer name: HarpMask}."""
@@ -94,7 +94,7 @@ def attach_harp(
     for name, score in scores.items():
         layer = layers[name]
         mask = HarpMask(
-            _initial_score(score, layer.weight).to(layer.weight.device), density, alpha_min, learn_rates
+            _initial_score(score, layer.weight).to(layer.weight.device), density, min_share, learn_rates
         )
         parametrize.register_parametrization(layer, "weight", mask)
         harp[name] = mask
@@ -153,12 +153,12 @@ def harp_prune(
     config: LoopConfig,
     *,
     eps: float,
-    alpha: float,
+    step: float,
     attack_steps: int,
     gamma: float = 0.01,
     epochs: int = 20,
     learn_rates: bool = True,
-    alpha_min: float = 0.1,
+    min_share: float = 0.1,
     name: str = "harp",
     device="cpu",
     on_step=None,
@@ -168,14 +168,14 @@ def harp_prune(
     mode: batch norm re-estimates its statistics, its affine parameters stay frozen) plus
     (e + 1) * gamma * L_c in epoch e of `epochs` spread over config.steps. Returns the bool masks,
     whose total density does not exceed `density` (final_fractions)."""
-    harp = attach_harp(model, scores, density, alpha_min=alpha_min, learn_rates=learn_rates)
+    harp = attach_harp(model, scores, density, min_share=min_share, learn_rates=learn_rates)
     model.to(device).train()
     params = [p for m in harp.values() for p in m.parameters() if p.requires_grad]
 
-    def loss_fn(x, y, step, generator):
+    def loss_fn(x, y, index, generator):
         with eval_mode(model):
-            x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=attack_steps, generator=generator)
-        epoch = math.floor(epochs * step / config.steps)
+            x_adv = pgd(model, x, y, eps=eps, step=step, steps=attack_steps, generator=generator)
+        epoch = math.floor(epochs * index / config.steps)
         loss = F.cross_entropy(model(x_adv), y)
         if learn_rates:
             loss = loss + (epoch + 1) * gamma * compression_loss(harp, density)

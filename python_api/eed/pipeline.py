@@ -28,7 +28,7 @@ class EEDConfig:
     """Settings of stages 1-5 (spec B.1 / B.3; steps instead of epochs)."""
 
     eps: float
-    alpha: float
+    step: float
     attack_steps: int
     batch_size: int = 128
     criteria: tuple[str, ...] = CRITERIA
@@ -66,7 +66,7 @@ def prune_and_finetune(base, scores, density, data, config: EEDConfig, out: Path
     else:
         loop = LoopConfig(steps=config.prune_steps, batch_size=config.batch_size, lr=config.prune_lr,
                           flip=config.flip, seed=config.seed)  # fmt: skip
-        masks = harp_prune(model, scores, density, data, loop, eps=config.eps, alpha=config.alpha,
+        masks = harp_prune(model, scores, density, data, loop, eps=config.eps, step=config.step,
                            attack_steps=config.attack_steps, gamma=config.gamma, epochs=config.prune_epochs,
                            learn_rates=learn_rates, name=f"prune-{name}", device=device,
                            on_step=(lambda _s: tick(1)) if tick else None)  # fmt: skip
@@ -74,7 +74,7 @@ def prune_and_finetune(base, scores, density, data, config: EEDConfig, out: Path
     finetune = TrainConfig(epochs=None, max_steps=config.finetune_steps, batch_size=config.batch_size,
                            lr=config.finetune_lr, schedule="cosine", flip=config.flip, seed=config.seed,
                            log_every=max(config.finetune_steps // 5, 1))  # fmt: skip
-    method = PGDAdversarialTraining(config.eps, config.alpha, config.attack_steps)
+    method = PGDAdversarialTraining(config.eps, step=config.step, steps=config.attack_steps)
     train(model, method, data, finetune, out / name, run_info={"eed": name}, log=None,
           on_step=(lambda _s: tick(1)) if tick else None)  # fmt: skip
     return model.eval()
@@ -93,7 +93,7 @@ def build_pool(base, data, config: EEDConfig, out: Path, *, device="cpu", tick=N
         x = images[sample].to(device).float() / (255.0 if images.dtype == torch.uint8 else 1.0)
         generator = derived_generator(config.seed, "ase", criterion, device=device)
         scores = criterion_scores(criterion, base.eval(), x, labels[sample].to(device), eps=config.eps,
-                                  alpha=config.alpha, steps=config.attack_steps, generator=generator)  # fmt: skip
+                                  step=config.step, steps=config.attack_steps, generator=generator)  # fmt: skip
         for part, index in enumerate(parts):
             name = f"{criterion}-{part}"
             model = prune_and_finetune(base, scores, config.member_density, (images[index], labels[index]), config,
@@ -110,7 +110,7 @@ def select(pool: list[dict], val, config: EEDConfig, dense_nonzeros: int, *, dev
     x, y = val[0][: config.score_images].to(device), val[1][: config.score_images].to(device)
     generator = derived_generator(config.seed, "failures", device=device)
     members = [entry["model"] for entry in pool]
-    failures = failure_matrix(members, x, y, eps=config.eps, alpha=config.alpha, steps=config.attack_steps,
+    failures = failure_matrix(members, x, y, eps=config.eps, step=config.step, steps=config.attack_steps,
                               generator=generator)  # fmt: skip
     cap = (1 - config.sparsity) * dense_nonzeros
     chosen = select_team(
@@ -124,7 +124,7 @@ def learn_team(members, data, config: EEDConfig, *, device="cpu", tick=None) -> 
     """Stage 5 on the full training set (multi-step lr, the drop at 50 %: spec B.3)."""
     loop = LoopConfig(steps=config.ensemble_steps, batch_size=config.batch_size, lr=config.ensemble_lr,
                       schedule="multistep", milestones=(0.5,), gamma=0.2, flip=config.flip, seed=config.seed)  # fmt: skip
-    return train_team(members, data, loop, eps=config.eps, alpha=config.alpha, attack_steps=config.attack_steps,
+    return train_team(members, data, loop, eps=config.eps, step=config.step, attack_steps=config.attack_steps,
                       weights=config.weights, device=device, on_step=(lambda _s: tick(1)) if tick else None)  # fmt: skip
 
 
@@ -135,13 +135,13 @@ def member_order(members, val, config: EEDConfig, *, device="cpu") -> tuple[list
     accuracies = []
     for k, member in enumerate(members):
         generator = derived_generator(config.seed, "order", k, device=device)
-        x_adv = pgd(member.eval(), x, y, eps=config.eps, alpha=config.alpha, steps=config.attack_steps,
+        x_adv = pgd(member.eval(), x, y, eps=config.eps, step=config.step, steps=config.attack_steps,
                     generator=generator)  # fmt: skip
         with torch.no_grad():
             accuracies.append(float((member(x_adv).argmax(dim=1) == y).float().mean()))
     order = sorted(range(len(members)), key=lambda k: -accuracies[k])
     generator = derived_generator(config.seed, "failures-after", device=device)
-    failures = failure_matrix(members, x, y, eps=config.eps, alpha=config.alpha, steps=config.attack_steps,
+    failures = failure_matrix(members, x, y, eps=config.eps, step=config.step, steps=config.attack_steps,
                               generator=generator)  # fmt: skip
     rd = (
         float(robust_diversity(failures, torch.ones(1, len(members), dtype=torch.bool))[0])

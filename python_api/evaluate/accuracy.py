@@ -61,7 +61,7 @@ def attack_passes(attack: str | AttackFn, version: str, restarts: int, n_batches
 
 
 def run_attack(
-    model, x, y, *, attack, eps, norm, steps, eot_draws, generator, alpha=None, version="standard",
+    model, x, y, *, attack, eps, norm, steps, eot_draws, generator, step=None, version="standard",
     draws=1, square_queries=SQUARE_QUERIES, n_target_classes=9, progress: Progress = None, clean=None,
 ):  # fmt: skip
     """One adversarial version of (x, y) (one restart): (x_adv, the suite's Scores of x_adv for
@@ -74,8 +74,8 @@ def run_attack(
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {ATTACKS} or a callable, got {attack!r}")
     if attack == "pgd":
-        step_size = 2.5 * eps / steps if alpha is None else alpha  # Madry et al.'s step size
-        x_adv = pgd(model, x, y, eps=eps, alpha=step_size, steps=steps, norm=norm, eot_draws=eot_draws,
+        step_size = 2.5 * eps / steps if step is None else step  # Madry et al.'s step size
+        x_adv = pgd(model, x, y, eps=eps, step=step_size, steps=steps, norm=norm, eot_draws=eot_draws,
                     generator=generator)  # fmt: skip
     elif attack == "fgsm":
         x_adv = fgsm(model, x, y, eps=eps, norm=norm, eot_draws=eot_draws)
@@ -145,7 +145,7 @@ def robust_accuracy(
     norm: str = "linf",
     steps: int = 10,
     restarts: int = 1,
-    alpha: float | None = None,
+    step: float | None = None,
     eot_draws: int = 1,
     draws: int = DRAWS,
     randomized: bool | None = None,
@@ -189,7 +189,7 @@ def robust_accuracy(
                 idx = worst.attackable()
                 if idx.numel() > 0:
                     x_adv, scores = run_attack(model, x[idx], y[idx], attack=attack, eps=eps, norm=norm, steps=steps,
-                                               eot_draws=eot_draws, generator=generator, alpha=alpha, version=version,
+                                               eot_draws=eot_draws, generator=generator, step=step, version=version,
                                                draws=k, square_queries=square_queries,
                                                n_target_classes=n_target_classes, progress=progress,
                                                clean=worst.clean.select(idx))  # fmt: skip
@@ -231,7 +231,7 @@ def transfer_accuracy(
     norm: str = "linf",
     steps: int = 10,
     restarts: int = 1,
-    alpha: float | None = None,
+    step: float | None = None,
     eot_draws: int = 1,
     draws: int = DRAWS,
     randomized: bool | None = None,
@@ -275,7 +275,7 @@ def transfer_accuracy(
                 for _ in range(restarts):
                     # the surrogate's own flags say nothing of the target: every point is scored on the target
                     x_adv, _ = run_attack(surrogate, x, y, attack=attack, eps=eps, norm=norm, steps=steps,
-                                          eot_draws=eot_draws, generator=generator, alpha=alpha, version=version,
+                                          eot_draws=eot_draws, generator=generator, step=step, version=version,
                                           square_queries=square_queries, n_target_classes=n_target_classes,
                                           progress=progress)  # fmt: skip
                     if attack != "autoattack":

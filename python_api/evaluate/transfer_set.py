@@ -56,7 +56,7 @@ def sgm_modules(model: nn.Module) -> list[str]:
 
 
 def _versions(surrogate: nn.Module, x, y, config: TransferSetConfig, generator) -> dict[str, torch.Tensor]:
-    common = {"eps": config.eps, "alpha": config.eps / 5, "steps": config.steps, "momentum": 1.0,
+    common = {"eps": config.eps, "step": config.eps / 5, "steps": config.steps, "momentum": 1.0,
               "generator": generator}  # fmt: skip
     out = {}
     for loss in LOSSES:

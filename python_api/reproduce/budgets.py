@@ -35,7 +35,7 @@ class Budget:
     square_queries: int = 5000  # Square's queries in the standard suite (with torchattacks installed)
     target_classes: int = 9  # the target classes of APGD-T and FAB-T in the standard suite
     eps: float = 8 / 255
-    alpha: float = 2 / 255
+    step: float = 2 / 255
     attack_steps: int = 7  # PGD steps while training
     lr: float = 0.1
     epochs: int | None = None  # passes over the training set (the `paper` budget), else train_steps
@@ -51,7 +51,7 @@ BUDGETS = {
     "paper": Budget("paper", "resnet34", None, 128, 10_000, 20, 20, eval_restarts=5, epochs=200),
 }
 
-_DIGITS_ATTACK = {"eps": 32 / 255, "alpha": 8 / 255}
+_DIGITS_ATTACK = {"eps": 32 / 255, "step": 8 / 255}
 # the papers' architectures per data set at `paper`; a ResNet-20 for CIFAR-10 at `small`
 _MODELS = {("small", "cifar10"): "resnet20", ("paper", "svhn"): "wrn-16-8", ("paper", "stl10"): "wrn-40-2"}
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from ..attacks import pgd
-from ..commands.runs import build_from_info, model_info, prepare_training_data
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..eed.criteria import erm_scores
 from ..eed.dynamic import DynamicEnsemble
@@ -31,6 +30,7 @@ from ..eed.team import TeamNetwork
 from ..evaluate import evaluate
 from ..train import TrainConfig, train
 from ..train.pgd_at import PGDAdversarialTraining
+from ..train.runs import build_from_info, model_info, prepare_training_data
 from .eed_budgets import EEDBudget
 
 __all__ = ["TAU_C_SWEEP", "eed_work_units", "reproduce_eed"]
@@ -40,7 +40,7 @@ TAU_C_SWEEP = (0.0, 0.3, 0.5, 0.7, 0.9, 2.0)  # 2.0: nobody stops early (c <= 1)
 
 def _config(budget: EEDBudget, dataset: str, sparsity: float, seed: int) -> EEDConfig:
     return EEDConfig(
-        eps=budget.eps, alpha=budget.alpha, attack_steps=budget.attack_steps, batch_size=budget.batch_size,
+        eps=budget.eps, step=budget.step, attack_steps=budget.attack_steps, batch_size=budget.batch_size,
         subsets=budget.subsets, sparsity=sparsity, prune_steps=budget.prune_steps, prune_epochs=budget.prune_epochs,
         finetune_steps=budget.finetune_steps, ensemble_steps=budget.ensemble_steps,
         weights=EnsembleWeights(distill_steps=budget.distill_steps), score_images=budget.score_images,
@@ -49,7 +49,7 @@ def _config(budget: EEDBudget, dataset: str, sparsity: float, seed: int) -> EEDC
 
 
 def _attack_budget(budget: EEDBudget) -> AttackBudget:
-    return AttackBudget(eps=budget.eps, alpha=budget.alpha, pgd_steps=budget.pgd_steps, cw_steps=budget.cw_steps,
+    return AttackBudget(eps=budget.eps, step=budget.step, pgd_steps=budget.pgd_steps, cw_steps=budget.cw_steps,
                         autoattack_steps=budget.autoattack_steps, target_classes=budget.target_classes,
                         square_queries=budget.square_queries, deepfool_steps=budget.deepfool_steps)  # fmt: skip
 
@@ -91,7 +91,7 @@ def _die_sweep(members, test, budget: EEDBudget, seed: int) -> list[dict]:
     full = DynamicEnsemble(members, dynamic=False)
     x, y = test
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    x_adv = pgd(full, x, y, eps=budget.eps, alpha=budget.alpha, steps=budget.pgd_steps, generator=generator)
+    x_adv = pgd(full, x, y, eps=budget.eps, step=budget.step, steps=budget.pgd_steps, generator=generator)
     points = []
     with torch.no_grad():
         for tau_c in TAU_C_SWEEP:
@@ -125,7 +125,7 @@ def reproduce_eed(budget: EEDBudget, out, *, dataset="digits", data_dir=None, se
                            schedule="cosine", flip=dataset_spec(dataset).flip, seed=seed,
                            log_every=max(budget.pretrain_steps // 10, 1))  # fmt: skip
     started = time.perf_counter()
-    train(base, PGDAdversarialTraining(budget.eps, budget.alpha, budget.attack_steps), train_data, pretrain, out / "at",
+    train(base, PGDAdversarialTraining(budget.eps, step=budget.step, steps=budget.attack_steps), train_data, pretrain, out / "at",
           run_info={"model": info, "dataset": {"name": dataset}, "reproduce": "eed-at"}, log=None,
           on_step=lambda _s: tick(1))  # fmt: skip
     base.eval()
@@ -201,7 +201,7 @@ def reproduce_eed(budget: EEDBudget, out, *, dataset="digits", data_dir=None, se
 
 def eed_work_units(budget: EEDBudget) -> int:
     """The progress units of reproduce_eed: training steps and attack runs (per target)."""
-    pool = len(EEDConfig(eps=0, alpha=0, attack_steps=1).criteria) * max(budget.subsets - 1, 1)
+    pool = len(EEDConfig(eps=0, step=0, attack_steps=1).criteria) * max(budget.subsets - 1, 1)
     per_sparsity = (pool + 2) * (budget.prune_steps + budget.finetune_steps) + budget.ensemble_steps
     attacks = len(ATTACKS)  # one unit per attack and target (EED: 2 targets; AT, HYDRA, HARP: 1)
     return budget.pretrain_steps + len(budget.sparsities) * (per_sparsity + 4 * attacks) + attacks

@@ -36,7 +36,7 @@ class EEDBudget:
     checks: bool  # the library's sanity checks on every predictor (PGD)
     val_fraction: float = 0.1
     eps: float = 8 / 255
-    alpha: float = 2 / 255
+    step: float = 2 / 255
     lr: float = 0.1
 
 
@@ -47,7 +47,7 @@ EED_BUDGETS = {
                        5_000, 10_000, 20, 30, 100, 9, 5_000, 50, True),
 }  # fmt: skip
 
-_DIGITS_ATTACK = {"eps": 32 / 255, "alpha": 8 / 255}  # 8/255 is half a grey level of the digits
+_DIGITS_ATTACK = {"eps": 32 / 255, "step": 8 / 255}  # 8/255 is half a grey level of the digits
 _MODELS = {("small", "cifar10"): "resnet20"}
 
 

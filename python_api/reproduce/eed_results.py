@@ -55,7 +55,7 @@ def _markdown(results: dict) -> str:
     return (
         f"# robustkernels reproduce eed ({budget['name']} budget, {settings['dataset']})\n\n"
         f"{budget['model']}; dense PGD-AT base {budget['pretrain_steps']} steps of batch {budget['batch_size']} "
-        f"against PGD-{budget['attack_steps']} (L-inf eps {budget['eps']:.4g}, step {budget['alpha']:.4g}); "
+        f"against PGD-{budget['attack_steps']} (L-inf eps {budget['eps']:.4g}, step {budget['step']:.4g}); "
         f"pruning {budget['prune_steps']}, fine-tuning {budget['finetune_steps']}, ensemble learning "
         f"{budget['ensemble_steps']} steps; d = {budget['subsets']}. First {budget['eval_images']} test images: "
         f"PGD-{budget['pgd_steps']} (CE), the AutoAttack standard suite ({budget['autoattack_steps']} steps; "

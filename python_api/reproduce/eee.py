@@ -22,7 +22,6 @@ import torch
 
 from robustkernels.nn import IntermediateHeads, noise_seed
 
-from ..commands.runs import model_info, prepare_training_data
 from ..data import load_dataset, to_unit_interval
 from ..evaluate.adaptive import adaptive_evaluation
 from ..models import ModelEnsemble, SelfEnsemble, build_model, tap_features, to_multires_model
@@ -36,6 +35,7 @@ from ..train import (
     train,
     train_heads,
 )
+from ..train.runs import model_info, prepare_training_data
 from .weights import load_matching
 
 __all__ = ["EEE_BUDGETS", "EEEBudget", "eee_budget", "reproduce_eee"]

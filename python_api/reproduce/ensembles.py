@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from ..attacks import pgd
-from ..commands.runs import build_from_info, model_info, prepare_training_data
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..evaluate import evaluate, robust_accuracy
 from ..evaluate.accuracy import own_noise
@@ -36,6 +35,7 @@ from ..train import StandardTraining, TrainConfig, derived_generator, derived_se
 from ..train.dverge import DVERGETraining
 from ..train.eio import EIODiversification, EIOPretraining
 from ..train.eio_model import derive_eio, eio_blocks, random_gates, to_eio_model
+from ..train.runs import build_from_info, model_info, prepare_training_data
 from .ensemble_budgets import EnsembleBudget
 
 __all__ = ["ENSEMBLE_METHODS", "pgd_step_fifth", "reproduce_ensembles"]
@@ -47,7 +47,7 @@ _MATCHED = "matched_steps.json"
 
 def pgd_step_fifth(model, x, y, *, eps, norm, steps, eot_draws, generator):
     """DVERGE's white-box PGD: uniform random start, `steps` sign steps of eps / 5, CE."""
-    return pgd(model, x, y, eps=eps, alpha=eps / 5, steps=steps, norm=norm, eot_draws=eot_draws,
+    return pgd(model, x, y, eps=eps, step=eps / 5, steps=steps, norm=norm, eot_draws=eot_draws,
                generator=generator)  # fmt: skip
 
 

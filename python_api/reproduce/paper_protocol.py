@@ -35,7 +35,7 @@ _FILE = "paper_protocol.json"
 
 
 def paper_scores(
-    model, test, eps: float, alpha: float, seed: int, batch_size: int = 256
+    model, test, eps: float, step: float, seed: int, batch_size: int = 256
 ) -> tuple[float, float]:
     """(CA, RA) of `model` in its current setting: one forward pass each, RA under PGD-7."""
     x, y = test
@@ -45,7 +45,7 @@ def paper_scores(
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         with torch.no_grad():
             correct_clean += int((model(xb).argmax(1) == yb).sum())
-        x_adv = pgd(model, xb, yb, eps=eps, alpha=alpha, steps=PAPER_STEPS, generator=generator)
+        x_adv = pgd(model, xb, yb, eps=eps, step=step, steps=PAPER_STEPS, generator=generator)
         with torch.no_grad():
             correct_adversarial += int((model(x_adv).argmax(1) == yb).sum())
     return correct_clean / len(y), correct_adversarial / len(y)
@@ -55,9 +55,9 @@ class BestTracker:
     """The best CA and RA per setting of one model over its training, kept in
     run_dir/paper_protocol.json (so a resumed or reused run keeps the points already scored)."""
 
-    def __init__(self, run_dir: Path, settings, test, eps: float, alpha: float, seed: int, total_steps: int):
+    def __init__(self, run_dir: Path, settings, test, eps: float, step: float, seed: int, total_steps: int):
         self.path = Path(run_dir) / _FILE
-        self.settings, self.test, self.eps, self.alpha, self.seed = settings, test, eps, alpha, seed
+        self.settings, self.test, self.eps, self.step, self.seed = settings, test, eps, step, seed
         every = max(total_steps // PAPER_CHECKPOINTS, 1)
         self.points = (
             {total_steps - i * every for i in range(PAPER_CHECKPOINTS)} - {0} if total_steps else set()
@@ -77,7 +77,7 @@ class BestTracker:
             scores = []
             for _fields, setting, _randomized in self.settings(model):
                 with setting:
-                    scores.append(paper_scores(model, self.test, self.eps, self.alpha, self.seed))
+                    scores.append(paper_scores(model, self.test, self.eps, self.step, self.seed))
         best = self.best["best"] or [[0.0, 0.0] for _ in scores]
         self.best = {
             "steps": [*self.best["steps"], step],

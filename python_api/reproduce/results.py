@@ -82,7 +82,7 @@ def _markdown(results: dict) -> str:
     return (
         f"# robustkernels reproduce ({budget['name']} budget, {settings['dataset']})\n\n"
         f"{budget['model']}, {_training_length(settings)} of batch {budget['batch_size']} per model; "
-        f"trained against PGD-{budget['attack_steps']} (eps {budget['eps']:.4g}, step {budget['alpha']:.4g}). "
+        f"trained against PGD-{budget['attack_steps']} (eps {budget['eps']:.4g}, step {budget['step']:.4g}). "
         f"CA and RA on the first {budget['eval_images']} test images at L-inf eps {budget['eps']:.4g}, "
         f"{budget['eval_restarts']} restart(s): RA (PGD) under PGD-{budget['eval_steps']}, RA (AA) under the "
         f"AutoAttack-style suite, `standard` on deterministic settings (APGD-CE, APGD-T over "

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..commands.runs import build_from_info, model_info, prepare_training_data
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..evaluate import evaluate, evaluation_passes
 from ..train import TrainConfig, eval_mode, train
 from ..train.float_at import CLEAN, NOISY
 from ..train.macs import forward_macs
 from ..train.parameter_counts import path_parameters
+from ..train.runs import build_from_info, model_info, prepare_training_data
 from .budgets import Budget, train_steps
 from .paper_protocol import PAPER_SEEDS, BestTracker, mean_over_seeds
 from .settings import LABELS, LAM_N, LAM_TH, METHODS, Entry, entries
@@ -130,7 +130,7 @@ def reproduce(
         labels[: budget.eval_images].to(device),
     )
     info = model_info(budget.model, dataset, train_data[0])
-    attack = {"eps": budget.eps, "alpha": budget.alpha, "steps": budget.attack_steps}
+    attack = {"eps": budget.eps, "step": budget.step, "steps": budget.attack_steps}
     smart = {"stages": None, "shared": 0.25, **(smart or {})}
     steps_per_epoch = len(train_data[1]) // budget.batch_size
     out = Path(out)
@@ -172,7 +172,7 @@ def reproduce(
         def tracker_for(run_dir, total, entry=entry):
             if protocol != "paper":
                 return None
-            return BestTracker(run_dir, entry.settings, test, budget.eps, budget.alpha, seed, total)
+            return BestTracker(run_dir, entry.settings, test, budget.eps, budget.step, seed, total)
 
         model, seconds, tracker = fit(entry, seed, tracker_for)
         paper = None

@@ -1,11 +1,12 @@
 """What `reproduce` trains for each method and at which test-time settings it evaluates the model.
 
-Each method is one or more `Entry`s (one trained model each; PGD-AT one per lam), each with the
+Each method is one or more `Entry`s (one trained model each; PGD-AT one per adv_weight), each with the
 list of its test-time settings: (row fields, the context manager that sets the model, whether
 the setting draws noise). The sweep is FLOAT's S_lam_n = {0, 0.2, 0.7, 1} for every method:
 FLOAT for both lam_th, FLOAT-Slim at each width (lam_th 0.5), SMART (lam_n 0 its clean path,
 lam_n > 0 its adversarial path with the noise scaled by lam_n, BN_A), OAT and OATS at lam = lam_n
-(BN_A for lam > 0; OATS at each width) and one PGD-AT model per lam."""
+(BN_A for lam > 0; OATS at each width) and one PGD-AT model per clean/adversarial weight
+adv_weight = lam_n (its loss (1 - adv_weight) CE(clean) + adv_weight CE(PGD))."""
 
 import contextlib
 from collections.abc import Callable
@@ -15,8 +16,8 @@ from ..train.float_at import CLEAN, NOISY, float_inference, inference_setting
 from ..train.float_slim import floats_inference
 from ..train.oat import oat_inference, oats_inference
 from ..train.once_for_all import WIDTHS, training_method
+from ..train.pgd_at import PGDAdversarialTraining
 from ..train.smart import smart_inference, smart_variant
-from ..train.weighted_at import WeightedAdversarialTraining
 
 __all__ = ["FLOATS_LAM_TH", "LABELS", "LAM_N", "LAM_TH", "METHODS", "Entry", "entries"]
 
@@ -106,8 +107,9 @@ def _oats(model) -> list[Setting]:
     ]
 
 
-def _plain(lam: float) -> Callable[[object], list[Setting]]:
-    fields = {"lam_th": None, "lam_n": lam, "noise_scale": 0.0, "bn": "BN"}
+def _plain(adv_weight: float) -> Callable[[object], list[Setting]]:
+    # the table's lam_n column is the sweep's value: for PGD-AT the trained adv_weight
+    fields = {"lam_th": None, "lam_n": adv_weight, "noise_scale": 0.0, "bn": "BN"}
     return lambda _model: [(fields, contextlib.nullcontext(), False)]
 
 
@@ -120,13 +122,13 @@ def entries(methods, attack: dict, smart: dict) -> list[Entry]:
             out += [
                 Entry(
                     key,
-                    f"pgd-at-lam{lam}",
+                    f"pgd-at-adv{weight}",
                     None,
                     None,
-                    WeightedAdversarialTraining(lam, **attack),
-                    _plain(lam),
+                    PGDAdversarialTraining(**attack, adv_weight=weight),
+                    _plain(weight),
                 )
-                for lam in LAM_N
+                for weight in LAM_N
             ]
         elif key == "smart":
             default = smart == {"stages": None, "shared": 0.25}

@@ -34,14 +34,14 @@ class DVERGETraining:
     name = "dverge"
 
     def __init__(self, eps: float = 0.07, steps: int = 10, *, plus_adv: bool = False,
-                 adv_eps: float = 8 / 255, adv_alpha: float = 2 / 255, adv_steps: int = 10, seed: int = 0,
+                 adv_eps: float = 8 / 255, adv_step: float = 2 / 255, adv_steps: int = 10, seed: int = 0,
                  layer: int | None = None):  # fmt: skip
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         self.eps, self.steps, self.plus_adv, self.seed = eps, steps, plus_adv, seed
-        self.adv = {"eps": adv_eps, "alpha": adv_alpha, "steps": adv_steps}
+        self.adv = {"eps": adv_eps, "step": adv_step, "steps": adv_steps}
         self.fixed_layer = layer
         self.epoch: int | None = None
         self.layer: int | None = None

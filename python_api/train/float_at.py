@@ -93,18 +93,18 @@ class FLOATTraining:
     def __init__(
         self,
         eps: float = 8 / 255,
-        alpha: float = 2 / 255,
+        step: float = 2 / 255,
         steps: int = 7,
         norm: str = "linf",
         forward: str = "auto",
     ):
         if forward not in self.FORWARDS:
             raise ValueError(f"forward must be one of {self.FORWARDS}, got {forward!r}")
-        self.eps, self.alpha, self.steps, self.norm = float(eps), float(alpha), int(steps), norm
+        self.eps, self.step, self.steps, self.norm = float(eps), float(step), int(steps), norm
         self.forward = forward
 
     def settings(self) -> dict:
-        return {"eps": self.eps, "alpha": self.alpha, "steps": self.steps, "norm": self.norm}
+        return {"eps": self.eps, "step": self.step, "steps": self.steps, "norm": self.norm}
 
     def _routed(self, model, attack_model, device: torch.device) -> bool:
         if self.forward == "auto":
@@ -119,7 +119,7 @@ class FLOATTraining:
                 x[half:],
                 y[half:],
                 eps=self.eps,
-                alpha=self.alpha,
+                step=self.step,
                 steps=self.steps,
                 norm=self.norm,
                 generator=generator,

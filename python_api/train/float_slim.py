@@ -63,12 +63,12 @@ class FLOATSlimTraining:
         self,
         widths: Sequence[float] = (0.5, 1.0),
         eps: float = 8 / 255,
-        alpha: float = 2 / 255,
+        step: float = 2 / 255,
         steps: int = 7,
         norm: str = "linf",
     ):
         self.widths = tuple(reversed(_check_widths(widths)))  # descending, as Algorithm 2 runs them
-        self.float_loss = FLOATTraining(eps, alpha, steps, norm)
+        self.float_loss = FLOATTraining(eps, step, steps, norm)
 
     def settings(self) -> dict:
         return {"widths": list(self.widths), **self.float_loss.settings()}

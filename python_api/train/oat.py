@@ -98,20 +98,20 @@ class OATTraining:
     def __init__(
         self,
         eps: float = 8 / 255,
-        alpha: float = 2 / 255,
+        step: float = 2 / 255,
         steps: int = 7,
         norm: str = "linf",
         lams: Sequence[float] = OAT_LAMS,
     ):
         if not lams or any(not 0.0 <= lam <= 1.0 for lam in lams):
             raise ValueError(f"lams must be a non-empty sequence in [0, 1], got {lams!r}")
-        self.eps, self.alpha, self.steps, self.norm = float(eps), float(alpha), int(steps), norm
+        self.eps, self.step, self.steps, self.norm = float(eps), float(step), int(steps), norm
         self.lams = tuple(float(lam) for lam in lams)
 
     def settings(self) -> dict:
         return {
             "eps": self.eps,
-            "alpha": self.alpha,
+            "step": self.step,
             "steps": self.steps,
             "norm": self.norm,
             "lams": list(self.lams),
@@ -128,7 +128,7 @@ class OATTraining:
                 return F.cross_entropy(logits, y), logits
             with eval_mode(attack_model):
                 x_adv = pgd(
-                    attack_model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm,
+                    attack_model, x, y, eps=self.eps, step=self.step, steps=self.steps, norm=self.norm,
                     generator=generator,
                 )  # fmt: skip
             clean, adversarial = model(torch.cat([x, x_adv])).split(len(y))
@@ -150,13 +150,13 @@ class OATSTraining(FLOATSlimTraining):
         self,
         widths: Sequence[float] = (0.5, 1.0),
         eps: float = 8 / 255,
-        alpha: float = 2 / 255,
+        step: float = 2 / 255,
         steps: int = 7,
         norm: str = "linf",
         lams: Sequence[float] = OAT_LAMS,
     ):
-        super().__init__(widths, eps, alpha, steps, norm)
-        self.oat_loss = OATTraining(eps, alpha, steps, norm, lams)
+        super().__init__(widths, eps, step, steps, norm)
+        self.oat_loss = OATTraining(eps, step, steps, norm, lams)
         self._lam = None
 
     def settings(self) -> dict:

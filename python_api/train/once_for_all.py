@@ -49,7 +49,7 @@ def convert(method: str, model: nn.Module, seed: int = 0, options: dict | None =
 
 
 def training_method(method: str, **attack):
-    """The method's trainer loss with the attack settings (eps, alpha, steps, norm)."""
+    """The method's trainer loss with the attack settings (eps, step, steps, norm)."""
     _check(method)
     if method in ("floats", "oats"):
         return {"floats": FLOATSlimTraining, "oats": OATSTraining}[method](tuple(reversed(WIDTHS)), **attack)

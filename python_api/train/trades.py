@@ -15,9 +15,9 @@ _START_SCALE = 0.001
 
 
 def trades_adversary(
-    model, x: torch.Tensor, *, eps: float, alpha: float, steps: int, norm: str = "linf", generator=None
+    model, x: torch.Tensor, *, eps: float, step: float, steps: int, norm: str = "linf", generator=None
 ) -> torch.Tensor:
-    """The inner maximisation: `steps` projected steps of size `alpha` on
+    """The inner maximisation: `steps` projected steps of size `step` on
     KL(softmax(model(x)) || softmax(model(x_adv))) in the `norm` eps-ball around x and [0, 1],
     starting from x plus N(0, 0.001^2) noise drawn from `generator`."""
     with torch.no_grad():
@@ -28,7 +28,7 @@ def trades_adversary(
         x_adv.requires_grad_(True)
         divergence = F.kl_div(F.log_softmax(model(x_adv), dim=1), clean_probabilities, reduction="sum")
         (grad,) = torch.autograd.grad(divergence, x_adv)
-        x_adv = pgd_step(x_adv.detach(), grad, x, step=alpha, eps=eps, norm=norm)
+        x_adv = pgd_step(x_adv.detach(), grad, x, step=step, eps=eps, norm=norm)
     return x_adv.detach()
 
 
@@ -43,14 +43,14 @@ class TRADES:
         self,
         beta: float = 6.0,
         eps: float = 8 / 255,
-        alpha: float = 2 / 255,
+        step: float = 2 / 255,
         steps: int = 10,
         norm: str = "linf",
     ):
-        self.beta, self.eps, self.alpha, self.steps, self.norm = (
+        self.beta, self.eps, self.step, self.steps, self.norm = (
             float(beta),
             float(eps),
-            float(alpha),
+            float(step),
             int(steps),
             norm,
         )
@@ -59,7 +59,7 @@ class TRADES:
         return {
             "beta": self.beta,
             "eps": self.eps,
-            "alpha": self.alpha,
+            "step": self.step,
             "steps": self.steps,
             "norm": self.norm,
         }
@@ -70,7 +70,7 @@ class TRADES:
                 attack_model,
                 x,
                 eps=self.eps,
-                alpha=self.alpha,
+                step=self.step,
                 steps=self.steps,
                 norm=self.norm,
                 generator=generator,

@@ -1,4 +1,5 @@
-"""What the train, eval and bench commands share: preparing a data set and (re)building a model."""
+"""What training runs and evaluations of their checkpoints share, for the CLI and `reproduce` alike:
+preparing a data set, the model description a checkpoint stores, and the network rebuilt from it."""
 
 from pathlib import Path
 
@@ -7,9 +8,8 @@ from torch import nn
 
 from ..data import channel_mean_std, dataset_spec, load_dataset, train_val_split
 from ..models import build_model
-from ..train import Checkpoint
-from ..train.once_for_all import convert
-from .errors import CommandError
+from .checkpoint import Checkpoint
+from .once_for_all import convert
 
 __all__ = ["build_from_info", "model_from_checkpoint", "model_info", "prepare_training_data"]
 
@@ -53,7 +53,7 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> tuple[nn.Module, dict]:
     """The trained network of `checkpoint` (in eval mode) and the run description it was trained with."""
     run = checkpoint.record.get("run", {})
     if "model" not in run or "dataset" not in run:
-        raise CommandError(
+        raise ValueError(
             f"{checkpoint.path} does not describe its model and data set (not written by `train`?)"
         )
     info = run["model"]

@@ -11,8 +11,9 @@ baseline that `benchmarks/test_float_training.py` times FLOATTraining against.
   batch norms), except that eager layers cannot route a batch: the clean half and the
   adversarial half take two separate forwards.
 
-It lives beside float_at.py rather than in robustkernels.reference, which holds pure-torch
-oracles of single ops: this is a training method built on the API's attack and trainer.
+It lives with the benchmarks, not in the installed package (only the benchmark and
+tests/test_float_training_reference.py use it), nor in robustkernels.reference, which holds
+pure-torch oracles of single ops: this is a training method built on the API's attack and trainer.
 """
 
 import contextlib
@@ -22,13 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustkernels.api.attacks import pgd
+from robustkernels.api.train.eval_mode import eval_mode
+from robustkernels.api.train.float_at import CLEAN, NOISY, FLOATTraining
 from robustkernels.nn.noisy import ALPHA_INIT
 from robustkernels.nn.restore import restoring
 from robustkernels.reference.noisy_weight import pni_noisy_weight
-
-from ..attacks import pgd
-from .eval_mode import eval_mode
-from .float_at import CLEAN, NOISY, FLOATTraining
 
 __all__ = ["DualBatchNorm2d", "EagerFLOATTraining", "PNIConv2d", "eager_setting", "to_eager_float_model"]
 
