@@ -73,6 +73,24 @@ def test_min_over_attacks_catches_a_planted_masked_model():
     assert not unchallenged["gradient_masking"]
 
 
+class CancellingHeads(GradientMasked):
+    """A planted defence whose two heads have the same logits but opposite input gradients: their
+    mean, and the sum of their cross-entropies, have no gradient; each head alone does."""
+
+    def predictors(self, x, seed=None):
+        z = self.linear(x.flatten(1))
+        return torch.stack([z, 2 * z.detach() - z])
+
+
+def test_per_head_attacks_catch_heads_whose_gradients_cancel():
+    x, y = _separable()
+    settings = dict(eps=0.2, steps=5, rand_eot_draws=1, adaptive_eot_draws=1, draws=1, n_target_classes=3)
+    pooled = adaptive_evaluation(CancellingHeads(), x, y, attacks=("bpda-mean", "heads-sum-ce"), **settings)
+    assert pooled["adaptive_accuracy"] == 1.0  # every pooled gradient is zero
+    per_head = adaptive_evaluation(CancellingHeads(), x, y, attacks=("per-head",), **settings)
+    assert per_head["adaptive_accuracy"] == 0.0 and per_head["gradient_masking"]
+
+
 def test_masking_gap_is_measured_against_noise():
     assert masking_gap(0.5, 0.45, 100) == (0.04999999999999999, 0.1, False)
     assert masking_gap(0.5, 0.2, 100)[2]

@@ -7,6 +7,8 @@ draws). Adaptive set, each run on the images every earlier attack left robust:
 - a BPDA-style surrogate: APGD-CE through the mean of the predictors' logits instead of
   CrossMax (whose order statistic routes the gradient to one predictor per class);
 - the sum of the cross-entropies of all predictors (PGD with EOT);
+- per-predictor attacks: APGD-CE with EOT on each head (and the backbone) alone, since
+  predictors whose gradients cancel in a sum or mean are still attackable one at a time;
 - transfer from the deterministic twin: one fixed multires draw, mean aggregation;
 - APGD-T (targeted DLR) with EOT, and Square (gradient-free, on the real model).
 Every point any attack returns is scored on the real model (CrossMax, fresh draws) over
@@ -29,9 +31,18 @@ from ..attacks.square import square
 from ..attacks.start import uniform_in_ball
 from ..models.self_ensemble import SelfEnsemble, aggregate
 
-__all__ = ["ADAPTIVE_ATTACKS", "MeanSurrogate", "adaptive_evaluation", "fixed_draw_twin", "masking_gap"]
+__all__ = [
+    "ADAPTIVE_ATTACKS",
+    "MeanSurrogate",
+    "OnePredictor",
+    "adaptive_evaluation",
+    "fixed_draw_twin",
+    "masking_gap",
+]
 
-ADAPTIVE_ATTACKS = ("apgd-ce-more-eot", "bpda-mean", "heads-sum-ce", "transfer-twin", "apgd-t", "square")
+ADAPTIVE_ATTACKS = (
+    "apgd-ce-more-eot", "bpda-mean", "heads-sum-ce", "per-head", "transfer-twin", "apgd-t", "square",
+)  # fmt: skip
 
 
 class MeanSurrogate(torch.nn.Module):
@@ -44,6 +55,17 @@ class MeanSurrogate(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return aggregate(self.ensemble.predictors(x, self.fixed_seed), "mean", 1, "kth")
+
+
+class OnePredictor(torch.nn.Module):
+    """The logits of the ensemble's predictor `index` alone (fresh draws): a per-head attack's target."""
+
+    def __init__(self, ensemble: SelfEnsemble, index: int):
+        super().__init__()
+        self.ensemble, self.index = ensemble, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ensemble.predictors(x)[self.index]
 
 
 def fixed_draw_twin(ensemble: SelfEnsemble, seed: int = 0) -> MeanSurrogate:
@@ -116,11 +138,21 @@ def adaptive_evaluation(
                                       n_target_classes=n_target_classes, **common),
         "square": lambda xs, ys: square(ensemble, xs, ys, eps=eps, queries=square_queries, generator=generator),
     }  # fmt: skip
+    with torch.no_grad():
+        num_predictors = ensemble.predictors(x[:1]).shape[0]
+    # each predictor alone, one attack after the other on the images still robust
+    per_head = [
+        lambda xs, ys, h=h: apgd(
+            OnePredictor(ensemble, h), xs, ys, loss="ce", eot_draws=adaptive_eot_draws, **common
+        )
+        for h in range(num_predictors)
+    ]
     robust_after = {"autoattack-rand": rand["robust_accuracy"]}
     for name in attacks:
-        idx = worst.attackable()
-        if idx.numel() > 0:
-            worst.update(idx, plan[name](x[idx], y[idx]).detach())
+        for attack in per_head if name == "per-head" else [plan[name]]:
+            idx = worst.attackable()
+            if idx.numel() > 0:
+                worst.update(idx, attack(x[idx], y[idx]).detach())
         robust_after[name] = worst.robust.float().mean().item()
     adaptive = worst.robust.float().mean().item()
     gap, noise, flagged = masking_gap(rand["robust_accuracy"], adaptive, len(y))
