@@ -75,6 +75,19 @@ def test_budgets_scale_eps_on_the_digits_and_keep_the_papers_protocol():
         ensemble_budget_for("huge", "digits")
 
 
+def test_model_option_trains_vgg_defences_against_the_budgets_surrogates():
+    vgg = ensemble_budget_for("small", "cifar10", "vgg16-bn", gate_classifier=True)
+    assert (vgg.model, vgg.surrogate_model, vgg.distill_eps, vgg.gate_classifier) == (
+        "vgg16-bn",
+        "resnet20",
+        0.03,
+        True,
+    )
+    same = ensemble_budget_for("small", "cifar10", "resnet20")
+    assert same.surrogate_model is None and same.distill_eps == 0.07
+    assert ensemble_budget_for("smoke", "digits", "vgg16-bn").distill_eps == pytest.approx(4 * 0.03)
+
+
 def test_cli_runs_eio_on_its_own(capsys):
     assert cli.main(["reproduce", "eio", "float", "--out", "unused"]) == 2
     assert "run on their own" in capsys.readouterr().err

@@ -37,6 +37,7 @@ import sys
 import time
 
 from ..data import DATASETS, dataset_spec, load_dataset
+from ..models import MODELS
 from ..optional import require
 from ..reproduce import BUDGETS, METHODS, budget_for, format_table, reproduce, write_results
 from ..reproduce.eed import eed_work_units, reproduce_eed
@@ -64,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=[*METHODS, "all", "eed", "eee", *ENSEMBLE_METHODS],
         help="methods to reproduce (one or more), all; or eed, or eee; or eio and/or dverge",
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        help="eio, dverge: the defences' architecture (default: the budget's; surrogates keep it)",
+    )
+    parser.add_argument(
+        "--gate-classifier", action="store_true", help="eio: gate the classifier too (VGG-16's 14 blocks)"
     )
     parser.add_argument("--weights", help="eee: a local backbone weights file (never downloaded)")
     parser.add_argument("--light-at", action="store_true", help="eee: FGSM light adversarial training")
@@ -180,10 +189,11 @@ def _report(results: dict, started: float, write, table, out) -> int:
 
 
 def _run_ensembles(args: argparse.Namespace, methods: list[str]) -> int:
-    budget = ensemble_budget_for(args.budget, args.dataset)
+    budget = ensemble_budget_for(args.budget, args.dataset, args.model, args.gate_classifier)
     device = resolve_device(args.device)
+    surrogates = f", surrogates {budget.surrogate_model}" if budget.surrogate_model else ""
     print(f"robustkernels reproduce {' '.join(methods)} at the {budget.name} budget "
-          f"({budget.model} on {args.dataset}, {device}), output in {args.out}")  # fmt: skip
+          f"({budget.model}{surrogates} on {args.dataset}, {device}), output in {args.out}")  # fmt: skip
     started = time.perf_counter()
     results = reproduce_ensembles(
         methods, budget, args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=device,

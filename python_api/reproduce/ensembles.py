@@ -65,10 +65,12 @@ class _Runs:
         )
         self.train_data, _ = prepare_training_data(dataset, data_dir, 0.0, 0)
         self.info = model_info(budget.model, dataset, self.train_data[0])
+        surrogate = budget.surrogate_model or budget.model
+        self.surrogate_info = model_info(surrogate, dataset, self.train_data[0])
 
-    def fresh(self, *parts) -> torch.nn.Module:
+    def fresh(self, *parts, surrogate: bool = False) -> torch.nn.Module:
         torch.manual_seed(derived_seed(self.seed, "init", *parts))
-        return build_from_info(self.info).to(self.device)
+        return build_from_info(self.surrogate_info if surrogate else self.info).to(self.device)
 
     def config(
         self, steps: int, *, lr: float | None = None, schedule: str = "multistep", tag: str = ""
@@ -79,10 +81,19 @@ class _Runs:
             seed=derived_seed(self.seed, "train", tag), log_every=max(steps // 5, 1),
         )  # fmt: skip
 
-    def fit(self, name: str, model, method, config: TrainConfig, directory: Path | None = None) -> float:
+    def fit(
+        self,
+        name: str,
+        model,
+        method,
+        config: TrainConfig,
+        directory: Path | None = None,
+        surrogate: bool = False,
+    ) -> float:
         """Trains (or reloads) `model`; the seconds the training took (as first measured)."""
         directory = directory or self.out / name
-        run_info = {"model": self.info, "dataset": {"name": self.dataset}, "reproduce": name}
+        info = self.surrogate_info if surrogate else self.info
+        run_info = {"model": info, "dataset": {"name": self.dataset}, "reproduce": name}
         started = time.perf_counter()
         train(model, method, self.train_data, config, directory, run_info=run_info, log=None)
         seconds = time.perf_counter() - started
@@ -134,8 +145,9 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
     eio_seconds = None
     if "eio" in methods:
         rgn = to_eio_model(
-            runs.fresh("eio"), budget.gates, generator=derived_generator(runs.seed, "eio-gates")
-        )
+            runs.fresh("eio"), budget.gates, gate_classifier=budget.gate_classifier,
+            generator=derived_generator(runs.seed, "eio-gates"),
+        )  # fmt: skip
         pretrain = runs.fit(
             "eio-pretrain", rgn, EIOPretraining(), runs.config(budget.pretrain_steps, tag="eio-pre")
         )
@@ -178,9 +190,9 @@ def _surrogates(budget: EnsembleBudget, runs: _Runs) -> dict[str, torch.nn.Modul
     for size in budget.surrogate_sizes:
         members = []
         for k in range(size):
-            member = runs.fresh("surrogate", size, k)
+            member = runs.fresh("surrogate", size, k, surrogate=True)
             config = runs.config(budget.surrogate_steps, tag=f"surrogate{size}-{k}")
-            runs.fit(f"surrogate{size}-{k}", member, StandardTraining(), config)
+            runs.fit(f"surrogate{size}-{k}", member, StandardTraining(), config, surrogate=True)
             members.append(member.eval())
         surrogates[f"baseline{size}"] = AveragedEnsemble(members).eval()
     return surrogates
