@@ -49,7 +49,11 @@ def test_reproduce_eed_writes_rows_table_and_plot(tmp_path, monkeypatch, capsys)
             abs(rows[method]["nonzero_parameters"] - eed["nonzero_parameters"])
             <= 0.1 * eed["nonzero_parameters"]
         )
-    assert [p["tau_c"] for p in results["sweeps"][0]["points"]][-1] == 2.0
+    points = results["sweeps"][0]["points"]
+    assert [p["tau_c"] for p in points][-1] == 2.0
+    # tau_c 2 never exits early: every member runs, on clean and on adversarial images
+    assert points[-1]["members_used"] == points[-1]["members_used_adversarial"] == eed["team_size"]
+    assert all(1 <= p["members_used_adversarial"] <= eed["team_size"] for p in points)
     assert (out / "eed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| EED | 0.8 |" in (out / "results.md").read_text()
     assert "| HARP | 0.8 |" in capsys.readouterr().out

@@ -86,8 +86,8 @@ def _checks(predictor, test, budget: EEDBudget, seed: int) -> dict:
 
 
 def _die_sweep(members, test, budget: EEDBudget, seed: int) -> list[dict]:
-    """Accuracy against members used over tau_c: clean, and on PGD crafted once against the
-    full-team average (a transfer to each setting, cheaper than a white-box attack per point)."""
+    """Accuracy and members used over tau_c: clean, and on PGD crafted once against the full-team
+    average (a transfer to each setting, cheaper than a white-box attack per point)."""
     full = DynamicEnsemble(members, dynamic=False)
     x, y = test
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -99,8 +99,11 @@ def _die_sweep(members, test, budget: EEDBudget, seed: int) -> list[dict]:
             clean = float((model(x).argmax(dim=1) == y).float().mean())
             used = float(model.members_used.float().mean())
             adversarial = float((model(x_adv).argmax(dim=1) == y).float().mean())
+            # an attack that keeps members unsure makes the early exit run more of the team
+            used_adversarial = float(model.members_used.float().mean())
             points.append({"tau_c": tau_c, "members_used": used, "clean_accuracy": clean,
-                           "pgd_transfer_accuracy": adversarial})  # fmt: skip
+                           "pgd_transfer_accuracy": adversarial,
+                           "members_used_adversarial": used_adversarial})  # fmt: skip
     return points
 
 

@@ -103,7 +103,8 @@ def plot_eed(results: dict, png_path: str | Path) -> Path:
             "s--",
             label=f"clean, sparsity {sweep['sparsity']:g}",
         )
-        right.plot(used, [100 * p["pgd_transfer_accuracy"] for p in sweep["points"]], "o-",
+        right.plot([p["members_used_adversarial"] for p in sweep["points"]],
+                   [100 * p["pgd_transfer_accuracy"] for p in sweep["points"]], "o-",
                    label=f"PGD vs full team, sparsity {sweep['sparsity']:g}")  # fmt: skip
     right.set(xlabel="mean members used (tau_c sweep)", ylabel="accuracy (%)", title="dynamic inference")
     right.legend(fontsize=7)
