@@ -17,6 +17,7 @@ from robustkernels.ops import noisy_weight as _noisy_weight_ops
 from robustkernels.ops import path_conv as path_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
 from robustkernels.ops.catalog import PUBLIC_OPS
+from robustkernels.ops.multires_stack_checks import check_types as _multires_types
 from robustkernels.ops.seed_tensor import check_seed_tensor
 
 __all__ = list(PUBLIC_OPS)
@@ -177,11 +178,14 @@ def crossmax(
     i.e. the order is "higher value first, then lower predictor index".
     """
     validation.check_tensor("logits", logits, "crossmax")
-    validation.check_predictor_dim(predictor_dim, logits, "crossmax")
-    logits = logits.movedim(predictor_dim, 0)
-    validation.crossmax_args(logits, k, reduction, "crossmax")  # before the op's schema rejects a bad k
-    out, _, _, _ = _crossmax_ops.crossmax(logits, k, reduction)
-    return out
+    _crossmax_ops.check_types(k, reduction, predictor_dim)  # the op's C++ checks the values
+    if predictor_dim != 0:
+        validation.check_predictor_dim(predictor_dim, logits, "crossmax")
+        logits = logits.movedim(predictor_dim, 0)
+    if not _extension.is_loaded():
+        validation.crossmax_args(logits, k, reduction, "crossmax")
+        return reference.crossmax(logits, k, reduction)
+    return _crossmax_ops.crossmax(logits, k, reduction)[0]
 
 
 def multires_stack(
@@ -220,29 +224,17 @@ def multires_stack(
     gradient). Under
     torch.compile(fullgraph=True), pass a seed (drawing one reads a value to Python).
     """
-    op = "multires_stack"
-    sizes = validation.multires_sizes(x, resolutions, op)
-    validation.multires_options(jitter, noise, noise_kind, contrast, interpolation, op)
-    _multires_ops.check_switches(antialias, adjust_contrast, op)  # before the op's schema casts them
+    switches = (antialias, adjust_contrast)
+    heights, widths = _multires_types(
+        x, resolutions, jitter, noise, noise_kind, contrast, interpolation, switches, seed
+    )  # the op's C++ checks the values
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    validation.check_seed(seed, op)
-    heights, widths = [s[0] for s in sizes], [s[1] for s in sizes]
-    out, _ = _multires_ops.multires_stack(
-        x,
-        heights,
-        widths,
-        jitter,
-        float(noise),
-        noise_kind,
-        float(contrast[0]),
-        float(contrast[1]),
-        interpolation,
-        antialias,
-        adjust_contrast,
-        seed,
-    )
-    return out
+    low, high = float(contrast[0]), float(contrast[1])
+    args = (x, heights, widths, jitter, float(noise), noise_kind, low, high, interpolation, *switches, seed)
+    if not _extension.is_loaded():
+        return _multires_ops.reference_stack(*args)
+    return _multires_ops.multires_stack(*args)[0]
 
 
 def pgd_step(
