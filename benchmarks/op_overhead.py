@@ -80,6 +80,35 @@ def _pairs() -> dict[str, tuple]:
     }
 
 
+def _kernel_pairs() -> dict[str, tuple]:
+    """--kernels: op -> (its C++ kernel ops called directly, forward then backward, on the same
+    values; the public function, forward+backward): what the op costs beyond its kernels (Python,
+    dispatch, autograd), whatever its counterpart."""
+    logits = _leaf(3, 1, 4)
+    grad_out = torch.ones(1, 4)
+    image = torch.rand(1, 1, 4, 4).requires_grad_(True)
+    settings = ([4, 2], [4, 2], 3)
+    noise = (0.2, "uniform")
+    rest = (0.5, 1.0, "bicubic", False, True, 7)
+    ops = torch.ops.robustkernels
+
+    def crossmax_kernels():
+        _, class_idx, pred_idx, sel_idx = ops.crossmax_fwd_kernel(logits.detach(), 2, "kth")
+        ops.crossmax_bwd_kernel(grad_out, class_idx, pred_idx, sel_idx)
+
+    def multires_kernels():
+        out, clip_mask = ops.multires_stack_fwd_kernel(image.detach(), *settings, *noise, *rest)
+        ops.multires_stack_bwd_kernel(torch.ones_like(out), clip_mask, image.detach(), *settings, *rest)
+
+    return {
+        "crossmax": (crossmax_kernels, lambda: rkF.crossmax(logits, k=2).sum().backward()),
+        "multires_stack": (
+            multires_kernels,
+            lambda: rkF.multires_stack(image, (4, 2), seed=7).sum().backward(),
+        ),
+    }
+
+
 def _per_call_us(step) -> float:
     start = time.thread_time()
     for _ in range(CALLS_PER_ROUND):
@@ -87,10 +116,10 @@ def _per_call_us(step) -> float:
     return (time.thread_time() - start) / CALLS_PER_ROUND * 1e6
 
 
-def measure(rounds: int) -> list[dict]:
+def measure(rounds: int, pairs: dict[str, tuple]) -> list[dict]:
     torch.set_num_threads(1)
     rows = []
-    for op, (platform, ours) in _pairs().items():
+    for op, (platform, ours) in pairs.items():
         for step in (platform, ours):
             _per_call_us(step)  # warm-up
         platform_us, ours_us = [], []
@@ -119,16 +148,23 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/op-overhead-<machine>.csv")
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="against the ops' own kernels called directly (crossmax, multires)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rows = measure(args.rounds)
-    print(f"{'op':14s} {'platform us':>12s} {'robustkernels us':>17s} {'over us':>8s}  target")
+    rows = measure(args.rounds, _kernel_pairs() if args.kernels else _pairs())
+    counterpart = "kernels us" if args.kernels else "platform us"
+    print(f"{'op':14s} {counterpart:>12s} {'robustkernels us':>17s} {'over us':>8s}  target")
     for row in rows:
         print(
             f"{row['op']:14s} {row['platform_us']:>12s} {row['robustkernels_us']:>17s} {row['over_us']:>8s}  "
             f"{row['target_us']} {'met' if row['met'] else 'NOT MET'}"
         )
-    out = args.out or HERE / "results" / f"op-overhead-{machine_name()}.csv"
+    suffix = "-kernels" if args.kernels else ""
+    out = args.out or HERE / "results" / f"op-overhead{suffix}-{machine_name()}.csv"
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
