@@ -81,12 +81,14 @@ def _pairs() -> dict[str, tuple]:
 
 
 def _kernel_pairs() -> dict[str, tuple]:
-    """--kernels: op -> (its C++ kernel ops called directly, forward then backward, on the same
-    values; the public function, forward+backward): what the op costs beyond its kernels (Python,
-    dispatch, autograd), whatever its counterpart."""
+    """--kernels: op -> (its C++ kernel ops called directly, forward then backward, plus the sum and
+    autograd pass that every forward+backward step here pays, on a leaf shaped like the op's output;
+    the public function, forward+backward): what the op adds beyond its kernels (Python, dispatch,
+    its autograd node). No target: a native op's node costs some of this too."""
     logits = _leaf(3, 1, 4)
-    grad_out = torch.ones(1, 4)
+    grad_out, out_leaf = torch.ones(1, 4), _leaf(1, 4)
     image = torch.rand(1, 1, 4, 4).requires_grad_(True)
+    stack_leaf = _leaf(1, 2, 4, 4)
     settings = ([4, 2], [4, 2], 3)
     noise = (0.2, "uniform")
     rest = (0.5, 1.0, "bicubic", False, True, 7)
@@ -95,10 +97,12 @@ def _kernel_pairs() -> dict[str, tuple]:
     def crossmax_kernels():
         _, class_idx, pred_idx, sel_idx = ops.crossmax_fwd_kernel(logits.detach(), 2, "kth")
         ops.crossmax_bwd_kernel(grad_out, class_idx, pred_idx, sel_idx)
+        out_leaf.sum().backward()
 
     def multires_kernels():
         out, clip_mask = ops.multires_stack_fwd_kernel(image.detach(), *settings, *noise, *rest)
         ops.multires_stack_bwd_kernel(torch.ones_like(out), clip_mask, image.detach(), *settings, *rest)
+        stack_leaf.sum().backward()
 
     return {
         "crossmax": (crossmax_kernels, lambda: rkF.crossmax(logits, k=2).sum().backward()),
@@ -116,7 +120,7 @@ def _per_call_us(step) -> float:
     return (time.thread_time() - start) / CALLS_PER_ROUND * 1e6
 
 
-def measure(rounds: int, pairs: dict[str, tuple]) -> list[dict]:
+def measure(rounds: int, pairs: dict[str, tuple], target: bool = True) -> list[dict]:
     torch.set_num_threads(1)
     rows = []
     for op, (platform, ours) in pairs.items():
@@ -135,8 +139,8 @@ def measure(rounds: int, pairs: dict[str, tuple]) -> list[dict]:
                 "platform_us": f"{platform_median:.1f}",
                 "robustkernels_us": f"{ours_median:.1f}",
                 "over_us": f"{over:.1f}",
-                "target_us": f"<= {TARGET_US:.0f}",
-                "met": over <= TARGET_US,
+                "target_us": f"<= {TARGET_US:.0f}" if target else "-",
+                "met": over <= TARGET_US if target else "",
             }
         )
     return rows
@@ -155,13 +159,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rows = measure(args.rounds, _kernel_pairs() if args.kernels else _pairs())
+    rows = measure(args.rounds, *((_kernel_pairs(), False) if args.kernels else (_pairs(), True)))
     counterpart = "kernels us" if args.kernels else "platform us"
     print(f"{'op':14s} {counterpart:>12s} {'robustkernels us':>17s} {'over us':>8s}  target")
     for row in rows:
         print(
             f"{row['op']:14s} {row['platform_us']:>12s} {row['robustkernels_us']:>17s} {row['over_us']:>8s}  "
-            f"{row['target_us']} {'met' if row['met'] else 'NOT MET'}"
+            f"{row['target_us']} {'' if row['met'] == '' else 'met' if row['met'] else 'NOT MET'}"
         )
     suffix = "-kernels" if args.kernels else ""
     out = args.out or HERE / "results" / f"op-overhead{suffix}-{machine_name()}.csv"
