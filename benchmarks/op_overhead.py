@@ -47,6 +47,7 @@ def _pairs() -> dict[str, tuple]:
     image, generator = torch.rand(1, 1, 4, 4).requires_grad_(True), torch.Generator().manual_seed(0)
     x_adv, grad, x_orig = torch.rand(1, 1, 4, 4), torch.randn(1, 1, 4, 4), torch.rand(1, 1, 4, 4)
     bank, route = _leaf(2, 1, 1, 3, 3), torch.zeros(1, dtype=torch.int64)
+    linear_bank = _leaf(2, 3, 4)
 
     def backward(y):
         y.sum().backward()
@@ -63,6 +64,10 @@ def _pairs() -> dict[str, tuple]:
         "path_conv2d": (
             lambda: backward(F.conv2d(x, w, None, 1, 1)),
             lambda: backward(rkF.path_conv2d(x, bank, route, padding=1)),
+        ),
+        "path_linear": (
+            lambda: backward(F.linear(xl, wl)),
+            lambda: backward(rkF.path_linear(xl, linear_bank, route)),
         ),
         "crossmax": (
             lambda: backward(reference.crossmax(logits, k=2)),

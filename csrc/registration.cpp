@@ -1,8 +1,8 @@
 // Schemas of the ops. Device kernels (*_kernel) live in csrc/cpu/*.cpp and
 // csrc/cuda/*_launcher.cpp (Triton ones are registered for CUDA from robustkernels/ops/);
-// the composite ops of the noisy weight family, crossmax, multires_stack and pgd_step, with their
-// autograd, in csrc/ops/*.cpp; the other autograd-aware ops are torch.library.custom_op wrappers in
-// robustkernels/ops/.
+// the composite ops (every public op: the noisy weight family, the routed multi-path family,
+// crossmax, multires_stack and pgd_step), with their autograd, in csrc/ops/*.cpp; random_route is
+// a torch.library.custom_op in robustkernels/ops/.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -39,6 +39,32 @@ TORCH_LIBRARY(robustkernels, m) {
   m.def("noisy_weight_bwd_python(Tensor grad, Tensor alpha, Tensor sigma, float lam, int seed, Tensor? mask, "
         "bool need_alpha_grad) -> (Tensor, Tensor)");
   m.def("set_python_kernels(bool on) -> ()");
+  // The routed multi-path family (csrc/ops/path_weights.cpp, path_conv*.cpp). weight is [S, ...]
+  // with S = 1 (one weight shared by the P paths) or P; lams and seeds hold one value per path.
+  m.def("path_weights(Tensor weight, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, Tensor? counts, "
+        "Tensor? seed_tensor=None) -> (Tensor, Tensor)");
+  m.def("path_weights_backward(Tensor grad, int entries, Tensor? mask, Tensor? alpha, Tensor sigma, float[] lams, "
+        "int[] seeds, Tensor? counts, bool need_alpha_grad, Tensor? seed_tensor=None) -> (Tensor, Tensor)");
+  m.def("route_sort(Tensor route, int num_paths) -> (Tensor, Tensor)");
+  // y[b] = layer(x[b], W'_{route[b]}) + bias_{route[b]}, with a route tensor [B] or segment sizes
+  // (path p takes the next segments[p] samples); returns (y, perm, counts, the grouped input).
+  m.def("path_conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
+        "Tensor? route, int[] segments, int[] stride, int[] padding, int[] dilation, int groups, "
+        "Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  // (dx, dW, dbias, dalpha), empty where needs (4 flags) is false; x is the grouped input of a routed call.
+  m.def("path_conv2d_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor? mask, Tensor? alpha, Tensor perm, "
+        "Tensor counts, float[] lams, int[] seeds, int[] segments, int bias_entries, int[] stride, int[] padding, "
+        "int[] dilation, int groups, bool[] needs, Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("path_linear(Tensor x, Tensor weight, Tensor? bias, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
+        "Tensor? route, int[] segments, Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("path_linear_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor? mask, Tensor? alpha, Tensor perm, "
+        "Tensor counts, float[] lams, int[] seeds, int[] segments, int bias_entries, bool[] needs, "
+        "Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("path_weights_fwd_python(Tensor weight, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
+        "Tensor? counts) -> (Tensor, Tensor)");
+  m.def("path_weights_bwd_python(Tensor grad_out, int entries, Tensor? mask, Tensor? alpha, Tensor sigma, "
+        "float[] lams, int[] seeds, Tensor? counts, bool need_alpha_grad) -> (Tensor, Tensor)");
+  m.def("route_sort_python(Tensor route, int num_paths) -> (Tensor, Tensor)");
   // One attack step (csrc/ops/pgd_step.cpp): the fused kernel below; its backward, the
   // closed-form derivative in torch ops (robustkernels/ops/pgd_step.py), gives the gradients
   // output_mask asks for (empty tensors elsewhere).

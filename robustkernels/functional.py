@@ -12,13 +12,14 @@ from torch.nn.modules.utils import _pair
 from robustkernels import _extension, reference
 from robustkernels.ops import crossmax as _crossmax_ops
 from robustkernels.ops import multires_stack as _multires_ops
-from robustkernels.ops import noisy_layers, path_layers, validation
+from robustkernels.ops import noisy_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
-from robustkernels.ops import path_conv as path_ops
+from robustkernels.ops import path_calls as _path_calls
+from robustkernels.ops import path_weights as _path_weights_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
 from robustkernels.ops.catalog import PUBLIC_OPS
 from robustkernels.ops.multires_stack_checks import check_types as _multires_types
-from robustkernels.ops.seed_tensor import check_seed_tensor
+from robustkernels.ops.seed_tensor import check_seed_tensor, seed_offset
 
 __all__ = list(PUBLIC_OPS)
 
@@ -30,11 +31,6 @@ def _seed_arguments(seed, op: str) -> tuple[int, torch.Tensor | None]:
         return 0, seed
     validation.check_seed(seed, op)
     return seed, None
-
-
-def _seed_offset(seed_tensor: torch.Tensor | None) -> int:
-    """The value a seed tensor adds (the pure-Python install's reference path reads it here)."""
-    return 0 if seed_tensor is None else int(seed_tensor)
 
 
 def _check_arguments(op: str, lam, seed, **tensors) -> tuple[int, torch.Tensor | None]:
@@ -68,7 +64,7 @@ def noisy_weight(
         effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask, seed_tensor)
         return effective
     validation.alpha_mode(weight, alpha, mask, "noisy_weight")
-    return reference.noisy_weight(weight, alpha, float(lam), seed + _seed_offset(seed_tensor), mask)
+    return reference.noisy_weight(weight, alpha, float(lam), seed + seed_offset(seed_tensor), mask)
 
 
 def _conv_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride, dilation):
@@ -125,7 +121,7 @@ def noisy_conv2d(
     else:
         noisy_layers.check_conv_args(x, weight, bias, alpha, mask, groups)
         y = reference.noisy_conv2d(
-            x, weight, bias, alpha, float(lam), seed + _seed_offset(seed_tensor), mask, stride, padding,
+            x, weight, bias, alpha, float(lam), seed + seed_offset(seed_tensor), mask, stride, padding,
             dilation, groups,
         )  # fmt: skip
     return y.squeeze(0) if unbatched else y
@@ -148,7 +144,7 @@ def noisy_linear(
     if _extension.is_loaded():  # the op's C++ checks name the argument
         return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask, seed_tensor)
     noisy_layers.check_linear_args(x, weight, bias, alpha, mask)
-    return reference.noisy_linear(x, weight, bias, alpha, float(lam), seed + _seed_offset(seed_tensor), mask)
+    return reference.noisy_linear(x, weight, bias, alpha, float(lam), seed + seed_offset(seed_tensor), mask)
 
 
 def philox_normal(like: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:
@@ -273,117 +269,6 @@ def pgd_step(
     )
 
 
-def _path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route) -> int:
-    """P from the first argument that states it: num_paths, a weight bank, masks, per-path biases,
-    per-path noise, or segment sizes; a lone shared weight with a route tensor is one path."""
-    if num_paths is not None:
-        if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
-            raise ValueError(f"num_paths must be a positive int, got {num_paths!r}")
-        return num_paths
-    if isinstance(weight_bank, torch.Tensor) and weight_bank.dim() == bank_rank:
-        return weight_bank.shape[0]
-    if isinstance(mask_bank, torch.Tensor):
-        return mask_bank.shape[0]
-    if isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 2:
-        return bias_bank.shape[0]
-    if noise is not None and isinstance(noise[0], torch.Tensor) and noise[0].dim() >= 1:
-        return noise[0].shape[0]
-    if isinstance(route, (list, tuple)):
-        return len(route)
-    return 1
-
-
-def _path_noise(noise, num_paths: int, op: str):
-    """(alpha [P, A] or None, lams, seeds, seed tensor or None) from noise = (alpha, lam, seed) or None.
-
-    alpha: [P] (one per path), [P, C_out] or [P, *weight shape]; lam: one float for every path
-    or one per path (0 = a clean path); seed: one int (path p draws with seed + p), one per path,
-    or a 0-dim int64 CPU tensor t (path p draws with t + p).
-    """
-    if noise is None:
-        return None, [0.0] * num_paths, [0] * num_paths, None
-    if not isinstance(noise, (tuple, list)) or len(noise) != 3:
-        raise TypeError(
-            f"robustkernels.{op}: noise must be a tuple (alpha, lam, seed), got {type(noise).__name__}"
-        )
-    alpha, lam, seed = noise
-    validation.check_tensor("alpha", alpha, op)
-    if alpha.dim() < 1 or alpha.shape[0] != num_paths:
-        raise ValueError(
-            f"robustkernels.{op}: alpha must have one row per path ({num_paths}), got {tuple(alpha.shape)}"
-        )
-    lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * num_paths
-    seed_tensor = None
-    if isinstance(seed, torch.Tensor):
-        check_seed_tensor(seed, op)
-        seed, seed_tensor = 0, seed
-    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * num_paths
-    for value in lams:
-        validation.check_lam(value, op)
-    for value in seeds:
-        validation.check_seed(value, op)
-    if not isinstance(seed, (list, tuple)):
-        seeds = [seed + p for p in range(num_paths)]
-    if len(lams) != num_paths or len(seeds) != num_paths:
-        raise ValueError(
-            f"robustkernels.{op}: lam and seed must hold one value or one per path ({num_paths})"
-        )
-    return alpha.reshape(num_paths, -1), [float(v) for v in lams], seeds, seed_tensor
-
-
-def _route_arguments(route, batch: int, num_paths: int, op: str):
-    """(route tensor or None, segment sizes) from a tensor [B], an int p (the whole batch on path p),
-    "split" (P equal contiguous segments, path p the p-th) or a list of per-path segment sizes."""
-    if isinstance(route, torch.Tensor):
-        return route, []
-    if isinstance(route, int) and not isinstance(route, bool):
-        if not 0 <= route < num_paths:
-            raise ValueError(f"robustkernels.{op}: route={route} must name a path in [0, {num_paths})")
-        return None, [batch if p == route else 0 for p in range(num_paths)]
-    if route == "split":
-        if batch % num_paths:
-            raise ValueError(
-                f'robustkernels.{op}: route="split" needs a batch divisible by the {num_paths} paths, got {batch}'
-            )
-        return None, [batch // num_paths] * num_paths
-    if isinstance(route, (list, tuple)) and all(
-        isinstance(s, int) and not isinstance(s, bool) for s in route
-    ):
-        return None, list(route)
-    raise TypeError(
-        f'robustkernels.{op}: route must be an int tensor [B], a path index, "split" or a list of segment '
-        f"sizes, got {route!r}"
-    )
-
-
-def _bank_arguments(op, bank_rank, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths):
-    """(P, weight [S, ...], bias [S, C_out] or None, (alpha, lams, seeds, seed tensor)) of a routed
-    layer's call."""
-    validation.check_tensor("x", x, op)
-    validation.check_tensor("weight_bank", weight_bank, op)
-    paths = _path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route)
-    noise_arguments = _path_noise(noise, paths, op)
-    weight = weight_bank if weight_bank.dim() == bank_rank else weight_bank.unsqueeze(0)
-    shared_bias = isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1
-    return paths, weight, bias_bank.unsqueeze(0) if shared_bias else bias_bank, noise_arguments
-
-
-def _stacked_weights(x, weight, bias, mask, noise_arguments, paths, op, per_path_features):
-    """route="stacked": x carries path p's features in block p of its channels (features);
-    returns every path's W' concatenated over output channels [P * C_out, ...] and the biases
-    [P * C_out], for one grouped convolution (one batched matmul)."""
-    features = x.shape[1] if x.dim() == 4 else x.shape[-1]
-    if features != paths * per_path_features:
-        raise ValueError(
-            f'robustkernels.{op}: route="stacked" needs x with {paths} x {per_path_features} channels, got {features}'
-        )
-    alpha, lams, seeds, seed_tensor = noise_arguments
-    effective, _ = path_ops.path_weights(weight, mask, alpha, lams, seeds, None, seed_tensor)
-    if bias is not None:
-        bias = bias.expand(paths, weight.shape[1]).reshape(-1)
-    return effective.reshape(paths * weight.shape[1], *weight.shape[2:]), bias
-
-
 def path_conv2d(
     x: torch.Tensor,
     weight_bank: torch.Tensor,
@@ -413,36 +298,29 @@ def path_conv2d(
     exactly zero gradients.
     """
     op = "path_conv2d"
-    paths, weight, bias, noise_arguments = _bank_arguments(
+    paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
         op, 5, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
     )
     stride, dilation = list(_pair(stride)), list(_pair(dilation))
     if isinstance(route, str) and route == "stacked":
-        effective, bias = _stacked_weights(
+        effective, bias = _path_calls.stacked_weights(
             x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2] * groups
         )
         x, padding = _conv_padding(x, effective, padding, stride, dilation)
         return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
-    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
+    route_tensor, segments = _path_calls.route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
     x, padding = _conv_padding(x, weight[0], padding, stride, dilation)
-    alpha, lams, seeds, seed_tensor = noise_arguments
-    y, *_ = path_layers.path_conv2d(
+    return _path_calls.routed_layer(
+        op,
         x,
         weight,
         bias,
         mask_bank,
-        alpha,
-        lams,
-        seeds,
+        noise_arguments,
         route_tensor,
         segments,
-        stride,
-        padding,
-        dilation,
-        groups,
-        seed_tensor,
+        (stride, padding, dilation, groups),
     )
-    return y
 
 
 def path_linear(
@@ -461,23 +339,19 @@ def path_linear(
     dimension. Every other argument as in path_conv2d.
     """
     op = "path_linear"
-    paths, weight, bias, noise_arguments = _bank_arguments(
+    paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
         op, 3, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
     )
     if isinstance(route, str) and route == "stacked":
-        effective, bias = _stacked_weights(
+        effective, bias = _path_calls.stacked_weights(
             x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2]
         )
         stacked = x.reshape(*x.shape[:-1], paths, -1)
         y = torch.einsum("...pi,poi->...po", stacked, effective.reshape(paths, -1, stacked.shape[-1]))
         y = y.flatten(-2)
         return y if bias is None else y + bias
-    route_tensor, segments = _route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
-    alpha, lams, seeds, seed_tensor = noise_arguments
-    y, *_ = path_layers.path_linear(
-        x, weight, bias, mask_bank, alpha, lams, seeds, route_tensor, segments, seed_tensor
-    )
-    return y
+    route_tensor, segments = _path_calls.route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
+    return _path_calls.routed_layer(op, x, weight, bias, mask_bank, noise_arguments, route_tensor, segments)
 
 
 def path_weights(
@@ -495,15 +369,18 @@ def path_weights(
     validation.check_tensor("weight_bank", weight_bank, op)
     weight = weight_bank if shared_paths is None else weight_bank.unsqueeze(0)
     paths = weight.shape[0] if shared_paths is None else shared_paths
-    alpha, lams, seeds, seed_tensor = _path_noise(noise, paths, op)
-    effective, _ = path_ops.path_weights(weight, mask_bank, alpha, lams, seeds, None, seed_tensor)
-    return effective
+    return _path_calls.every_path_weight(weight, mask_bank, *_path_calls.path_noise(noise, paths, op))
 
 
 def route_sort(route: torch.Tensor, num_paths: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stable counting sort of a route [B] on its device: (counts [P] int64, perm [B] int64),
     perm listing the samples of path 0, then path 1, ..., each in batch order."""
-    counts, perm = path_ops.route_sort(route, num_paths)
+    validation.check_tensor("route", route, "route_sort")
+    if _extension.is_loaded():  # the op's C++ checks name the argument
+        counts, perm = _path_weights_ops.route_sort(route, num_paths)
+    else:
+        validation.check_route(route, num_paths, "route_sort")
+        counts, perm = _path_weights_ops.route_sort_reference(route, num_paths)
     if int(counts.sum()) != route.shape[0]:
         raise ValueError(f"robustkernels.route_sort: route values must lie in [0, {num_paths})")
     return counts, perm

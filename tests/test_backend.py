@@ -58,6 +58,18 @@ def test_missing_extension_falls_back_to_reference_and_says_why(monkeypatch):
     weight, alpha = torch.randn(4, 3), torch.ones(1)
     expected = robustkernels.reference.noisy_weight(weight, alpha, 1.0, 5)
     torch.testing.assert_close(F.noisy_weight(weight, alpha, lam=1.0, seed=5), expected)
+    # the routed layers: the per-sample reference, seeds offset by the seed tensor as the op does
+    bank, x, route = torch.randn(2, 4, 3, 3, 3), torch.randn(3, 3, 5, 5), torch.tensor([1, 0, 1])
+    alphas, lams, seeds = torch.full((2, 1), 0.5), [1.0, 0.0], [7, 8]
+    noise = (alphas, lams, torch.tensor(7))
+    expected = robustkernels.reference.path_conv2d(x, bank, None, route, lams, seeds, alphas, padding=1)
+    torch.testing.assert_close(F.path_conv2d(x, bank, route, noise=noise, padding=1), expected)
+    expected = robustkernels.reference.path_linear(
+        x[:, :, 0, 0], bank[:, :, :, 0, 0], None, [1, 2], lams, seeds, alphas
+    )
+    torch.testing.assert_close(
+        F.path_linear(x[:, :, 0, 0], bank[:, :, :, 0, 0], [1, 2], noise=noise), expected
+    )
 
 
 def test_import_does_not_initialise_cuda():
@@ -111,6 +123,12 @@ def test_default_path_calls_no_python_kernel(monkeypatch):
     y = F.noisy_conv2d(torch.randn(2, 3, 5, 5), weight, None, torch.ones(1), lam=1.0, seed=3)
     y.sum().backward()
     assert calls == [] and weight.grad is not None
+    bank, alpha = torch.randn(2, 4, 3, 3, 3, requires_grad=True), torch.ones(2, 1, requires_grad=True)
+    x = torch.randn(3, 3, 5, 5, requires_grad=True)
+    for route in (torch.tensor([1, 0, 1]), [1, 2]):  # sorted on the device, and segments
+        F.path_conv2d(x, bank, route, noise=(alpha, 1.0, 3)).sum().backward()
+    F.path_linear(x[:, :, 0, 0], bank[:, :, :, 0, 0], torch.tensor([0, 0, 1])).sum().backward()
+    assert calls == [] and bank.grad is not None and alpha.grad is not None
 
 
 def test_one_list_of_ops_feeds_functional_and_info():

@@ -82,7 +82,8 @@ cudaError_t launch_noisy_weight_bwd(const T* grad, const uint8_t* mask, const do
 // out[i] = philox_normal(seed, offset + i) for i in [0, n).
 cudaError_t launch_philox_normal(float* out, int64_t n, uint64_t seed, uint64_t offset, cudaStream_t stream);
 
-// Explicit instantiations live in noisy_weight.cu.
+// Explicit instantiations live in noisy_weight_std.cu, noisy_weight_fwd.cu and
+// noisy_weight_bwd.cu.
 #define RK_DECLARE_NOISY_WEIGHT_LAUNCHERS(T)                                                                \
   extern template cudaError_t launch_weight_std<T>(const T*, int64_t, acc_t<T>*, acc_t<T>*, cudaStream_t); \
   extern template cudaError_t launch_noisy_weight_fwd<T>(const T*, const T*, const uint8_t*, T*, acc_t<T>*, \

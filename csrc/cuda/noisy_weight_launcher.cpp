@@ -1,5 +1,6 @@
 // CUDA dispatch of the noisy weight op family: argument checks, allocation and the
-// current stream here; the kernels (raw pointers, no torch) in noisy_weight.cu.
+// current stream here; the kernels (raw pointers, no torch) in noisy_weight_std.cu,
+// noisy_weight_fwd.cu, noisy_weight_bwd.cu and philox_normal.cu.
 // Compiled only when torch has CUDA (see setup.py). Mirrors csrc/cpu/noisy_weight.cpp
 // and, like it, never synchronises with the host: std(W) stays on the device.
 #include <ATen/ATen.h>

@@ -1,463 +1,179 @@
-"""Routed multi-path layers as autograd-aware custom ops.
+"""The routed convolution and linear layers' fakes: what torch.compile traces them with.
 
-robustkernels::path_weights(weight [S, ...], mask [P, ...]?, alpha [P, A]?, lams, seeds, counts [P]?)
-    -> (W' [P, ...], std [S]): every path's effective weight in one launch
-robustkernels::path_weights_backward(...) -> (dW [S, ...], dalpha [P, A])
-robustkernels::route_sort(route [B], num_paths) -> (counts [P], perm [B]): stable counting sort
-robustkernels::path_conv2d / path_linear(x, weight, bias, mask, alpha, lams, seeds, route, segments, ...)
-    -> (y, perm, counts): y[b] = layer(x[b], W'_{route[b]}) + bias_{route[b]}
+robustkernels::path_conv2d / path_linear(x, weight, bias, mask, alpha, lams, seeds, route, segments, ...,
+    seed_tensor?) -> (y, perm, counts, grouped input): y[b] = layer(x[b], W'_{route[b]}) + bias_{route[b]}
+robustkernels::path_conv2d_backward / path_linear_backward(...) -> (dx, dW, dbias, dalpha)
 
-S = 1 (one weight shared by all paths, as SMART and FLOAT) or P (a bank, as Ensemble-in-One
-and EED). A route is either a per-sample int tensor, sorted on the device with one small
-read of the per-path counts, or segment sizes (path p takes the next segments[p] samples),
-which need no sort and no read. Each group runs through the platform convolution / matmul;
-paths with no samples cost nothing. The backward rebuilds W' and regenerates the noise.
-Each op also takes an optional `seed_tensor`, a 0-dim int64 CPU tensor added to every seed
-inside the op (see seed_tensor.py).
+The ops and their autograd are C++ (csrc/ops/path_conv.cpp): the samples are grouped by path
+(the route sort and one small read of the per-path counts for a route tensor; nothing for
+segments), every used path's W' is built in one launch, each group runs through the platform
+convolution / matmul. The backward rebuilds W' and regenerates the noise (neither is saved).
 """
 
-import itertools
-
 import torch
+import torch.nn.functional as F
 
-from robustkernels import reference
-from robustkernels.ops import backend, validation
-from robustkernels.ops.noisy_weight import sigma_dtype
-from robustkernels.ops.seed_tensor import resolved_seeds
-from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
-from robustkernels.triton import available as _triton_available
-
-if _triton_available:
-    import triton
-
-    from robustkernels.ops.noisy_weight import (
-        MAX_STD_PARTIALS,
-        NOISE_BLOCK,
-        noise_block_launch,
-        std_partials_launch,
-    )
-    from robustkernels.triton.noisy_weight import std_partials_kernel
-    from robustkernels.triton.path_conv import (
-        path_weights_bwd_kernel,
-        path_weights_fwd_kernel,
-        route_sort_kernel,
-    )
-    from robustkernels.triton.specialisation import (
-        CHECKED_DTYPES,
-        accumulator_dtype,
-        specialise,
-    )
-
-# Elements of the [samples, paths] tile of the Triton counting sort, and the most paths it
-# sorts (a tile of at least 16 samples); more paths sort with torch.
-_SORT_TILE = 4096
-_MAX_SORTED_PATHS = 256
+from robustkernels import _extension
+from robustkernels.ops import validation
+from robustkernels.ops.validation import check_route, path_layout
 
 
-def _select(op: str, device: torch.device) -> str:
-    """cpp / triton / reference; there is no CUDA C++ kernel (GPUs use Triton)."""
-    name = backend.select(op, device)
-    if name != "cuda":
-        return name
-    if backend.explicit_choice() == "cuda":
-        raise RuntimeError(
-            f"robustkernels.{op}: backend 'cuda' has no path kernel; use 'triton' or 'reference'"
-        )
-    return "reference"
-
-
-def path_layout(
-    weight, mask, alpha, lams, seeds, op: str, weight_name: str = "weight"
-) -> tuple[int, int, int, int, int]:
-    """Checks the weight-side arguments (weight named `weight_name`: the backward's is grad); returns
-    (paths, entries, rows, inner, alpha values per path)."""
-    validation.check_tensor(weight_name, weight, op)
-    if weight.dtype not in validation.KERNEL_FLOAT_DTYPES:
-        raise TypeError(
-            f"robustkernels.{op}: {weight_name} must be a floating-point tensor (float32, float64, float16 or "
-            f"bfloat16), got {weight.dtype}"
-        )
-    if weight.dim() < 2 or weight.numel() == 0:
-        raise ValueError(
-            f"robustkernels.{op}: {weight_name} must be a non-empty [S, C_out, ...] bank, got {tuple(weight.shape)}"
-        )
-    paths = len(lams)
-    if paths < 1:
-        raise ValueError(f"robustkernels.{op}: lams must hold one value per path, got none")
-    if len(seeds) != paths:
-        raise ValueError(
-            f"robustkernels.{op}: seeds must hold one value per path ({paths}), got {len(seeds)}"
-        )
-    for lam in lams:
-        validation.check_lam(lam, op)
-    for seed in seeds:
-        validation.check_seed(seed, op)
-    entries, rows = weight.shape[0], weight.shape[1]
-    if entries not in (1, paths):
-        raise ValueError(
-            f"robustkernels.{op}: {weight_name} must hold 1 or {paths} (one per path) entries, got {entries}"
-        )
-    numel = weight[0].numel()
-    if mask is not None:
-        validation.check_tensor("mask", mask, op)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"robustkernels.{op}: mask must be a bool tensor, got {mask.dtype}")
-        if mask.shape != (paths, *weight.shape[1:]):
+def check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, groups=1):
+    paths, entries = path_layout(weight, mask, alpha, lams, seeds, op)[:2]
+    validation.check_input(x, weight, op, (4,) if op == "path_conv2d" else tuple(range(2, 9)))
+    if bias is not None:
+        validation.check_tensor("bias", bias, op)
+        if bias.dim() != 2 or bias.shape[0] not in (1, paths):
             raise ValueError(
-                f"robustkernels.{op}: mask must have shape {(paths, *weight.shape[1:])}, got {tuple(mask.shape)}"
+                f"robustkernels.{op}: bias must be [1 or {paths}, {weight.shape[1]}], got {tuple(bias.shape)}"
             )
-        if mask.device != weight.device:
+        validation.check_bias(bias[0], weight[0], op)
+    if op == "path_conv2d" and weight.dim() != 5:
+        raise ValueError(
+            f"robustkernels.{op}: weight must be [S, C_out, C_in/groups, kh, kw], got {tuple(weight.shape)}"
+        )
+    if op == "path_conv2d" and (
+        groups < 1 or x.shape[1] != weight.shape[2] * groups or weight.shape[1] % groups
+    ):
+        raise ValueError(
+            f"robustkernels.{op}: x has {x.shape[1]} channels but weight {tuple(weight.shape)} with "
+            f"groups={groups} expects {weight.shape[2] * groups}"
+        )
+    if op == "path_linear" and (weight.dim() != 3 or x.shape[-1] != weight.shape[2]):
+        raise ValueError(
+            f"robustkernels.{op}: weight must be [S, out, in] with in = x.shape[-1] = {x.shape[-1]}, "
+            f"got {tuple(weight.shape)}"
+        )
+    batch = x.shape[0]
+    if route is not None:
+        check_route(route, paths, op)
+        if route.shape[0] != batch:
             raise ValueError(
-                f"robustkernels.{op}: mask must be on the {weight_name}'s device {weight.device}, got {mask.device}"
+                f"robustkernels.{op}: route must hold one path per sample ({batch}), got {route.shape[0]}"
             )
-    if alpha is None:
-        if any(lam != 0 for lam in lams):
-            raise ValueError(f"robustkernels.{op}: alpha is required when a path has lam != 0")
-        return paths, entries, rows, numel // rows, 0
-    validation.check_tensor("alpha", alpha, op)
-    validation.check_like("alpha", alpha, weight, weight_name, op)
-    if alpha.dim() != 2 or alpha.shape[0] != paths or alpha.shape[1] not in (1, rows, numel):
-        raise ValueError(
-            f"robustkernels.{op}: alpha must be [{paths}, A] with A = 1, {rows} or {numel} values per path, "
-            f"got shape {tuple(alpha.shape)}"
-        )
-    return paths, entries, rows, numel // rows, alpha.shape[1]
-
-
-def _check_counts(counts, paths: int, weight: torch.Tensor, op: str) -> None:
-    if counts is None:
-        return
-    validation.check_tensor("counts", counts, op)
-    if counts.dtype != torch.int64 or counts.shape != (paths,):
-        raise ValueError(
-            f"robustkernels.{op}: counts must be int64 [{paths}], got {counts.dtype} {tuple(counts.shape)}"
-        )
-    if counts.device != weight.device:
-        raise ValueError(
-            f"robustkernels.{op}: counts must be on the weight's device {weight.device}, got {counts.device}"
-        )
-
-
-# ---- path_weights -------------------------------------------------------------------------------
-
-
-def _weights_forward_launch(has_mask, noisy, dtype) -> dict:
-    return dict(
-        HAS_MASK=has_mask,
-        HAS_NOISE=noisy,
-        NUM_PARTIALS=MAX_STD_PARTIALS,
-        **noise_block_launch(dtype),
-    )
-
-
-def _weights_backward_launch(has_mask, alpha_grad, elementwise, dtype) -> dict:
-    return dict(
-        HAS_MASK=has_mask,
-        ALPHA_GRAD=alpha_grad,
-        # without an alpha gradient nothing is written per element: one specialisation
-        ELEMENTWISE=alpha_grad and elementwise,
-        **noise_block_launch(dtype),
-    )
-
-
-def _sort_launch(num_paths: int) -> dict:
-    paths = triton.next_power_of_2(num_paths)
-    # the whole tile whatever the batch (small batches leave lanes idle): one specialisation per PATHS
-    return dict(BLOCK=max(16, _SORT_TILE // paths), PATHS=paths)
-
-
-def triton_specialisations():
-    """Every kernel specialisation the Triton launchers below can launch
-    (tests/test_triton_compile.py compiles each; std_partials_kernel is listed with its own launcher)."""
-    flags = (False, True)
-    tables = dict(lam_ptr=torch.float64, seed_ptr=torch.int64, count_ptr=torch.int64)
-    for dtype in CHECKED_DTYPES:
-        acc = accumulator_dtype(dtype)
-        for has_mask, noisy in itertools.product(flags, flags):
-            launch = _weights_forward_launch(has_mask, noisy, dtype)
-            yield specialise(
-                path_weights_fwd_kernel, launch, dtype, mask_ptr=torch.uint8 if has_mask else dtype,
-                sigma_ptr=acc, sum_ptr=acc, m2_ptr=acc, **tables,
-            )  # fmt: skip
-        for has_mask, alpha_grad, elementwise in itertools.product(flags, flags, flags):
-            launch = _weights_backward_launch(has_mask, alpha_grad, elementwise, dtype)
-            yield specialise(
-                path_weights_bwd_kernel, launch, dtype, mask_ptr=torch.uint8 if has_mask else dtype,
-                sigma_ptr=acc, grad_alpha_ptr=acc if alpha_grad and not elementwise else dtype, **tables,
-            )  # fmt: skip
-    for num_paths, route in itertools.product(range(1, _MAX_SORTED_PATHS + 1), (torch.int32, torch.int64)):
-        yield specialise(route_sort_kernel, _sort_launch(num_paths), torch.int64, route_ptr=route)
-
-
-def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
-    paths, entries, rows, inner, alpha_size = layout
-    weight = weight.contiguous()
-    n = rows * inner
-    noisy = any(lam != 0 for lam in lams)
-    acc_dtype = sigma_dtype(weight)
-    partial_block = max(NOISE_BLOCK, triton.cdiv(n, MAX_STD_PARTIALS))
-    num_partials = triton.cdiv(n, partial_block)
-    sums = torch.zeros((entries, num_partials), dtype=acc_dtype, device=weight.device)
-    m2 = torch.zeros_like(sums)
-    if noisy:
-        for entry in range(entries):
-            std_partials_kernel[(num_partials,)](
-                weight[entry], sums[entry], m2[entry], n, partial_block, **std_partials_launch(weight.dtype)
+        if route.device != x.device:
+            raise ValueError(
+                f"robustkernels.{op}: route must be on x's device {x.device}, got {route.device}"
             )
-    device = weight.device
-    sigma = torch.zeros(entries, dtype=acc_dtype, device=device)
-    out = torch.empty((paths, *weight.shape[1:]), dtype=weight.dtype, device=device)
-    launch = _weights_forward_launch(mask is not None, noisy, weight.dtype)
-    path_weights_fwd_kernel[(paths, triton.cdiv(n, launch["BLOCK"]))](
-        weight,
-        mask.contiguous().view(torch.uint8) if mask is not None else weight,
-        alpha.contiguous() if alpha is not None else weight,
-        torch.tensor(lams, dtype=torch.float64, device=device),
-        torch.tensor(seeds, dtype=torch.int64, device=device),
-        counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
-        sigma,
-        sums,
-        m2,
-        out,
-        n,
-        inner,
-        alpha_size,
-        num_partials,
-        partial_block,
-        entries,
-        **launch,
-    )
-    return out, sigma
-
-
-def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, need_alpha, layout):
-    paths, _, rows, inner, alpha_size = layout
-    grad = grad.contiguous()
-    device = grad.device
-    n = rows * inner
-    blocks_per_row = triton.cdiv(inner, NOISE_BLOCK)
-    alpha_grad = need_alpha and alpha_size > 0 and any(lam != 0 for lam in lams)
-    elementwise = alpha_size == n and n > 1 and alpha_size != rows
-    grad_weight = torch.empty((entries, *grad.shape[1:]), dtype=grad.dtype, device=device)
-    if alpha_grad and elementwise:
-        grad_alpha = torch.empty((paths, n), dtype=grad.dtype, device=device)
-    elif alpha_grad:
-        grad_alpha = torch.empty((paths, rows, blocks_per_row), dtype=sigma.dtype, device=device)
-    else:
-        grad_alpha = grad_weight  # not written
-    path_weights_bwd_kernel[(entries * rows, blocks_per_row)](
-        grad,
-        mask.contiguous().view(torch.uint8) if mask is not None else grad,
-        torch.tensor(lams, dtype=torch.float64, device=device),
-        torch.tensor(seeds, dtype=torch.int64, device=device),
-        counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
-        sigma,
-        grad_weight,
-        grad_alpha,
-        paths,
-        rows,
-        inner,
-        blocks_per_row,
-        entries,
-        **_weights_backward_launch(mask is not None, alpha_grad, elementwise, grad.dtype),
-    )
-    if not need_alpha or alpha_size == 0:
-        return grad_weight, grad.new_empty(0)
-    if not alpha_grad:
-        return grad_weight, grad.new_zeros((paths, alpha_size))
-    if not elementwise:
-        grad_alpha = grad_alpha.sum(dim=2)
-        grad_alpha = grad_alpha.sum(dim=1, keepdim=True) if alpha_size == 1 else grad_alpha
-    return grad_weight, grad_alpha.to(grad.dtype)
-
-
-def _active(counts, paths: int, device) -> torch.Tensor:
-    if counts is None:
-        return torch.ones(paths, dtype=torch.bool, device=device)
-    return counts > 0
-
-
-def _broadcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape + (1,) * (like.dim() - t.dim()))
-
-
-def _weights_forward_reference(weight, mask, alpha, lams, seeds, counts, layout):
-    paths, entries = layout[:2]
-    sigma = torch.stack([reference_weight_std(weight[s]) for s in range(entries)]).to(sigma_dtype(weight))
-    out = reference.path_weights(weight, lams, seeds, alpha, mask)
-    out = torch.where(_broadcast(_active(counts, paths, weight.device), out), out, 0)
-    return out.contiguous(), sigma
-
-
-def _weights_backward_reference(grad, entries, mask, sigma, lams, seeds, counts, need_alpha, layout):
-    paths, _, rows, _, alpha_size = layout
-    active = _broadcast(_active(counts, paths, grad.device), grad)
-    kept = torch.where(active, grad if mask is None else grad * mask, 0)
-    grad_weight = kept.sum(dim=0, keepdim=True) if entries == 1 else kept
-    if not need_alpha or alpha_size == 0:
-        return grad_weight.contiguous(), grad.new_empty(0)
-    grad_alpha = []
-    for p in range(paths):
-        noise = reference.philox_normal(seeds[p], kept[p].numel(), device=grad.device)
-        scale = lams[p] * sigma[0 if entries == 1 else p]
-        per_element = (kept[p].reshape(-1).to(sigma.dtype) * noise * scale).reshape(rows, -1)
-        if alpha_size == 1:
-            grad_alpha.append(per_element.sum().reshape(1))
-        elif alpha_size == rows:
-            grad_alpha.append(per_element.sum(dim=1))
-        else:
-            grad_alpha.append(per_element.reshape(-1))
-    return grad_weight.contiguous(), torch.stack(grad_alpha).to(grad.dtype)
-
-
-@torch.library.custom_op("robustkernels::path_weights", mutates_args=())
-def path_weights(
-    weight: torch.Tensor,
-    mask: torch.Tensor | None,
-    alpha: torch.Tensor | None,
-    lams: list[float],
-    seeds: list[int],
-    counts: torch.Tensor | None,
-    seed_tensor: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    seeds = resolved_seeds(seeds, seed_tensor, "path_weights")
-    layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
-    _check_counts(counts, layout[0], weight, "path_weights")
-    name = _select("path_weights", weight.device)
-    if name == "cpp":
-        return torch.ops.robustkernels.path_weights_fwd_kernel(weight, mask, alpha, lams, seeds, counts)
-    if name == "triton":
-        return _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout)
-    return _weights_forward_reference(weight, mask, alpha, lams, seeds, counts, layout)
-
-
-@path_weights.register_fake
-def _path_weights_fake(weight, mask, alpha, lams, seeds, counts, seed_tensor=None):
-    paths, entries = path_layout(weight, mask, alpha, lams, seeds, "path_weights")[:2]
-    _check_counts(counts, paths, weight, "path_weights")
-    return weight.new_empty((paths, *weight.shape[1:])), weight.new_empty(
-        (entries,), dtype=sigma_dtype(weight)
-    )
-
-
-def _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts):
-    op = "path_weights_backward"
-    layout = path_layout(grad, mask, alpha, lams, seeds, op, "grad")
-    paths = layout[0]
-    _check_counts(counts, paths, grad, op)
-    if grad.shape[0] != paths:  # dW' holds every path's entry, whatever the bank shares
+        if segments:
+            raise ValueError(f"robustkernels.{op}: give either a route tensor or segments, not both")
+    elif len(segments) != paths or any(s < 0 for s in segments) or sum(segments) != batch:
         raise ValueError(
-            f"robustkernels.{op}: grad must hold one entry per path ({paths}), got {grad.shape[0]}"
+            f"robustkernels.{op}: segments must be {paths} non-negative sizes summing to the batch {batch}, "
+            f"got {list(segments)}"
         )
-    validation.check_sigma(sigma, grad, op)
-    if entries not in (1, paths) or sigma.shape != (entries,):
-        raise ValueError(
-            f"robustkernels.{op}: entries must be 1 or {paths} and sigma [entries], "
-            f"got {entries} and {tuple(sigma.shape)}"
-        )
-    return layout
+    return paths, entries
 
 
-@torch.library.custom_op("robustkernels::path_weights_backward", mutates_args=())
-def path_weights_backward(
-    grad: torch.Tensor,
-    entries: int,
-    mask: torch.Tensor | None,
-    alpha: torch.Tensor | None,
-    sigma: torch.Tensor,
-    lams: list[float],
-    seeds: list[int],
-    counts: torch.Tensor | None,
-    need_alpha_grad: bool,
-    seed_tensor: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    seeds = resolved_seeds(seeds, seed_tensor, "path_weights_backward")
-    layout = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts)
-    name = _select("path_weights_backward", grad.device)
-    if name == "cpp":
-        return torch.ops.robustkernels.path_weights_bwd_kernel(
-            grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad
-        )
-    if name == "triton":
-        return _weights_backward_triton(
-            grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout
-        )
-    return _weights_backward_reference(
-        grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout
-    )
-
-
-@path_weights_backward.register_fake
-def _path_weights_backward_fake(
-    grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad, seed_tensor=None
+def _check_grads_args(
+    op, grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
 ):
-    paths, _, _, _, alpha_size = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts)
-    grad_alpha = grad.new_empty((paths, alpha_size)) if need_alpha_grad and alpha_size else grad.new_empty(0)
-    return grad.new_empty((entries, *grad.shape[1:])), grad_alpha
-
-
-def _weights_setup_context(ctx, inputs, output):
-    weight, mask, alpha, lams, seeds, counts, seed_tensor = inputs
-    ctx.save_for_backward(mask, alpha, output[1], counts, seed_tensor)
-    ctx.entries, ctx.lams, ctx.seeds = weight.shape[0], lams, seeds
-    ctx.backend = backend.explicit_choice()
-
-
-def _weights_backward(ctx, grad_out, _grad_sigma):
-    mask, alpha, sigma, counts, seed_tensor = ctx.saved_tensors
-    need_weight, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
-    if not (need_weight or need_alpha):
-        return (None,) * 7
-    with backend.restore_choice(ctx.backend):
-        grad_weight, grad_alpha = path_weights_backward(
-            grad_out, ctx.entries, mask, alpha, sigma, ctx.lams, ctx.seeds, counts, need_alpha, seed_tensor
+    """The backward op's arguments, as far as their shapes tell (the fake runs this too)."""
+    op = f"{op}_backward"
+    paths = path_layout(weight, mask, alpha, lams, seeds, op)[0]
+    for name, value in (("x", x), ("grad_y", grad_y)):
+        validation.check_tensor(name, value, op)
+        validation.check_like(name, value, weight, "weight", op)
+        if value.dim() < 1 or value.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must hold the batch of x ({x.shape[0]}), got {tuple(value.shape)}"
+            )
+    batch = x.shape[0]
+    for name, value, shape in (("perm", perm, (batch if not segments else 0,)), ("counts", counts, (paths,))):
+        validation.check_tensor(name, value, op)
+        if value.dtype != torch.int64:
+            raise TypeError(f"robustkernels.{op}: {name} must be an int64 tensor, got {value.dtype}")
+        if value.shape != shape:
+            raise ValueError(f"robustkernels.{op}: {name} must have shape {shape}, got {tuple(value.shape)}")
+        if value.device != weight.device:
+            raise ValueError(
+                f"robustkernels.{op}: {name} must be on the weight's device {weight.device}, got {value.device}"
+            )
+    if segments and (len(segments) != paths or any(s < 0 for s in segments) or sum(segments) != batch):
+        raise ValueError(
+            f"robustkernels.{op}: segments must be {paths} non-negative sizes summing to the batch {batch}, "
+            f"got {list(segments)}"
         )
-    return (grad_weight if need_weight else None), None, (grad_alpha if need_alpha else None), *(None,) * 4
+    if bias_entries not in (0, 1, paths):
+        raise ValueError(f"robustkernels.{op}: bias_entries must be 0, 1 or {paths}, got {bias_entries}")
+    if len(needs) != 4:
+        raise ValueError(
+            f"robustkernels.{op}: needs must hold 4 flags (x, weight, bias, alpha), got {len(needs)}"
+        )
 
 
-path_weights.register_autograd(_weights_backward, setup_context=_weights_setup_context)
+def _grouped_fake(x, route):
+    return torch.empty_like(x, memory_format=torch.contiguous_format) if route is not None else x.new_empty(0)
 
 
-# ---- route_sort ---------------------------------------------------------------------------------
+def _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs):
+    need_x, need_weight, need_bias, need_alpha = needs
+    empty = grad_y.new_empty(0)
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else empty,
+        torch.empty_like(weight, memory_format=torch.contiguous_format)
+        if need_weight or need_alpha
+        else empty,
+        grad_y.new_empty((bias_entries, weight.shape[1])) if need_bias and bias_entries else empty,
+        alpha.new_empty(alpha.shape) if need_alpha and alpha is not None else empty,
+    )
 
 
-def check_route(route, num_paths, op: str) -> None:
-    validation.check_tensor("route", route, op)
-    if route.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"robustkernels.{op}: route must be an int32 or int64 tensor, got {route.dtype}")
-    if route.dim() != 1:
-        raise ValueError(f"robustkernels.{op}: route must be 1-D [B], got shape {tuple(route.shape)}")
-    if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
-        raise ValueError(f"robustkernels.{op}: num_paths must be a positive int, got {num_paths!r}")
+def _path_conv2d_fake(
+    x,
+    weight,
+    bias,
+    mask,
+    alpha,
+    lams,
+    seeds,
+    route,
+    segments,
+    stride,
+    padding,
+    dilation,
+    groups,
+    seed_tensor=None,
+):
+    paths, _ = check_layer_args(
+        x, weight, bias, mask, alpha, lams, seeds, route, segments, "path_conv2d", groups
+    )
+    y = F.conv2d(x, torch.empty_like(weight[0]), None, stride, padding, dilation, groups)
+    perm = x.new_empty((x.shape[0] if route is not None else 0,), dtype=torch.int64)
+    return y, perm, x.new_empty((paths,), dtype=torch.int64), _grouped_fake(x, route)
 
 
-def _route_sort_triton(route, num_paths):
-    batch = route.shape[0]
-    counts = torch.empty(num_paths, dtype=torch.int64, device=route.device)
-    perm = torch.empty(batch, dtype=torch.int64, device=route.device)
-    route_sort_kernel[(1,)](route.contiguous(), counts, perm, batch, num_paths, **_sort_launch(num_paths))
-    return counts, perm
+def _path_conv2d_backward_fake(
+    grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, stride, padding, dilation,
+    groups, needs, seed_tensor=None,
+):  # fmt: skip
+    _check_grads_args(
+        "path_conv2d", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+    )  # fmt: skip
+    return _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs)
 
 
-def _route_sort_reference(route, num_paths):
-    valid = (route >= 0) & (route < num_paths)
-    counts = torch.bincount(route[valid].long(), minlength=num_paths)
-    # out-of-range entries sort last and are counted nowhere: the caller sees counts sum below B
-    return counts, torch.argsort(torch.where(valid, route.long(), num_paths), stable=True)
+def _path_linear_fake(x, weight, bias, mask, alpha, lams, seeds, route, segments, seed_tensor=None):
+    paths, _ = check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, "path_linear")
+    perm = x.new_empty((x.shape[0] if route is not None else 0,), dtype=torch.int64)
+    y = x.new_empty((*x.shape[:-1], weight.shape[1]))
+    return y, perm, x.new_empty((paths,), dtype=torch.int64), _grouped_fake(x, route)
 
 
-@torch.library.custom_op("robustkernels::route_sort", mutates_args=())
-def route_sort(route: torch.Tensor, num_paths: int) -> tuple[torch.Tensor, torch.Tensor]:
-    check_route(route, num_paths, "route_sort")
-    name = _select("route_sort", route.device)
-    if name == "cpp":
-        return torch.ops.robustkernels.route_sort_kernel(route, num_paths)
-    if name == "triton" and num_paths <= _MAX_SORTED_PATHS:
-        return _route_sort_triton(route, num_paths)
-    return _route_sort_reference(route, num_paths)
+def _path_linear_backward_fake(
+    grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs, seed_tensor=None
+):
+    _check_grads_args(
+        "path_linear", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments, bias_entries, needs
+    )  # fmt: skip
+    return _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs)
 
 
-@route_sort.register_fake
-def _route_sort_fake(route, num_paths):
-    check_route(route, num_paths, "route_sort")
-    return route.new_empty((num_paths,), dtype=torch.int64), route.new_empty(route.shape, dtype=torch.int64)
+if _extension.is_loaded():
+    # The ops are defined, and dispatched with their autograd, in C++ (csrc/ops/path_conv.cpp).
+    path_conv2d = torch.ops.robustkernels.path_conv2d.default
+    path_linear = torch.ops.robustkernels.path_linear.default
+    torch.library.register_fake("robustkernels::path_conv2d")(_path_conv2d_fake)
+    torch.library.register_fake("robustkernels::path_conv2d_backward")(_path_conv2d_backward_fake)
+    torch.library.register_fake("robustkernels::path_linear")(_path_linear_fake)
+    torch.library.register_fake("robustkernels::path_linear_backward")(_path_linear_backward_fake)

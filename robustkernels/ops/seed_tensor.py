@@ -12,7 +12,7 @@ import torch
 
 from robustkernels.ops import validation
 
-__all__ = ["check_seed_tensor", "resolved_seed", "resolved_seeds"]
+__all__ = ["check_seed_tensor", "resolved_seed", "seed_offset"]
 
 
 def check_seed_tensor(seed_tensor, op: str) -> None:
@@ -34,13 +34,6 @@ def resolved_seed(seed: int, seed_tensor: torch.Tensor | None, op: str) -> int:
     return seed
 
 
-def resolved_seeds(seeds: list[int], seed_tensor: torch.Tensor | None, op: str) -> list[int]:
-    """Every seed plus the value of seed_tensor when one is given."""
-    if seed_tensor is None:
-        return seeds
-    check_seed_tensor(seed_tensor, op)
-    offset = int(seed_tensor)
-    resolved = [seed + offset for seed in seeds]
-    for seed in resolved:
-        validation.check_seed(seed, op)
-    return resolved
+def seed_offset(seed_tensor: torch.Tensor | None) -> int:
+    """The value a seed tensor adds (the pure-Python install's reference paths read it)."""
+    return 0 if seed_tensor is None else int(seed_tensor)

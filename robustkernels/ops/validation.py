@@ -294,3 +294,88 @@ def pgd_step_args(x_adv, grad, x_orig, step, eps, norm, lo, hi, normalize, op: s
         raise ValueError(f"robustkernels.{op}: lo must be <= hi, got lo={lo}, hi={hi}")
     if not isinstance(normalize, bool):
         raise TypeError(f"robustkernels.{op}: normalize must be a bool, got {type(normalize).__name__}")
+
+
+# ---- the routed multi-path ops (path_weights, route_sort, path_conv2d, path_linear) ----
+
+
+def path_layout(
+    weight, mask, alpha, lams, seeds, op: str, weight_name: str = "weight"
+) -> tuple[int, int, int, int, int]:
+    """Checks the weight-side arguments (weight named `weight_name`: the backward's is grad); returns
+    (paths, entries, rows, inner, alpha values per path)."""
+    check_tensor(weight_name, weight, op)
+    if weight.dtype not in KERNEL_FLOAT_DTYPES:
+        raise TypeError(
+            f"robustkernels.{op}: {weight_name} must be a floating-point tensor (float32, float64, float16 or "
+            f"bfloat16), got {weight.dtype}"
+        )
+    if weight.dim() < 2 or weight.numel() == 0:
+        raise ValueError(
+            f"robustkernels.{op}: {weight_name} must be a non-empty [S, C_out, ...] bank, got {tuple(weight.shape)}"
+        )
+    paths = len(lams)
+    if paths < 1:
+        raise ValueError(f"robustkernels.{op}: lams must hold one value per path, got none")
+    if len(seeds) != paths:
+        raise ValueError(
+            f"robustkernels.{op}: seeds must hold one value per path ({paths}), got {len(seeds)}"
+        )
+    for lam in lams:
+        check_lam(lam, op)
+    for seed in seeds:
+        check_seed(seed, op)
+    entries, rows = weight.shape[0], weight.shape[1]
+    if entries not in (1, paths):
+        raise ValueError(
+            f"robustkernels.{op}: {weight_name} must hold 1 or {paths} (one per path) entries, got {entries}"
+        )
+    numel = weight[0].numel()
+    if mask is not None:
+        check_tensor("mask", mask, op)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"robustkernels.{op}: mask must be a bool tensor, got {mask.dtype}")
+        if mask.shape != (paths, *weight.shape[1:]):
+            raise ValueError(
+                f"robustkernels.{op}: mask must have shape {(paths, *weight.shape[1:])}, got {tuple(mask.shape)}"
+            )
+        if mask.device != weight.device:
+            raise ValueError(
+                f"robustkernels.{op}: mask must be on the {weight_name}'s device {weight.device}, got {mask.device}"
+            )
+    if alpha is None:
+        if any(lam != 0 for lam in lams):
+            raise ValueError(f"robustkernels.{op}: alpha is required when a path has lam != 0")
+        return paths, entries, rows, numel // rows, 0
+    check_tensor("alpha", alpha, op)
+    check_like("alpha", alpha, weight, weight_name, op)
+    if alpha.dim() != 2 or alpha.shape[0] != paths or alpha.shape[1] not in (1, rows, numel):
+        raise ValueError(
+            f"robustkernels.{op}: alpha must be [{paths}, A] with A = 1, {rows} or {numel} values per path, "
+            f"got shape {tuple(alpha.shape)}"
+        )
+    return paths, entries, rows, numel // rows, alpha.shape[1]
+
+
+def check_counts(counts, paths: int, weight: torch.Tensor, op: str) -> None:
+    if counts is None:
+        return
+    check_tensor("counts", counts, op)
+    if counts.dtype != torch.int64:
+        raise TypeError(f"robustkernels.{op}: counts must be an int64 tensor, got {counts.dtype}")
+    if counts.shape != (paths,):
+        raise ValueError(f"robustkernels.{op}: counts must be [{paths}], got shape {tuple(counts.shape)}")
+    if counts.device != weight.device:
+        raise ValueError(
+            f"robustkernels.{op}: counts must be on the weight's device {weight.device}, got {counts.device}"
+        )
+
+
+def check_route(route, num_paths, op: str) -> None:
+    check_tensor("route", route, op)
+    if route.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"robustkernels.{op}: route must be an int32 or int64 tensor, got {route.dtype}")
+    if route.dim() != 1:
+        raise ValueError(f"robustkernels.{op}: route must be 1-D [B], got shape {tuple(route.shape)}")
+    if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
+        raise ValueError(f"robustkernels.{op}: num_paths must be a positive int, got {num_paths!r}")
