@@ -96,12 +96,13 @@ TORCH_LIBRARY(robustkernels, m) {
   // clip_mask uint8 [B, C * V, H, ceil(W / 8)]), view v at low resolution heights[v] x widths[v];
   // the backward gives dx [B, C, H, W] from d out, the forward's clip_mask and its input x
   // (adjust_contrast's clamp). The kernels build the resize tables and noise offsets themselves.
+  // The seed is `seed` plus the value of seed_tensor (a 0-dim int64 CPU tensor) when one is given.
   m.def("multires_stack(Tensor x, int[] heights, int[] widths, int jitter, float noise, str noise_kind, "
         "float contrast_low, float contrast_high, str interpolation, bool antialias, bool adjust_contrast, "
-        "int seed) -> (Tensor, Tensor)");
+        "int seed, Tensor? seed_tensor=None) -> (Tensor, Tensor)");
   m.def("multires_stack_backward(Tensor grad, Tensor clip_mask, Tensor x, int[] heights, int[] widths, "
         "int jitter, float contrast_low, float contrast_high, str interpolation, bool antialias, "
-        "bool adjust_contrast, int seed) -> Tensor");
+        "bool adjust_contrast, int seed, Tensor? seed_tensor=None) -> Tensor");
   m.def("multires_stack_fwd_python(Tensor x, int[] heights, int[] widths, int jitter, float noise, "
         "str noise_kind, float contrast_low, float contrast_high, str interpolation, bool antialias, "
         "bool adjust_contrast, int seed) -> (Tensor, Tensor)");

@@ -195,7 +195,7 @@ def multires_stack(
     interpolation: str = "bicubic",
     antialias: bool = False,
     adjust_contrast: bool = True,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The multi-resolution input stack of the multi-resolution self-ensemble (Fort &
     Lakshminarayanan), fused: x [B, C, H, W] in [0, 1] -> [B, C * R, H, W].
@@ -212,13 +212,13 @@ def multires_stack(
     public recipe's positive-mean noise) or noise * N(0, 1) ("gaussian"). Views at full
     size skip the two resizes. Views are stacked on channels, the first resolution's first.
 
-    All randomness comes from the library's Philox generator keyed by `seed` (drawn
-    from torch's default generator when None): a call is repeatable given its seed, and
-    every backend gives the same result for it. The backward is exact: it passes the
-    gradient where the clip did not clip and regenerates the per-image contrast and
-    shifts from the seed and adjust_contrast's clamp from x (the noise does not enter the
-    gradient). Under
-    torch.compile(fullgraph=True), pass a seed (drawing one reads a value to Python).
+    All randomness comes from the library's Philox generator keyed by `seed`, an int or a
+    0-dim int64 CPU tensor holding it (drawn from torch's default generator when None): a call
+    is repeatable given its seed, and every backend gives the same result for it. The backward
+    is exact: it passes the gradient where the clip did not clip and regenerates the per-image
+    contrast and shifts from the seed and adjust_contrast's clamp from x (the noise does not
+    enter the gradient). Under torch.compile(fullgraph=True), pass a seed; a seed tensor can
+    change on every call without a recompile (drawing one reads a value to Python).
     """
     switches = (antialias, adjust_contrast)
     heights, widths = _multires_types(
@@ -226,11 +226,12 @@ def multires_stack(
     )  # the op's C++ checks the values
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
+    seed, seed_tensor = _seed_arguments(seed, "multires_stack")
     low, high = float(contrast[0]), float(contrast[1])
-    args = (x, heights, widths, jitter, float(noise), noise_kind, low, high, interpolation, *switches, seed)
+    args = (x, heights, widths, jitter, float(noise), noise_kind, low, high, interpolation, *switches)
     if not _extension.is_loaded():
-        return _multires_ops.reference_stack(*args)
-    return _multires_ops.multires_stack(*args)[0]
+        return _multires_ops.reference_stack(*args, seed + seed_offset(seed_tensor))
+    return _multires_ops.multires_stack(*args, seed, seed_tensor)[0]
 
 
 def pgd_step(

@@ -22,6 +22,13 @@ def _multires_backward_cases(b: Builder, grad_name: str) -> None:
     b.accepts("empty batch", **{grad_name: grad[:0]}, clip_mask=clip_mask[:0], x=b.good["x"][:0])
 
 
+def _seed_tensor_cases(b: Builder) -> None:
+    if b.op in ("multires_stack", "multires_stack_backward"):  # the kernels take the resolved seed
+        b.bad("int32 seed tensor", TypeError, seed_tensor=torch.tensor(5, dtype=torch.int32))
+        b.bad("seed + seed tensor negative", ValueError, "seed", seed_tensor=torch.tensor(-1))
+        b.accepts("seed tensor", seed_tensor=torch.tensor(5))
+
+
 def _multires_stack(op, device, cases):
     x = randn(device, 2, 3, 8, 8).clamp(0, 1)
     good = {"x": x, "heights": [8, 4], "widths": [8, 4], "jitter": 1, "noise": 0.1, "noise_kind": "uniform"}
@@ -37,6 +44,7 @@ def _multires_stack(op, device, cases):
     b.bad("contrast low > high", ValueError, "contrast", contrast_low=1.5)
     b.bad("unknown interpolation", ValueError, interpolation="nearest")
     b.bad("negative seed", ValueError, seed=-1)
+    _seed_tensor_cases(b)
     b.accepts("empty batch", x=x[:0])
     b.accepts("non-contiguous x", x=noncontiguous(x))
 
@@ -53,6 +61,7 @@ def _multires_stack_backward(op, device, cases):
     _multires_backward_cases(b, grad_name)
     b.bad("resolution past the image", ValueError, "resolution", heights=[8, 9])
     b.bad("negative seed", ValueError, seed=-1)
+    _seed_tensor_cases(b)
 
 
 # the kernel ops take the op's arguments (they build their resize tables and noise offsets)

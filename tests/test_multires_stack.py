@@ -268,6 +268,34 @@ def test_torch_compile_fullgraph(compile_backend):
     )
 
 
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_seed_tensor_compiles_once_and_is_the_int_seed(compile_backend):
+    """A seed given as a tensor changes on every call of a fullgraph-compiled caller without a
+    recompile, and gives what the same int seed gives, forward and backward."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    require_backend("cpp")
+    counter = CompileCounterWithBackend(compile_backend)
+    x = images((2, 3, 8, 8))
+
+    def stack(t, seed):
+        return F.multires_stack(t, (8, 4), seed=seed) * 2
+
+    compiled = torch.compile(stack, fullgraph=True, backend=counter)
+    outputs = []
+    for value in (5, 6):
+        xc, xe = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        out_c, out_e = compiled(xc, torch.tensor(value)), stack(xe, value)
+        torch.testing.assert_close(out_c, out_e)
+        grad = out_grad(out_e.shape, out_e.dtype)
+        torch.testing.assert_close(
+            torch.autograd.grad(out_c, xc, grad)[0], torch.autograd.grad(out_e, xe, grad)[0]
+        )
+        outputs.append(out_c)
+    assert counter.frame_count == 1
+    assert not torch.equal(*outputs)
+
+
 def test_default_path_calls_no_python_kernel(monkeypatch):
     """Outside use_backend the C++ op runs the C++ kernels, forward and backward: no Python
     backend selection (the use_backend path records one per kernel)."""

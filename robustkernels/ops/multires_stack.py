@@ -30,6 +30,7 @@ from robustkernels import _extension
 from robustkernels.ops import backend
 from robustkernels.ops import multires_stack_checks as checks
 from robustkernels.ops.resize_tables import dense_tables, view_matrices
+from robustkernels.ops.seed_tensor import check_seed_tensor
 from robustkernels.reference.multires_stack import (
     contrast_means,
     grey_weights,
@@ -290,17 +291,18 @@ def reference_stack(*args):
     return _forward("reference", *args)[0]
 
 
-def _multires_stack_fake(x, heights, *args):
+def _multires_stack_fake(x, heights, *args, seed_tensor=None):
+    if len(args) == 11:  # seed_tensor given positionally
+        *args, seed_tensor = args
     checks.check_op_args(x, heights, *args)
+    if seed_tensor is not None:
+        check_seed_tensor(seed_tensor, "multires_stack")
     b, c, h, w = x.shape
     v = len(heights)
     return x.new_empty((b, c * v, h, w)), x.new_empty((b, c * v, h, (w + 7) // 8), dtype=torch.uint8)
 
 
-def _multires_stack_backward_fake(
-    grad, clip_mask, x, heights, widths, jitter, contrast_low, contrast_high, interpolation, antialias,
-    adjust_contrast, seed,
-):  # fmt: skip
+def _multires_stack_backward_fake(grad, clip_mask, x, heights, widths, *_settings, seed_tensor=None):
     checks.check_backward_args(grad, clip_mask, x, heights, widths, "multires_stack_backward")
     b, cv, h, w = grad.shape
     return grad.new_empty((b, cv // len(heights), h, w))

@@ -63,7 +63,7 @@ def check_types(x, resolutions, jitter, noise, noise_kind, contrast, interpolati
         if not isinstance(value, str):
             raise TypeError(f"robustkernels.{op}: {name} must be a str, got {type(value).__name__}")
     check_switches(*switches, op)
-    if seed is not None:
+    if seed is not None and not isinstance(seed, torch.Tensor):
         _check_number("seed", seed, int, op)
     return heights, widths
 
