@@ -1,8 +1,8 @@
 // Schemas of the ops. Device kernels (*_kernel) live in csrc/cpu/*.cpp and
 // csrc/cuda/*_launcher.cpp (Triton ones are registered for CUDA from robustkernels/ops/);
-// the composite ops of the noisy weight family, the routed multi-path family and pgd_step, with
-// their autograd, in csrc/ops/*.cpp; the other autograd-aware ops are torch.library.custom_op
-// wrappers in robustkernels/ops/.
+// the composite ops (every public op: the noisy weight family, the routed multi-path family,
+// crossmax, multires_stack and pgd_step), with their autograd, in csrc/ops/*.cpp; random_route is
+// a torch.library.custom_op in robustkernels/ops/.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -82,21 +82,38 @@ TORCH_LIBRARY(robustkernels, m) {
         "int seed, Tensor? mask, bool need_alpha_grad) -> (Tensor, Tensor)");
   // float32 tensor shaped like `like` holding philox_normal(seed, offset + i).
   m.def("philox_normal_kernel(Tensor like, int seed, int offset) -> Tensor");
-  // CrossMax over logits [N, B, C]: (out [B, C], argmax over classes [N, B],
-  // argmax over predictors [B, C], selected predictors [S, B, C]); int32 indices.
+  // CrossMax (csrc/ops/crossmax.cpp) over logits [N, B, C]: (out [B, C], argmax over classes [N, B],
+  // argmax over predictors [B, C], selected predictors [S, B, C]); int32 indices, which the
+  // backward, d logits [N, B, C] from d out [B, C], reads. The *_python twins run the backend
+  // chosen in Python (see noisy_weight_fwd_python).
+  m.def("crossmax(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("crossmax_backward(Tensor grad, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
+  m.def("crossmax_fwd_python(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("crossmax_bwd_python(Tensor grad, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
   m.def("crossmax_fwd_kernel(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
-  // d logits [N, B, C] from d out [B, C] and the forward's index tensors.
   m.def("crossmax_bwd_kernel(Tensor grad_out, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
-  // Multi-resolution stack of x [B, C, H, W]: (out [B, C * V, H, W], clip_mask uint8
-  // [B, C * V, H, ceil(W / 8)]). Per view: low resolution heights[v] x widths[v],
-  // four banded resize tables (start int32 [n_out], weight [n_out, taps]; empty for
-  // full-size views), and the element offsets of its (low, high) noise streams.
-  m.def("multires_stack_fwd_kernel(Tensor x, int[] heights, int[] widths, Tensor[] starts, Tensor[] weights, "
-        "int[] noise_offsets, int jitter, float noise, str noise_kind, float contrast_low, float contrast_high, "
+  // Multi-resolution stack (csrc/ops/multires_stack.cpp) of x [B, C, H, W]: (out [B, C * V, H, W],
+  // clip_mask uint8 [B, C * V, H, ceil(W / 8)]), view v at low resolution heights[v] x widths[v];
+  // the backward gives dx [B, C, H, W] from d out, the forward's clip_mask and its input x
+  // (adjust_contrast's clamp). The kernels build the resize tables and noise offsets themselves.
+  // The seed is `seed` plus the value of seed_tensor (a 0-dim int64 CPU tensor) when one is given.
+  m.def("multires_stack(Tensor x, int[] heights, int[] widths, int jitter, float noise, str noise_kind, "
+        "float contrast_low, float contrast_high, str interpolation, bool antialias, bool adjust_contrast, "
+        "int seed, Tensor? seed_tensor=None) -> (Tensor, Tensor)");
+  m.def("multires_stack_backward(Tensor grad, Tensor clip_mask, Tensor x, int[] heights, int[] widths, "
+        "int jitter, float contrast_low, float contrast_high, str interpolation, bool antialias, "
+        "bool adjust_contrast, int seed, Tensor? seed_tensor=None) -> Tensor");
+  m.def("multires_stack_fwd_python(Tensor x, int[] heights, int[] widths, int jitter, float noise, "
+        "str noise_kind, float contrast_low, float contrast_high, str interpolation, bool antialias, "
         "bool adjust_contrast, int seed) -> (Tensor, Tensor)");
-  // dx [B, C, H, W] from d out, the forward's clip_mask and its input x (adjust_contrast's clamp).
+  m.def("multires_stack_bwd_python(Tensor grad, Tensor clip_mask, Tensor x, int[] heights, int[] widths, "
+        "int jitter, float contrast_low, float contrast_high, str interpolation, bool antialias, "
+        "bool adjust_contrast, int seed) -> Tensor");
+  m.def("multires_stack_fwd_kernel(Tensor x, int[] heights, int[] widths, int jitter, float noise, "
+        "str noise_kind, float contrast_low, float contrast_high, str interpolation, bool antialias, "
+        "bool adjust_contrast, int seed) -> (Tensor, Tensor)");
   m.def("multires_stack_bwd_kernel(Tensor grad_out, Tensor clip_mask, Tensor x, int[] heights, int[] widths, "
-        "Tensor[] starts, Tensor[] weights, int jitter, float contrast_low, float contrast_high, "
+        "int jitter, float contrast_low, float contrast_high, str interpolation, bool antialias, "
         "bool adjust_contrast, int seed) -> Tensor");
   // One attack step: x_adv + step[b] * sign(grad) (linf) or grad / ||grad_b|| (l2), or
   // + step[b] * grad (normalize false), projected onto the eps ball around x_orig, clamped to [lo, hi].

@@ -18,6 +18,7 @@ from robustkernels.ops import path_calls as _path_calls
 from robustkernels.ops import path_weights as _path_weights_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
 from robustkernels.ops.catalog import PUBLIC_OPS
+from robustkernels.ops.multires_stack_checks import check_types as _multires_types
 from robustkernels.ops.seed_tensor import check_seed_tensor, seed_offset
 
 __all__ = list(PUBLIC_OPS)
@@ -173,11 +174,14 @@ def crossmax(
     i.e. the order is "higher value first, then lower predictor index".
     """
     validation.check_tensor("logits", logits, "crossmax")
-    validation.check_predictor_dim(predictor_dim, logits, "crossmax")
-    logits = logits.movedim(predictor_dim, 0)
-    validation.crossmax_args(logits, k, reduction, "crossmax")  # before the op's schema rejects a bad k
-    out, _, _, _ = _crossmax_ops.crossmax(logits, k, reduction)
-    return out
+    _crossmax_ops.check_types(k, reduction, predictor_dim)  # the op's C++ checks the values
+    if predictor_dim != 0:
+        validation.check_predictor_dim(predictor_dim, logits, "crossmax")
+        logits = logits.movedim(predictor_dim, 0)
+    if not _extension.is_loaded():
+        validation.crossmax_args(logits, k, reduction, "crossmax")
+        return reference.crossmax(logits, k, reduction)
+    return _crossmax_ops.crossmax(logits, k, reduction)[0]
 
 
 def multires_stack(
@@ -191,7 +195,7 @@ def multires_stack(
     interpolation: str = "bicubic",
     antialias: bool = False,
     adjust_contrast: bool = True,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The multi-resolution input stack of the multi-resolution self-ensemble (Fort &
     Lakshminarayanan), fused: x [B, C, H, W] in [0, 1] -> [B, C * R, H, W].
@@ -208,37 +212,26 @@ def multires_stack(
     public recipe's positive-mean noise) or noise * N(0, 1) ("gaussian"). Views at full
     size skip the two resizes. Views are stacked on channels, the first resolution's first.
 
-    All randomness comes from the library's Philox generator keyed by `seed` (drawn
-    from torch's default generator when None): a call is repeatable given its seed, and
-    every backend gives the same result for it. The backward is exact: it passes the
-    gradient where the clip did not clip and regenerates the per-image contrast and
-    shifts from the seed and adjust_contrast's clamp from x (the noise does not enter the
-    gradient). Under
-    torch.compile(fullgraph=True), pass a seed (drawing one reads a value to Python).
+    All randomness comes from the library's Philox generator keyed by `seed`, an int or a
+    0-dim int64 CPU tensor holding it (drawn from torch's default generator when None): a call
+    is repeatable given its seed, and every backend gives the same result for it. The backward
+    is exact: it passes the gradient where the clip did not clip and regenerates the per-image
+    contrast and shifts from the seed and adjust_contrast's clamp from x (the noise does not
+    enter the gradient). Under torch.compile(fullgraph=True), pass a seed; a seed tensor can
+    change on every call without a recompile (drawing one reads a value to Python).
     """
-    op = "multires_stack"
-    sizes = validation.multires_sizes(x, resolutions, op)
-    validation.multires_options(jitter, noise, noise_kind, contrast, interpolation, op)
-    _multires_ops.check_switches(antialias, adjust_contrast, op)  # before the op's schema casts them
+    switches = (antialias, adjust_contrast)
+    heights, widths = _multires_types(
+        x, resolutions, jitter, noise, noise_kind, contrast, interpolation, switches, seed
+    )  # the op's C++ checks the values
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    validation.check_seed(seed, op)
-    heights, widths = [s[0] for s in sizes], [s[1] for s in sizes]
-    out, _ = _multires_ops.multires_stack(
-        x,
-        heights,
-        widths,
-        jitter,
-        float(noise),
-        noise_kind,
-        float(contrast[0]),
-        float(contrast[1]),
-        interpolation,
-        antialias,
-        adjust_contrast,
-        seed,
-    )
-    return out
+    seed, seed_tensor = _seed_arguments(seed, "multires_stack")
+    low, high = float(contrast[0]), float(contrast[1])
+    args = (x, heights, widths, jitter, float(noise), noise_kind, low, high, interpolation, *switches)
+    if not _extension.is_loaded():
+        return _multires_ops.reference_stack(*args, seed + seed_offset(seed_tensor))
+    return _multires_ops.multires_stack(*args, seed, seed_tensor)[0]
 
 
 def pgd_step(

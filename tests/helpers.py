@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 import torch
 
+from robustkernels.ops import backend as backend_choice
 from robustkernels.ops.backend import unavailable_reason
 
 GPU = torch.cuda.is_available()
@@ -123,3 +124,12 @@ class RecordingBar:
 
     def close(self):
         pass
+
+
+def record_backend_selections(monkeypatch) -> list[str]:
+    """The ops whose backend Python selects from now on: the use_backend path selects one per
+    kernel call, the default path of an op dispatched in C++ none."""
+    calls = []
+    original = backend_choice.select
+    monkeypatch.setattr(backend_choice, "select", lambda op, device: calls.append(op) or original(op, device))
+    return calls

@@ -54,8 +54,10 @@ def _crossmax_backward(op, device, cases):
 CASES = {
     "crossmax_fwd_kernel": _crossmax,
     "crossmax": _crossmax,
+    "crossmax_fwd_python": _crossmax,
     "crossmax_bwd_kernel": _crossmax_backward,
     "crossmax_backward": _crossmax_backward,
+    "crossmax_bwd_python": _crossmax_backward,
 }
 
 

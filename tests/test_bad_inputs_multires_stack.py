@@ -9,50 +9,11 @@ import torch
 from bad_inputs import Builder, X, check_op, noncontiguous, randn, settings
 
 from robustkernels import functional as F
-from robustkernels.ops.resize_tables import banded_tables
-from robustkernels.reference.multires_stack import noise_layout
-
-
-def _multires_kernel_good(device, x, sizes, *, backward=False):
-    b_, c, h, w = x.shape
-    starts, weights = banded_tables(h, w, sizes, "bicubic", False, torch.float32)
-    args = {
-        "heights": [s[0] for s in sizes],
-        "widths": [s[1] for s in sizes],
-        "starts": [s.to(device) for s in starts],
-        "weights": [t.to(device) for t in weights],
-        "jitter": 1,
-        "contrast_low": 0.5,
-        "contrast_high": 1.0,
-        "adjust_contrast": True,
-        "seed": 0,
-    }
-    if not backward:
-        offsets = [o for pair in noise_layout(b_, c, h, w, sizes) for o in pair]
-        args.update(noise_offsets=offsets, noise=0.1, noise_kind="uniform")
-    return args
-
-
-def _multires_table_cases(b: Builder) -> None:
-    starts, weights = b.good["starts"], b.good["weights"]
-    # tables 0-3 are the full-size view's (empty, unused); 4-7 the 4x4 view's
-    b.bad("no tables", ValueError, "starts", starts=[])
-    b.bad("float64 weight table", ValueError, weights=[t.double() for t in weights])
-    b.bad("start past the input", ValueError, starts=starts[:4] + [torch.full_like(s, 7) for s in starts[4:]])
-    b.bad("negative start", ValueError, starts=starts[:4] + [torch.full_like(s, -1) for s in starts[4:]])
-    b.bad("int64 start table", ValueError, starts=starts[:4] + [s.long() for s in starts[4:]])
-    strided = [torch.stack([t, t], dim=1)[:, 0] for t in weights[4:]]
-    b.bad("non-contiguous weight table", ValueError, weights=weights[:4] + strided)
-    b.bad("heights and widths lengths", ValueError, widths=[8])
-    b.bad("resolution past the image", ValueError, "heights", heights=[8, 9])
-    b.bad("negative jitter", ValueError, jitter=-1)
-    b.bad("negative seed", ValueError, seed=-2)
 
 
 def _multires_backward_cases(b: Builder, grad_name: str) -> None:
     grad, clip_mask = b.good[grad_name], b.good["clip_mask"]
-    # the C++ kernel reports a bad dtype as ValueError, the Python layer as TypeError
-    b.bad("integer grad", ValueError if b.kernel else TypeError, **{grad_name: grad.long()})
+    b.bad("integer grad", TypeError, **{grad_name: grad.long()})
     b.bad("channels not a multiple of the views", ValueError, **{grad_name: grad[:, :5]})
     b.bad("float clip_mask", ValueError, clip_mask=clip_mask.float())
     b.bad("clip_mask shape", ValueError, clip_mask=clip_mask[:, :3])
@@ -61,32 +22,11 @@ def _multires_backward_cases(b: Builder, grad_name: str) -> None:
     b.accepts("empty batch", **{grad_name: grad[:0]}, clip_mask=clip_mask[:0], x=b.good["x"][:0])
 
 
-def _multires_stack_fwd_kernel(op, device, cases):
-    x = randn(device, 2, 3, 8, 8).clamp(0, 1)
-    b = Builder(op, device, cases, {"x": x, **_multires_kernel_good(device, x, ((8, 8), (4, 4)))})
-    b.bad("integer x", ValueError, x=x.long())
-    b.bad("3-D x", ValueError, x=x[0])
-    _multires_table_cases(b)
-    b.bad("one noise offset", ValueError, "noise_offsets", noise_offsets=[0])
-    b.bad("negative noise offset", ValueError, noise_offsets=[-4] * 4)
-    b.bad("unknown noise kind", ValueError, noise_kind="salt")
-    b.accepts("empty batch", x=x[:0])
-    b.accepts("non-contiguous x", x=noncontiguous(x))
-
-
-def _multires_stack_bwd_kernel(op, device, cases):
-    grad = randn(device, 2, 6, 8, 8)
-    clip_mask = torch.zeros(2, 6, 8, 1, dtype=torch.uint8, device=device)
-    x = randn(device, 2, 3, 8, 8).clamp(0, 1)
-    good = {
-        "grad_out": grad,
-        "clip_mask": clip_mask,
-        "x": x,
-        **_multires_kernel_good(device, x, ((8, 8), (4, 4)), backward=True),
-    }
-    b = Builder(op, device, cases, good)
-    _multires_backward_cases(b, "grad_out")
-    _multires_table_cases(b)
+def _seed_tensor_cases(b: Builder) -> None:
+    if b.op in ("multires_stack", "multires_stack_backward"):  # the kernels take the resolved seed
+        b.bad("int32 seed tensor", TypeError, seed_tensor=torch.tensor(5, dtype=torch.int32))
+        b.bad("seed + seed tensor negative", ValueError, "seed", seed_tensor=torch.tensor(-1))
+        b.accepts("seed tensor", seed_tensor=torch.tensor(5))
 
 
 def _multires_stack(op, device, cases):
@@ -104,6 +44,7 @@ def _multires_stack(op, device, cases):
     b.bad("contrast low > high", ValueError, "contrast", contrast_low=1.5)
     b.bad("unknown interpolation", ValueError, interpolation="nearest")
     b.bad("negative seed", ValueError, seed=-1)
+    _seed_tensor_cases(b)
     b.accepts("empty batch", x=x[:0])
     b.accepts("non-contiguous x", x=noncontiguous(x))
 
@@ -112,19 +53,24 @@ def _multires_stack_backward(op, device, cases):
     grad = randn(device, 2, 6, 8, 8)
     clip_mask = torch.zeros(2, 6, 8, 1, dtype=torch.uint8, device=device)
     x = randn(device, 2, 3, 8, 8).clamp(0, 1)
-    good = {"grad": grad, "clip_mask": clip_mask, "x": x, "heights": [8, 4], "widths": [8, 4], "jitter": 1}
+    grad_name = "grad_out" if op.endswith("_kernel") else "grad"
+    good = {grad_name: grad, "clip_mask": clip_mask, "x": x, "heights": [8, 4], "widths": [8, 4], "jitter": 1}
     good |= {"contrast_low": 0.5, "contrast_high": 1.0, "interpolation": "bicubic", "antialias": False}
     good |= {"adjust_contrast": True, "seed": 0}
     b = Builder(op, device, cases, good)
-    _multires_backward_cases(b, "grad")
+    _multires_backward_cases(b, grad_name)
     b.bad("resolution past the image", ValueError, "resolution", heights=[8, 9])
     b.bad("negative seed", ValueError, seed=-1)
+    _seed_tensor_cases(b)
 
 
+# the kernel ops take the op's arguments (they build their resize tables and noise offsets)
 CASES = {
-    "multires_stack_fwd_kernel": _multires_stack_fwd_kernel,
-    "multires_stack_bwd_kernel": _multires_stack_bwd_kernel,
+    "multires_stack_fwd_kernel": _multires_stack,
+    "multires_stack_fwd_python": _multires_stack,
     "multires_stack": _multires_stack,
+    "multires_stack_bwd_kernel": _multires_stack_backward,
+    "multires_stack_bwd_python": _multires_stack_backward,
     "multires_stack_backward": _multires_stack_backward,
 }
 

@@ -3,7 +3,7 @@ and device (see helpers.py for the device convention)."""
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_half_close, require_backend, targets
+from helpers import TOLERANCE, assert_half_close, record_backend_selections, require_backend, targets
 
 import robustkernels
 from robustkernels import functional as F
@@ -252,6 +252,19 @@ def test_torch_compile_fullgraph(compile_backend):
     eager = torch.autograd.grad(step(logits), logits)[0]
     got = torch.autograd.grad(compiled(logits), logits)[0]
     torch.testing.assert_close(got, eager)
+
+
+def test_default_path_calls_no_python_kernel(monkeypatch):
+    """Outside use_backend the C++ op runs the C++ kernels, forward and backward: no Python
+    backend selection (the use_backend path records one per kernel)."""
+    require_backend("cpp")
+    calls = record_backend_selections(monkeypatch)
+    logits = make_logits((5, 3, 7)).requires_grad_(True)
+    F.crossmax(logits, k=2).sum().backward()
+    assert calls == [] and logits.grad is not None
+    with robustkernels.use_backend("cpp"):
+        F.crossmax(logits, k=2).sum().backward()
+    assert calls == ["crossmax", "crossmax_backward"]
 
 
 def test_module():

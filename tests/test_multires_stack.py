@@ -1,16 +1,24 @@
 """The multi-resolution input stack against its reference, on every backend and device (see
-helpers.py for the device convention)."""
+helpers.py for the device convention), through gradcheck, opcheck and torch.compile. Its
+statistics and its argument checks are in test_multires_stack_statistics.py and
+test_multires_stack_arguments.py."""
 
 import pytest
 import torch
-from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, require_backend, targets
+from helpers import (
+    HALF_DTYPES,
+    TOLERANCE,
+    assert_half_close,
+    record_backend_selections,
+    require_backend,
+    targets,
+)
 
 import robustkernels
 from robustkernels import functional as F
 from robustkernels import reference
 from robustkernels.ops import multires_stack as multires_ops
-from robustkernels.ops.resize_tables import banded, banded_tables, resize_matrix
-from robustkernels.reference.multires_stack import multires_views, noise_layout, resize, view_sizes
+from robustkernels.reference.multires_stack import multires_views, view_sizes
 
 TARGETS = targets("cpp", "reference", "triton")  # no CUDA C++ kernel: Triton serves GPUs
 # gradcheck and opcheck: the C++ kernels and the reference (on the GPU too, where there is one)
@@ -191,66 +199,6 @@ def test_backends_agree_bitwise_on_parameters_and_closely_on_values(target, nois
     torch.testing.assert_close(got.cpu(), cpp_out, atol=2e-6, rtol=0)
 
 
-def _single_view(x, **kwargs):
-    return F.multires_stack(x, ((x.shape[2], x.shape[3]),), **kwargs)
-
-
-def test_shift_statistics():
-    """Shifts are uniform over [-jitter, jitter]^2: a one-pixel image shows each image's shift."""
-    require_backend("cpp")
-    jitter, size, n = 2, 12, 4000
-    x = torch.zeros((n, 1, size, size))
-    x[:, :, size // 2, size // 2] = 1.0
-    out = _single_view(x, jitter=jitter, noise=0.0, contrast=(1.0, 1.0), seed=4)
-    where = out.flatten(1).argmax(dim=1)
-    dy, dx = where // size - size // 2, where % size - size // 2
-    assert int(dy.min()) == int(dx.min()) == -jitter and int(dy.max()) == int(dx.max()) == jitter
-    counts = torch.bincount(((dy + jitter) * (2 * jitter + 1) + dx + jitter).long(), minlength=25).double()
-    expected = n / 25
-    chi2 = float(((counts - expected) ** 2 / expected).sum())
-    assert chi2 < 52.6  # chi-square, 24 degrees of freedom, p = 0.001
-
-
-@pytest.mark.parametrize("kind", ["uniform", "gaussian"])
-def test_noise_statistics(kind):
-    """Full-size view of a constant image: 0.5 + two independent noise draws per element."""
-    require_backend("cpp")
-    amplitude = 0.1
-    x = torch.full((64, 3, 16, 16), 0.5)
-    out = _single_view(x, jitter=0, noise=amplitude, noise_kind=kind, contrast=(1.0, 1.0), seed=9) - 0.5
-    if kind == "uniform":
-        # the sum of two U[0, a) has mean a and variance a^2 / 6, range [0, 2a)
-        assert abs(float(out.mean()) - amplitude) < 2e-3
-        assert abs(float(out.var()) - amplitude**2 / 6) < 2e-4
-        assert float(out.min()) >= 0 and float(out.max()) < 2 * amplitude
-        assert float(out.min()) < 0.01 * amplitude and float(out.max()) > 1.98 * amplitude
-    else:
-        assert abs(float(out.mean())) < 2e-3
-        assert abs(float(out.std()) - amplitude * 2**0.5) < 2e-3
-
-
-def test_uniform_stream_is_uniform():
-    draws = reference.philox.philox_uniform(3, 200_000, offset=5)
-    assert float(draws.min()) >= 0.0 and float(draws.max()) < 1.0
-    counts = torch.histc(draws, bins=20, min=0.0, max=1.0)
-    expected = draws.numel() / 20
-    assert float(((counts - expected) ** 2 / expected).sum()) < 43.8  # 19 degrees of freedom, p = 0.001
-
-
-def test_contrast_statistics():
-    """c ~ U[low, high]: an image whose channels differ gives c back per image."""
-    require_backend("cpp")
-    low, high, n = 0.3, 0.9, 4000
-    x = torch.zeros((n, 2, 4, 4))
-    x[:, 0] = 1.0  # mean over channels 0.5: channel 0 becomes c + (1 - c) / 2
-    # the colour mix alone (adjust_contrast would blend with the grey mean too)
-    out = _single_view(x, jitter=0, noise=0.0, contrast=(low, high), adjust_contrast=False, seed=6)
-    c = 2 * out[:, 0, 0, 0] - 1
-    assert float(c.min()) >= low and float(c.max()) <= high
-    assert abs(float(c.mean()) - (low + high) / 2) < 0.01
-    assert abs(float(c.var()) - (high - low) ** 2 / 12) < 0.003
-
-
 @pytest.mark.parametrize("target", CHECKED_TARGETS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 # the notebook's recipe (the default) and the earlier one
@@ -320,136 +268,42 @@ def test_torch_compile_fullgraph(compile_backend):
     )
 
 
-def test_pack_bits_round_trip():
-    bits = torch.rand((3, 2, 5, 13)) > 0.5
-    packed = multires_ops.pack_bits(bits)
-    assert packed.shape == (3, 2, 5, 2) and packed.dtype == torch.uint8
-    assert torch.equal(multires_ops.unpack_bits(packed, 13), bits)
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_seed_tensor_compiles_once_and_is_the_int_seed(compile_backend):
+    """A seed given as a tensor changes on every call of a fullgraph-compiled caller without a
+    recompile, and gives what the same int seed gives, forward and backward."""
+    from torch._dynamo.testing import CompileCounterWithBackend
 
-
-@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize(("n_in", "n_out"), [(32, 16), (32, 5), (17, 4), (9, 1), (12, 12), (4, 13)])
-@pytest.mark.parametrize("antialias", [False, True])
-def test_resize_matrix_is_f_interpolate(interpolation, n_in, n_out, antialias):
-    antialias = antialias and interpolation != "area" and n_out < n_in
-    x = images((2, 3, n_in, 5), torch.float64)
-    expected = resize(x, (n_out, 5), interpolation, antialias)
-    actual = torch.einsum("oi,bciw->bcow", resize_matrix(n_in, n_out, interpolation, antialias), x)
-    torch.testing.assert_close(actual, expected)
-    start, weight = banded(resize_matrix(n_in, n_out, interpolation, antialias))
-    assert int(start.min()) >= 0 and int((start + weight.shape[1]).max()) <= n_in
-
-
-def test_intermediate_shapes_cost_no_tables_for_full_size_views():
-    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)
-    assert all(t.numel() == 0 for t in starts[:4] + weights[:4])
-    assert [w.shape[0] for w in weights[4:]] == [4, 4, 8, 8]
-
-
-X = images((2, 3, 8, 8))
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "name"),
-    [
-        ({"x": X.long()}, TypeError, "x"),
-        ({"x": X[0]}, ValueError, "x"),
-        ({"x": [1.0]}, TypeError, "x"),
-        ({"resolutions": ()}, ValueError, "resolutions"),
-        ({"resolutions": 4}, ValueError, "resolutions"),
-        ({"resolutions": (8, 9)}, ValueError, "resolution"),
-        ({"resolutions": (0,)}, ValueError, "resolution"),
-        ({"resolutions": (4.5,)}, TypeError, "resolution"),
-        ({"resolutions": ((4, 4, 4),)}, TypeError, "resolution"),
-        ({"jitter": -1}, ValueError, "jitter"),
-        ({"jitter": 1.5}, TypeError, "jitter"),
-        ({"noise": -0.1}, ValueError, "noise"),
-        ({"noise": "0.1"}, TypeError, "noise"),
-        ({"noise_kind": "salt"}, ValueError, "noise_kind"),
-        ({"contrast": (1.0, 0.5)}, ValueError, "contrast"),
-        ({"contrast": 0.5}, TypeError, "contrast"),
-        ({"interpolation": "nearest"}, ValueError, "interpolation"),
-        ({"antialias": 1}, TypeError, "antialias"),
-        ({"adjust_contrast": "yes"}, TypeError, "adjust_contrast"),
-        ({"seed": -1}, ValueError, "seed"),
-        ({"seed": 1.0}, TypeError, "seed"),
-    ],
-)
-def test_bad_arguments(kwargs, error, name):
-    args = {"x": X, "resolutions": (8, 4), **kwargs}
-    with pytest.raises(error, match=name):
-        F.multires_stack(args.pop("x"), args.pop("resolutions"), **args)
-
-
-def _cpp_forward_args(**changes):
-    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)
-    args = dict(
-        x=X, heights=[8, 4], widths=[8, 4], starts=list(starts), weights=list(weights), noise_offsets=[o for pair in noise_layout(2, 3, 8, 8, [(8, 8), (4, 4)]) for o in pair],
-        jitter=1, noise=0.1, noise_kind="uniform", contrast_low=0.5, contrast_high=1.0, adjust_contrast=True,
-        seed=0,
-    )  # fmt: skip
-    args.update(changes)
-    return args
-
-
-@pytest.mark.parametrize(
-    ("changes", "name"),
-    [
-        ({"x": X.long()}, "x"),
-        ({"x": X[0]}, "x"),
-        ({"heights": [8, 9]}, "resolution"),
-        ({"widths": [8]}, "widths"),
-        ({"starts": []}, "tables"),
-        (
-            {
-                "weights": [
-                    w.double()
-                    for w in banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)[1]
-                ]
-            },
-            "weight",
-        ),
-        (
-            {
-                "starts": [torch.empty(0, dtype=torch.int32)] * 4
-                + [torch.full((4,), 7, dtype=torch.int32)] * 4
-            },
-            "start",
-        ),
-        ({"noise_offsets": [0]}, "noise offsets"),
-        ({"jitter": -1}, "jitter"),
-        ({"noise_kind": "salt"}, "noise_kind"),
-        ({"seed": -2}, "seed"),
-    ],
-)
-def test_cpp_kernel_checks_its_arguments(changes, name):
-    """The C++ kernel ops are reachable directly through torch.ops; they check too."""
     require_backend("cpp")
-    with pytest.raises(ValueError, match=name):
-        torch.ops.robustkernels.multires_stack_fwd_kernel(*_cpp_forward_args(**changes).values())
+    counter = CompileCounterWithBackend(compile_backend)
+    x = images((2, 3, 8, 8))
 
+    def stack(t, seed):
+        return F.multires_stack(t, (8, 4), seed=seed) * 2
 
-def test_backward_checks_the_mask():
-    require_backend("cpp")
-    grad = torch.randn(2, 6, 8, 8)
-    with pytest.raises(ValueError, match="clip_mask"):
-        multires_ops.multires_stack_backward(
-            grad, torch.zeros(2, 6, 8, 8, dtype=torch.uint8), X, [8, 4], [8, 4], 1, 0.5, 1.0, "bicubic",
-            False, True, 0,
-        )  # fmt: skip
-    starts, weights = banded_tables(8, 8, ((8, 8), (4, 4)), "bicubic", False, torch.float32)
-    with pytest.raises(ValueError, match="clip_mask"):
-        torch.ops.robustkernels.multires_stack_bwd_kernel(
-            grad,
-            torch.zeros(2, 6, 8, 2, dtype=torch.float32),
-            X,
-            [8, 4],
-            [8, 4],
-            list(starts),
-            list(weights),
-            1,
-            0.5,
-            1.0,
-            True,
-            0,
+    compiled = torch.compile(stack, fullgraph=True, backend=counter)
+    outputs = []
+    for value in (5, 6):
+        xc, xe = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        out_c, out_e = compiled(xc, torch.tensor(value)), stack(xe, value)
+        torch.testing.assert_close(out_c, out_e)
+        grad = out_grad(out_e.shape, out_e.dtype)
+        torch.testing.assert_close(
+            torch.autograd.grad(out_c, xc, grad)[0], torch.autograd.grad(out_e, xe, grad)[0]
         )
+        outputs.append(out_c)
+    assert counter.frame_count == 1
+    assert not torch.equal(*outputs)
+
+
+def test_default_path_calls_no_python_kernel(monkeypatch):
+    """Outside use_backend the C++ op runs the C++ kernels, forward and backward: no Python
+    backend selection (the use_backend path records one per kernel)."""
+    require_backend("cpp")
+    calls = record_backend_selections(monkeypatch)
+    x = images((2, 3, 8, 8)).requires_grad_(True)
+    F.multires_stack(x, (8, 4), seed=3).sum().backward()
+    assert calls == [] and x.grad is not None
+    with robustkernels.use_backend("cpp"):
+        F.multires_stack(x, (8, 4), seed=3).sum().backward()
+    assert calls == ["multires_stack", "multires_stack_backward"]

@@ -29,6 +29,20 @@ def test_multires_stack_module_is_the_function():
     assert "resolutions=(16, 8)" in repr(module)
 
 
+def test_multires_stack_module_compiles_once_with_fresh_views():
+    """The module hands its per-call seed to the op as a tensor: a fullgraph-compiled module draws
+    fresh views every call from one graph."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("aot_eager")
+    module = MultiResStack((8, 4), jitter=1, noise=0.1)
+    compiled = torch.compile(module, fullgraph=True, backend=counter)
+    x = torch.rand(2, 3, 8, 8)
+    first, second = compiled(x), compiled(x)
+    assert not torch.equal(first, second)
+    assert counter.frame_count == 1
+
+
 def _separate_heads(heads: IntermediateHeads) -> list[nn.Sequential]:
     """The same heads as independent BatchNorm1d + Linear modules."""
     separate = []

@@ -309,10 +309,6 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
                         sel_in.size(2) == C,
                     "crossmax_backward: sel_idx must have shape [S, B, C] with 1 <= S <= N = ", N, ", got ",
                     sel_in.sizes());
-  // The indices address the [N, B, C] gradient.
-  check_index_range(op, "class_idx", class_in, C);
-  check_index_range(op, "pred_idx", pred_in, N);
-  check_index_range(op, "sel_idx", sel_in, N);
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor class_idx = class_in.contiguous();
   const at::Tensor pred_idx = pred_in.contiguous();
@@ -320,7 +316,9 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
   const int64_t S = sel_idx.size(0);
   const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor acc = at::zeros({N, B, C}, grad.options().dtype(acc_type));
-  std::atomic<bool> bad_index{false};
+  // The indices address the [N, B, C] gradient: each is checked where it is read (no pass of its
+  // own), and an index out of range is reported, naming its tensor, before anything is returned.
+  std::atomic<bool> bad_class{false}, bad_pred{false}, bad_sel{false};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "crossmax_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
@@ -338,13 +336,13 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
           const acc_t gc = static_cast<acc_t>(g[b * C + c]) * share;
           const int64_t mc = m[b * C + c];
           if (mc < 0 || mc >= N) {
-            bad_index = true;
+            bad_pred = true;
             continue;
           }
           for (int64_t j = 0; j < S; ++j) {
             const int64_t n = s[(j * B + b) * C + c];
             if (n < 0 || n >= N) {
-              bad_index = true;
+              bad_sel = true;
               continue;
             }
             if (n == mc) continue;  // the four terms cancel
@@ -357,7 +355,7 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
         for (int64_t n = 0; n < N; ++n) {
           const int64_t an = a[n * B + b];
           if (an < 0 || an >= C) {
-            bad_index = true;
+            bad_class = true;
             continue;
           }
           d[(n * B + b) * C + an] += row_sum[n];
@@ -365,8 +363,9 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
       }
     });
   });
-  TORCH_CHECK_VALUE(!bad_index.load(), "crossmax_backward: class_idx, pred_idx or sel_idx holds an index out of "
-                    "range [0, N) / [0, C)");
+  TORCH_CHECK_VALUE(!bad_class.load(), op, ": class_idx holds an index out of range [0, ", C, ")");
+  TORCH_CHECK_VALUE(!bad_pred.load(), op, ": pred_idx holds an index out of range [0, ", N, ")");
+  TORCH_CHECK_VALUE(!bad_sel.load(), op, ": sel_idx holds an index out of range [0, ", N, ")");
   return acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
 }
 

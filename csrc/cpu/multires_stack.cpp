@@ -7,11 +7,10 @@
 //   up  = Resize_up(Resize_down(R) + noise_low) + noise_high   (no resizes at full size)
 //   out = clip(up, 0, 1), plus one bit per element: 0 <= up <= 1 (where the clip
 //         passes the gradient); the backward needs it, (c, dy, dx) and x (where A's clamp passed).
-// Each resize is separable; each 1-D pass is a banded matrix given as tables
-// (start[o], weight[o, t]): output o reads inputs start[o] .. start[o] + taps - 1.
-// The tables come from the Python op (F.interpolate's own weights), so every
-// interpolation mode is the same code here. One task per image: the channel mean
-// and the image stay in cache across the views.
+// Each resize is separable; each 1-D pass is a banded matrix (resize_tables.h: F.interpolate's
+// own weights), so every interpolation mode is the same code here. One task per image: the
+// channel mean and the image stay in cache across the views. The steps on one plane are in
+// multires_stack_steps.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -19,274 +18,22 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "../arg_checks.h"
-#include "../philox.h"
+#include "multires_stack_steps.h"
 #include "multiversion.h"
-#include "normal_block.h"
-
+#include "resize_tables.h"
 
 namespace robustkernels {
 namespace {
 
-constexpr int kTablesPerView = 4;  // down rows, down columns, up rows, up columns
-
-template <typename acc_t>
-struct Pass {
-  const int32_t* start;
-  const acc_t* weight;
-  int64_t taps;
-};
-
-template <typename acc_t>
-struct View {
-  int64_t height, width;  // low resolution
-  bool resized;
-  Pass<acc_t> down_y, down_x, up_y, up_x;
-  uint64_t low_offset, high_offset;
-};
-
-// torchvision's grey level (rgb_to_grayscale) for 3 channels, the channel mean otherwise
-template <typename acc_t>
-acc_t grey_weight(int64_t channels, int64_t ch) {
-  static constexpr double kRgbGrey[3] = {0.2989, 0.587, 0.114};  // rounded once, to acc_t
-  return channels == 3 ? static_cast<acc_t>(kRgbGrey[ch]) : acc_t(1) / static_cast<acc_t>(channels);
-}
-
-// xs[ch * plane + p] = image[...] in acc_t; returns adjust_contrast's m (the mean grey level) and
-// fills `mean` with the channel mean.
-template <typename scalar_t, typename acc_t>
-acc_t load_image(const scalar_t* image, int64_t channels, int64_t plane, acc_t* xs, acc_t* mean) {
-  std::fill(mean, mean + plane, acc_t(0));
-  acc_t grey = 0;
-  for (int64_t ch = 0; ch < channels; ++ch) {
-    acc_t sum = 0;
-    for (int64_t p = 0; p < plane; ++p) {
-      const acc_t value = static_cast<acc_t>(image[ch * plane + p]);
-      xs[ch * plane + p] = value;
-      mean[p] += value;
-      sum += value;
-    }
-    grey += grey_weight<acc_t>(channels, ch) * sum;
-  }
-  for (int64_t p = 0; p < plane; ++p) mean[p] /= static_cast<acc_t>(channels);
-  return grey / static_cast<acc_t>(plane);
-}
-
-struct ImageParams {
-  float contrast;
-  int64_t shift_y, shift_x;  // already reduced into [0, H) and [0, W)
-};
-
-ImageParams image_params(uint64_t seed, uint64_t counter, int64_t jitter, float low, float high,
-                         int64_t height, int64_t width) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  philox4x32_10(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  const uint64_t span = 2 * static_cast<uint64_t>(jitter) + 1;
-  const int64_t dy = static_cast<int64_t>((c1 * span) >> 32) - jitter;
-  const int64_t dx = static_cast<int64_t>((c2 * span) >> 32) - jitter;
-  const float spread = high - low;
-  return {low + spread * uint32_to_uniform(c0), ((dy % height) + height) % height, ((dx % width) + width) % width};
-}
-
-void check_table(const at::Tensor& start, const at::Tensor& weight, at::ScalarType acc, int64_t n_out,
-                 int64_t n_in, const char* name) {
-  TORCH_CHECK_VALUE(start.device().is_cpu() && weight.device().is_cpu(),
-                    "multires_stack: starts and weights must be CPU tensors (", name, ")");
-  TORCH_CHECK_VALUE(start.scalar_type() == at::kInt && start.dim() == 1 && start.numel() == n_out &&
-                        start.is_contiguous(),
-                    "multires_stack: starts (", name, ") must be a contiguous int32 [", n_out, "] tensor, got ",
-                    dtype_name(start.scalar_type()), " ", start.sizes());
-  TORCH_CHECK_VALUE(weight.scalar_type() == acc && weight.dim() == 2 && weight.size(0) == n_out &&
-                        weight.size(1) >= 1 && weight.size(1) <= n_in && weight.is_contiguous(),
-                    "multires_stack: weights (", name, ") must be a contiguous ", dtype_name(acc), " [", n_out,
-                    ", taps <= ", n_in, "] tensor, got ", dtype_name(weight.scalar_type()), " ", weight.sizes());
-  const int32_t* s = start.data_ptr<int32_t>();
-  const int64_t taps = weight.size(1);
-  for (int64_t o = 0; o < n_out; ++o) {
-    TORCH_CHECK_VALUE(s[o] >= 0 && s[o] + taps <= n_in, "multires_stack: starts (", name, "): start[", o,
-                      "] = ", s[o], " reads past the ", n_in, " inputs");
-  }
-}
-
-template <typename acc_t>
-Pass<acc_t> as_pass(const at::Tensor& start, const at::Tensor& weight) {
-  return {start.data_ptr<int32_t>(), weight.data_ptr<acc_t>(), weight.size(1)};
-}
-
-template <typename acc_t>
-std::vector<View<acc_t>> make_views(at::IntArrayRef heights, at::IntArrayRef widths, at::TensorList starts,
-                                    at::TensorList weights, at::IntArrayRef noise_offsets, int64_t height,
-                                    int64_t width, at::ScalarType acc) {
-  const int64_t num_views = static_cast<int64_t>(heights.size());
-  TORCH_CHECK_VALUE(num_views >= 1, "multires_stack: at least one resolution is needed");
-  TORCH_CHECK_VALUE(static_cast<int64_t>(widths.size()) == num_views, "multires_stack: heights and widths differ in length");
-  TORCH_CHECK_VALUE(static_cast<int64_t>(starts.size()) == kTablesPerView * num_views &&
-                        static_cast<int64_t>(weights.size()) == kTablesPerView * num_views,
-                    "multires_stack: starts and weights must hold ", kTablesPerView * num_views,
-                    " tables (four per view), got ", starts.size(), " and ", weights.size());
-  TORCH_CHECK_VALUE(noise_offsets.empty() || static_cast<int64_t>(noise_offsets.size()) == 2 * num_views,
-                    "multires_stack: noise_offsets must hold the ", 2 * num_views, " noise offsets, got ",
-                    noise_offsets.size());
-  std::vector<View<acc_t>> views(num_views);
-  for (int64_t v = 0; v < num_views; ++v) {
-    View<acc_t>& view = views[v];
-    view.height = heights[v];
-    view.width = widths[v];
-    TORCH_CHECK_VALUE(view.height >= 1 && view.height <= height && view.width >= 1 && view.width <= width,
-                      "multires_stack: heights and widths: resolution ", view.height, "x", view.width,
-                      " must lie in 1..", height, " x 1..", width);
-    view.resized = view.height != height || view.width != width;
-    view.low_offset = noise_offsets.empty() ? 0 : static_cast<uint64_t>(noise_offsets[2 * v]);
-    view.high_offset = noise_offsets.empty() ? 0 : static_cast<uint64_t>(noise_offsets[2 * v + 1]);
-    if (!view.resized) continue;
-    const int64_t sizes[kTablesPerView][2] = {
-        {view.height, height}, {view.width, width}, {height, view.height}, {width, view.width}};
-    const char* names[kTablesPerView] = {"down-rows", "down-columns", "up-rows", "up-columns"};
-    Pass<acc_t>* passes[kTablesPerView] = {&view.down_y, &view.down_x, &view.up_y, &view.up_x};
-    for (int t = 0; t < kTablesPerView; ++t) {
-      const at::Tensor& s = starts[kTablesPerView * v + t];
-      const at::Tensor& w = weights[kTablesPerView * v + t];
-      check_table(s, w, acc, sizes[t][0], sizes[t][1], names[t]);
-      *passes[t] = as_pass<acc_t>(s, w);
-    }
-  }
-  return views;
-}
-
-// dst[o, :] = sum_t w[o, t] * src[start[o] + t, :] for rows of `cols` elements.
-template <typename acc_t>
-RK_ALWAYS_INLINE inline void rows_pass(const Pass<acc_t>& pass, int64_t n_out, const acc_t* src, acc_t* dst, int64_t cols) {
-  for (int64_t o = 0; o < n_out; ++o) {
-    acc_t* out = dst + o * cols;
-    std::fill(out, out + cols, acc_t(0));
-    const acc_t* w = pass.weight + o * pass.taps;
-    for (int64_t t = 0; t < pass.taps; ++t) {
-      const acc_t* in = src + (pass.start[o] + t) * cols;
-      const acc_t wt = w[t];
-      for (int64_t c = 0; c < cols; ++c) out[c] += wt * in[c];
-    }
-  }
-}
-
-// Transpose of rows_pass: dsrc[start[o] + t, :] += w[o, t] * ddst[o, :] (dsrc zeroed here).
-template <typename acc_t>
-RK_ALWAYS_INLINE inline void rows_pass_t(const Pass<acc_t>& pass, int64_t n_out, int64_t n_in, const acc_t* ddst, acc_t* dsrc, int64_t cols) {
-  std::fill(dsrc, dsrc + n_in * cols, acc_t(0));
-  for (int64_t o = 0; o < n_out; ++o) {
-    const acc_t* g = ddst + o * cols;
-    const acc_t* w = pass.weight + o * pass.taps;
-    for (int64_t t = 0; t < pass.taps; ++t) {
-      acc_t* out = dsrc + (pass.start[o] + t) * cols;
-      const acc_t wt = w[t];
-      for (int64_t c = 0; c < cols; ++c) out[c] += wt * g[c];
-    }
-  }
-}
-
-// dst[c, r] = src[r, c] for a rows x cols block.
-template <typename acc_t>
-RK_ALWAYS_INLINE inline void transpose(const acc_t* src, int64_t rows, int64_t cols, acc_t* dst) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
-}
-
-// plane[i] += amplitude * noise(first + i), noise uniform or normal, for a plane of n elements.
-// plane[i] += amplitude * noise(first + i) for a row-major rows x cols plane, or,
-// with `transposed`, for the same plane stored column-major; noise uniform or normal.
-template <typename acc_t>
-void add_noise(acc_t* plane, int64_t rows, int64_t cols, bool transposed, uint64_t seed, uint64_t first,
-               float amplitude, bool gaussian) {
-  alignas(64) float block[kNormalBlock];
-  const int64_t n = rows * cols;
-  for (int64_t i = 0; i < n; i += kNormalBlock) {
-    const int64_t count = std::min<int64_t>(kNormalBlock, n - i);
-    if (gaussian) {
-      fill_normal_block(seed, first + i, count, block);
-    } else {
-      fill_uniform_block(seed, first + i, count, block);
-    }
-    if (!transposed) {
-      for (int64_t j = 0; j < count; ++j) plane[i + j] += static_cast<acc_t>(amplitude * block[j]);
-    } else {
-      for (int64_t j = 0; j < count; ++j) {
-        const int64_t e = i + j;
-        plane[(e % cols) * rows + e / cols] += static_cast<acc_t>(amplitude * block[j]);
-      }
-    }
-  }
-}
-
-// dst[y, w] = f(src[(y - dy) % H, (w - dx) % W]) with dy, dx in [0, H) x [0, W): per row two contiguous runs.
-template <typename F>
-RK_ALWAYS_INLINE inline void for_each_rolled(int64_t height, int64_t width, int64_t dy, int64_t dx, F&& f) {
-  for (int64_t y = 0; y < height; ++y) {
-    const int64_t ys = y >= dy ? y - dy : y - dy + height;
-    f(y, ys, 0, width - dx, dx);          // dst columns 0 .. dx - 1 read src columns W - dx ..
-    f(y, ys, dx, 0, width - dx);          // dst columns dx .. W - 1 read src columns 0 ..
-  }
-}
-
-template <typename scalar_t>
-struct ForwardJob {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* x;
-  scalar_t* out;
-  uint8_t* mask;
-  const View<acc_t>* views;
-  int64_t num_views, batch, channels, height, width, jitter;
-  float noise, contrast_low, contrast_high;
-  bool gaussian, adjust_contrast;
-  uint64_t seed;
-};
-
-template <typename scalar_t>
-struct BackwardJob {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* grad;
-  const uint8_t* mask;
-  const scalar_t* x;
-  scalar_t* dx;
-  const View<acc_t>* views;
-  int64_t num_views, batch, channels, height, width, jitter;
-  float contrast_low, contrast_high;
-  bool adjust_contrast;
-  uint64_t seed;
-};
-
-// dst = clip(u, 0, 1) and bit k of bits[j] = (0 <= u[8 j + k] <= 1) for one row.
-template <typename scalar_t, typename acc_t>
-RK_ALWAYS_INLINE inline void clip_row(const acc_t* u, int64_t width, scalar_t* dst, uint8_t* bits) {
-  for (int64_t w = 0; w < width; ++w) dst[w] = static_cast<scalar_t>(std::min(std::max(u[w], acc_t(0)), acc_t(1)));
-  const int64_t whole = width / 8;
-  for (int64_t byte = 0; byte < whole; ++byte) {
-    const acc_t* u8 = u + 8 * byte;
-    unsigned packed = 0;
-    for (int k = 0; k < 8; ++k) packed |= static_cast<unsigned>((u8[k] >= acc_t(0)) & (u8[k] <= acc_t(1))) << k;
-    bits[byte] = static_cast<uint8_t>(packed);
-  }
-  if (whole * 8 < width) {
-    unsigned packed = 0;
-    for (int64_t w = whole * 8; w < width; ++w)
-      packed |= static_cast<unsigned>((u[w] >= acc_t(0)) & (u[w] <= acc_t(1))) << (w - whole * 8);
-    bits[whole] = static_cast<uint8_t>(packed);
-  }
-}
-
-// g = bits ? grad : 0 for one row (a select, so a non-finite gradient where the clip clipped gives 0).
-template <typename scalar_t, typename acc_t>
-RK_ALWAYS_INLINE inline void unmask_row(const scalar_t* grad, const uint8_t* bits, int64_t width, acc_t* g) {
-  for (int64_t byte = 0; 8 * byte < width; ++byte) {
-    const unsigned packed = bits[byte];
-    const int64_t n = std::min<int64_t>(8, width - 8 * byte);
-    for (int64_t k = 0; k < n; ++k)
-      g[8 * byte + k] = ((packed >> k) & 1u) ? static_cast<acc_t>(grad[8 * byte + k]) : acc_t(0);
-  }
-}
+using namespace multires;
 
 template <typename scalar_t>
 RK_ALWAYS_INLINE inline void forward_images(const ForwardJob<scalar_t>& job, int64_t begin, int64_t end) {
@@ -471,94 +218,154 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& mask, const at::Ten
   });
 }
 
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+// Every view of one call, with the resize tables its passes read (kept alive here).
+template <typename acc_t>
+struct Views {
+  std::vector<View<acc_t>> views;
+  std::vector<std::shared_ptr<const ResizeTable>> tables;
+};
+
+template <typename acc_t>
+Pass<acc_t> as_pass(const ResizeTable& table) {
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return {table.start.data(), table.weight.data(), table.taps};
+  } else {
+    return {table.start.data(), table.weight32.data(), table.taps};
+  }
 }
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+int64_t align4(int64_t n) { return (n + 3) / 4 * 4; }
 
-void check_image(const at::Tensor& x, const char* name) {
-  TORCH_CHECK_VALUE(x.device().is_cpu(), "multires_stack: ", name, " must be a CPU tensor, got ", x.device());
-  TORCH_CHECK_VALUE(supported_dtype(x.scalar_type()), "multires_stack: ", name,
-                    " must be float32, float64, float16 or bfloat16, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(x.dim() == 4, "multires_stack: ", name, " must be [B, C, H, W], got ", x.sizes());
+// Per view its four resize passes (the down one antialiased when asked and the mode has it; none
+// at full size) and the element offsets of its two noise streams (reference noise_layout).
+template <typename acc_t>
+Views<acc_t> make_views(at::IntArrayRef heights, at::IntArrayRef widths, int64_t batch, int64_t channels,
+                        int64_t height, int64_t width, Interpolation mode, bool antialias) {
+  const int64_t num_views = static_cast<int64_t>(heights.size());
+  const bool antialias_down = antialias && mode != Interpolation::kArea;
+  Views<acc_t> result;
+  result.views.resize(num_views);
+  int64_t offset = align4(4 * num_views * batch);
+  for (int64_t v = 0; v < num_views; ++v) {
+    View<acc_t>& view = result.views[v];
+    view.height = heights[v];
+    view.width = widths[v];
+    view.resized = view.height != height || view.width != width;
+    view.low_offset = static_cast<uint64_t>(offset);
+    const int64_t high = align4(offset + batch * channels * view.height * view.width);
+    view.high_offset = static_cast<uint64_t>(high);
+    offset = align4(high + batch * channels * height * width);
+    if (!view.resized) continue;
+    const struct {
+      int64_t n_in, n_out;
+      bool antialias;
+      Pass<acc_t>* pass;
+    } passes[] = {{height, view.height, antialias_down, &view.down_y},
+                  {width, view.width, antialias_down, &view.down_x},
+                  {view.height, height, false, &view.up_y},
+                  {view.width, width, false, &view.up_x}};
+    for (const auto& p : passes) {
+      result.tables.push_back(resize_table(p.n_in, p.n_out, mode, p.antialias));
+      *p.pass = as_pass<acc_t>(*result.tables.back());
+    }
+  }
+  return result;
 }
 
-int64_t checked_seed(int64_t seed) {
-  TORCH_CHECK_VALUE(seed >= 0, "multires_stack: seed must be non-negative, got ", seed);
-  return seed;
+// The views' resolutions, each within the image.
+void check_views(const char* op, at::IntArrayRef heights, at::IntArrayRef widths, int64_t height, int64_t width) {
+  TORCH_CHECK_VALUE(heights.size() == widths.size(), op, ": heights and widths differ in length (", heights.size(),
+                    ", ", widths.size(), ")");
+  TORCH_CHECK_VALUE(!heights.empty(), op, ": heights and widths must name at least one resolution");
+  for (size_t v = 0; v < heights.size(); ++v) {
+    TORCH_CHECK_VALUE(heights[v] >= 1 && heights[v] <= height && widths[v] >= 1 && widths[v] <= width, op,
+                      ": heights and widths: resolution ", heights[v], "x", widths[v], " (view ", v,
+                      ") must lie within the ", height, "x", width, " image (and be >= 1)");
+  }
 }
 
-bool parse_noise_kind(c10::string_view kind) {
-  TORCH_CHECK_VALUE(kind == "uniform" || kind == "gaussian",
-                    "multires_stack: noise_kind must be 'uniform' or 'gaussian', got '", std::string(kind), "'");
+void check_options(const char* op, int64_t jitter, double contrast_low, double contrast_high, int64_t seed) {
+  TORCH_CHECK_VALUE(jitter >= 0, op, ": jitter must be non-negative, got ", jitter);
+  TORCH_CHECK_VALUE(contrast_low <= contrast_high, op, ": contrast must satisfy low <= high, got (", contrast_low,
+                    ", ", contrast_high, ")");
+  check_seed(op, "seed", seed);
+}
+
+bool parse_noise_kind(const char* op, c10::string_view kind) {
+  TORCH_CHECK_VALUE(kind == "uniform" || kind == "gaussian", op,
+                    ": noise_kind must be one of ('uniform', 'gaussian'), got '", std::string(kind), "'");
   return kind == "gaussian";
 }
 
 std::tuple<at::Tensor, at::Tensor> multires_stack_fwd_cpu(const at::Tensor& x_in, at::IntArrayRef heights,
-                                                          at::IntArrayRef widths, at::TensorList starts,
-                                                          at::TensorList weights, at::IntArrayRef noise_offsets,
-                                                          int64_t jitter, double noise, c10::string_view noise_kind,
-                                                          double contrast_low, double contrast_high,
-                                                          bool adjust_contrast, int64_t seed) {
-  check_image(x_in, "x");
-  TORCH_CHECK_VALUE(jitter >= 0, "multires_stack: jitter must be non-negative, got ", jitter);
-  const bool gaussian = parse_noise_kind(noise_kind);
-  const uint64_t key = static_cast<uint64_t>(checked_seed(seed));
-  const at::Tensor x = x_in.contiguous();
-  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+                                                          at::IntArrayRef widths, int64_t jitter, double noise,
+                                                          c10::string_view noise_kind, double contrast_low,
+                                                          double contrast_high, c10::string_view interpolation,
+                                                          bool antialias, bool adjust_contrast, int64_t seed) {
+  const char* op = "multires_stack";
+  check_kernel_float(op, "x", x_in);
+  check_device_type(op, "x", x_in, at::kCPU);
+  check_rank(op, "x", x_in, 4, "[B, C, H, W]");
+  const int64_t batch = x_in.size(0), channels = x_in.size(1), height = x_in.size(2), width = x_in.size(3);
+  check_views(op, heights, widths, height, width);
+  check_options(op, jitter, contrast_low, contrast_high, seed);
+  TORCH_CHECK_VALUE(noise >= 0 && std::isfinite(noise), op, ": noise must be finite and >= 0, got ", noise);
+  const bool gaussian = parse_noise_kind(op, noise_kind);
+  const Interpolation mode = parse_interpolation(op, interpolation);
   const int64_t num_views = static_cast<int64_t>(heights.size());
-  at::Tensor out = at::empty({batch, channels * num_views, height, width}, x.options());
-  at::Tensor mask = at::empty({batch, channels * num_views, height, (width + 7) / 8}, x.options().dtype(at::kByte));
-  TORCH_CHECK_VALUE(noise == 0.0 || static_cast<int64_t>(noise_offsets.size()) == 2 * num_views,
-                    "multires_stack: noise_offsets must hold the ", 2 * num_views, " noise offsets, got ",
-                    noise_offsets.size());
-  for (int64_t offset : noise_offsets) {
-    TORCH_CHECK_VALUE(offset >= 0, "multires_stack: noise_offsets must be non-negative, got ", offset);
-  }
+  at::Tensor out = at::empty({batch, channels * num_views, height, width}, x_in.options());
+  at::Tensor mask = at::empty({batch, channels * num_views, height, (width + 7) / 8}, x_in.options().dtype(at::kByte));
+  if (out.numel() == 0) return {out, mask};
+  const at::Tensor x = x_in.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "multires_stack_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto views =
-        make_views<acc_t>(heights, widths, starts, weights, noise_offsets, height, width, acc_dtype(x.scalar_type()));
-    if (batch * channels * height * width == 0) return;
-    forward_impl<scalar_t>(x, views, jitter, static_cast<float>(noise), gaussian, static_cast<float>(contrast_low),
-                           static_cast<float>(contrast_high), adjust_contrast, key, out, mask);
+    const auto views = make_views<acc_t>(heights, widths, batch, channels, height, width, mode, antialias);
+    forward_impl<scalar_t>(x, views.views, jitter, static_cast<float>(noise), gaussian,
+                           static_cast<float>(contrast_low), static_cast<float>(contrast_high), adjust_contrast,
+                           static_cast<uint64_t>(seed), out, mask);
   });
   return {out, mask};
 }
 
 at::Tensor multires_stack_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, const at::Tensor& x_in,
-                                  at::IntArrayRef heights, at::IntArrayRef widths, at::TensorList starts,
-                                  at::TensorList weights, int64_t jitter, double contrast_low,
-                                  double contrast_high, bool adjust_contrast, int64_t seed) {
-  check_image(grad_in, "grad_out");
-  TORCH_CHECK_VALUE(jitter >= 0, "multires_stack: jitter must be non-negative, got ", jitter);
-  const uint64_t key = static_cast<uint64_t>(checked_seed(seed));
+                                  at::IntArrayRef heights, at::IntArrayRef widths, int64_t jitter,
+                                  double contrast_low, double contrast_high, c10::string_view interpolation,
+                                  bool antialias, bool adjust_contrast, int64_t seed) {
+  const char* op = "multires_stack_backward";
+  check_kernel_float(op, "grad_out", grad_in);
+  check_device_type(op, "grad_out", grad_in, at::kCPU);
+  check_rank(op, "grad_out", grad_in, 4, "[B, C * V, H, W]");
   const int64_t num_views = static_cast<int64_t>(heights.size());
-  TORCH_CHECK_VALUE(num_views >= 1 && grad_in.size(1) % num_views == 0, "multires_stack: grad_out has ",
-                    grad_in.size(1), " channels, not a multiple of the ", num_views, " views");
+  TORCH_CHECK_VALUE(num_views >= 1 && grad_in.size(1) % num_views == 0, op, ": grad_out has ", grad_in.size(1),
+                    " channels, not a multiple of the ", num_views, " views");
   const int64_t batch = grad_in.size(0), channels = grad_in.size(1) / num_views, height = grad_in.size(2),
                 width = grad_in.size(3);
-  TORCH_CHECK_VALUE(mask_in.device().is_cpu() && mask_in.scalar_type() == at::kByte &&
+  check_views(op, heights, widths, height, width);
+  check_options(op, jitter, contrast_low, contrast_high, seed);
+  const Interpolation mode = parse_interpolation(op, interpolation);
+  check_defined(op, "clip_mask", mask_in);
+  check_same_device(op, "clip_mask", mask_in, "grad_out", grad_in);
+  TORCH_CHECK_VALUE(mask_in.scalar_type() == at::kByte &&
                         mask_in.sizes() == at::IntArrayRef({batch, channels * num_views, height, (width + 7) / 8}),
-                    "multires_stack: clip_mask must be a CPU uint8 [", batch, ", ", channels * num_views, ", ", height,
-                    ", ", (width + 7) / 8, "] tensor, got ", mask_in.scalar_type(), " ", mask_in.sizes());
-  check_image(x_in, "x");
+                    op, ": clip_mask must be a uint8 [", batch, ", ", channels * num_views, ", ", height, ", ",
+                    (width + 7) / 8, "] tensor, got ", dtype_name(mask_in.scalar_type()), " ", mask_in.sizes());
+  check_defined(op, "x", x_in);
+  check_same_device(op, "x", x_in, "grad_out", grad_in);
   TORCH_CHECK_VALUE(x_in.scalar_type() == grad_in.scalar_type() &&
                         x_in.sizes() == at::IntArrayRef({batch, channels, height, width}),
-                    "multires_stack: x must be the forward's input, ", grad_in.scalar_type(), " [", batch, ", ",
-                    channels, ", ", height, ", ", width, "], got ", x_in.scalar_type(), " ", x_in.sizes());
+                    op, ": x must be the forward's input, ", dtype_name(grad_in.scalar_type()), " [", batch, ", ",
+                    channels, ", ", height, ", ", width, "], got ", dtype_name(x_in.scalar_type()), " ",
+                    x_in.sizes());
+  at::Tensor dx = at::empty({batch, channels, height, width}, grad_in.options());
+  if (dx.numel() == 0) return dx;
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor mask = mask_in.contiguous();
   const at::Tensor x = x_in.contiguous();
-  at::Tensor dx = at::empty({batch, channels, height, width}, grad.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "multires_stack_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto views =
-        make_views<acc_t>(heights, widths, starts, weights, {}, height, width, acc_dtype(grad.scalar_type()));
-    if (dx.numel() == 0) return;
-    backward_impl<scalar_t>(grad, mask, x, views, jitter, static_cast<float>(contrast_low),
-                            static_cast<float>(contrast_high), adjust_contrast, key, dx);
+    const auto views = make_views<acc_t>(heights, widths, batch, channels, height, width, mode, antialias);
+    backward_impl<scalar_t>(grad, mask, x, views.views, jitter, static_cast<float>(contrast_low),
+                            static_cast<float>(contrast_high), adjust_contrast, static_cast<uint64_t>(seed), dx);
   });
   return dx;
 }

@@ -16,9 +16,9 @@ class MultiResStack(NoiseStream, nn.Module):
     """x [B, C, H, W] in [0, 1] -> [B, C * len(resolutions), H, W]: robustkernels.functional.multires_stack.
 
     Each call draws fresh randomness (the next seed of the module's noise stream,
-    robustkernels.nn.seeds) unless forward is given a seed; the first conv of the model that
-    follows takes C * len(resolutions) input channels. The multires op takes an int seed, so
-    under torch.compile(fullgraph=True) pass one.
+    robustkernels.nn.seeds, handed to the op as a tensor, so a model compiled with
+    fullgraph=True draws fresh views every call without recompiling) unless forward is given a
+    seed; the first conv of the model that follows takes C * len(resolutions) input channels.
     """
 
     def __init__(
@@ -48,7 +48,7 @@ class MultiResStack(NoiseStream, nn.Module):
     def num_views(self) -> int:
         return len(self.resolutions)
 
-    def forward(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, seed: int | torch.Tensor | None = None) -> torch.Tensor:
         return functional.multires_stack(
             x,
             self.resolutions,
@@ -59,7 +59,7 @@ class MultiResStack(NoiseStream, nn.Module):
             interpolation=self.interpolation,
             antialias=self.antialias,
             adjust_contrast=self.adjust_contrast,
-            seed=int(self._next_seed()) if seed is None else seed,
+            seed=self._next_seed() if seed is None else seed,
         )
 
     def extra_repr(self) -> str:

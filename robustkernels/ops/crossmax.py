@@ -1,4 +1,4 @@
-"""CrossMax (multi-resolution self-ensemble aggregation) as autograd-aware custom ops.
+"""CrossMax (multi-resolution self-ensemble aggregation): its kernels from Python and its ops' fakes.
 
 robustkernels::crossmax(logits [N, B, C], k, reduction) -> (out [B, C], class_idx [N, B],
     pred_idx [B, C], sel_idx [S, B, C])
@@ -7,16 +7,20 @@ robustkernels::crossmax_backward(grad [B, C], class_idx, pred_idx, sel_idx) -> d
 The int32 index outputs are what the backward needs (argmax over classes per
 predictor and sample, argmax over predictors per sample and class, the selected
 predictors: S = k for "topk_mean", else 1), saved instead of recomputed. Ties go
-to the lowest index on every backend. Each op checks its arguments once, then
-runs the backend `backend.select` picks: the C++ kernel ops
-(robustkernels::crossmax_*_kernel, CPU), the Triton kernels or the reference.
-There is no CUDA C++ kernel: on GPUs CrossMax runs with Triton.
+to the lowest index on every backend.
+
+The ops and their autograd are C++ (csrc/ops/crossmax.cpp): the dispatcher runs the kernel of the
+logits' device, the C++ one on CPU (robustkernels::crossmax_*_kernel) and on CUDA the Triton
+kernels registered here (there is no CUDA C++ kernel). This module adds the kernels the
+use_backend override chooses (the C++ kernels, Triton, the reference) and the fakes that
+torch.compile traces with.
 """
 
 import itertools
 
 import torch
 
+from robustkernels import _extension
 from robustkernels.ops import backend, validation
 from robustkernels.triton import available as _triton_available
 
@@ -146,29 +150,23 @@ def _backward_reference(grad, class_idx, pred_idx, sel_idx):
     return dz.scatter_add_(2, class_idx.long().unsqueeze(2), -dz.sum(dim=2, keepdim=True)).to(grad.dtype)
 
 
-@torch.library.custom_op("robustkernels::crossmax", mutates_args=())
-def crossmax(
-    logits: torch.Tensor, k: int, reduction: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_types(k, reduction, predictor_dim) -> None:
+    """The public function's type checks (the op's schema would reject these with a generic
+    message); the kernels check the values."""
+    for name, value in (("k", k), ("predictor_dim", predictor_dim)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"robustkernels.crossmax: {name} must be an int, got {type(value).__name__}")
+    if not isinstance(reduction, str):
+        raise TypeError(f"robustkernels.crossmax: reduction must be a str, got {type(reduction).__name__}")
+
+
+def _forward(logits, k, reduction, name):
     rank, count = validation.crossmax_args(logits, k, reduction, "crossmax")
-    name = backend.select_without_cuda("crossmax", logits.device, "CrossMax")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_fwd_kernel(logits, k, reduction)
     if name == "triton" and _fits_triton(logits.shape[0]):
         return _forward_triton(logits, k, reduction, rank, count)
     return _forward_reference(logits, rank, count)
-
-
-@crossmax.register_fake
-def _crossmax_fake(logits, k, reduction):
-    _, count = validation.crossmax_args(logits, k, reduction, "crossmax")
-    n, b, c = logits.shape
-    return (
-        logits.new_empty((b, c)),
-        logits.new_empty((n, b), dtype=torch.int32),
-        logits.new_empty((b, c), dtype=torch.int32),
-        logits.new_empty((count, b, c), dtype=torch.int32),
-    )
 
 
 def _check_backward_args(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
@@ -223,12 +221,8 @@ def _check_index_ranges(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
             )
 
 
-@torch.library.custom_op("robustkernels::crossmax_backward", mutates_args=())
-def crossmax_backward(
-    grad: torch.Tensor, class_idx: torch.Tensor, pred_idx: torch.Tensor, sel_idx: torch.Tensor
-) -> torch.Tensor:
+def _backward(grad, class_idx, pred_idx, sel_idx, name):
     _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
-    name = backend.select_without_cuda("crossmax_backward", grad.device, "CrossMax")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
     _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
@@ -237,24 +231,49 @@ def crossmax_backward(
     return _backward_reference(grad, class_idx, pred_idx, sel_idx)
 
 
-@crossmax_backward.register_fake
+def _python_forward(logits, k, reduction):
+    """The kernel of the backend use_backend chose (robustkernels::crossmax_fwd_python)."""
+    return _forward(logits, k, reduction, backend.select_without_cuda("crossmax", logits.device, "CrossMax"))
+
+
+def _python_backward(grad, class_idx, pred_idx, sel_idx):
+    """robustkernels::crossmax_bwd_python: the backward kernel of the backend use_backend chose."""
+    name = backend.select_without_cuda("crossmax_backward", grad.device, "CrossMax")
+    return _backward(grad, class_idx, pred_idx, sel_idx, name)
+
+
+def _cuda_forward(logits, k, reduction):
+    """The CUDA kernel (there is no CUDA C++ one): Triton, else the reference."""
+    return _forward(logits, k, reduction, "triton" if _triton_available else "reference")
+
+
+def _cuda_backward(grad, class_idx, pred_idx, sel_idx):
+    return _backward(grad, class_idx, pred_idx, sel_idx, "triton" if _triton_available else "reference")
+
+
+def _crossmax_fake(logits, k, reduction):
+    _, count = validation.crossmax_args(logits, k, reduction, "crossmax")
+    n, b, c = logits.shape
+    return (
+        logits.new_empty((b, c)),
+        logits.new_empty((n, b), dtype=torch.int32),
+        logits.new_empty((b, c), dtype=torch.int32),
+        logits.new_empty((count, b, c), dtype=torch.int32),
+    )
+
+
 def _crossmax_backward_fake(grad, class_idx, pred_idx, sel_idx):
     _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     return grad.new_empty((class_idx.shape[0], *grad.shape))
 
 
-def _setup_context(ctx, inputs, output):
-    _, class_idx, pred_idx, sel_idx = output
-    ctx.save_for_backward(class_idx, pred_idx, sel_idx)
-    ctx.backend = backend.explicit_choice()
-
-
-def _backward(ctx, grad_out, _grad_class, _grad_pred, _grad_sel):
-    if not ctx.needs_input_grad[0]:
-        return None, None, None
-    class_idx, pred_idx, sel_idx = ctx.saved_tensors
-    with backend.restore_choice(ctx.backend):
-        return crossmax_backward(grad_out, class_idx, pred_idx, sel_idx), None, None
-
-
-crossmax.register_autograd(_backward, setup_context=_setup_context)
+if _extension.is_loaded():
+    # The ops are defined, and dispatched with their autograd, in C++ (csrc/ops/crossmax.cpp).
+    crossmax = torch.ops.robustkernels.crossmax.default
+    crossmax_backward = torch.ops.robustkernels.crossmax_backward.default
+    torch.library.register_fake("robustkernels::crossmax")(_crossmax_fake)
+    torch.library.register_fake("robustkernels::crossmax_backward")(_crossmax_backward_fake)
+    torch.library.impl("robustkernels::crossmax_fwd_python", "CompositeExplicitAutograd")(_python_forward)
+    torch.library.impl("robustkernels::crossmax_bwd_python", "CompositeExplicitAutograd")(_python_backward)
+    torch.library.impl("robustkernels::crossmax_fwd_kernel", "CUDA")(_cuda_forward)
+    torch.library.impl("robustkernels::crossmax_bwd_kernel", "CUDA")(_cuda_backward)

@@ -1,4 +1,4 @@
-"""The multi-resolution input stack as autograd-aware custom ops.
+"""The multi-resolution input stack: its kernels from Python and its ops' fakes.
 
 robustkernels::multires_stack(x [B, C, H, W], heights, widths, jitter, noise, noise_kind,
     contrast_low, contrast_high, interpolation, antialias, adjust_contrast, seed)
@@ -13,17 +13,24 @@ where the clip to [0, 1] passes the gradient. Between adjust_contrast's clamp an
 final clip everything is linear in x, so the backward needs that mask, the per-image
 contrast and shifts, which it regenerates from the seed, and x, from which it recomputes
 where adjust_contrast's clamp passed (x is saved anyway: no second mask is stored); the
-noise is never regenerated nor stored. Backends: the
-C++ kernel ops (robustkernels::multires_stack_*_kernel, CPU), the Triton kernels, or the
-reference; on GPUs the stack runs with Triton (there is no CUDA C++ kernel).
+noise is never regenerated nor stored.
+
+The ops and their autograd are C++ (csrc/ops/multires_stack.cpp): the dispatcher runs the kernel
+of x's device, the C++ one on CPU (robustkernels::multires_stack_*_kernel, which builds its resize
+tables itself) and on CUDA the Triton kernels registered here (there is no CUDA C++ kernel). This
+module adds the kernels the use_backend override chooses (the C++ kernels, Triton, the reference)
+and the fakes that torch.compile traces with.
 """
 
 import itertools
 
 import torch
 
-from robustkernels.ops import backend, validation
-from robustkernels.ops.resize_tables import banded_tables, dense_tables, view_matrices
+from robustkernels import _extension
+from robustkernels.ops import backend
+from robustkernels.ops import multires_stack_checks as checks
+from robustkernels.ops.resize_tables import dense_tables, view_matrices
+from robustkernels.ops.seed_tensor import check_seed_tensor
 from robustkernels.reference.multires_stack import (
     contrast_means,
     grey_weights,
@@ -51,27 +58,6 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def check_switches(antialias, adjust_contrast, op: str) -> None:
-    for switch, value in (("antialias", antialias), ("adjust_contrast", adjust_contrast)):
-        if not isinstance(value, bool):
-            raise TypeError(f"robustkernels.{op}: {switch} must be a bool, got {type(value).__name__}")
-
-
-def _check_op_args(
-    x, heights, widths, jitter, noise_kind, contrast, interpolation, switches, seed, op: str, name="x"
-):
-    validation.check_tensor(name, x, op)
-    check_switches(*switches, op)
-    if len(heights) != len(widths):
-        raise ValueError(
-            f"robustkernels.{op}: heights and widths differ in length ({len(heights)}, {len(widths)})"
-        )
-    sizes = validation.multires_sizes(x, list(zip(heights, widths, strict=True)), op)
-    validation.multires_options(jitter, 0.0, noise_kind, contrast, interpolation, op)
-    validation.check_seed(seed, op)
-    return sizes
-
-
 def pack_bits(passes: torch.Tensor) -> torch.Tensor:
     """bool [..., W] -> uint8 [..., ceil(W / 8)], bit k of byte j = passes[..., 8 j + k]."""
     width = passes.shape[-1]
@@ -87,11 +73,6 @@ def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(-1) >> shifts) & 1
     return bits.reshape(*packed.shape[:-1], 8 * packed.shape[-1])[..., :width].bool()
-
-
-def _flat_offsets(x: torch.Tensor, sizes) -> list[int]:
-    b, c, h, w = x.shape
-    return [offset for pair in noise_layout(b, c, h, w, sizes) for offset in pair]
 
 
 def _fits_triton(height: int, width: int) -> bool:
@@ -246,139 +227,97 @@ def _backward_reference(
     return dx.to(grad.dtype).contiguous()
 
 
-@torch.library.custom_op("robustkernels::multires_stack", mutates_args=())
-def multires_stack(
-    x: torch.Tensor,
-    heights: list[int],
-    widths: list[int],
-    jitter: int,
-    noise: float,
-    noise_kind: str,
-    contrast_low: float,
-    contrast_high: float,
-    interpolation: str,
-    antialias: bool,
-    adjust_contrast: bool,
-    seed: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    contrast = (contrast_low, contrast_high)
-    switches = (antialias, adjust_contrast)
-    sizes = _check_op_args(
-        x, heights, widths, jitter, noise_kind, contrast, interpolation, switches, seed, "multires_stack"
-    )
-    args = (sizes, jitter, noise, noise_kind, contrast, interpolation, *switches, seed)
-    name = backend.select_without_cuda("multires_stack", x.device, _FAMILY)
+def _forward(name, *args):
+    """The forward kernel of backend `name` on the op's arguments, checked here."""
+    x, _, _, jitter, noise, noise_kind, low, high, interpolation, antialias, adjust_contrast, seed = args
+    sizes = checks.check_op_args(*args)
     if name == "cpp":
-        _, _, h, w = x.shape
-        starts, weights = banded_tables(h, w, tuple(sizes), interpolation, antialias, _acc_dtype(x.dtype))
-        return torch.ops.robustkernels.multires_stack_fwd_kernel(
-            x, heights, widths, starts, weights, _flat_offsets(x, sizes), jitter, noise, noise_kind,
-            contrast_low, contrast_high, adjust_contrast, seed,
-        )  # fmt: skip
+        return torch.ops.robustkernels.multires_stack_fwd_kernel(*args)
+    settings = (
+        sizes,
+        jitter,
+        noise,
+        noise_kind,
+        (low, high),
+        interpolation,
+        antialias,
+        adjust_contrast,
+        seed,
+    )
     if name == "triton" and _fits_triton(*x.shape[-2:]):
-        return _forward_triton(x, *args)
-    return _forward_reference(x, *args)
+        return _forward_triton(x, *settings)
+    return _forward_reference(x, *settings)
 
 
-@multires_stack.register_fake
-def _multires_stack_fake(
-    x, heights, widths, jitter, noise, noise_kind, contrast_low, contrast_high, interpolation, antialias,
-    adjust_contrast, seed,
-):  # fmt: skip
+def _backward(name, *args):
+    """The backward kernel of backend `name` on the op's arguments, checked here."""
+    op = "multires_stack_backward"
+    grad, clip_mask, x, heights, widths, jitter, low, high, interpolation, *switches, seed = args
+    checks.check_backward_args(grad, clip_mask, x, heights, widths, op)
+    sizes = checks.check_op_args(
+        grad, heights, widths, jitter, 0.0, "uniform", low, high, interpolation, *switches, seed, op, "grad"
+    )
+    if name == "cpp":
+        return torch.ops.robustkernels.multires_stack_bwd_kernel(*args)
+    settings = (sizes, jitter, (low, high), interpolation, *switches, seed)
+    if name == "triton" and _fits_triton(*grad.shape[-2:]):
+        return _backward_triton(grad, clip_mask, x, *settings)
+    return _backward_reference(grad, clip_mask, x, *settings)
+
+
+def _python_forward(x, *args):
+    """The kernel of the backend use_backend chose (robustkernels::multires_stack_fwd_python)."""
+    return _forward(backend.select_without_cuda("multires_stack", x.device, _FAMILY), x, *args)
+
+
+def _python_backward(grad, *args):
+    """robustkernels::multires_stack_bwd_python: the backward kernel of the backend use_backend chose."""
+    name = backend.select_without_cuda("multires_stack_backward", grad.device, _FAMILY)
+    return _backward(name, grad, *args)
+
+
+def _cuda_forward(*args):
+    """The CUDA kernel (there is no CUDA C++ one): Triton, else the reference."""
+    return _forward("triton" if _triton_available else "reference", *args)
+
+
+def _cuda_backward(*args):
+    return _backward("triton" if _triton_available else "reference", *args)
+
+
+def reference_stack(*args):
+    """The stack where robustkernels._C is not built: the reference (autograd differentiates it),
+    its arguments checked in Python."""
+    return _forward("reference", *args)[0]
+
+
+def _multires_stack_fake(x, heights, *args, seed_tensor=None):
+    if len(args) == 11:  # seed_tensor given positionally
+        *args, seed_tensor = args
+    checks.check_op_args(x, heights, *args)
+    if seed_tensor is not None:
+        check_seed_tensor(seed_tensor, "multires_stack")
     b, c, h, w = x.shape
     v = len(heights)
     return x.new_empty((b, c * v, h, w)), x.new_empty((b, c * v, h, (w + 7) // 8), dtype=torch.uint8)
 
 
-def _check_backward_args(grad, clip_mask, x, heights, widths, op: str) -> None:
-    validation.check_tensor("grad", grad, op)
-    validation.check_tensor("clip_mask", clip_mask, op)
-    validation.check_tensor("x", x, op)
-    if grad.dtype not in validation.KERNEL_FLOAT_DTYPES:
-        raise TypeError(
-            f"robustkernels.{op}: grad must be float32, float64, float16 or bfloat16, got {grad.dtype}"
-        )
-    if grad.dim() != 4 or len(heights) == 0 or grad.shape[1] % len(heights) != 0:
-        raise ValueError(
-            f"robustkernels.{op}: grad must be [B, C * V, H, W] for V = {len(heights)} views, got {tuple(grad.shape)}"
-        )
-    b, cv, h, w = grad.shape
-    if clip_mask.dtype != torch.uint8 or clip_mask.shape != (b, cv, h, (w + 7) // 8):
-        raise ValueError(
-            f"robustkernels.{op}: clip_mask must be uint8 [{b}, {cv}, {h}, {(w + 7) // 8}], "
-            f"got {clip_mask.dtype} {tuple(clip_mask.shape)}"
-        )
-    if clip_mask.device != grad.device:
-        raise ValueError(
-            f"robustkernels.{op}: clip_mask must be on grad's device {grad.device}, got {clip_mask.device}"
-        )
-    if x.shape != (b, cv // len(heights), h, w) or x.dtype != grad.dtype or x.device != grad.device:
-        raise ValueError(
-            f"robustkernels.{op}: x must be the forward's input, {grad.dtype} [{b}, {cv // len(heights)}, {h}, "
-            f"{w}] on {grad.device}, got {x.dtype} {tuple(x.shape)} on {x.device}"
-        )
-
-
-@torch.library.custom_op("robustkernels::multires_stack_backward", mutates_args=())
-def multires_stack_backward(
-    grad: torch.Tensor,
-    clip_mask: torch.Tensor,
-    x: torch.Tensor,
-    heights: list[int],
-    widths: list[int],
-    jitter: int,
-    contrast_low: float,
-    contrast_high: float,
-    interpolation: str,
-    antialias: bool,
-    adjust_contrast: bool,
-    seed: int,
-) -> torch.Tensor:
-    op = "multires_stack_backward"
-    _check_backward_args(grad, clip_mask, x, heights, widths, op)
-    contrast = (contrast_low, contrast_high)
-    switches = (antialias, adjust_contrast)
-    sizes = _check_op_args(
-        grad, heights, widths, jitter, "uniform", contrast, interpolation, switches, seed, op, name="grad"
-    )
-    args = (sizes, jitter, contrast, interpolation, *switches, seed)
-    name = backend.select_without_cuda(op, grad.device, _FAMILY)
-    if name == "cpp":
-        _, _, h, w = grad.shape
-        starts, weights = banded_tables(h, w, tuple(sizes), interpolation, antialias, _acc_dtype(grad.dtype))
-        return torch.ops.robustkernels.multires_stack_bwd_kernel(
-            grad, clip_mask, x, heights, widths, starts, weights, jitter, contrast_low, contrast_high,
-            adjust_contrast, seed,
-        )  # fmt: skip
-    if name == "triton" and _fits_triton(*grad.shape[-2:]):
-        return _backward_triton(grad, clip_mask, x, *args)
-    return _backward_reference(grad, clip_mask, x, *args)
-
-
-@multires_stack_backward.register_fake
-def _multires_stack_backward_fake(
-    grad, clip_mask, x, heights, widths, jitter, contrast_low, contrast_high, interpolation, antialias,
-    adjust_contrast, seed,
-):  # fmt: skip
-    _check_backward_args(grad, clip_mask, x, heights, widths, "multires_stack_backward")
+def _multires_stack_backward_fake(grad, clip_mask, x, heights, widths, *_settings, seed_tensor=None):
+    checks.check_backward_args(grad, clip_mask, x, heights, widths, "multires_stack_backward")
     b, cv, h, w = grad.shape
     return grad.new_empty((b, cv // len(heights), h, w))
 
 
-def _setup_context(ctx, inputs, output):
-    x, heights, widths, jitter, _, _, contrast_low, contrast_high, interpolation, *switches, seed = inputs
-    ctx.save_for_backward(output[1], x)
-    ctx.args = (heights, widths, jitter, contrast_low, contrast_high, interpolation, *switches, seed)
-    ctx.backend = backend.explicit_choice()
-
-
-def _backward(ctx, grad_out, _grad_mask):
-    nones = (None,) * 11
-    if not ctx.needs_input_grad[0]:
-        return (None, *nones)
-    clip_mask, x = ctx.saved_tensors
-    with backend.restore_choice(ctx.backend):
-        return (multires_stack_backward(grad_out, clip_mask, x, *ctx.args), *nones)
-
-
-multires_stack.register_autograd(_backward, setup_context=_setup_context)
+if _extension.is_loaded():
+    # The ops are defined, and dispatched with their autograd, in C++ (csrc/ops/multires_stack.cpp).
+    multires_stack = torch.ops.robustkernels.multires_stack.default
+    multires_stack_backward = torch.ops.robustkernels.multires_stack_backward.default
+    torch.library.register_fake("robustkernels::multires_stack")(_multires_stack_fake)
+    torch.library.register_fake("robustkernels::multires_stack_backward")(_multires_stack_backward_fake)
+    for _op, _kernel in (
+        ("multires_stack_fwd_python", _python_forward),
+        ("multires_stack_bwd_python", _python_backward),
+    ):
+        torch.library.impl(f"robustkernels::{_op}", "CompositeExplicitAutograd")(_kernel)
+    torch.library.impl("robustkernels::multires_stack_fwd_kernel", "CUDA")(_cuda_forward)
+    torch.library.impl("robustkernels::multires_stack_bwd_kernel", "CUDA")(_cuda_backward)

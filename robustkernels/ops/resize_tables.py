@@ -1,12 +1,12 @@
-"""Resize weights of F.interpolate as matrices, for the multires_stack kernels.
+"""Resize weights of F.interpolate as matrices, for the multires_stack Triton kernels and reference.
 
 Every mode F.interpolate offers here (bilinear, bicubic, area, with or without
 antialias, align_corners=False) is separable and linear, so one 1-D resize of n_in
 samples to n_out is a matrix R [n_out, n_in]. The matrix is read off torch itself
 (F.interpolate of the identity basis in float64), so the kernels use exactly
 torch's conventions (border clamping, the antialias filter widths, area's uneven
-windows) without re-deriving them. The C++ kernel takes R in banded form, the
-Triton kernel dense and zero-padded.
+windows) without re-deriving them. The Triton kernels take R dense and zero-padded; the C++ kernels build
+the same matrices in banded form themselves (csrc/cpu/resize_tables.h).
 """
 
 import functools
@@ -26,22 +26,6 @@ def resize_matrix(n_in: int, n_out: int, interpolation: str, antialias: bool) ->
     return probe[:, 0, :, 0].T.contiguous()
 
 
-def banded(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(start int32 [n_out], weight [n_out, taps]): row o is matrix[o, start[o] : start[o] + taps].
-
-    taps is the widest row's span of non-zeros; narrower rows are padded with zero
-    weights, their windows shifted left where they would run past the last input.
-    """
-    n_in = matrix.shape[1]
-    nonzero = matrix != 0
-    first = nonzero.to(torch.int64).argmax(dim=1)
-    last = n_in - 1 - nonzero.flip(1).to(torch.int64).argmax(dim=1)
-    taps = int((last - first + 1).max())
-    start = first.clamp(max=n_in - taps)
-    columns = start.unsqueeze(1) + torch.arange(taps).unsqueeze(0)
-    return start.to(torch.int32), matrix.gather(1, columns).contiguous()
-
-
 def view_matrices(
     height: int, width: int, size: tuple[int, int], interpolation: str, antialias: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,29 +39,6 @@ def view_matrices(
         resize_matrix(rh, height, interpolation, False),
         resize_matrix(rw, width, interpolation, False),
     )
-
-
-@functools.lru_cache(maxsize=64)
-def banded_tables(
-    height: int,
-    width: int,
-    sizes: tuple[tuple[int, int], ...],
-    interpolation: str,
-    antialias: bool,
-    dtype: torch.dtype,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(starts, weights), four tables per view in view order; empty for full-size views."""
-    starts, weights = [], []
-    for size in sizes:
-        if size == (height, width):
-            starts += [torch.empty(0, dtype=torch.int32)] * 4
-            weights += [torch.empty((0, 0), dtype=dtype)] * 4
-            continue
-        for matrix in view_matrices(height, width, size, interpolation, antialias):
-            start, weight = banded(matrix)
-            starts.append(start)
-            weights.append(weight.to(dtype))
-    return starts, weights
 
 
 @functools.lru_cache(maxsize=64)
