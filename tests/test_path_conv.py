@@ -5,12 +5,12 @@ oracles run on the device under test, and results are compared on the CPU)."""
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, grads_of, require_backend, targets
+from helpers import HALF_DTYPES, TOLERANCE, assert_half_close, grads_of, targets
+from path_banks import make_bank, make_x, random_route
 
 import robustkernels
 from robustkernels import functional as F
 from robustkernels import reference
-from robustkernels.ops import path_weights as path_ops
 
 TARGETS = targets("cpp", "reference", "triton")  # no CUDA C++ kernel: Triton serves GPUs
 # (x shape, weight shape [C_out, C_in/groups, kh, kw], stride, padding, dilation, groups)
@@ -19,26 +19,6 @@ CONV_CASES = [
     ((5, 6, 11, 10), (8, 3, 3, 2), 2, (1, 0), 1, 2),
     ((6, 3, 8, 8), (5, 3, 1, 1), 1, 0, 1, 1),
 ]
-
-
-def make_bank(w_shape, paths, *, shared=False, alpha_kind="channel", dtype=torch.float32, seed=0):
-    """weight bank (or one shared weight), per-path bias, masks and alpha [P, A]."""
-    gen = torch.Generator().manual_seed(seed)
-    weight = (torch.randn((1 if shared else paths, *w_shape), generator=gen) * 0.3).to(dtype)
-    bias = torch.randn(paths, w_shape[0], generator=gen).to(dtype)
-    mask = torch.rand((paths, *w_shape), generator=gen) > 0.3
-    numel = weight[0].numel()
-    a = {"layer": 1, "channel": w_shape[0], "element": numel}[alpha_kind]
-    alpha = (0.1 + torch.rand(paths, a, generator=gen)).to(dtype)
-    return weight, bias, mask, alpha
-
-
-def make_x(shape, dtype=torch.float32, seed=1):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
-
-
-def random_route(batch, paths, dtype=torch.int64, seed=2):
-    return torch.randint(paths, (batch,), generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
 def assert_all_close(got, expected, dtype=torch.float32):
@@ -262,16 +242,6 @@ def test_other_dtypes(target, dtype):
             torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_route_sort_is_stable(target):
-    route = random_route(50, 5, torch.int32, seed=7)
-    route[route == 3] = 1  # path 3 empty
-    with robustkernels.use_backend(target.backend):
-        counts, perm = F.route_sort(*target.to(route), 5)
-    assert torch.equal(counts.cpu(), torch.bincount(route.long(), minlength=5))
-    assert torch.equal(perm.cpu(), torch.argsort(route, stable=True))
-
-
 def test_gradcheck_float64():
     """std(W) is a constant of the backward by definition (as in PNI): the check runs x, bias and
     alpha with the noise on, and the weight bank with the noise off."""
@@ -378,28 +348,6 @@ def test_bad_inputs_name_the_argument():
             call()
 
 
-def test_cpp_kernels_reject_bad_inputs():
-    require_backend("cpp")
-    ops = torch.ops.robustkernels
-    weight, _, mask, alpha = make_bank((4, 3, 3, 3), 3)
-    cases = [
-        (lambda: ops.route_sort_kernel(torch.tensor([0, 5]), 3), ValueError, r"route values must lie in \[0, 3\)"),
-        (lambda: ops.route_sort_kernel(torch.tensor([0.0]), 3), TypeError, "route must be an int32 or int64"),
-        (lambda: ops.route_sort_kernel(torch.zeros(2, 2, dtype=torch.long), 3), ValueError, "route must be 1-D"),
-        (lambda: ops.path_weights_fwd_kernel(weight, mask, alpha, [1.0] * 2, [0] * 2, None), ValueError, "weight must hold"),
-        (lambda: ops.path_weights_fwd_kernel(weight, mask, alpha, [1.0] * 3, [0] * 2, None), ValueError, "seeds must hold"),
-        (lambda: ops.path_weights_fwd_kernel(weight, mask[:, :2], alpha, [1.0] * 3, [0] * 3, None), ValueError, "mask must have shape"),
-        (lambda: ops.path_weights_fwd_kernel(weight, None, None, [1.0] * 3, [0] * 3, None), ValueError, "alpha is required"),
-        (lambda: ops.path_weights_fwd_kernel(weight, None, alpha[:, :2], [1.0] * 3, [0] * 3, None), ValueError, "alpha must hold"),
-        (lambda: ops.path_weights_fwd_kernel(weight.int(), None, None, [0.0] * 3, [0] * 3, None), TypeError, "weight must be a floating"),
-        (lambda: ops.path_weights_fwd_kernel(weight, None, None, [0.0] * 3, [0] * 3, torch.ones(2, dtype=torch.long)), ValueError, "counts must be"),
-        (lambda: ops.path_weights_bwd_kernel(weight, 2, None, None, torch.zeros(2), [0.0] * 3, [0] * 3, None, False), ValueError, "entries must be"),
-    ]  # fmt: skip
-    for call, error, message in cases:
-        with pytest.raises(error, match=message):
-            call()
-
-
 @pytest.mark.parametrize("target", TARGETS)
 def test_stacked_layout(target):
     """route="stacked": path p's input in channel block p, one grouped convolution / batched matmul."""
@@ -428,52 +376,6 @@ def test_stacked_layout(target):
     torch.testing.assert_close(y.cpu(), expected, **TOLERANCE[torch.float32])
     with pytest.raises(ValueError, match='route="stacked" needs x with 3 x 4 channels'):
         F.path_linear(lx[:, :8], lw, "stacked")
-
-
-@pytest.mark.parametrize("target", targets("triton"))
-def test_triton_path_weights_equal_cpp_kernel(target):
-    """Every path's W' and the weight backward agree with the C++ kernels, inactive paths included."""
-    require_backend("cpp")
-    weight, _, mask, alpha = make_bank((6, 5, 3, 3), 4, alpha_kind="channel")
-    lams, seeds = [0.0, 0.7, 1.1, 0.4], [1, 2, 3, 4]
-    counts = torch.tensor([3, 0, 2, 1])
-    cpp = torch.ops.robustkernels.path_weights_fwd_kernel(weight, mask, alpha, lams, seeds, counts)
-    with robustkernels.use_backend("triton"):
-        tri = path_ops.path_weights(*target.to(weight, mask, alpha), lams, seeds, *target.to(counts))
-    for t, c in zip(tri, cpp, strict=True):
-        torch.testing.assert_close(t.cpu(), c, **TOLERANCE[torch.float32])
-    grad = torch.randn(4, 6, 5, 3, 3, generator=torch.Generator().manual_seed(0))
-    cpp_grads = torch.ops.robustkernels.path_weights_bwd_kernel(
-        grad, 4, mask, alpha, cpp[1], lams, seeds, counts, True
-    )
-    with robustkernels.use_backend("triton"):
-        tri_grads = path_ops.path_weights_backward(
-            *target.to(grad), 4, *target.to(mask, alpha, cpp[1]), lams, seeds, *target.to(counts), True
-        )
-    for t, c in zip(tri_grads, cpp_grads, strict=True):
-        torch.testing.assert_close(t.cpu(), c, **TOLERANCE[torch.float32])
-
-
-@pytest.mark.parametrize("batch", [0, 1, 37])
-@pytest.mark.parametrize("target", targets("triton"))
-def test_triton_route_sort_tiles_equal_stable_argsort(monkeypatch, target, batch):
-    """Tiles of 16 x 4: the loops over sample tiles run several times."""
-    monkeypatch.setattr(path_ops, "_SORT_TILE", 64)
-    route = random_route(batch, 3, torch.int32, seed=9)
-    with robustkernels.use_backend("triton"):
-        counts, perm = F.route_sort(*target.to(route), 3)
-    assert torch.equal(counts.cpu(), torch.bincount(route.long(), minlength=3))
-    assert torch.equal(perm.cpu(), torch.argsort(route, stable=True))
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_route_out_of_range_is_reported(target):
-    (route,) = target.to(torch.tensor([0, 2, 1]))
-    with (
-        robustkernels.use_backend(target.backend),
-        pytest.raises(ValueError, match=r"route values must lie in \[0, 2\)"),
-    ):
-        F.route_sort(route, 2)
 
 
 @pytest.mark.parametrize("target", TARGETS)
