@@ -5,7 +5,9 @@
 // where a gradient needs it; alpha and the mask are parameters and buffers): the backward op
 // rebuilds W' from the seed, runs the platform backward, and sends dW' through the weight
 // backward kernel for dW and dalpha.
-#include <torch/autograd.h>
+#include <ATen/FuncTorchTLS.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include "../arg_checks.h"
@@ -15,7 +17,6 @@
 namespace robustkernels {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptionalTensor = std::optional<at::Tensor>;
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -137,110 +138,164 @@ Grads noisy_linear_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
 
 OptionalTensor optional(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : std::nullopt; }
 
-// x and W only where the backward needs them, as a plain layer saves them: x for dW' (hence
-// dW and dalpha), W to rebuild W' for dx and to recompute std(W) for dalpha.
-void save_operands(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& alpha,
-                   const OptionalTensor& mask, const OptionalTensor& seed_tensor) {
-  const bool need_x = x.requires_grad(), need_weight = weight.requires_grad(), need_alpha = alpha.requires_grad();
-  ctx->save_for_backward({need_weight || need_alpha ? x : at::Tensor(), need_x || need_alpha ? weight : at::Tensor(),
-                          alpha, mask.value_or(at::Tensor()), seed_tensor.value_or(at::Tensor())});
-}
+// The autograd nodes are written like torch's generated ones (a Node with typed members), not
+// as torch::autograd::Function: that one's context (an IValue map keyed by strings, every
+// input wrapped and checked) cost more than the 1x1x4x4 layer's kernels (issue 13).
 
-// needs_input_grad indexes the tensor inputs actually given: bias shifts alpha's index.
-std::array<bool, 4> needed_grads(AutogradContext* ctx, bool has_bias) {
-  const size_t alpha_index = has_bias ? 3 : 2;
-  return {ctx->needs_input_grad(0), ctx->needs_input_grad(1), has_bias && ctx->needs_input_grad(2),
-          ctx->needs_input_grad(alpha_index)};
-}
+// Where x, W, alpha and the seed tensor are kept for the backward: x and W only where a
+// gradient needs them, as a plain layer saves them (x for dW', hence dW and dalpha; W to
+// rebuild W' for dx and to recompute std(W) for dalpha). SavedVariable keeps autograd's check
+// that none of them was modified in place before the backward (the seed tensor included:
+// a layer that advanced it in place would otherwise rebuild other noise).
+struct NoisyLayerSaved {
+  torch::autograd::SavedVariable x, weight, alpha, seed_tensor;
+  at::Tensor mask;  // a buffer, never differentiated
+  double lam = 0.0;
+  int64_t seed = 0;
+  bool has_bias = false;
+  std::vector<int64_t> weight_size;
 
-variable_list layer_grads(const Grads& grads, std::array<bool, 4> needed, size_t num_inputs) {
-  variable_list result(num_inputs);
-  const at::Tensor* values[] = {&std::get<0>(grads), &std::get<1>(grads), &std::get<2>(grads), &std::get<3>(grads)};
-  for (size_t i = 0; i < 4; ++i) {
-    if (needed[i]) result[i] = *values[i];
+  void save(const at::Tensor& x_in, const at::Tensor& weight_in, const OptionalTensor& bias, const at::Tensor& alpha_in,
+            double lam_in, int64_t seed_in, const OptionalTensor& mask_in, const OptionalTensor& seed_tensor_in) {
+    const bool need_x = x_in.requires_grad(), need_weight = weight_in.requires_grad();
+    const bool need_alpha = alpha_in.requires_grad();
+    if (need_weight || need_alpha) x = torch::autograd::SavedVariable(x_in, false);
+    if (need_x || need_alpha) weight = torch::autograd::SavedVariable(weight_in, false);
+    alpha = torch::autograd::SavedVariable(alpha_in, false);
+    if (seed_tensor_in.has_value()) seed_tensor = torch::autograd::SavedVariable(*seed_tensor_in, false);
+    mask = mask_in.value_or(at::Tensor());
+    lam = lam_in;
+    seed = seed_in;
+    has_bias = bias.has_value();
+    weight_size = weight_in.sizes().vec();
   }
+
+  void release() {
+    x.reset_data();
+    weight.reset_data();
+    alpha.reset_data();
+    seed_tensor.reset_data();
+    mask.reset();
+  }
+};
+
+OptionalTensor unpacked(const torch::autograd::SavedVariable& saved, const c10::intrusive_ptr<torch::autograd::Node>& node) {
+  at::Tensor t = saved.unpack(node);
+  return t.defined() ? OptionalTensor(std::move(t)) : std::nullopt;
+}
+
+// The layer's inputs in edge order (x, weight, bias, alpha): which gradients this backward computes.
+std::array<bool, 4> needed_grads(const torch::autograd::Node& node, bool has_bias) {
+  return {node.task_should_compute_output(0), node.task_should_compute_output(1),
+          has_bias && node.task_should_compute_output(2), node.task_should_compute_output(has_bias ? 3 : 2)};
+}
+
+variable_list layer_grads(const Grads& grads, std::array<bool, 4> needed, bool has_bias) {
+  variable_list result(has_bias ? 4 : 3);
+  if (needed[0]) result[0] = std::get<0>(grads);
+  if (needed[1]) result[1] = std::get<1>(grads);
+  if (needed[2]) result[2] = std::get<2>(grads);
+  if (needed[3]) result[has_bias ? 3 : 2] = std::get<3>(grads);
   return result;
 }
 
-struct NoisyConv2dFunction : torch::autograd::Function<NoisyConv2dFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                            const OptionalTensor& bias, const at::Tensor& alpha, double lam, int64_t seed,
-                            const OptionalTensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, int64_t groups, const OptionalTensor& seed_tensor) {
-    static const auto op = op_handle<decltype(noisy_conv2d_impl)>("robustkernels::noisy_conv2d");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor y = op.call(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor);
-    save_operands(ctx, x, weight, alpha, mask, seed_tensor);
-    auto& data = ctx->saved_data;
-    data["lam"] = lam;
-    data["seed"] = seed;
-    data["stride"] = stride.vec();
-    data["padding"] = padding.vec();
-    data["dilation"] = dilation.vec();
-    data["groups"] = groups;
-    data["x_size"] = x.sizes().vec();
-    data["weight_size"] = weight.sizes().vec();
-    data["has_bias"] = bias.has_value();
-    return y;
-  }
+struct NoisyConv2dBackward final : torch::autograd::TraceableFunction {
+  NoisyLayerSaved saved;
+  std::vector<int64_t> stride, padding, dilation, x_size;
+  int64_t groups = 1;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+  std::string name() const override { return "NoisyConv2dBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    saved.release();
+  }
+  variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<decltype(noisy_conv2d_backward_impl)>("robustkernels::noisy_conv2d_backward");
-    auto& data = ctx->saved_data;
-    const bool has_bias = data["has_bias"].toBool();
-    const auto needed = needed_grads(ctx, has_bias);
-    const auto saved = ctx->get_saved_variables();
-    const Grads grads = op.call(grad_outputs[0], optional(saved[0]), optional(saved[1]), saved[2],
-                                data["lam"].toDouble(), data["seed"].toInt(), optional(saved[3]),
-                                data["stride"].toIntVector(), data["padding"].toIntVector(),
-                                data["dilation"].toIntVector(), data["groups"].toInt(), optional(saved[4]),
-                                data["x_size"].toIntVector(), data["weight_size"].toIntVector(), has_bias, needed);
-    return layer_grads(grads, needed, 12);
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto needed = needed_grads(*this, saved.has_bias);
+    if (!grads[0].defined()) return variable_list(saved.has_bias ? 4 : 3);
+    const auto self = getptr();
+    const Grads result =
+        op.call(grads[0], unpacked(saved.x, self), unpacked(saved.weight, self), saved.alpha.unpack(self), saved.lam,
+                saved.seed, optional(saved.mask), stride, padding, dilation, groups, unpacked(saved.seed_tensor, self),
+                x_size, saved.weight_size, saved.has_bias, needed);
+    return layer_grads(result, needed, saved.has_bias);
   }
 };
 
-struct NoisyLinearFunction : torch::autograd::Function<NoisyLinearFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                            const OptionalTensor& bias, const at::Tensor& alpha, double lam, int64_t seed,
-                            const OptionalTensor& mask, const OptionalTensor& seed_tensor) {
-    static const auto op = op_handle<decltype(noisy_linear_impl)>("robustkernels::noisy_linear");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor y = op.call(x, weight, bias, alpha, lam, seed, mask, seed_tensor);
-    save_operands(ctx, x, weight, alpha, mask, seed_tensor);
-    auto& data = ctx->saved_data;
-    data["lam"] = lam;
-    data["seed"] = seed;
-    data["weight_size"] = weight.sizes().vec();
-    data["has_bias"] = bias.has_value();
-    return y;
-  }
+struct NoisyLinearBackward final : torch::autograd::TraceableFunction {
+  NoisyLayerSaved saved;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+  std::string name() const override { return "NoisyLinearBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    saved.release();
+  }
+  variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<decltype(noisy_linear_backward_impl)>("robustkernels::noisy_linear_backward");
-    auto& data = ctx->saved_data;
-    const bool has_bias = data["has_bias"].toBool();
-    const auto needed = needed_grads(ctx, has_bias);
-    const auto saved = ctx->get_saved_variables();
-    const Grads grads =
-        op.call(grad_outputs[0], optional(saved[0]), optional(saved[1]), saved[2], data["lam"].toDouble(),
-                data["seed"].toInt(), optional(saved[3]), optional(saved[4]), data["weight_size"].toIntVector(),
-                has_bias, needed);
-    return layer_grads(grads, needed, 8);
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto needed = needed_grads(*this, saved.has_bias);
+    if (!grads[0].defined()) return variable_list(saved.has_bias ? 4 : 3);
+    const auto self = getptr();
+    const Grads result = op.call(grads[0], unpacked(saved.x, self), unpacked(saved.weight, self),
+                                 saved.alpha.unpack(self), saved.lam, saved.seed, optional(saved.mask),
+                                 unpacked(saved.seed_tensor, self), saved.weight_size, saved.has_bias, needed);
+    return layer_grads(result, needed, saved.has_bias);
   }
 };
+
+// The node of a layer's output, linked to its differentiable inputs, or null when no gradient flows.
+template <typename Node>
+c10::intrusive_ptr<Node> layer_node(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+                                    const at::Tensor& alpha) {
+  if (!torch::autograd::compute_requires_grad(x, weight, bias, alpha)) return {};
+  if (const auto& functorch_tls = at::functorch::functorchTLSAccessor()) {
+    functorch_tls->checkSupportsCppAutogradFunction();  // as torch::autograd::Function: no functorch support
+  }
+  auto node = c10::make_intrusive<Node>();
+  node->set_next_edges(bias.has_value() ? torch::autograd::collect_next_edges(x, weight, *bias, alpha)
+                                        : torch::autograd::collect_next_edges(x, weight, alpha));
+  return node;
+}
 
 at::Tensor noisy_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                                  const at::Tensor& alpha, double lam, int64_t seed, const OptionalTensor& mask,
                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                  int64_t groups, const OptionalTensor& seed_tensor) {
-  return NoisyConv2dFunction::apply(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups,
-                                    seed_tensor);
+  static const auto op = op_handle<decltype(noisy_conv2d_impl)>("robustkernels::noisy_conv2d");
+  auto node = layer_node<NoisyConv2dBackward>(x, weight, bias, alpha);
+  at::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    y = op.call(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor);
+  }
+  if (node) {
+    node->saved.save(x, weight, bias, alpha, lam, seed, mask, seed_tensor);
+    node->stride = stride.vec();
+    node->padding = padding.vec();
+    node->dilation = dilation.vec();
+    node->groups = groups;
+    node->x_size = x.sizes().vec();
+    torch::autograd::set_history(y, node);
+  }
+  return y;
 }
 
 at::Tensor noisy_linear_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                                  const at::Tensor& alpha, double lam, int64_t seed, const OptionalTensor& mask,
                                  const OptionalTensor& seed_tensor) {
-  return NoisyLinearFunction::apply(x, weight, bias, alpha, lam, seed, mask, seed_tensor);
+  static const auto op = op_handle<decltype(noisy_linear_impl)>("robustkernels::noisy_linear");
+  auto node = layer_node<NoisyLinearBackward>(x, weight, bias, alpha);
+  at::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    y = op.call(x, weight, bias, alpha, lam, seed, mask, seed_tensor);
+  }
+  if (node) {
+    node->saved.save(x, weight, bias, alpha, lam, seed, mask, seed_tensor);
+    torch::autograd::set_history(y, node);
+  }
+  return y;
 }
 
 }  // namespace
