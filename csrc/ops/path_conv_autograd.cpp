@@ -1,7 +1,9 @@
 // The autograd of robustkernels::path_conv2d / path_linear in C++: saves the grouped input (x
 // itself for segments), W, the mask, alpha and the forward's perm and counts, never W' or the
 // noise; the backward op rebuilds them.
-#include <torch/autograd.h>
+#include <ATen/FuncTorchTLS.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include "../kernel_choice.h"
@@ -10,132 +12,176 @@
 namespace robustkernels {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 OptionalTensor optional(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : std::nullopt; }
 
-// What both layers' autograd saves and reads: the grouped input (x itself for segments), W, the
-// mask, alpha, the forward's perm and counts, the seed tensor; lams, seeds, segments, bias entries.
-void save_routed(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
-                 const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
-                 at::IntArrayRef seeds, at::IntArrayRef segments, const OptionalTensor& seed_tensor,
-                 const variable_list& outputs) {
-  const bool routed = segments.empty();
-  ctx->save_for_backward({routed ? outputs[3] : x, weight, mask.value_or(at::Tensor()), alpha.value_or(at::Tensor()),
-                          outputs[1], outputs[2], seed_tensor.value_or(at::Tensor())});
-  ctx->mark_non_differentiable({outputs[1], outputs[2], outputs[3]});
-  auto& data = ctx->saved_data;
-  data["lams"] = lams.vec();
-  data["seeds"] = seeds.vec();
-  data["segments"] = segments.vec();
-  data["bias_entries"] = bias.has_value() ? bias->size(0) : 0;
-  data["has_mask"] = mask.has_value();
-  data["has_alpha"] = alpha.has_value();
+// As the noisy layers' nodes (csrc/ops/noisy_layers.cpp): typed members instead of
+// torch::autograd::Function's IValue context. Saved: the grouped input (x itself for segments),
+// W, the mask, alpha, the forward's perm and counts, the seed tensor; never W' or the noise.
+struct RoutedSaved {
+  torch::autograd::SavedVariable x, weight, alpha, perm, counts, seed_tensor;
+  at::Tensor mask;  // a buffer, never differentiated
+  std::vector<double> lams;
+  std::vector<int64_t> seeds, segments;
+  int64_t bias_entries = 0;
+  bool alpha_given = false;
+
+  void save(const at::Tensor& x_in, const at::Tensor& weight_in, const OptionalTensor& bias, const OptionalTensor& mask_in,
+            const OptionalTensor& alpha_in, at::ArrayRef<double> lams_in, at::IntArrayRef seeds_in,
+            at::IntArrayRef segments_in, const OptionalTensor& seed_tensor_in, const Outputs& outputs) {
+    const bool routed = segments_in.empty();
+    x = torch::autograd::SavedVariable(routed ? std::get<3>(outputs) : x_in, false);
+    weight = torch::autograd::SavedVariable(weight_in, false);
+    if (alpha_in.has_value()) alpha = torch::autograd::SavedVariable(*alpha_in, false);
+    perm = torch::autograd::SavedVariable(std::get<1>(outputs), false);
+    counts = torch::autograd::SavedVariable(std::get<2>(outputs), false);
+    if (seed_tensor_in.has_value()) seed_tensor = torch::autograd::SavedVariable(*seed_tensor_in, false);
+    mask = mask_in.value_or(at::Tensor());
+    lams = lams_in.vec();
+    seeds = seeds_in.vec();
+    segments = segments_in.vec();
+    bias_entries = bias.has_value() ? bias->size(0) : 0;
+    alpha_given = alpha_in.has_value();
+  }
+
+  void release() {
+    for (auto* saved : {&x, &weight, &alpha, &perm, &counts, &seed_tensor}) saved->reset_data();
+    mask.reset();
+  }
+
+  bool has_bias() const { return bias_entries > 0; }
+  bool has_alpha() const { return alpha_given; }
+};
+
+// Edge order: x, weight, then bias and alpha where given.
+Needs routed_needs(const torch::autograd::Node& node, const RoutedSaved& saved) {
+  const size_t alpha_edge = 2 + saved.has_bias();
+  return {node.task_should_compute_output(0), node.task_should_compute_output(1),
+          saved.has_bias() && node.task_should_compute_output(2),
+          saved.has_alpha() && node.task_should_compute_output(alpha_edge)};
 }
 
-// needs_input_grad counts the tensor inputs given (x, weight, then bias, mask and alpha where present).
-Needs routed_needs(AutogradContext* ctx) {
-  auto& data = ctx->saved_data;
-  const bool has_bias = data["bias_entries"].toInt() > 0;
-  const size_t alpha_index = 2 + has_bias + data["has_mask"].toBool();
-  return {ctx->needs_input_grad(0), ctx->needs_input_grad(1), has_bias && ctx->needs_input_grad(2),
-          data["has_alpha"].toBool() && ctx->needs_input_grad(alpha_index)};
-}
-
-variable_list routed_grads(const Outputs& grads, Needs needs, size_t num_inputs) {
-  variable_list result(num_inputs);
+variable_list routed_grads(const Outputs& grads, Needs needs, const RoutedSaved& saved) {
+  variable_list result(2 + saved.has_bias() + saved.has_alpha());
   if (needs[0]) result[0] = std::get<0>(grads);
   if (needs[1]) result[1] = std::get<1>(grads);
   if (needs[2]) result[2] = std::get<2>(grads);
-  if (needs[3]) result[4] = std::get<3>(grads);
+  if (needs[3]) result[2 + saved.has_bias()] = std::get<3>(grads);
   return result;
 }
 
 NeedsList needs_list(Needs needs) { return NeedsList({needs[0], needs[1], needs[2], needs[3]}); }
 
-variable_list as_list(const Outputs& outputs) {
-  return {std::get<0>(outputs), std::get<1>(outputs), std::get<2>(outputs), std::get<3>(outputs)};
+OptionalTensor unpacked(const torch::autograd::SavedVariable& saved, const c10::intrusive_ptr<torch::autograd::Node>& node) {
+  at::Tensor t = saved.unpack(node);
+  return t.defined() ? OptionalTensor(std::move(t)) : std::nullopt;
 }
 
-struct PathConv2dFunction : torch::autograd::Function<PathConv2dFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                               const OptionalTensor& bias, const OptionalTensor& mask, const OptionalTensor& alpha,
-                               at::ArrayRef<double> lams, at::IntArrayRef seeds, const OptionalTensor& route,
-                               at::IntArrayRef segments, at::IntArrayRef stride, at::IntArrayRef padding,
-                               at::IntArrayRef dilation, int64_t groups, const OptionalTensor& seed_tensor) {
-    static const auto op = op_handle<PathConv2dOp>("robustkernels::path_conv2d");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    const variable_list outputs = as_list(op.call(x, weight, bias, mask, alpha, lams, seeds, route, segments, stride,
-                                                  padding, dilation, groups, seed_tensor));
-    save_routed(ctx, x, weight, bias, mask, alpha, lams, seeds, segments, seed_tensor, outputs);
-    auto& data = ctx->saved_data;
-    data["stride"] = stride.vec();
-    data["padding"] = padding.vec();
-    data["dilation"] = dilation.vec();
-    data["groups"] = groups;
-    return outputs;
-  }
+struct PathConv2dBackward final : torch::autograd::TraceableFunction {
+  RoutedSaved saved;
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups = 1;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+  std::string name() const override { return "PathConv2dBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    saved.release();
+  }
+  variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<PathConv2dBackwardOp>("robustkernels::path_conv2d_backward");
-    const Needs needs = routed_needs(ctx);
-    if (!grad_outputs[0].defined()) return variable_list(14);
-    const auto saved = ctx->get_saved_variables();
-    auto& data = ctx->saved_data;
-    const Outputs grads = op.call(grad_outputs[0], saved[0], saved[1], optional(saved[2]), optional(saved[3]),
-                                  saved[4], saved[5], data["lams"].toDoubleVector(), data["seeds"].toIntVector(),
-                                  data["segments"].toIntVector(), data["bias_entries"].toInt(),
-                                  data["stride"].toIntVector(), data["padding"].toIntVector(),
-                                  data["dilation"].toIntVector(), data["groups"].toInt(), needs_list(needs),
-                                  optional(saved[6]));
-    return routed_grads(grads, needs, 14);
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Needs needs = routed_needs(*this, saved);
+    if (!grads[0].defined()) return variable_list(num_outputs());
+    const auto self = getptr();
+    const Outputs result = op.call(grads[0], saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
+                                   unpacked(saved.alpha, self), saved.perm.unpack(self), saved.counts.unpack(self),
+                                   saved.lams, saved.seeds, saved.segments, saved.bias_entries, stride, padding,
+                                   dilation, groups, needs_list(needs), unpacked(saved.seed_tensor, self));
+    return routed_grads(result, needs, saved);
   }
 };
 
-struct PathLinearFunction : torch::autograd::Function<PathLinearFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                               const OptionalTensor& bias, const OptionalTensor& mask, const OptionalTensor& alpha,
-                               at::ArrayRef<double> lams, at::IntArrayRef seeds, const OptionalTensor& route,
-                               at::IntArrayRef segments, const OptionalTensor& seed_tensor) {
-    static const auto op = op_handle<PathLinearOp>("robustkernels::path_linear");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    const variable_list outputs =
-        as_list(op.call(x, weight, bias, mask, alpha, lams, seeds, route, segments, seed_tensor));
-    save_routed(ctx, x, weight, bias, mask, alpha, lams, seeds, segments, seed_tensor, outputs);
-    return outputs;
-  }
+struct PathLinearBackward final : torch::autograd::TraceableFunction {
+  RoutedSaved saved;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+  std::string name() const override { return "PathLinearBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    saved.release();
+  }
+  variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<PathLinearBackwardOp>("robustkernels::path_linear_backward");
-    const Needs needs = routed_needs(ctx);
-    if (!grad_outputs[0].defined()) return variable_list(10);
-    const auto saved = ctx->get_saved_variables();
-    auto& data = ctx->saved_data;
-    const Outputs grads = op.call(grad_outputs[0], saved[0], saved[1], optional(saved[2]), optional(saved[3]),
-                                  saved[4], saved[5], data["lams"].toDoubleVector(), data["seeds"].toIntVector(),
-                                  data["segments"].toIntVector(), data["bias_entries"].toInt(), needs_list(needs),
-                                  optional(saved[6]));
-    return routed_grads(grads, needs, 10);
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Needs needs = routed_needs(*this, saved);
+    if (!grads[0].defined()) return variable_list(num_outputs());
+    const auto self = getptr();
+    const Outputs result = op.call(grads[0], saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
+                                   unpacked(saved.alpha, self), saved.perm.unpack(self), saved.counts.unpack(self),
+                                   saved.lams, saved.seeds, saved.segments, saved.bias_entries, needs_list(needs),
+                                   unpacked(saved.seed_tensor, self));
+    return routed_grads(result, needs, saved);
   }
 };
 
-Outputs as_outputs(const variable_list& v) { return {v[0], v[1], v[2], v[3]}; }
+// The node of a routed layer's output, linked to x, W, and the bias and alpha where given; null
+// when no gradient flows.
+template <typename Node>
+c10::intrusive_ptr<Node> routed_node(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+                                     const OptionalTensor& alpha) {
+  if (!torch::autograd::compute_requires_grad(x, weight, bias, alpha)) return {};
+  if (const auto& functorch_tls = at::functorch::functorchTLSAccessor()) {
+    functorch_tls->checkSupportsCppAutogradFunction();  // as torch::autograd::Function: no functorch support
+  }
+  auto node = c10::make_intrusive<Node>();
+  torch::autograd::edge_list edges = torch::autograd::collect_next_edges(x, weight);
+  for (const auto* extra : {&bias, &alpha}) {
+    if (extra->has_value()) edges.push_back(torch::autograd::impl::gradient_edge(**extra));
+  }
+  node->set_next_edges(std::move(edges));
+  return node;
+}
 
 Outputs path_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                              const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                              at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                              const OptionalTensor& seed_tensor) {
-  return as_outputs(PathConv2dFunction::apply(x, weight, bias, mask, alpha, lams, seeds, route, segments, stride,
-                                              padding, dilation, groups, seed_tensor));
+  static const auto op = op_handle<PathConv2dOp>("robustkernels::path_conv2d");
+  auto node = routed_node<PathConv2dBackward>(x, weight, bias, alpha);
+  Outputs outputs;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    outputs = op.call(x, weight, bias, mask, alpha, lams, seeds, route, segments, stride, padding, dilation, groups,
+                      seed_tensor);
+  }
+  if (node) {
+    node->saved.save(x, weight, bias, mask, alpha, lams, seeds, segments, seed_tensor, outputs);
+    node->stride = stride.vec();
+    node->padding = padding.vec();
+    node->dilation = dilation.vec();
+    node->groups = groups;
+    torch::autograd::set_history(std::get<0>(outputs), node);
+  }
+  return outputs;
 }
 
 Outputs path_linear_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                              const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                              at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                              const OptionalTensor& seed_tensor) {
-  return as_outputs(PathLinearFunction::apply(x, weight, bias, mask, alpha, lams, seeds, route, segments, seed_tensor));
+  static const auto op = op_handle<PathLinearOp>("robustkernels::path_linear");
+  auto node = routed_node<PathLinearBackward>(x, weight, bias, alpha);
+  Outputs outputs;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    outputs = op.call(x, weight, bias, mask, alpha, lams, seeds, route, segments, seed_tensor);
+  }
+  if (node) {
+    node->saved.save(x, weight, bias, mask, alpha, lams, seeds, segments, seed_tensor, outputs);
+    torch::autograd::set_history(std::get<0>(outputs), node);
+  }
+  return outputs;
 }
 
 }  // namespace
