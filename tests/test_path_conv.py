@@ -242,26 +242,6 @@ def test_other_dtypes(target, dtype):
             torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-6)
 
 
-def test_gradcheck_float64():
-    """std(W) is a constant of the backward by definition (as in PNI): the check runs x, bias and
-    alpha with the noise on, and the weight bank with the noise off."""
-    weight, bias, mask, alpha = make_bank((3, 2, 3, 3), 3, dtype=torch.float64)
-    x = make_x((5, 2, 5, 5), torch.float64)
-    route = torch.tensor([2, 0, 2, 2, 0])
-
-    def run(x, w, b, a, lams=LAMS):
-        return F.path_conv2d(x, w, route, bias_bank=b, mask_bank=mask, noise=(a, lams, SEEDS), padding=1)
-
-    x, bias, alpha = (t.clone().requires_grad_(True) for t in (x, bias, alpha))
-    assert torch.autograd.gradcheck(lambda x, b, a: run(x, weight, b, a), (x, bias, alpha))
-    bank = weight.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda w: run(x, w, bias, alpha, [0.0] * 3), (bank,))
-    shared = weight[0, :, :, 0, 0].clone().requires_grad_(True)  # [3, 2]
-    assert torch.autograd.gradcheck(
-        lambda x, w: F.path_linear(x, w, [2, 3, 0], mask_bank=mask[:, :, :, 0, 0]), (x[:, :, 0, 0], shared)
-    )
-
-
 def test_opcheck():
     weight, bias, mask, alpha = make_bank((4, 3, 3, 3), 3)
     x = make_x((5, 3, 6, 6)).requires_grad_(True)

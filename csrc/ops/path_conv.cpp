@@ -138,6 +138,29 @@ OptionalTensor bias_of(const OptionalTensor& bias, int64_t path) {
   return (*bias)[bias->size(0) == 1 ? 0 : path];
 }
 
+// A bank with neither masks nor noise (an EIO gated layer) is its own W': no weight kernel runs,
+// forward or backward, and dW' is dW. Its checks are the weight kernel's that still apply.
+bool is_plain_bank(const char* op, const at::Tensor& weight, const OptionalTensor& mask, const OptionalTensor& alpha,
+                   at::ArrayRef<double> lams, at::IntArrayRef seeds) {
+  if (mask.has_value() || alpha.has_value()) return false;
+  const int64_t paths = static_cast<int64_t>(lams.size());
+  TORCH_CHECK_VALUE(paths >= 1, op, ": lams must hold one value per path, got none");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(seeds.size()) == paths, op, ": seeds must hold one value per path (", paths,
+                    "), got ", seeds.size());
+  TORCH_CHECK_VALUE(weight.numel() > 0 && (weight.size(0) == 1 || weight.size(0) == paths), op,
+                    ": weight must be a non-empty bank of 1 or ", paths, " (one per path) entries, got shape ",
+                    weight.sizes());
+  for (double lam : lams) TORCH_CHECK_VALUE(lam == 0.0, op, ": alpha is required when a path has lam != 0");
+  return true;
+}
+
+// Path p's entry of a bank of 1 (shared) or P entries.
+at::Tensor entry(const at::Tensor& bank, int64_t path) { return bank[bank.size(0) == 1 ? 0 : path]; }
+
+int64_t used_groups(const std::vector<int64_t>& sizes) {
+  return std::count_if(sizes.begin(), sizes.end(), [](int64_t size) { return size > 0; });
+}
+
 Outputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                        const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                        at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
@@ -157,15 +180,19 @@ Outputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& we
     sizes = segments.vec();
     grouped = x;
   }
-  const at::Tensor effective = std::get<0>(path_weights_kernel(weight, mask, alpha, lams, resolved, counts));
+  const at::Tensor effective = is_plain_bank(op, weight, mask, alpha, lams, resolved)
+                                   ? weight
+                                   : std::get<0>(path_weights_kernel(weight, mask, alpha, lams, resolved, counts));
   std::vector<at::Tensor> parts;
   int64_t start = 0;
   for (int64_t p = 0; p < paths; ++p) {
-    if (sizes[p]) parts.push_back(layer_forward(grouped.narrow(0, start, sizes[p]), effective[p], bias_of(bias, p), conv));
+    if (sizes[p]) {
+      parts.push_back(layer_forward(grouped.narrow(0, start, sizes[p]), entry(effective, p), bias_of(bias, p), conv));
+    }
     start += sizes[p];
   }
   const at::Tensor saved_input = routed ? grouped : at::empty({0}, x.options());
-  if (parts.empty()) return {layer_forward(x, effective[0], bias_of(bias, 0), conv), perm, counts, saved_input};
+  if (parts.empty()) return {layer_forward(x, entry(effective, 0), bias_of(bias, 0), conv), perm, counts, saved_input};
   return {scatter_back(parts, perm, sizes, routed), perm, counts, saved_input};
 }
 
@@ -213,9 +240,11 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   const bool need_bias = need_bias_asked && bias_entries > 0;
   const bool need_effective = need_weight || need_alpha;
   const auto resolved = resolved_seeds(op, seeds, seed_tensor);
-  const auto [effective, sigma] = path_weights_kernel(weight, mask, alpha, lams, resolved, counts);
-  const bool one_group = std::count_if(sizes.begin(), sizes.end(), [](int64_t size) { return size > 0; }) == 1;
-  const at::Tensor grouped_grad = routed && !one_group ? gather_rows(grad_y, perm) : grad_y;
+  const bool plain = is_plain_bank(op, weight, mask, alpha, lams, resolved);
+  at::Tensor effective = weight, sigma;
+  if (!plain) std::tie(effective, sigma) = path_weights_kernel(weight, mask, alpha, lams, resolved, counts);
+  const at::Tensor grouped_grad = routed && used_groups(sizes) > 1 ? gather_rows(grad_y, perm) : grad_y;
+  // a plain bank accumulates dW directly (a shared entry sums its paths)
   at::Tensor grad_effective = need_effective ? at::zeros_like(effective) : at::Tensor();
   at::Tensor grad_bias = need_bias ? at::zeros({bias_entries, weight.size(1)}, grad_y.options()) : at::Tensor();
   std::vector<at::Tensor> grad_parts;
@@ -223,17 +252,19 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   for (int64_t p = 0; p < paths; ++p) {
     const int64_t size = sizes[p];
     if (!size) continue;
-    auto [gx, gw, gb] = layer_backward(grouped_grad.narrow(0, start, size), x.narrow(0, start, size), effective[p],
-                                       conv, {need_x, need_effective, need_bias});
+    auto [gx, gw, gb] = layer_backward(grouped_grad.narrow(0, start, size), x.narrow(0, start, size),
+                                       entry(effective, p), conv, {need_x, need_effective, need_bias});
     start += size;
     if (need_x) grad_parts.push_back(gx);
-    if (need_effective) grad_effective[p].copy_(gw);
+    if (need_effective) entry(grad_effective, p).add_(gw);
     if (need_bias) grad_bias[bias_entries == 1 ? 0 : p].add_(gb);
   }
   at::Tensor grad_x;
   if (need_x) grad_x = grad_parts.empty() ? at::zeros_like(x) : scatter_back(grad_parts, perm, sizes, routed);
   at::Tensor grad_weight, grad_alpha;
-  if (need_effective) {
+  if (need_effective && plain) {
+    grad_weight = grad_effective;
+  } else if (need_effective) {
     std::tie(grad_weight, grad_alpha) = path_weights_backward_kernel(grad_effective, weight.size(0), mask, alpha,
                                                                      sigma, lams, resolved, counts, need_alpha);
   }
