@@ -7,7 +7,6 @@ graph break (robustkernels.nn's layers pass their per-call seeds this way).
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 
 from robustkernels import _extension, reference
 from robustkernels.ops import crossmax as _crossmax_ops
@@ -17,31 +16,20 @@ from robustkernels.ops import noisy_weight as _noisy_weight_ops
 from robustkernels.ops import path_calls as _path_calls
 from robustkernels.ops import path_weights as _path_weights_ops
 from robustkernels.ops import pgd_step as _pgd_step_ops
+from robustkernels.ops.arguments import (
+    LOADED,
+    TYPE_ERRORS,
+    check_arguments,
+    conv_padding,
+    int_pair,
+    seed_arguments,
+    seed_pair,
+)
 from robustkernels.ops.catalog import PUBLIC_OPS
 from robustkernels.ops.multires_stack_checks import check_types as _multires_types
-from robustkernels.ops.seed_tensor import check_seed_tensor, seed_offset
+from robustkernels.ops.seed_tensor import seed_offset
 
 __all__ = list(PUBLIC_OPS)
-
-
-def _seed_arguments(seed, op: str) -> tuple[int, torch.Tensor | None]:
-    """(int seed, seed tensor) of a seed given as an int or as a 0-dim int64 CPU tensor."""
-    if isinstance(seed, torch.Tensor):
-        check_seed_tensor(seed, op)
-        return 0, seed
-    validation.check_seed(seed, op)
-    return seed, None
-
-
-def _check_arguments(op: str, lam, seed, **tensors) -> tuple[int, torch.Tensor | None]:
-    """Type checks done before the op's schema would reject the call with a generic message;
-    returns the seed's arguments."""
-    validation.check_lam(lam, op)
-    seed_arguments = _seed_arguments(seed, op)
-    for name, value in tensors.items():
-        if value is not None or name in ("x", "weight", "alpha"):
-            validation.check_tensor(name, value, op)
-    return seed_arguments
 
 
 def noisy_weight(
@@ -59,36 +47,15 @@ def noisy_weight(
     the library's Philox normal noise, regenerated in backward rather than stored.
     seed is an int or a 0-dim int64 CPU tensor holding it.
     """
-    seed, seed_tensor = _check_arguments("noisy_weight", lam, seed, weight=weight, alpha=alpha, mask=mask)
-    if _extension.is_loaded():  # the op's C++ checks name the argument
-        effective, _ = _noisy_weight_ops.noisy_weight(weight, alpha, float(lam), seed, mask, seed_tensor)
-        return effective
-    validation.alpha_mode(weight, alpha, mask, "noisy_weight")
-    return reference.noisy_weight(weight, alpha, float(lam), seed + seed_offset(seed_tensor), mask)
-
-
-def _conv_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride, dilation):
-    """Explicit (x, padding) for int, pair or 'valid'/'same' padding, as nn.Conv2d accepts."""
-    if not isinstance(padding, str):
-        return x, list(_pair(padding))
-    if padding == "valid":
-        return x, [0, 0]
-    if padding != "same":
-        raise ValueError(
-            f"robustkernels.noisy_conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}"
-        )
-    if any(s != 1 for s in stride):
-        raise ValueError(
-            "robustkernels.noisy_conv2d: padding='same' needs stride 1, as in torch.nn.functional.conv2d"
-        )
-    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
-    if all(t % 2 == 0 for t in totals):
-        return x, [t // 2 for t in totals]
-    # Odd total padding: pad the extra row / column on the right, as F.conv2d does.
-    pad = []
-    for total in reversed(totals):
-        pad += [total // 2, total - total // 2]
-    return F.pad(x, pad), [0, 0]
+    try:
+        seed_value, seed_tensor = seed_pair(lam, seed)
+        if LOADED:  # the op's C++ checks name the argument
+            return _noisy_weight_ops.noisy_weight(weight, alpha, lam, seed_value, mask, seed_tensor)[0]
+        validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+        return reference.noisy_weight(weight, alpha, float(lam), seed_value + seed_offset(seed_tensor), mask)
+    except TYPE_ERRORS:
+        check_arguments("noisy_weight", lam, seed, weight=weight, alpha=alpha, mask=mask)
+        raise
 
 
 def noisy_conv2d(
@@ -106,17 +73,23 @@ def noisy_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """conv2d(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
-    seed, seed_tensor = _check_arguments(
-        "noisy_conv2d", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask
-    )
+    try:
+        return _noisy_conv2d(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups)
+    except TYPE_ERRORS:
+        check_arguments("noisy_conv2d", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask)
+        raise
+
+
+def _noisy_conv2d(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups):
+    seed, seed_tensor = seed_pair(lam, seed)
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
-    stride, dilation = list(_pair(stride)), list(_pair(dilation))
-    x, padding = _conv_padding(x, weight, padding, stride, dilation)
-    if _extension.is_loaded():  # the op's C++ checks name the argument
+    stride, dilation = int_pair(stride), int_pair(dilation)
+    x, padding = conv_padding(x, weight, padding, stride, dilation)
+    if LOADED:  # the op's C++ checks name the argument
         y = noisy_layers.noisy_conv2d(
-            x, weight, bias, alpha, float(lam), seed, mask, stride, padding, dilation, groups, seed_tensor
+            x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor
         )
     else:
         noisy_layers.check_conv_args(x, weight, bias, alpha, mask, groups)
@@ -138,13 +111,17 @@ def noisy_linear(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """linear(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
-    seed, seed_tensor = _check_arguments(
-        "noisy_linear", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask
-    )
-    if _extension.is_loaded():  # the op's C++ checks name the argument
-        return noisy_layers.noisy_linear(x, weight, bias, alpha, float(lam), seed, mask, seed_tensor)
-    noisy_layers.check_linear_args(x, weight, bias, alpha, mask)
-    return reference.noisy_linear(x, weight, bias, alpha, float(lam), seed + seed_offset(seed_tensor), mask)
+    try:
+        seed_value, seed_tensor = seed_pair(lam, seed)
+        if LOADED:  # the op's C++ checks name the argument
+            return noisy_layers.noisy_linear(x, weight, bias, alpha, lam, seed_value, mask, seed_tensor)
+        noisy_layers.check_linear_args(x, weight, bias, alpha, mask)
+        return reference.noisy_linear(
+            x, weight, bias, alpha, float(lam), seed_value + seed_offset(seed_tensor), mask
+        )
+    except TYPE_ERRORS:
+        check_arguments("noisy_linear", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask)
+        raise
 
 
 def philox_normal(like: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:
@@ -226,7 +203,7 @@ def multires_stack(
     )  # the op's C++ checks the values
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    seed, seed_tensor = _seed_arguments(seed, "multires_stack")
+    seed, seed_tensor = seed_arguments(seed, "multires_stack")
     low, high = float(contrast[0]), float(contrast[1])
     args = (x, heights, widths, jitter, float(noise), noise_kind, low, high, interpolation, *switches)
     if not _extension.is_loaded():
@@ -302,15 +279,15 @@ def path_conv2d(
     paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
         op, 5, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
     )
-    stride, dilation = list(_pair(stride)), list(_pair(dilation))
+    stride, dilation = int_pair(stride), int_pair(dilation)
     if isinstance(route, str) and route == "stacked":
         effective, bias = _path_calls.stacked_weights(
             x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2] * groups
         )
-        x, padding = _conv_padding(x, effective, padding, stride, dilation)
+        x, padding = conv_padding(x, effective, padding, stride, dilation)
         return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
     route_tensor, segments = _path_calls.route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
-    x, padding = _conv_padding(x, weight[0], padding, stride, dilation)
+    x, padding = conv_padding(x, weight[0], padding, stride, dilation)
     return _path_calls.routed_layer(
         op,
         x,

@@ -109,7 +109,8 @@ def test_the_choice_holds_for_forward_and_backward_inside_the_block(monkeypatch)
     weight = torch.randn(4, 3, 3, 3, requires_grad=True)
     x = torch.randn(2, 3, 5, 5)
     with robustkernels.use_backend("reference"):
-        y = F.noisy_conv2d(x, weight, None, torch.ones(1), lam=1.0, seed=3)
+        # alpha's gradient needs the weight backward kernel (dW alone is dW' without a mask)
+        y = F.noisy_conv2d(x, weight, None, torch.ones(1, requires_grad=True), lam=1.0, seed=3)
         y.sum().backward()
     assert calls and all(name == "reference" for _, name in calls)
     assert ("noisy_weight_backward", "reference") in calls

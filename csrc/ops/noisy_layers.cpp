@@ -67,6 +67,15 @@ std::tuple<at::Tensor, at::Tensor> rebuilt_weight(const OptionalTensor& weight, 
   return {at::empty({1}, grad_y.options()).expand(weight_size), unused_sigma(grad_y)};
 }
 
+// (dW, dalpha) from dW' (undefined: neither was asked for). Without a mask or dalpha, dW is dW'
+// itself: the weight backward kernel would only copy it.
+std::tuple<at::Tensor, at::Tensor> weight_grads(const at::Tensor& grad_effective, const at::Tensor& alpha,
+                                                const at::Tensor& sigma, double lam, int64_t seed,
+                                                const OptionalTensor& mask, bool need_alpha) {
+  if (!grad_effective.defined() || (!need_alpha && !mask.has_value())) return {grad_effective, at::Tensor()};
+  return noisy_weight_backward_kernel(grad_effective, alpha, sigma, lam, seed, mask, need_alpha);
+}
+
 at::Tensor noisy_conv2d_impl(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                              const at::Tensor& alpha, double lam, int64_t seed, const OptionalTensor& mask,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -94,11 +103,7 @@ Grads noisy_conv2d_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
   auto [grad_x, grad_effective, grad_bias] = at::convolution_backward(
       grad_y, input, effective, has_bias ? at::OptionalIntArrayRef(at::IntArrayRef(&out_channels, 1)) : std::nullopt,
       stride, padding, dilation, false, {0, 0}, groups, {need_x, need_weight || need_alpha, need_bias && has_bias});
-  at::Tensor grad_weight, grad_alpha;
-  if (need_weight || need_alpha) {
-    std::tie(grad_weight, grad_alpha) =
-        noisy_weight_backward_kernel(grad_effective, alpha, sigma, lam, resolved, mask, need_alpha);
-  }
+  const auto [grad_weight, grad_alpha] = weight_grads(grad_effective, alpha, sigma, lam, resolved, mask, need_alpha);
   return {or_empty(grad_x, grad_y), or_empty(grad_weight, grad_y), or_empty(grad_bias, grad_y),
           or_empty(grad_alpha, grad_y)};
 }
@@ -129,8 +134,7 @@ Grads noisy_linear_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
   if (need_bias && has_bias) grad_bias = grad_rows.sum(0);
   if (need_weight || need_alpha) {
     const at::Tensor grad_effective = grad_rows.t().mm(x->reshape({-1, x->size(-1)}));
-    std::tie(grad_weight, grad_alpha) =
-        noisy_weight_backward_kernel(grad_effective, alpha, sigma, lam, resolved, mask, need_alpha);
+    std::tie(grad_weight, grad_alpha) = weight_grads(grad_effective, alpha, sigma, lam, resolved, mask, need_alpha);
   }
   return {or_empty(grad_x, grad_y), or_empty(grad_weight, grad_y), or_empty(grad_bias, grad_y),
           or_empty(grad_alpha, grad_y)};
