@@ -49,6 +49,7 @@ def _extensions():
 
     sources = [
         "csrc/registration.cpp",
+        "csrc/python_module.cpp",
         "csrc/kernel_choice.cpp",
         *sorted(glob.glob("csrc/ops/*.cpp")),
         *sorted(glob.glob("csrc/cpu/*.cpp")),

@@ -3,15 +3,8 @@
 // the composite ops (every public op: the noisy weight family, the routed multi-path family,
 // crossmax, multires_stack and pgd_step), with their autograd, in csrc/ops/*.cpp; random_route is
 // a torch.library.custom_op in robustkernels/ops/.
-#include <Python.h>
+// The Python module that loads them is csrc/python_module.cpp.
 #include <torch/library.h>
-
-// Importing robustkernels._C (an empty Python module) loads this library and
-// with it the registrations below.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
 
 TORCH_LIBRARY(robustkernels, m) {
   // The noisy weight family (csrc/ops/noisy_weight.cpp, noisy_layers.cpp). The seed is `seed`

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from robustkernels import _extension, reference
 from robustkernels.ops import crossmax as _crossmax_ops
+from robustkernels.ops import direct_calls, noisy_layers, validation
 from robustkernels.ops import multires_stack as _multires_ops
-from robustkernels.ops import noisy_layers, validation
 from robustkernels.ops import noisy_weight as _noisy_weight_ops
 from robustkernels.ops import path_calls as _path_calls
 from robustkernels.ops import path_weights as _path_weights_ops
@@ -88,7 +88,7 @@ def _noisy_conv2d(x, weight, bias, alpha, lam, seed, mask, stride, padding, dila
     stride, dilation = int_pair(stride), int_pair(dilation)
     x, padding = conv_padding(x, weight, padding, stride, dilation)
     if LOADED:  # the op's C++ checks name the argument
-        y = noisy_layers.noisy_conv2d(
+        y = direct_calls.noisy_conv2d(
             x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor
         )
     else:
@@ -114,7 +114,7 @@ def noisy_linear(
     try:
         seed_value, seed_tensor = seed_pair(lam, seed)
         if LOADED:  # the op's C++ checks name the argument
-            return noisy_layers.noisy_linear(x, weight, bias, alpha, lam, seed_value, mask, seed_tensor)
+            return direct_calls.noisy_linear(x, weight, bias, alpha, lam, seed_value, mask, seed_tensor)
         noisy_layers.check_linear_args(x, weight, bias, alpha, mask)
         return reference.noisy_linear(
             x, weight, bias, alpha, float(lam), seed_value + seed_offset(seed_tensor), mask

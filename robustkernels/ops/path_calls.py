@@ -6,9 +6,9 @@ ensemble layout, and the per-sample reference in a pure-Python install (no robus
 import torch
 
 from robustkernels import _extension, reference
+from robustkernels.ops import direct_calls, validation
 from robustkernels.ops import path_conv as _path_conv_ops
 from robustkernels.ops import path_weights as _path_weights_ops
-from robustkernels.ops import validation
 from robustkernels.ops.seed_tensor import check_seed_tensor, seed_offset
 
 
@@ -124,8 +124,8 @@ def routed_layer(op, x, weight, bias, mask, noise_arguments, route, segments, co
     path_linear) through its C++ op; the per-sample reference in a pure-Python install."""
     alpha, lams, seeds, seed_tensor = noise_arguments
     if _extension.is_loaded():  # the op's C++ checks name the argument
-        layer = _path_conv_ops.path_conv2d if conv else _path_conv_ops.path_linear
-        return layer(x, weight, bias, mask, alpha, lams, seeds, route, segments, *conv, seed_tensor)[0]
+        layer = direct_calls.path_conv2d if conv else direct_calls.path_linear
+        return layer(x, weight, bias, mask, alpha, lams, seeds, route, segments, *conv, seed_tensor)
     _path_conv_ops.check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, *conv[3:])
     offset = seed_offset(seed_tensor)
     seeds = [s + offset for s in seeds]
