@@ -5,13 +5,11 @@
 // where a gradient needs it; alpha and the mask are parameters and buffers): the backward op
 // rebuilds W' from the seed, runs the platform backward, and sends dW' through the weight
 // backward kernel for dW and dalpha.
-#include <ATen/FuncTorchTLS.h>
-#include <torch/csrc/autograd/functions/utils.h>
-#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include "../arg_checks.h"
 #include "../kernel_choice.h"
+#include "autograd_nodes.h"
 #include "noisy_weight_ops.h"
 
 namespace robustkernels {
@@ -142,10 +140,6 @@ Grads noisy_linear_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
 
 OptionalTensor optional(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : std::nullopt; }
 
-// The autograd nodes are written like torch's generated ones (a Node with typed members), not
-// as torch::autograd::Function: that one's context (an IValue map keyed by strings, every
-// input wrapped and checked) cost more than the 1x1x4x4 layer's kernels (issue 13).
-
 // Where x, W, alpha and the seed tensor are kept for the backward: x and W only where a
 // gradient needs them, as a plain layer saves them (x for dW', hence dW and dalpha; W to
 // rebuild W' for dx and to recompute std(W) for dalpha). SavedVariable keeps autograd's check
@@ -183,11 +177,6 @@ struct NoisyLayerSaved {
   }
 };
 
-OptionalTensor unpacked(const torch::autograd::SavedVariable& saved, const c10::intrusive_ptr<torch::autograd::Node>& node) {
-  at::Tensor t = saved.unpack(node);
-  return t.defined() ? OptionalTensor(std::move(t)) : std::nullopt;
-}
-
 // The layer's inputs in edge order (x, weight, bias, alpha): which gradients this backward computes.
 std::array<bool, 4> needed_grads(const torch::autograd::Node& node, bool has_bias) {
   return {node.task_should_compute_output(0), node.task_should_compute_output(1),
@@ -219,6 +208,7 @@ struct NoisyConv2dBackward final : torch::autograd::TraceableFunction {
     const auto needed = needed_grads(*this, saved.has_bias);
     if (!grads[0].defined()) return variable_list(saved.has_bias ? 4 : 3);
     const auto self = getptr();
+    const auto below_autograd = below_autograd_unless_differentiable();
     const Grads result =
         op.call(grads[0], unpacked(saved.x, self), unpacked(saved.weight, self), saved.alpha.unpack(self), saved.lam,
                 saved.seed, optional(saved.mask), stride, padding, dilation, groups, unpacked(saved.seed_tensor, self),
@@ -241,6 +231,7 @@ struct NoisyLinearBackward final : torch::autograd::TraceableFunction {
     const auto needed = needed_grads(*this, saved.has_bias);
     if (!grads[0].defined()) return variable_list(saved.has_bias ? 4 : 3);
     const auto self = getptr();
+    const auto below_autograd = below_autograd_unless_differentiable();
     const Grads result = op.call(grads[0], unpacked(saved.x, self), unpacked(saved.weight, self),
                                  saved.alpha.unpack(self), saved.lam, saved.seed, optional(saved.mask),
                                  unpacked(saved.seed_tensor, self), saved.weight_size, saved.has_bias, needed);
@@ -248,18 +239,14 @@ struct NoisyLinearBackward final : torch::autograd::TraceableFunction {
   }
 };
 
-// The node of a layer's output, linked to its differentiable inputs, or null when no gradient flows.
+// The node of a layer's output, linked to x, W, the bias where given and alpha; null when no
+// gradient flows.
 template <typename Node>
-c10::intrusive_ptr<Node> layer_node(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
-                                    const at::Tensor& alpha) {
+c10::intrusive_ptr<Node> noisy_layer_node(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+                                          const at::Tensor& alpha) {
   if (!torch::autograd::compute_requires_grad(x, weight, bias, alpha)) return {};
-  if (const auto& functorch_tls = at::functorch::functorchTLSAccessor()) {
-    functorch_tls->checkSupportsCppAutogradFunction();  // as torch::autograd::Function: no functorch support
-  }
-  auto node = c10::make_intrusive<Node>();
-  node->set_next_edges(bias.has_value() ? torch::autograd::collect_next_edges(x, weight, *bias, alpha)
-                                        : torch::autograd::collect_next_edges(x, weight, alpha));
-  return node;
+  return layer_node<Node>(bias.has_value() ? torch::autograd::collect_next_edges(x, weight, *bias, alpha)
+                                           : torch::autograd::collect_next_edges(x, weight, alpha));
 }
 
 at::Tensor noisy_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
@@ -267,7 +254,7 @@ at::Tensor noisy_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, 
                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                  int64_t groups, const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<decltype(noisy_conv2d_impl)>("robustkernels::noisy_conv2d");
-  auto node = layer_node<NoisyConv2dBackward>(x, weight, bias, alpha);
+  auto node = noisy_layer_node<NoisyConv2dBackward>(x, weight, bias, alpha);
   at::Tensor y;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -289,7 +276,7 @@ at::Tensor noisy_linear_autograd(const at::Tensor& x, const at::Tensor& weight, 
                                  const at::Tensor& alpha, double lam, int64_t seed, const OptionalTensor& mask,
                                  const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<decltype(noisy_linear_impl)>("robustkernels::noisy_linear");
-  auto node = layer_node<NoisyLinearBackward>(x, weight, bias, alpha);
+  auto node = noisy_layer_node<NoisyLinearBackward>(x, weight, bias, alpha);
   at::Tensor y;
   {
     at::AutoDispatchBelowADInplaceOrView guard;

@@ -1,12 +1,10 @@
 // The autograd of robustkernels::path_conv2d / path_linear in C++: saves the grouped input (x
 // itself for segments), W, the mask, alpha and the forward's perm and counts, never W' or the
 // noise; the backward op rebuilds them.
-#include <ATen/FuncTorchTLS.h>
-#include <torch/csrc/autograd/functions/utils.h>
-#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include "../kernel_choice.h"
+#include "autograd_nodes.h"
 #include "path_conv_ops.h"
 
 namespace robustkernels {
@@ -16,8 +14,7 @@ using torch::autograd::variable_list;
 
 OptionalTensor optional(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : std::nullopt; }
 
-// As the noisy layers' nodes (csrc/ops/noisy_layers.cpp): typed members instead of
-// torch::autograd::Function's IValue context. Saved: the grouped input (x itself for segments),
+// Saved (see autograd_nodes.h): the grouped input (x itself for segments),
 // W, the mask, alpha, the forward's perm and counts, the seed tensor; never W' or the noise.
 struct RoutedSaved {
   torch::autograd::SavedVariable x, weight, alpha, perm, counts, seed_tensor;
@@ -73,11 +70,6 @@ variable_list routed_grads(const Outputs& grads, Needs needs, const RoutedSaved&
 
 NeedsList needs_list(Needs needs) { return NeedsList({needs[0], needs[1], needs[2], needs[3]}); }
 
-OptionalTensor unpacked(const torch::autograd::SavedVariable& saved, const c10::intrusive_ptr<torch::autograd::Node>& node) {
-  at::Tensor t = saved.unpack(node);
-  return t.defined() ? OptionalTensor(std::move(t)) : std::nullopt;
-}
-
 struct PathConv2dBackward final : torch::autograd::TraceableFunction {
   RoutedSaved saved;
   std::vector<int64_t> stride, padding, dilation;
@@ -94,6 +86,7 @@ struct PathConv2dBackward final : torch::autograd::TraceableFunction {
     const Needs needs = routed_needs(*this, saved);
     if (!grads[0].defined()) return variable_list(num_outputs());
     const auto self = getptr();
+    const auto below_autograd = below_autograd_unless_differentiable();
     const Outputs result = op.call(grads[0], saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
                                    unpacked(saved.alpha, self), saved.perm.unpack(self), saved.counts.unpack(self),
                                    saved.lams, saved.seeds, saved.segments, saved.bias_entries, stride, padding,
@@ -116,6 +109,7 @@ struct PathLinearBackward final : torch::autograd::TraceableFunction {
     const Needs needs = routed_needs(*this, saved);
     if (!grads[0].defined()) return variable_list(num_outputs());
     const auto self = getptr();
+    const auto below_autograd = below_autograd_unless_differentiable();
     const Outputs result = op.call(grads[0], saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
                                    unpacked(saved.alpha, self), saved.perm.unpack(self), saved.counts.unpack(self),
                                    saved.lams, saved.seeds, saved.segments, saved.bias_entries, needs_list(needs),
@@ -130,16 +124,11 @@ template <typename Node>
 c10::intrusive_ptr<Node> routed_node(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                                      const OptionalTensor& alpha) {
   if (!torch::autograd::compute_requires_grad(x, weight, bias, alpha)) return {};
-  if (const auto& functorch_tls = at::functorch::functorchTLSAccessor()) {
-    functorch_tls->checkSupportsCppAutogradFunction();  // as torch::autograd::Function: no functorch support
-  }
-  auto node = c10::make_intrusive<Node>();
   torch::autograd::edge_list edges = torch::autograd::collect_next_edges(x, weight);
   for (const auto* extra : {&bias, &alpha}) {
     if (extra->has_value()) edges.push_back(torch::autograd::impl::gradient_edge(**extra));
   }
-  node->set_next_edges(std::move(edges));
-  return node;
+  return layer_node<Node>(std::move(edges));
 }
 
 Outputs path_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,

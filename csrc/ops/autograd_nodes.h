@@ -1,0 +1,42 @@
+// What the layer ops' autograd nodes (noisy_layers.cpp, path_conv_autograd.cpp) share. They are
+// written like torch's generated nodes (typed members), not as torch::autograd::Function, whose
+// context (an IValue map keyed by strings) cost more than a 1x1x4x4 layer's kernels (issue 13).
+#pragma once
+
+#include <ATen/FuncTorchTLS.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+
+#include <optional>
+
+namespace robustkernels {
+
+// The backward ops have no autograd kernel: with no graph to record (no create_graph), the call
+// skips autograd's boxed fallback and goes straight to the device kernel, as the forward does.
+inline std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_unless_differentiable() {
+  if (at::GradMode::is_enabled()) return std::nullopt;
+  return std::make_optional<at::AutoDispatchBelowADInplaceOrView>();
+}
+
+// A saved tensor, or nullopt where none was saved.
+inline std::optional<at::Tensor> unpacked(const torch::autograd::SavedVariable& saved,
+                                          const c10::intrusive_ptr<torch::autograd::Node>& node) {
+  at::Tensor t = saved.unpack(node);
+  return t.defined() ? std::optional<at::Tensor>(std::move(t)) : std::nullopt;
+}
+
+// A new node for a layer's output linked to `edges` (its differentiable inputs in order), after
+// the check torch::autograd::Function makes: no functorch transform support.
+template <typename Node>
+c10::intrusive_ptr<Node> layer_node(torch::autograd::edge_list edges) {
+  if (const auto& functorch_tls = at::functorch::functorchTLSAccessor()) {
+    functorch_tls->checkSupportsCppAutogradFunction();
+  }
+  auto node = c10::make_intrusive<Node>();
+  node->set_next_edges(std::move(edges));
+  return node;
+}
+
+}  // namespace robustkernels
