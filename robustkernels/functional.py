@@ -86,7 +86,7 @@ def _noisy_conv2d(x, weight, bias, alpha, lam, seed, mask, stride, padding, dila
     if unbatched:
         x = x.unsqueeze(0)
     stride, dilation = int_pair(stride), int_pair(dilation)
-    x, padding = conv_padding(x, weight, padding, stride, dilation)
+    x, padding = conv_padding("noisy_conv2d", x, weight.shape[2:], padding, stride, dilation)
     if LOADED:  # the op's C++ checks name the argument
         y = direct_calls.noisy_conv2d(
             x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor
@@ -284,10 +284,10 @@ def path_conv2d(
         effective, bias = _path_calls.stacked_weights(
             x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2] * groups
         )
-        x, padding = conv_padding(x, effective, padding, stride, dilation)
+        x, padding = conv_padding(op, x, effective.shape[2:], padding, stride, dilation)
         return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
     route_tensor, segments = _path_calls.route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
-    x, padding = conv_padding(x, weight[0], padding, stride, dilation)
+    x, padding = conv_padding(op, x, weight.shape[3:], padding, stride, dilation)
     return _path_calls.routed_layer(
         op,
         x,

@@ -154,6 +154,12 @@ bool is_plain_bank(const char* op, const at::Tensor& weight, const OptionalTenso
   return true;
 }
 
+// Rows [start, start + size) of t; t itself when they are all of it (a narrow costs more than a
+// small layer's kernel).
+at::Tensor rows(const at::Tensor& t, int64_t start, int64_t size) {
+  return start == 0 && size == t.size(0) ? t : t.narrow(0, start, size);
+}
+
 // Path p's entry of a bank of 1 (shared) or P entries.
 at::Tensor entry(const at::Tensor& bank, int64_t path) { return bank[bank.size(0) == 1 ? 0 : path]; }
 
@@ -187,7 +193,7 @@ Outputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& we
   int64_t start = 0;
   for (int64_t p = 0; p < paths; ++p) {
     if (sizes[p]) {
-      parts.push_back(layer_forward(grouped.narrow(0, start, sizes[p]), entry(effective, p), bias_of(bias, p), conv));
+      parts.push_back(layer_forward(rows(grouped, start, sizes[p]), entry(effective, p), bias_of(bias, p), conv));
     }
     start += sizes[p];
   }
@@ -217,8 +223,13 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   std::vector<int64_t> sizes = segments.vec();
   if (routed) {
     // the one host read: the group sizes and perm's bounds (perm indexes grad_y)
-    const at::Tensor host = at::cat({counts, perm}).to(at::kCPU);
-    const int64_t* values = host.const_data_ptr<int64_t>();
+    // (on the CPU both are read in place: a cat would cost more than a small layer's kernels)
+    const bool on_host = counts.is_cpu() && perm.is_cpu();
+    const at::Tensor host = on_host ? at::Tensor() : at::cat({counts, perm}).to(at::kCPU);
+    const at::Tensor host_counts = on_host ? counts.contiguous() : host.narrow(0, 0, paths);
+    const at::Tensor host_perm = on_host ? perm.contiguous() : host.narrow(0, paths, batch);
+    const int64_t* values = host_counts.const_data_ptr<int64_t>();
+    const int64_t* perm_values = host_perm.const_data_ptr<int64_t>();
     sizes.assign(values, values + paths);
     int64_t total = 0, smallest = 0;
     for (int64_t size : sizes) {
@@ -227,7 +238,7 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
     }
     TORCH_CHECK_VALUE(total == batch && smallest >= 0, op, ": counts must be non-negative and sum to the batch ",
                       batch, ", got ", sizes);
-    const auto [low, high] = std::minmax_element(values + paths, values + paths + batch);
+    const auto [low, high] = std::minmax_element(perm_values, perm_values + batch);
     TORCH_CHECK_VALUE(batch == 0 || (*low >= 0 && *high < batch), op, ": perm must index the batch [0, ", batch,
                       "), got values in [", batch ? *low : 0, ", ", batch ? *high : 0, "]");
   } else {
@@ -252,7 +263,7 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   for (int64_t p = 0; p < paths; ++p) {
     const int64_t size = sizes[p];
     if (!size) continue;
-    auto [gx, gw, gb] = layer_backward(grouped_grad.narrow(0, start, size), x.narrow(0, start, size),
+    auto [gx, gw, gb] = layer_backward(rows(grouped_grad, start, size), rows(x, start, size),
                                        entry(effective, p), conv, {need_x, need_effective, need_bias});
     start += size;
     if (need_x) grad_parts.push_back(gx);

@@ -50,21 +50,22 @@ def int_pair(value) -> list[int]:
     return [value, value] if value.__class__ is int else list(_pair(value))
 
 
-def conv_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride, dilation):
-    """Explicit (x, padding) for int, pair or 'valid'/'same' padding, as nn.Conv2d accepts."""
+def conv_padding(op: str, x: torch.Tensor, kernel_size, padding, stride, dilation):
+    """Explicit (x, padding) for int, pair or 'valid'/'same' padding, as nn.Conv2d accepts;
+    kernel_size is the weight's (kh, kw)."""
     if not isinstance(padding, str):
         return x, int_pair(padding)
     if padding == "valid":
         return x, [0, 0]
     if padding != "same":
         raise ValueError(
-            f"robustkernels.noisy_conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}"
+            f"robustkernels.{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}"
         )
     if any(s != 1 for s in stride):
         raise ValueError(
-            "robustkernels.noisy_conv2d: padding='same' needs stride 1, as in torch.nn.functional.conv2d"
+            f"robustkernels.{op}: padding='same' needs stride 1, as in torch.nn.functional.conv2d"
         )
-    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
+    totals = [d * (k - 1) for d, k in zip(dilation, kernel_size, strict=True)]
     if all(t % 2 == 0 for t in totals):
         return x, [t // 2 for t in totals]
     # Odd total padding: pad the extra row / column on the right, as F.conv2d does.
