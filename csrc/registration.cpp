@@ -40,16 +40,16 @@ TORCH_LIBRARY(robustkernels, m) {
         "int[] seeds, Tensor? counts, bool need_alpha_grad, Tensor? seed_tensor=None) -> (Tensor, Tensor)");
   m.def("route_sort(Tensor route, int num_paths) -> (Tensor, Tensor)");
   // y[b] = layer(x[b], W'_{route[b]}) + bias_{route[b]}, with a route tensor [B] or segment sizes
-  // (path p takes the next segments[p] samples); returns (y, perm, counts, the grouped input).
+  // (path p takes the next segments[p] samples); returns (y, perm, counts).
   m.def("path_conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
         "Tensor? route, int[] segments, int[] stride, int[] padding, int[] dilation, int groups, "
-        "Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
-  // (dx, dW, dbias, dalpha), empty where needs (4 flags) is false; x is the grouped input of a routed call.
+        "Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor)");
+  // (dx, dW, dbias, dalpha), empty where needs (4 flags) is false; x is the layer's input.
   m.def("path_conv2d_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor? mask, Tensor? alpha, Tensor perm, "
         "Tensor counts, float[] lams, int[] seeds, int[] segments, int bias_entries, int[] stride, int[] padding, "
         "int[] dilation, int groups, bool[] needs, Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("path_linear(Tensor x, Tensor weight, Tensor? bias, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
-        "Tensor? route, int[] segments, Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
+        "Tensor? route, int[] segments, Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor)");
   m.def("path_linear_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor? mask, Tensor? alpha, Tensor perm, "
         "Tensor counts, float[] lams, int[] seeds, int[] segments, int bias_entries, bool[] needs, "
         "Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");

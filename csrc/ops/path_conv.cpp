@@ -4,9 +4,10 @@
 // counts for a route tensor; nothing for segments), every used path's W' is built in one kernel
 // call, each group runs through the platform convolution / matmul, and the results return to
 // the batch order with one index_copy_ per path. Backward: W' is rebuilt and the noise
-// regenerated (neither is saved); each group's platform backward gives its dx and dW'_p; dW'_p
-// of unused paths stay zero, so their dW is exactly zero. The ops also return the perm, the
-// counts and the grouped input, which autograd saves instead of gathering x again.
+// regenerated (neither is saved); the input and the output gradient are grouped again (only
+// where more than one path holds samples: autograd saves x itself, as a plain layer does, not a
+// grouped copy); each group's platform backward gives its dx and dW'_p; dW'_p of unused paths
+// stay zero, so their dW is exactly zero. The ops also return the perm and the counts.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -167,7 +168,7 @@ int64_t used_groups(const std::vector<int64_t>& sizes) {
   return std::count_if(sizes.begin(), sizes.end(), [](int64_t size) { return size > 0; });
 }
 
-Outputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+LayerOutputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                        const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                        at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                        const ConvArgs& conv, const OptionalTensor& seed_tensor) {
@@ -179,7 +180,8 @@ Outputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& we
   if (routed) {
     std::tie(counts, perm) = route_sort_kernel(*route, paths);
     sizes = group_sizes(op, counts, x.size(0), paths);
-    grouped = gather_rows(x, perm);
+    // one group holds the whole batch: the stable sort left it in batch order
+    grouped = used_groups(sizes) > 1 ? gather_rows(x, perm) : x;
   } else {
     counts = at::tensor(segments, at::TensorOptions().dtype(at::kLong)).to(x.device());
     perm = at::empty({0}, x.options().dtype(at::kLong));
@@ -197,9 +199,8 @@ Outputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& we
     }
     start += sizes[p];
   }
-  const at::Tensor saved_input = routed ? grouped : at::empty({0}, x.options());
-  if (parts.empty()) return {layer_forward(x, entry(effective, 0), bias_of(bias, 0), conv), perm, counts, saved_input};
-  return {scatter_back(parts, perm, sizes, routed), perm, counts, saved_input};
+  if (parts.empty()) return {layer_forward(x, entry(effective, 0), bias_of(bias, 0), conv), perm, counts};
+  return {scatter_back(parts, perm, sizes, routed), perm, counts};
 }
 
 Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
@@ -254,7 +255,9 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   const bool plain = is_plain_bank(op, weight, mask, alpha, lams, resolved);
   at::Tensor effective = weight, sigma;
   if (!plain) std::tie(effective, sigma) = path_weights_kernel(weight, mask, alpha, lams, resolved, counts);
-  const at::Tensor grouped_grad = routed && used_groups(sizes) > 1 ? gather_rows(grad_y, perm) : grad_y;
+  const bool regroup = routed && used_groups(sizes) > 1;
+  const at::Tensor grouped_grad = regroup ? gather_rows(grad_y, perm) : grad_y;
+  const at::Tensor grouped_x = regroup && need_effective ? gather_rows(x, perm) : x;
   // a plain bank accumulates dW directly (a shared entry sums its paths)
   at::Tensor grad_effective = need_effective ? at::zeros_like(effective) : at::Tensor();
   at::Tensor grad_bias = need_bias ? at::zeros({bias_entries, weight.size(1)}, grad_y.options()) : at::Tensor();
@@ -263,7 +266,7 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   for (int64_t p = 0; p < paths; ++p) {
     const int64_t size = sizes[p];
     if (!size) continue;
-    auto [gx, gw, gb] = layer_backward(rows(grouped_grad, start, size), rows(x, start, size),
+    auto [gx, gw, gb] = layer_backward(rows(grouped_grad, start, size), rows(grouped_x, start, size),
                                        entry(effective, p), conv, {need_x, need_effective, need_bias});
     start += size;
     if (need_x) grad_parts.push_back(gx);
@@ -288,7 +291,7 @@ Needs needs_of(const char* op, const NeedsList& needs) {
   return {needs.get(0), needs.get(1), needs.get(2), needs.get(3)};
 }
 
-Outputs path_conv2d_impl(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+LayerOutputs path_conv2d_impl(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                          const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                          at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
@@ -308,7 +311,7 @@ Outputs path_conv2d_backward_impl(const at::Tensor& grad_y, const at::Tensor& x,
                          bias_entries, conv, needs_of("path_conv2d_backward", needs), seed_tensor);
 }
 
-Outputs path_linear_impl(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+LayerOutputs path_linear_impl(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                          const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                          at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                          const OptionalTensor& seed_tensor) {

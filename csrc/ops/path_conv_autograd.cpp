@@ -1,6 +1,6 @@
-// The autograd of robustkernels::path_conv2d / path_linear in C++: saves the grouped input (x
-// itself for segments), W, the mask, alpha and the forward's perm and counts, never W' or the
-// noise; the backward op rebuilds them.
+// The autograd of robustkernels::path_conv2d / path_linear in C++: saves x (as a plain layer does,
+// not a copy grouped by path), W, the mask, alpha and the forward's perm and counts, never W' or
+// the noise; the backward op rebuilds them and groups x again.
 #include <torch/library.h>
 
 #include "../kernel_choice.h"
@@ -14,8 +14,8 @@ using torch::autograd::variable_list;
 
 OptionalTensor optional(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : std::nullopt; }
 
-// Saved (see autograd_nodes.h): the grouped input (x itself for segments),
-// W, the mask, alpha, the forward's perm and counts, the seed tensor; never W' or the noise.
+// Saved (see autograd_nodes.h): x, W, the mask, alpha, the forward's perm and counts, the seed
+// tensor; never W' or the noise.
 struct RoutedSaved {
   torch::autograd::SavedVariable x, weight, alpha, perm, counts, seed_tensor;
   at::Tensor mask;  // a buffer, never differentiated
@@ -26,9 +26,8 @@ struct RoutedSaved {
 
   void save(const at::Tensor& x_in, const at::Tensor& weight_in, const OptionalTensor& bias, const OptionalTensor& mask_in,
             const OptionalTensor& alpha_in, at::ArrayRef<double> lams_in, at::IntArrayRef seeds_in,
-            at::IntArrayRef segments_in, const OptionalTensor& seed_tensor_in, const Outputs& outputs) {
-    const bool routed = segments_in.empty();
-    x = torch::autograd::SavedVariable(routed ? std::get<3>(outputs) : x_in, false);
+            at::IntArrayRef segments_in, const OptionalTensor& seed_tensor_in, const LayerOutputs& outputs) {
+    x = torch::autograd::SavedVariable(x_in, false);
     weight = torch::autograd::SavedVariable(weight_in, false);
     if (alpha_in.has_value()) alpha = torch::autograd::SavedVariable(*alpha_in, false);
     perm = torch::autograd::SavedVariable(std::get<1>(outputs), false);
@@ -131,14 +130,14 @@ c10::intrusive_ptr<Node> routed_node(const at::Tensor& x, const at::Tensor& weig
   return layer_node<Node>(std::move(edges));
 }
 
-Outputs path_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+LayerOutputs path_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                              const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                              at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                              const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<PathConv2dOp>("robustkernels::path_conv2d");
   auto node = routed_node<PathConv2dBackward>(x, weight, bias, alpha);
-  Outputs outputs;
+  LayerOutputs outputs;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     outputs = op.call(x, weight, bias, mask, alpha, lams, seeds, route, segments, stride, padding, dilation, groups,
@@ -155,13 +154,13 @@ Outputs path_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, cons
   return outputs;
 }
 
-Outputs path_linear_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
+LayerOutputs path_linear_autograd(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
                              const OptionalTensor& mask, const OptionalTensor& alpha, at::ArrayRef<double> lams,
                              at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                              const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<PathLinearOp>("robustkernels::path_linear");
   auto node = routed_node<PathLinearBackward>(x, weight, bias, alpha);
-  Outputs outputs;
+  LayerOutputs outputs;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     outputs = op.call(x, weight, bias, mask, alpha, lams, seeds, route, segments, seed_tensor);

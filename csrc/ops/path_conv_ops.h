@@ -14,24 +14,25 @@
 namespace robustkernels {
 
 using OptionalTensor = std::optional<at::Tensor>;
-// (y, perm, counts, grouped input) of a layer; (dx, dW, dbias, dalpha) of its backward
+// (y, perm, counts) of a layer; (dx, dW, dbias, dalpha) of its backward
+using LayerOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using Needs = std::array<bool, 4>;  // dx, dW, dbias, dalpha
 using NeedsList = c10::List<bool>;  // the backward ops' `needs` argument
 
 // The layer ops' signatures (csrc/ops/path_conv.cpp), for their autograd (path_conv_autograd.cpp).
-using PathConv2dOp = Outputs(const at::Tensor&, const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-                             const OptionalTensor&, at::ArrayRef<double>, at::IntArrayRef, const OptionalTensor&,
-                             at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
-                             const OptionalTensor&);
+using PathConv2dOp = LayerOutputs(const at::Tensor&, const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
+                                  const OptionalTensor&, at::ArrayRef<double>, at::IntArrayRef, const OptionalTensor&,
+                                  at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
+                                  const OptionalTensor&);
 using PathConv2dBackwardOp = Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&,
                                      const OptionalTensor&, const at::Tensor&, const at::Tensor&,
                                      at::ArrayRef<double>, at::IntArrayRef, at::IntArrayRef, int64_t,
                                      at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t, const NeedsList&,
                                      const OptionalTensor&);
-using PathLinearOp = Outputs(const at::Tensor&, const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-                             const OptionalTensor&, at::ArrayRef<double>, at::IntArrayRef, const OptionalTensor&,
-                             at::IntArrayRef, const OptionalTensor&);
+using PathLinearOp = LayerOutputs(const at::Tensor&, const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
+                                  const OptionalTensor&, at::ArrayRef<double>, at::IntArrayRef, const OptionalTensor&,
+                                  at::IntArrayRef, const OptionalTensor&);
 using PathLinearBackwardOp = Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&,
                                      const OptionalTensor&, const at::Tensor&, const at::Tensor&,
                                      at::ArrayRef<double>, at::IntArrayRef, at::IntArrayRef, int64_t,

@@ -1,7 +1,7 @@
 """The routed convolution and linear layers' fakes: what torch.compile traces them with.
 
 robustkernels::path_conv2d / path_linear(x, weight, bias, mask, alpha, lams, seeds, route, segments, ...,
-    seed_tensor?) -> (y, perm, counts, grouped input): y[b] = layer(x[b], W'_{route[b]}) + bias_{route[b]}
+    seed_tensor?) -> (y, perm, counts): y[b] = layer(x[b], W'_{route[b]}) + bias_{route[b]}
 robustkernels::path_conv2d_backward / path_linear_backward(...) -> (dx, dW, dbias, dalpha)
 
 The ops and their autograd are C++ (csrc/ops/path_conv.cpp): the samples are grouped by path
@@ -102,10 +102,6 @@ def _check_grads_args(
         )
 
 
-def _grouped_fake(x, route):
-    return torch.empty_like(x, memory_format=torch.contiguous_format) if route is not None else x.new_empty(0)
-
-
 def _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs):
     need_x, need_weight, need_bias, need_alpha = needs
     empty = grad_y.new_empty(0)
@@ -140,7 +136,7 @@ def _path_conv2d_fake(
     )
     y = F.conv2d(x, torch.empty_like(weight[0]), None, stride, padding, dilation, groups)
     perm = x.new_empty((x.shape[0] if route is not None else 0,), dtype=torch.int64)
-    return y, perm, x.new_empty((paths,), dtype=torch.int64), _grouped_fake(x, route)
+    return y, perm, x.new_empty((paths,), dtype=torch.int64)
 
 
 def _path_conv2d_backward_fake(
@@ -157,7 +153,7 @@ def _path_linear_fake(x, weight, bias, mask, alpha, lams, seeds, route, segments
     paths, _ = check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, "path_linear")
     perm = x.new_empty((x.shape[0] if route is not None else 0,), dtype=torch.int64)
     y = x.new_empty((*x.shape[:-1], weight.shape[1]))
-    return y, perm, x.new_empty((paths,), dtype=torch.int64), _grouped_fake(x, route)
+    return y, perm, x.new_empty((paths,), dtype=torch.int64)
 
 
 def _path_linear_backward_fake(
