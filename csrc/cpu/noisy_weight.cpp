@@ -84,7 +84,11 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight
       });
     });
   });
-  return {out, at::scalar_tensor(sigma, weight.options().dtype(sigma_type))};
+  // written in place: at::scalar_tensor's dispatch and fill cost more than this kernel on a small weight
+  at::Tensor sigma_out = at::empty({}, weight.options().dtype(sigma_type));
+  AT_DISPATCH_FLOATING_TYPES(sigma_type, "noisy_weight_sigma",
+                             [&] { *sigma_out.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(sigma); });
+  return {out, sigma_out};
 }
 
 std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& alpha_in,
