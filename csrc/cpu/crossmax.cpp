@@ -35,7 +35,6 @@
 namespace robustkernels {
 namespace {
 
-using crossmax_lanes::kBlockLanes;
 using crossmax_lanes::store;
 
 // Up to this many ranks are kept in registers (crossmax_lanes.h); deeper ranks use nth_element
@@ -72,12 +71,11 @@ Selection selection_of(Reduction reduction, int64_t k, int64_t n) {
   }
 }
 
-// One block of classes of sample b through the register table of depth D = the deepest rank + 1.
-template <int D, typename acc_t, typename scalar_t>
+// One block of W classes of sample b through the register table of depth D = the deepest rank + 1.
+template <int D, int W, typename acc_t, typename scalar_t>
 RK_ALWAYS_INLINE inline void select_block(const scalar_t* xb, int64_t s_n, int64_t N, int64_t B, int64_t C,
                                           int64_t b, const acc_t* row_shift, int64_t count, int64_t c, int lanes,
                                           scalar_t* out_b, int32_t* pred_b, int32_t* sel_idx) {
-  constexpr int W = kBlockLanes<acc_t>;
   using Table = crossmax_lanes::TopRanks<D, W, acc_t>;
   const Table table = crossmax_lanes::rank_block<D, W, acc_t>(xb, s_n, N, row_shift, c, lanes, pred_b);
   if (count == 1) {
@@ -93,20 +91,20 @@ RK_ALWAYS_INLINE inline void select_block(const scalar_t* xb, int64_t s_n, int64
   store<W>(out_b + c, sum / static_cast<acc_t>(D), lanes);
 }
 
-template <int D, typename acc_t, typename scalar_t>
+// Every class of sample b, W at a time.
+template <int D, int W, typename acc_t, typename scalar_t>
 RK_ALWAYS_INLINE inline void select_in_registers(const scalar_t* xb, int64_t s_n, int64_t N, int64_t B, int64_t C,
                                                  int64_t b, const acc_t* row_shift, int64_t count,
                                                  scalar_t* out_b, int32_t* pred_b, int32_t* sel_idx) {
-  constexpr int W = kBlockLanes<acc_t>;
   if (C < W) {
-    select_block<D>(xb, s_n, N, B, C, b, row_shift, count, 0, static_cast<int>(C), out_b, pred_b, sel_idx);
+    select_block<D, W>(xb, s_n, N, B, C, b, row_shift, count, 0, static_cast<int>(C), out_b, pred_b, sel_idx);
     return;
   }
   for (int64_t c = 0; c + W <= C; c += W) {
-    select_block<D>(xb, s_n, N, B, C, b, row_shift, count, c, W, out_b, pred_b, sel_idx);
+    select_block<D, W>(xb, s_n, N, B, C, b, row_shift, count, c, W, out_b, pred_b, sel_idx);
   }
   // The remainder as the last W classes: the overlap is recomputed to the same results.
-  if (C % W != 0) select_block<D>(xb, s_n, N, B, C, b, row_shift, count, C - W, W, out_b, pred_b, sel_idx);
+  if (C % W != 0) select_block<D, W>(xb, s_n, N, B, C, b, row_shift, count, C - W, W, out_b, pred_b, sel_idx);
 }
 
 // Ranks deeper than the register table: per class, the max over predictors, then nth_element on
@@ -145,15 +143,16 @@ void select_by_sorting(const scalar_t* xb, int64_t s_n, int64_t N, int64_t B, in
   }
 }
 
-// Samples [b_begin, b_end). Rows are contiguous over classes (the caller makes them so); s_n and
-// s_b are free. Always inlined, so that the float32 entry point below is compiled once per
-// instruction set.
-template <typename scalar_t>
+// Samples [b_begin, b_end), in blocks of BlockBytes of classes. Rows are contiguous over classes
+// (the caller makes them so); s_n and s_b are free. Always inlined, so that the float32 entry
+// point below is compiled once per instruction set.
+template <int BlockBytes, typename scalar_t>
 RK_ALWAYS_INLINE inline void crossmax_forward_samples(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N,
                                                       int64_t B, int64_t C, Selection sel, scalar_t* out,
                                                       int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx,
                                                       int64_t b_begin, int64_t b_end) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int W = BlockBytes / sizeof(acc_t);
   const int64_t depth = sel.rank + 1;
   std::vector<acc_t> row_shift(N);
   std::vector<acc_t> z(depth > kMaxTableDepth ? N : 0);
@@ -168,7 +167,7 @@ RK_ALWAYS_INLINE inline void crossmax_forward_samples(const scalar_t* x, int64_t
     switch (depth) {
 #define ROBUSTKERNELS_DEPTH_CASE(D)                                                                           \
   case D:                                                                                                     \
-    select_in_registers<D>(xb, s_n, N, B, C, b, row_shift.data(), sel.count, out_b, pred_b, sel_idx); \
+    select_in_registers<D, W>(xb, s_n, N, B, C, b, row_shift.data(), sel.count, out_b, pred_b, sel_idx); \
     break;
       ROBUSTKERNELS_DEPTH_CASE(1)
       ROBUSTKERNELS_DEPTH_CASE(2)
@@ -186,13 +185,20 @@ RK_ALWAYS_INLINE inline void crossmax_forward_samples(const scalar_t* x, int64_t
   }
 }
 
-// float32, the common case, compiled for each instruction-set path (the
-// extension's baseline is SSE2).
-RK_PER_ISA(void, crossmax_forward_samples_f32,
-           (const float* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C, Selection sel, float* out,
-            int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx, int64_t b_begin, int64_t b_end),
-           (x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end),
-           crossmax_forward_samples<float>)
+// float32, the common case, compiled for each instruction-set path (the extension's baseline is
+// SSE2), each with the block it runs fastest: 16 bytes on SSE2 (a wider table spills its 16
+// registers), 32 on AVX2 and AVX-512 (on 64-byte vectors GCC 12 stops with an internal error in
+// the comparison masks of TopRanks::insert).
+RK_PER_ISA_EACH(void, crossmax_forward_samples_f32,
+                (const float* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C, Selection sel,
+                 float* out, int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx, int64_t b_begin,
+                 int64_t b_end),
+                (x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end),
+                (crossmax_forward_samples<16, float>), (crossmax_forward_samples<32, float>),
+                (crossmax_forward_samples<32, float>))
+
+// The other dtypes run on the baseline build: 16-byte blocks.
+constexpr int kBaselineBlockBytes = 16;
 
 template <typename scalar_t>
 void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C,
@@ -202,8 +208,8 @@ void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t 
     if constexpr (std::is_same_v<scalar_t, float>) {
       crossmax_forward_samples_f32(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end);
     } else {
-      crossmax_forward_samples<scalar_t>(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin,
-                                         b_end);
+      crossmax_forward_samples<kBaselineBlockBytes, scalar_t>(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx,
+                                                              sel_idx, b_begin, b_end);
     }
   });
 }

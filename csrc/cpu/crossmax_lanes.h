@@ -1,6 +1,6 @@
 // The SIMD pieces of the CrossMax forward (csrc/cpu/crossmax.cpp), written with GCC / Clang
 // vector extensions: one source that each instruction-set variant of multiversion.h lowers to its
-// own registers (2 SSE2 or 1 AVX register a 32-byte vector). Every lane does what the
+// own registers. The block of classes is one vector of W lanes, W chosen per path by the caller. Every lane does what the
 // scalar code it replaced did, in the same order (strict comparisons, selects, the same
 // subtractions and sums): the paths agree bit for bit, NaN and signed zeros included.
 #pragma once
@@ -22,12 +22,6 @@ using Vec [[gnu::vector_size(sizeof(T) * W)]] = T;
 // alongside the values use that width, so the comparison masks select them directly.
 template <typename acc_t>
 using LaneIndex = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
-
-// Classes per block: one 32-byte vector of the accumulation type. The AVX-512 variant thus runs
-// AVX2-width registers here: GCC 12 stops with an internal error on the 64-byte comparison masks
-// of TopRanks::insert.
-template <typename acc_t>
-constexpr int kBlockLanes = 32 / sizeof(acc_t);
 
 // A vector with every lane equal to value (an added zero vector would turn -0 into +0).
 template <typename Lanes, typename T>
