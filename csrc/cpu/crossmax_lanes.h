@@ -1,8 +1,9 @@
 // The SIMD pieces of the CrossMax forward (csrc/cpu/crossmax.cpp), written with GCC / Clang
 // vector extensions: one source that each instruction-set variant of multiversion.h lowers to its
-// own registers. The block of classes is one vector of W lanes, W chosen per path by the caller. Every lane does what the
-// scalar code it replaced did, in the same order (strict comparisons, selects, the same
-// subtractions and sums): the paths agree bit for bit, NaN and signed zeros included.
+// own registers; a block of classes is one vector of W lanes, W chosen per path by the caller.
+// Every lane does what a scalar loop over the classes does, in the same order (strict
+// comparisons, selects, the same subtractions and sums), so the paths agree bit for bit, NaN and
+// signed zeros included.
 #pragma once
 
 #include <cstdint>
@@ -48,9 +49,9 @@ RK_ALWAYS_INLINE inline void store(out_t* p, const Lanes& v, int lanes = W) {
 }
 
 // The max of a row over classes and its argmax, the first class holding a value equal to it (the
-// last class if none does, as for a NaN row[0]). The max is taken as the scalar loop this
-// replaces did, in kMaxLanes interleaved lanes seeded with row[0] and then the tail, so that which
-// of +0 and -0 it returns is unchanged; each lane also keeps the first class of its maximum.
+// last class if none does, as for a NaN row[0]). The max comes from kMaxLanes interleaved lanes
+// seeded with row[0], then the tail: that order decides which of +0 and -0 it returns, and is the
+// order of the kernel's earlier scalar loop. Each lane also keeps the first class of its maximum.
 constexpr int kMaxLanes = 8;
 
 template <typename acc_t, typename scalar_t>
@@ -96,8 +97,8 @@ struct TopRanks {
   Values value[D];
   Indices index[D];
 
-  // Compares with the first `Compared` entries; below Compared < D the table is still growing and
-  // its entry Compared takes whatever is carried down.
+  // Compares v with the first Compared entries; while the table is still filling (Compared < D),
+  // entry Compared takes whatever is carried down.
   template <int Compared>
   RK_ALWAYS_INLINE void insert(Values v, Indices i) {
     Indices shifting = Indices{};
