@@ -3,10 +3,11 @@
 //   Y = X - max over classes      (per predictor n, sample b)
 //   Z = Y - max over predictors   (per sample b, class c)
 //   out[b, c] = k-th highest of Z[:, b, c] (or the mean of the top k, or the lower median).
-// One pass per sample b (parallel over b) computes everything and returns the
-// int32 indices the backward needs: argmax over classes per (n, b), argmax over
-// predictors per (b, c) and the selected predictors per (b, c). Ties go to the
-// lowest index everywhere (the order is: higher value first, then lower index).
+// Per sample b (parallel over b): the max over classes of each row, then per block of classes
+// (one SIMD vector, crossmax_lanes.h) the max over predictors and the top ranks of Z held in
+// registers, predictor by predictor. It returns the int32 indices the backward needs: argmax over
+// classes per (n, b), argmax over predictors per (b, c) and the selected predictors per (b, c).
+// Ties go to the lowest index everywhere (the order is: higher value first, then lower index).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -22,15 +23,23 @@
 #include <vector>
 
 #include "../arg_checks.h"
+
+// The vectors of crossmax_lanes.h, wider than the baseline's registers, are passed and returned
+// only between functions always inlined into one variant: the ABI change GCC warns of is never
+// crossed.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#include "crossmax_lanes.h"
 #include "multiversion.h"
 
 
 namespace robustkernels {
 namespace {
 
-// Up to this many ranks are kept by insertion, row by row; deeper ranks use
-// nth_element per class.
-constexpr int64_t kInsertionDepth = 8;
+using crossmax_lanes::store;
+
+// Up to this many ranks are kept in registers (crossmax_lanes.h); deeper ranks use nth_element
+// per class.
+constexpr int kMaxTableDepth = 8;
 constexpr int64_t kGrainElements = 16384;
 
 enum class Reduction { kKth, kTopkMean, kMedian };
@@ -62,182 +71,134 @@ Selection selection_of(Reduction reduction, int64_t k, int64_t n) {
   }
 }
 
-constexpr int kLanes = 8;  // independent maxima, so the row max vectorises
+// One block of W classes of sample b through the register table of depth D = the deepest rank + 1.
+template <int D, int W, typename acc_t, typename scalar_t>
+RK_ALWAYS_INLINE inline void select_block(const scalar_t* xb, int64_t s_n, int64_t N, int64_t B, int64_t C,
+                                          int64_t b, const acc_t* row_shift, int64_t count, int64_t c, int lanes,
+                                          scalar_t* out_b, int32_t* pred_b, int32_t* sel_idx) {
+  using Table = crossmax_lanes::TopRanks<D, W, acc_t>;
+  const Table table = crossmax_lanes::rank_block<D, W, acc_t>(xb, s_n, N, row_shift, c, lanes, pred_b);
+  if (count == 1) {
+    store<W>(out_b + c, table.value[D - 1], lanes);
+    store<W>(sel_idx + b * C + c, table.index[D - 1], lanes);
+    return;
+  }
+  typename Table::Values sum{};
+  for (int j = 0; j < D; ++j) {
+    sum += table.value[j];
+    store<W>(sel_idx + (j * B + b) * C + c, table.index[j], lanes);
+  }
+  store<W>(out_b + c, sum / static_cast<acc_t>(D), lanes);
+}
 
-// Inserts row n into the sorted top D of every class: a later predictor goes
-// after earlier ones of equal value. Branch-free over the classes (so the loop
-// vectorises). Grow: the last of the D slots is still empty and takes whatever is
-// carried down to it (the first D rows fill the table this way).
-template <int D, bool Grow, typename acc_t, typename scalar_t>
-RK_ALWAYS_INLINE inline void insert_row(const scalar_t* row, acc_t shift, const acc_t* col_max, int32_t n, int64_t C,
-                                        acc_t* top_v, int32_t* top_i) {
-  constexpr int compared = Grow ? D - 1 : D;
+// Every class of sample b, W at a time.
+template <int D, int W, typename acc_t, typename scalar_t>
+RK_ALWAYS_INLINE inline void select_in_registers(const scalar_t* xb, int64_t s_n, int64_t N, int64_t B, int64_t C,
+                                                 int64_t b, const acc_t* row_shift, int64_t count,
+                                                 scalar_t* out_b, int32_t* pred_b, int32_t* sel_idx) {
+  if (C < W) {
+    select_block<D, W>(xb, s_n, N, B, C, b, row_shift, count, 0, static_cast<int>(C), out_b, pred_b, sel_idx);
+    return;
+  }
+  for (int64_t c = 0; c + W <= C; c += W) {
+    select_block<D, W>(xb, s_n, N, B, C, b, row_shift, count, c, W, out_b, pred_b, sel_idx);
+  }
+  // The remainder as the last W classes: the overlap is recomputed to the same results.
+  if (C % W != 0) select_block<D, W>(xb, s_n, N, B, C, b, row_shift, count, C - W, W, out_b, pred_b, sel_idx);
+}
+
+// Ranks deeper than the register table: per class, the max over predictors, then nth_element on
+// (higher value first, then lower index). z and order: N elements of scratch.
+template <typename acc_t, typename scalar_t>
+void select_by_sorting(const scalar_t* xb, int64_t s_n, int64_t N, int64_t B, int64_t C, int64_t b,
+                       const acc_t* row_shift, Selection sel, scalar_t* out_b, int32_t* pred_b, int32_t* sel_idx,
+                       acc_t* z, int32_t* order) {
+  const auto before = [&](int32_t a, int32_t o) { return z[a] > z[o] || (z[a] == z[o] && a < o); };
   for (int64_t c = 0; c < C; ++c) {
-    // Find the first rank v strictly beats (an equal value stays below, so earlier
-    // predictors come first among equals), then shift the ranks below it down.
-    acc_t v = (static_cast<acc_t>(row[c]) - shift) - col_max[c];
-    int32_t index = n;
-    bool shifting = false;
-    for (int j = 0; j < compared; ++j) {
-      const acc_t here = top_v[j * C + c];
-      const int32_t here_index = top_i[j * C + c];
-      shifting = shifting || v > here;
-      top_v[j * C + c] = shifting ? v : here;
-      top_i[j * C + c] = shifting ? index : here_index;
-      v = shifting ? here : v;
-      index = shifting ? here_index : index;
+    acc_t col_max = static_cast<acc_t>(xb[c]) - row_shift[0];
+    int32_t col_arg = 0;
+    for (int64_t n = 1; n < N; ++n) {
+      const acc_t y = static_cast<acc_t>(xb[n * s_n + c]) - row_shift[n];
+      if (y > col_max) {
+        col_max = y;
+        col_arg = static_cast<int32_t>(n);
+      }
     }
-    if (Grow) {
-      top_v[(D - 1) * C + c] = v;
-      top_i[(D - 1) * C + c] = index;
+    pred_b[c] = col_arg;
+    for (int64_t n = 0; n < N; ++n) z[n] = (static_cast<acc_t>(xb[n * s_n + c]) - row_shift[n]) - col_max;
+    std::iota(order, order + N, 0);
+    std::nth_element(order, order + sel.rank, order + N, before);
+    if (sel.count == 1) {
+      out_b[c] = static_cast<scalar_t>(z[order[sel.rank]]);
+      sel_idx[b * C + c] = order[sel.rank];
+      continue;
     }
+    std::sort(order, order + sel.rank, before);
+    acc_t sum = 0;
+    for (int64_t j = 0; j < sel.count; ++j) {
+      sum += z[order[j]];
+      sel_idx[(j * B + b) * C + c] = order[j];
+    }
+    out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
   }
 }
 
-// Inserts a row into a table of `depth` ranks (grow: its last rank still empty).
-template <bool Grow, typename acc_t, typename scalar_t>
-RK_ALWAYS_INLINE inline void insert_row_at_depth(int64_t depth, const scalar_t* row, acc_t shift,
-                                                 const acc_t* col_max, int32_t n, int64_t C, acc_t* top_v,
-                                                 int32_t* top_i) {
-  switch (depth) {
-#define ROBUSTKERNELS_INSERT_CASE(D) \
-  case D:                            \
-    return insert_row<D, Grow>(row, shift, col_max, n, C, top_v, top_i);
-    ROBUSTKERNELS_INSERT_CASE(1)
-    ROBUSTKERNELS_INSERT_CASE(2)
-    ROBUSTKERNELS_INSERT_CASE(3)
-    ROBUSTKERNELS_INSERT_CASE(4)
-    ROBUSTKERNELS_INSERT_CASE(5)
-    ROBUSTKERNELS_INSERT_CASE(6)
-    ROBUSTKERNELS_INSERT_CASE(7)
-    ROBUSTKERNELS_INSERT_CASE(8)
-#undef ROBUSTKERNELS_INSERT_CASE
-    default:
-      TORCH_CHECK(false, "crossmax: insertion depth ", depth, " out of range");
-  }
-}
-
-// Samples [b_begin, b_end). Rows are contiguous over classes (the caller makes
-// them so); s_n and s_b are free. Always inlined, so that the float32 entry point
-// below is compiled once per instruction set.
-template <typename scalar_t>
+// Samples [b_begin, b_end), in blocks of BlockBytes of classes. Rows are contiguous over classes
+// (the caller makes them so); s_n and s_b are free. Always inlined, so that the float32 entry
+// point below is compiled once per instruction set.
+template <int BlockBytes, typename scalar_t>
 RK_ALWAYS_INLINE inline void crossmax_forward_samples(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N,
                                                       int64_t B, int64_t C, Selection sel, scalar_t* out,
                                                       int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx,
                                                       int64_t b_begin, int64_t b_end) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int W = BlockBytes / sizeof(acc_t);
   const int64_t depth = sel.rank + 1;
-  const bool insertion = depth <= kInsertionDepth;
-  std::vector<acc_t> row_max(N), col_max(C);
-  std::vector<int32_t> col_arg(C);
-  std::vector<acc_t> top_v(insertion ? depth * C : 0);
-  std::vector<int32_t> top_i(insertion ? depth * C : 0);
-  std::vector<acc_t> z(insertion ? 0 : N);
-  std::vector<int32_t> order(insertion ? 0 : N);
+  std::vector<acc_t> row_shift(N);
+  std::vector<acc_t> z(depth > kMaxTableDepth ? N : 0);
+  std::vector<int32_t> order(z.size());
   for (int64_t b = b_begin; b < b_end; ++b) {
     const scalar_t* xb = x + b * s_b;
-    // max and argmax (first index of the max) over classes per predictor
     for (int64_t n = 0; n < N; ++n) {
-      const scalar_t* row = xb + n * s_n;
-      acc_t lane[kLanes];
-      for (int l = 0; l < kLanes; ++l) lane[l] = static_cast<acc_t>(row[0]);
-      int64_t c = 0;
-      for (; c + kLanes <= C; c += kLanes) {
-        for (int l = 0; l < kLanes; ++l) {
-          const acc_t v = static_cast<acc_t>(row[c + l]);
-          lane[l] = v > lane[l] ? v : lane[l];
-        }
-      }
-      acc_t best = lane[0];
-      for (int l = 1; l < kLanes; ++l) best = lane[l] > best ? lane[l] : best;
-      for (; c < C; ++c) {
-        const acc_t v = static_cast<acc_t>(row[c]);
-        best = v > best ? v : best;
-      }
-      int64_t arg = 0;
-      while (arg < C - 1 && !(static_cast<acc_t>(row[arg]) == best)) ++arg;
-      row_max[n] = best;
-      class_idx[n * B + b] = static_cast<int32_t>(arg);
+      row_shift[n] = crossmax_lanes::row_max<acc_t>(xb + n * s_n, C, class_idx + n * B + b);
     }
-    // max and argmax over predictors of Y per class (branch-free over classes)
-    for (int64_t c = 0; c < C; ++c) {
-      col_max[c] = static_cast<acc_t>(xb[c]) - row_max[0];
-      col_arg[c] = 0;
-    }
-    for (int64_t n = 1; n < N; ++n) {
-      const scalar_t* row = xb + n * s_n;
-      const acc_t shift = row_max[n];
-      const int32_t n32 = static_cast<int32_t>(n);
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t y = static_cast<acc_t>(row[c]) - shift;
-        const bool gt = y > col_max[c];
-        col_max[c] = gt ? y : col_max[c];
-        col_arg[c] = gt ? n32 : col_arg[c];
-      }
-    }
-    int32_t* pred_b = pred_idx + b * C;
-    std::copy(col_arg.begin(), col_arg.end(), pred_b);
     scalar_t* out_b = out + b * C;
-    if (insertion) {
-      // Keep the top `depth` of each class, in order, predictor by predictor:
-      // a later predictor goes after earlier ones of equal value.
-      for (int64_t n = 0; n < N; ++n) {
-        const scalar_t* row = xb + n * s_n;
-        const acc_t shift = row_max[n];
-        const int32_t n32 = static_cast<int32_t>(n);
-        if (n >= depth) {
-          insert_row_at_depth<false>(depth, row, shift, col_max.data(), n32, C, top_v.data(), top_i.data());
-        } else {
-          insert_row_at_depth<true>(n + 1, row, shift, col_max.data(), n32, C, top_v.data(), top_i.data());
-        }
-      }
-      if (sel.count == 1) {
-        for (int64_t c = 0; c < C; ++c) {
-          out_b[c] = static_cast<scalar_t>(top_v[sel.rank * C + c]);
-          sel_idx[b * C + c] = top_i[sel.rank * C + c];
-        }
-      } else {
-        for (int64_t c = 0; c < C; ++c) {
-          acc_t sum = 0;
-          for (int64_t j = 0; j < sel.count; ++j) {
-            sum += top_v[j * C + c];
-            sel_idx[(j * B + b) * C + c] = top_i[j * C + c];
-          }
-          out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
-        }
-      }
-    } else {
-      const auto before = [&](int32_t a, int32_t o) { return z[a] > z[o] || (z[a] == z[o] && a < o); };
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-          z[n] = (static_cast<acc_t>(xb[n * s_n + c]) - row_max[n]) - col_max[c];
-        }
-        std::iota(order.begin(), order.end(), 0);
-        std::nth_element(order.begin(), order.begin() + sel.rank, order.end(), before);
-        if (sel.count == 1) {
-          out_b[c] = static_cast<scalar_t>(z[order[sel.rank]]);
-          sel_idx[b * C + c] = order[sel.rank];
-        } else {
-          std::sort(order.begin(), order.begin() + sel.rank, before);
-          acc_t sum = 0;
-          for (int64_t j = 0; j < sel.count; ++j) {
-            sum += z[order[j]];
-            sel_idx[(j * B + b) * C + c] = order[j];
-          }
-          out_b[c] = static_cast<scalar_t>(sum / static_cast<acc_t>(sel.count));
-        }
-      }
+    int32_t* pred_b = pred_idx + b * C;
+    switch (depth) {
+#define ROBUSTKERNELS_DEPTH_CASE(D)                                                                           \
+  case D:                                                                                                     \
+    select_in_registers<D, W>(xb, s_n, N, B, C, b, row_shift.data(), sel.count, out_b, pred_b, sel_idx); \
+    break;
+      ROBUSTKERNELS_DEPTH_CASE(1)
+      ROBUSTKERNELS_DEPTH_CASE(2)
+      ROBUSTKERNELS_DEPTH_CASE(3)
+      ROBUSTKERNELS_DEPTH_CASE(4)
+      ROBUSTKERNELS_DEPTH_CASE(5)
+      ROBUSTKERNELS_DEPTH_CASE(6)
+      ROBUSTKERNELS_DEPTH_CASE(7)
+      ROBUSTKERNELS_DEPTH_CASE(8)
+#undef ROBUSTKERNELS_DEPTH_CASE
+      default:
+        select_by_sorting(xb, s_n, N, B, C, b, row_shift.data(), sel, out_b, pred_b, sel_idx, z.data(),
+                          order.data());
     }
   }
 }
 
-// float32, the common case, compiled for each instruction-set path (the
-// extension's baseline is SSE2).
-RK_PER_ISA(void, crossmax_forward_samples_f32,
-           (const float* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C, Selection sel, float* out,
-            int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx, int64_t b_begin, int64_t b_end),
-           (x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end),
-           crossmax_forward_samples<float>)
+// float32, the common case, compiled for each instruction-set path (the extension's baseline is
+// SSE2), each with the block it runs fastest: 16 bytes on SSE2 (a wider table spills its 16
+// registers), 32 on AVX2 and AVX-512 (on 64-byte vectors GCC 12 stops with an internal error in
+// the comparison masks of TopRanks::insert).
+RK_PER_ISA_EACH(void, crossmax_forward_samples_f32,
+                (const float* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C, Selection sel,
+                 float* out, int32_t* class_idx, int32_t* pred_idx, int32_t* sel_idx, int64_t b_begin,
+                 int64_t b_end),
+                (x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end),
+                (crossmax_forward_samples<16, float>), (crossmax_forward_samples<32, float>),
+                (crossmax_forward_samples<32, float>))
+
+// The other dtypes run on the baseline build: 16-byte blocks.
+constexpr int kBaselineBlockBytes = 16;
 
 template <typename scalar_t>
 void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t N, int64_t B, int64_t C,
@@ -247,8 +208,8 @@ void crossmax_forward_impl(const scalar_t* x, int64_t s_n, int64_t s_b, int64_t 
     if constexpr (std::is_same_v<scalar_t, float>) {
       crossmax_forward_samples_f32(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin, b_end);
     } else {
-      crossmax_forward_samples<scalar_t>(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx, sel_idx, b_begin,
-                                         b_end);
+      crossmax_forward_samples<kBaselineBlockBytes, scalar_t>(x, s_n, s_b, N, B, C, sel, out, class_idx, pred_idx,
+                                                              sel_idx, b_begin, b_end);
     }
   });
 }
@@ -315,7 +276,7 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
   const at::Tensor sel_idx = sel_in.contiguous();
   const int64_t S = sel_idx.size(0);
   const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor acc = at::zeros({N, B, C}, grad.options().dtype(acc_type));
+  at::Tensor acc = at::empty({N, B, C}, grad.options().dtype(acc_type));
   // The indices address the [N, B, C] gradient: each is checked where it is read (no pass of its
   // own), and an index out of range is reported, naming its tensor, before anything is returned.
   std::atomic<bool> bad_class{false}, bad_pred{false}, bad_sel{false};
@@ -331,6 +292,8 @@ at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_i
     at::parallel_for(0, B, grain, [&](int64_t b_begin, int64_t b_end) {
       std::vector<acc_t> row_sum(N);
       for (int64_t b = b_begin; b < b_end; ++b) {
+        // zeroed here rather than by at::zeros: one pass, by the thread that scatters into it
+        for (int64_t n = 0; n < N; ++n) std::fill_n(d + (n * B + b) * C, C, acc_t(0));
         std::fill(row_sum.begin(), row_sum.end(), acc_t(0));
         for (int64_t c = 0; c < C; ++c) {
           const acc_t gc = static_cast<acc_t>(g[b * C + c]) * share;

@@ -21,18 +21,21 @@
 
 // RK_PER_ISA(ret, name, (params), (args), body) defines name_scalar, name_avx2 and
 // name_avx512, each returning body(args) compiled for its path, and name(params),
-// which calls the variant of the selected path.
-#define RK_PER_ISA(ret, name, params, args, body)                 \
-  ret name##_scalar params { return body args; }                  \
-  RK_TARGET_AVX2 ret name##_avx2 params { return body args; }     \
-  RK_TARGET_AVX512 ret name##_avx512 params { return body args; } \
-  ret name params {                                               \
-    switch (::robustkernels::cpu_isa()) {                         \
-      case ::robustkernels::CpuIsa::kAvx512:                      \
-        return name##_avx512 args;                                \
-      case ::robustkernels::CpuIsa::kAvx2:                        \
-        return name##_avx2 args;                                  \
-      default:                                                    \
-        return name##_scalar args;                                \
-    }                                                             \
+// which calls the variant of the selected path. RK_PER_ISA_EACH takes one body per
+// path, for a loop that needs a different shape on each (e.g. its vector width).
+#define RK_PER_ISA(ret, name, params, args, body) RK_PER_ISA_EACH(ret, name, params, args, body, body, body)
+
+#define RK_PER_ISA_EACH(ret, name, params, args, scalar_body, avx2_body, avx512_body) \
+  ret name##_scalar params { return scalar_body args; }                            \
+  RK_TARGET_AVX2 ret name##_avx2 params { return avx2_body args; }                 \
+  RK_TARGET_AVX512 ret name##_avx512 params { return avx512_body args; }           \
+  ret name params {                                                                \
+    switch (::robustkernels::cpu_isa()) {                                          \
+      case ::robustkernels::CpuIsa::kAvx512:                                       \
+        return name##_avx512 args;                                                 \
+      case ::robustkernels::CpuIsa::kAvx2:                                         \
+        return name##_avx2 args;                                                   \
+      default:                                                                     \
+        return name##_scalar args;                                                 \
+    }                                                                              \
   }
