@@ -20,6 +20,15 @@ inline std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_unless
   return std::make_optional<at::AutoDispatchBelowADInplaceOrView>();
 }
 
+// The layer ops have no forward-mode derivative: a dual tensor among the inputs raises, as
+// torch::autograd::Function did, instead of a silently zero tangent.
+inline void check_no_forward_grad(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& alpha) {
+  using torch::autograd::isFwGradDefined;
+  TORCH_CHECK(!(isFwGradDefined(x) || isFwGradDefined(weight) || isFwGradDefined(bias) || isFwGradDefined(alpha)),
+              op, ": forward-mode AD (jvp) is not implemented");
+}
+
 // A saved tensor, or nullopt where none was saved.
 inline std::optional<at::Tensor> unpacked(const torch::autograd::SavedVariable& saved,
                                           const c10::intrusive_ptr<torch::autograd::Node>& node) {

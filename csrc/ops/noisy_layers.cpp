@@ -254,6 +254,7 @@ at::Tensor noisy_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, 
                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                  int64_t groups, const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<decltype(noisy_conv2d_impl)>("robustkernels::noisy_conv2d");
+  check_no_forward_grad("noisy_conv2d", x, weight, bias, alpha);
   auto node = noisy_layer_node<NoisyConv2dBackward>(x, weight, bias, alpha);
   at::Tensor y;
   {
@@ -276,6 +277,7 @@ at::Tensor noisy_linear_autograd(const at::Tensor& x, const at::Tensor& weight, 
                                  const at::Tensor& alpha, double lam, int64_t seed, const OptionalTensor& mask,
                                  const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<decltype(noisy_linear_impl)>("robustkernels::noisy_linear");
+  check_no_forward_grad("noisy_linear", x, weight, bias, alpha);
   auto node = noisy_layer_node<NoisyLinearBackward>(x, weight, bias, alpha);
   at::Tensor y;
   {

@@ -136,6 +136,7 @@ LayerOutputs path_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                              const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<PathConv2dOp>("robustkernels::path_conv2d");
+  check_no_forward_grad("path_conv2d", x, weight, bias, alpha);
   auto node = routed_node<PathConv2dBackward>(x, weight, bias, alpha);
   LayerOutputs outputs;
   {
@@ -159,6 +160,7 @@ LayerOutputs path_linear_autograd(const at::Tensor& x, const at::Tensor& weight,
                              at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                              const OptionalTensor& seed_tensor) {
   static const auto op = op_handle<PathLinearOp>("robustkernels::path_linear");
+  check_no_forward_grad("path_linear", x, weight, bias, alpha);
   auto node = routed_node<PathLinearBackward>(x, weight, bias, alpha);
   LayerOutputs outputs;
   {
