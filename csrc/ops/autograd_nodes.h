@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
+#include <mutex>
 #include <optional>
 
 namespace robustkernels {
@@ -35,6 +36,26 @@ inline std::optional<at::Tensor> unpacked(const torch::autograd::SavedVariable& 
   at::Tensor t = saved.unpack(node);
   return t.defined() ? std::optional<at::Tensor>(std::move(t)) : std::nullopt;
 }
+
+// A layer's backward node: `saved` holds what its forward kept (Saved::release() drops it);
+// Derived::backward(grad_y, self) runs the layer's backward op and returns one gradient per edge.
+// Here: the lock torch's nodes take, the undefined incoming gradient, and the call below autograd.
+template <typename Saved, typename Derived>
+struct LayerBackward : torch::autograd::TraceableFunction {
+  Saved saved;
+
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    saved.release();
+  }
+
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!grads[0].defined()) return torch::autograd::variable_list(num_outputs());
+    const auto below_autograd = below_autograd_unless_differentiable();
+    return static_cast<Derived*>(this)->backward(grads[0], getptr());
+  }
+};
 
 // A new node for a layer's output linked to `edges` (its differentiable inputs in order), after
 // the check torch::autograd::Function makes: no functorch transform support.

@@ -192,47 +192,28 @@ variable_list layer_grads(const Grads& grads, std::array<bool, 4> needed, bool h
   return result;
 }
 
-struct NoisyConv2dBackward final : torch::autograd::TraceableFunction {
-  NoisyLayerSaved saved;
+struct NoisyConv2dBackward final : LayerBackward<NoisyLayerSaved, NoisyConv2dBackward> {
   std::vector<int64_t> stride, padding, dilation, x_size;
   int64_t groups = 1;
 
   std::string name() const override { return "NoisyConv2dBackward"; }
-  void release_variables() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    saved.release();
-  }
-  variable_list apply(variable_list&& grads) override {
+  variable_list backward(const at::Tensor& grad_y, const c10::intrusive_ptr<torch::autograd::Node>& self) {
     static const auto op = op_handle<decltype(noisy_conv2d_backward_impl)>("robustkernels::noisy_conv2d_backward");
-    std::lock_guard<std::mutex> lock(mutex_);
     const auto needed = needed_grads(*this, saved.has_bias);
-    if (!grads[0].defined()) return variable_list(saved.has_bias ? 4 : 3);
-    const auto self = getptr();
-    const auto below_autograd = below_autograd_unless_differentiable();
     const Grads result =
-        op.call(grads[0], unpacked(saved.x, self), unpacked(saved.weight, self), saved.alpha.unpack(self), saved.lam,
+        op.call(grad_y, unpacked(saved.x, self), unpacked(saved.weight, self), saved.alpha.unpack(self), saved.lam,
                 saved.seed, optional(saved.mask), stride, padding, dilation, groups, unpacked(saved.seed_tensor, self),
                 x_size, saved.weight_size, saved.has_bias, needed);
     return layer_grads(result, needed, saved.has_bias);
   }
 };
 
-struct NoisyLinearBackward final : torch::autograd::TraceableFunction {
-  NoisyLayerSaved saved;
-
+struct NoisyLinearBackward final : LayerBackward<NoisyLayerSaved, NoisyLinearBackward> {
   std::string name() const override { return "NoisyLinearBackward"; }
-  void release_variables() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    saved.release();
-  }
-  variable_list apply(variable_list&& grads) override {
+  variable_list backward(const at::Tensor& grad_y, const c10::intrusive_ptr<torch::autograd::Node>& self) {
     static const auto op = op_handle<decltype(noisy_linear_backward_impl)>("robustkernels::noisy_linear_backward");
-    std::lock_guard<std::mutex> lock(mutex_);
     const auto needed = needed_grads(*this, saved.has_bias);
-    if (!grads[0].defined()) return variable_list(saved.has_bias ? 4 : 3);
-    const auto self = getptr();
-    const auto below_autograd = below_autograd_unless_differentiable();
-    const Grads result = op.call(grads[0], unpacked(saved.x, self), unpacked(saved.weight, self),
+    const Grads result = op.call(grad_y, unpacked(saved.x, self), unpacked(saved.weight, self),
                                  saved.alpha.unpack(self), saved.lam, saved.seed, optional(saved.mask),
                                  unpacked(saved.seed_tensor, self), saved.weight_size, saved.has_bias, needed);
     return layer_grads(result, needed, saved.has_bias);

@@ -69,24 +69,15 @@ variable_list routed_grads(const Outputs& grads, Needs needs, const RoutedSaved&
 
 NeedsList needs_list(Needs needs) { return NeedsList({needs[0], needs[1], needs[2], needs[3]}); }
 
-struct PathConv2dBackward final : torch::autograd::TraceableFunction {
-  RoutedSaved saved;
+struct PathConv2dBackward final : LayerBackward<RoutedSaved, PathConv2dBackward> {
   std::vector<int64_t> stride, padding, dilation;
   int64_t groups = 1;
 
   std::string name() const override { return "PathConv2dBackward"; }
-  void release_variables() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    saved.release();
-  }
-  variable_list apply(variable_list&& grads) override {
+  variable_list backward(const at::Tensor& grad_y, const c10::intrusive_ptr<torch::autograd::Node>& self) {
     static const auto op = op_handle<PathConv2dBackwardOp>("robustkernels::path_conv2d_backward");
-    std::lock_guard<std::mutex> lock(mutex_);
     const Needs needs = routed_needs(*this, saved);
-    if (!grads[0].defined()) return variable_list(num_outputs());
-    const auto self = getptr();
-    const auto below_autograd = below_autograd_unless_differentiable();
-    const Outputs result = op.call(grads[0], saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
+    const Outputs result = op.call(grad_y, saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
                                    unpacked(saved.alpha, self), saved.perm.unpack(self), saved.counts.unpack(self),
                                    saved.lams, saved.seeds, saved.segments, saved.bias_entries, stride, padding,
                                    dilation, groups, needs_list(needs), unpacked(saved.seed_tensor, self));
@@ -94,22 +85,12 @@ struct PathConv2dBackward final : torch::autograd::TraceableFunction {
   }
 };
 
-struct PathLinearBackward final : torch::autograd::TraceableFunction {
-  RoutedSaved saved;
-
+struct PathLinearBackward final : LayerBackward<RoutedSaved, PathLinearBackward> {
   std::string name() const override { return "PathLinearBackward"; }
-  void release_variables() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    saved.release();
-  }
-  variable_list apply(variable_list&& grads) override {
+  variable_list backward(const at::Tensor& grad_y, const c10::intrusive_ptr<torch::autograd::Node>& self) {
     static const auto op = op_handle<PathLinearBackwardOp>("robustkernels::path_linear_backward");
-    std::lock_guard<std::mutex> lock(mutex_);
     const Needs needs = routed_needs(*this, saved);
-    if (!grads[0].defined()) return variable_list(num_outputs());
-    const auto self = getptr();
-    const auto below_autograd = below_autograd_unless_differentiable();
-    const Outputs result = op.call(grads[0], saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
+    const Outputs result = op.call(grad_y, saved.x.unpack(self), saved.weight.unpack(self), optional(saved.mask),
                                    unpacked(saved.alpha, self), saved.perm.unpack(self), saved.counts.unpack(self),
                                    saved.lams, saved.seeds, saved.segments, saved.bias_entries, needs_list(needs),
                                    unpacked(saved.seed_tensor, self));
