@@ -74,6 +74,12 @@ def noisy_conv2d(
 ) -> torch.Tensor:
     """conv2d(x, noisy_weight(weight, alpha, lam, seed, mask)) saving no weight copy or noise for backward."""
     try:
+        if LOADED and padding.__class__ is not str and x.dim() == 4:  # the common call: parsed once, in C++
+            seed_value, seed_tensor = seed_pair(lam, seed)
+            return direct_calls.noisy_conv2d(
+                x, weight, bias, alpha, lam, seed_value, mask, int_pair(stride), int_pair(padding),
+                int_pair(dilation), groups, seed_tensor,
+            )  # fmt: skip
         return _noisy_conv2d(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups)
     except TYPE_ERRORS:
         check_arguments("noisy_conv2d", lam, seed, x=x, weight=weight, bias=bias, alpha=alpha, mask=mask)
@@ -86,7 +92,7 @@ def _noisy_conv2d(x, weight, bias, alpha, lam, seed, mask, stride, padding, dila
     if unbatched:
         x = x.unsqueeze(0)
     stride, dilation = int_pair(stride), int_pair(dilation)
-    x, padding = conv_padding("noisy_conv2d", x, weight.shape[2:], padding, stride, dilation)
+    x, padding = conv_padding("noisy_conv2d", x, weight, padding, stride, dilation)
     if LOADED:  # the op's C++ checks name the argument
         y = direct_calls.noisy_conv2d(
             x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor
@@ -276,29 +282,33 @@ def path_conv2d(
     exactly zero gradients.
     """
     op = "path_conv2d"
-    paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
-        op, 5, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
-    )
-    stride, dilation = int_pair(stride), int_pair(dilation)
-    if isinstance(route, str) and route == "stacked":
-        effective, bias = _path_calls.stacked_weights(
-            x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2] * groups
+    try:
+        paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
+            op, 5, weight_bank, route, bias_bank, mask_bank, noise, num_paths
         )
-        x, padding = conv_padding(op, x, effective.shape[2:], padding, stride, dilation)
-        return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
-    route_tensor, segments = _path_calls.route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
-    x, padding = conv_padding(op, x, weight.shape[3:], padding, stride, dilation)
-    return _path_calls.routed_layer(
-        op,
-        x,
-        weight,
-        bias,
-        mask_bank,
-        noise_arguments,
-        route_tensor,
-        segments,
-        (stride, padding, dilation, groups),
-    )
+        stride, dilation = int_pair(stride), int_pair(dilation)
+        if isinstance(route, str) and route == "stacked":
+            effective, bias = _path_calls.stacked_weights(
+                x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2] * groups
+            )
+            x, padding = conv_padding(op, x, effective, padding, stride, dilation)
+            return F.conv2d(x, effective, bias, stride, padding, dilation, groups * paths)
+        route_tensor, segments = _path_calls.route_arguments(route, x, paths, op)
+        x, padding = conv_padding(op, x, weight, padding, stride, dilation)
+        return _path_calls.routed_layer(
+            op,
+            x,
+            weight,
+            bias,
+            mask_bank,
+            noise_arguments,
+            route_tensor,
+            segments,
+            (stride, padding, dilation, groups),
+        )
+    except TYPE_ERRORS:
+        _path_calls.check_types(op, x=x, weight_bank=weight_bank, bias_bank=bias_bank, mask_bank=mask_bank)
+        raise
 
 
 def path_linear(
@@ -317,19 +327,25 @@ def path_linear(
     dimension. Every other argument as in path_conv2d.
     """
     op = "path_linear"
-    paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
-        op, 3, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths
-    )
-    if isinstance(route, str) and route == "stacked":
-        effective, bias = _path_calls.stacked_weights(
-            x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2]
+    try:
+        paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
+            op, 3, weight_bank, route, bias_bank, mask_bank, noise, num_paths
         )
-        stacked = x.reshape(*x.shape[:-1], paths, -1)
-        y = torch.einsum("...pi,poi->...po", stacked, effective.reshape(paths, -1, stacked.shape[-1]))
-        y = y.flatten(-2)
-        return y if bias is None else y + bias
-    route_tensor, segments = _path_calls.route_arguments(route, x.shape[0] if x.dim() else 0, paths, op)
-    return _path_calls.routed_layer(op, x, weight, bias, mask_bank, noise_arguments, route_tensor, segments)
+        if isinstance(route, str) and route == "stacked":
+            effective, bias = _path_calls.stacked_weights(
+                x, weight, bias, mask_bank, noise_arguments, paths, op, weight.shape[2]
+            )
+            stacked = x.reshape(*x.shape[:-1], paths, -1)
+            y = torch.einsum("...pi,poi->...po", stacked, effective.reshape(paths, -1, stacked.shape[-1]))
+            y = y.flatten(-2)
+            return y if bias is None else y + bias
+        route_tensor, segments = _path_calls.route_arguments(route, x, paths, op)
+        return _path_calls.routed_layer(
+            op, x, weight, bias, mask_bank, noise_arguments, route_tensor, segments
+        )
+    except TYPE_ERRORS:
+        _path_calls.check_types(op, x=x, weight_bank=weight_bank, bias_bank=bias_bank, mask_bank=mask_bank)
+        raise
 
 
 def path_weights(

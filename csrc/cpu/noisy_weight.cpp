@@ -112,8 +112,13 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
     });
     return {grad_weight, at::empty({0}, alpha.options())};
   }
-  at::Tensor grad_alpha = at::zeros(alpha.sizes(), alpha.options());
-  const double scale = lam * sigma_in.item<double>();
+  // every entry of dalpha is written below unless lam == 0 (dalpha = 0 exactly)
+  at::Tensor grad_alpha = lam == 0.0 ? at::zeros(alpha.sizes(), alpha.options()) : at::empty(alpha.sizes(), alpha.options());
+  // sigma read in place: item()'s dispatch costs more than this kernel on a small weight
+  double sigma = 0.0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sigma_in.scalar_type(), "noisy_weight_bwd_sigma",
+                                  [&] { sigma = static_cast<double>(*sigma_in.const_data_ptr<scalar_t>()); });
+  const double scale = lam * sigma;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "noisy_weight_bwd", [&] {
     using opmath_t = at::opmath_type<scalar_t>;

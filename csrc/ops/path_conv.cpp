@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "../arg_checks.h"
 #include "../kernel_choice.h"
@@ -164,6 +165,25 @@ at::Tensor rows(const at::Tensor& t, int64_t start, int64_t size) {
 // Path p's entry of a bank of 1 (shared) or P entries.
 at::Tensor entry(const at::Tensor& bank, int64_t path) { return bank[bank.size(0) == 1 ? 0 : path]; }
 
+// dW' of a bank [S, ...] whose only used path is p: dW'_p in its entry (a shared entry is its own
+// sum), zeros in the others. Small CPU banks are filled directly: zeros_like, select and add_
+// through the dispatcher cost more than a small layer's kernels.
+at::Tensor one_path_bank_grad(const at::Tensor& grad_entry, int64_t path, const at::Tensor& bank) {
+  if (bank.size(0) == 1) return grad_entry.unsqueeze(0);
+  constexpr int64_t kSmall = 32768;  // at::internal::GRAIN_SIZE: below it a fill runs on one thread anyway
+  if (grad_entry.is_cpu() && grad_entry.is_contiguous() && bank.numel() <= kSmall) {
+    at::Tensor grad = at::empty(bank.sizes(), grad_entry.options());
+    char* base = static_cast<char*>(grad.data_ptr());
+    const size_t entry_bytes = grad_entry.nbytes();
+    std::memset(base, 0, grad.nbytes());
+    std::memcpy(base + path * entry_bytes, grad_entry.const_data_ptr(), entry_bytes);
+    return grad;
+  }
+  at::Tensor grad = at::zeros(bank.sizes(), grad_entry.options());
+  grad.select(0, path).copy_(grad_entry);
+  return grad;
+}
+
 int64_t used_groups(const std::vector<int64_t>& sizes) {
   return std::count_if(sizes.begin(), sizes.end(), [](int64_t size) { return size > 0; });
 }
@@ -258,8 +278,9 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   const bool regroup = routed && used_groups(sizes) > 1;
   const at::Tensor grouped_grad = regroup ? gather_rows(grad_y, perm) : grad_y;
   const at::Tensor grouped_x = regroup && need_effective ? gather_rows(x, perm) : x;
+  const bool one_path = used_groups(sizes) == 1;
   // a plain bank accumulates dW directly (a shared entry sums its paths)
-  at::Tensor grad_effective = need_effective ? at::zeros_like(effective) : at::Tensor();
+  at::Tensor grad_effective = need_effective && !one_path ? at::zeros_like(effective) : at::Tensor();
   at::Tensor grad_bias = need_bias ? at::zeros({bias_entries, weight.size(1)}, grad_y.options()) : at::Tensor();
   std::vector<at::Tensor> grad_parts;
   int64_t start = 0;
@@ -270,7 +291,13 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
                                        entry(effective, p), conv, {need_x, need_effective, need_bias});
     start += size;
     if (need_x) grad_parts.push_back(gx);
-    if (need_effective) entry(grad_effective, p).add_(gw);
+    if (need_effective) {
+      if (one_path) {
+        grad_effective = one_path_bank_grad(gw, p, effective);
+      } else {
+        entry(grad_effective, p).add_(gw);
+      }
+    }
     if (need_bias) grad_bias[bias_entries == 1 ? 0 : p].add_(gb);
   }
   at::Tensor grad_x;

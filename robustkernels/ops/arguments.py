@@ -50,9 +50,9 @@ def int_pair(value) -> list[int]:
     return [value, value] if value.__class__ is int else list(_pair(value))
 
 
-def conv_padding(op: str, x: torch.Tensor, kernel_size, padding, stride, dilation):
+def conv_padding(op: str, x: torch.Tensor, weight: torch.Tensor, padding, stride, dilation):
     """Explicit (x, padding) for int, pair or 'valid'/'same' padding, as nn.Conv2d accepts;
-    kernel_size is the weight's (kh, kw)."""
+    weight's last two dimensions are the kernel's (kh, kw)."""
     if not isinstance(padding, str):
         return x, int_pair(padding)
     if padding == "valid":
@@ -65,7 +65,7 @@ def conv_padding(op: str, x: torch.Tensor, kernel_size, padding, stride, dilatio
         raise ValueError(
             f"robustkernels.{op}: padding='same' needs stride 1, as in torch.nn.functional.conv2d"
         )
-    totals = [d * (k - 1) for d, k in zip(dilation, kernel_size, strict=True)]
+    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[-2:], strict=True)]
     if all(t % 2 == 0 for t in totals):
         return x, [t // 2 for t in totals]
     # Odd total padding: pad the extra row / column on the right, as F.conv2d does.

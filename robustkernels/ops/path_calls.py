@@ -9,6 +9,7 @@ from robustkernels import _extension, reference
 from robustkernels.ops import direct_calls, validation
 from robustkernels.ops import path_conv as _path_conv_ops
 from robustkernels.ops import path_weights as _path_weights_ops
+from robustkernels.ops.arguments import LOADED
 from robustkernels.ops.seed_tensor import check_seed_tensor, seed_offset
 
 
@@ -70,11 +71,12 @@ def path_noise(noise, num_paths: int, op: str):
     return alpha.reshape(num_paths, -1), [float(v) for v in lams], seeds, seed_tensor
 
 
-def route_arguments(route, batch: int, num_paths: int, op: str):
+def route_arguments(route, x: torch.Tensor, num_paths: int, op: str):
     """(route tensor or None, segment sizes) from a tensor [B], an int p (the whole batch on path p),
     "split" (P equal contiguous segments, path p the p-th) or a list of per-path segment sizes."""
     if isinstance(route, torch.Tensor):
         return route, []
+    batch = x.shape[0] if x.dim() else 0
     if isinstance(route, int) and not isinstance(route, bool):
         if not 0 <= route < num_paths:
             raise ValueError(f"robustkernels.{op}: route={route} must name a path in [0, {num_paths})")
@@ -95,19 +97,25 @@ def route_arguments(route, batch: int, num_paths: int, op: str):
     )
 
 
-def bank_arguments(op, bank_rank, x, weight_bank, route, bias_bank, mask_bank, noise, num_paths):
+def bank_arguments(op, bank_rank, weight_bank, route, bias_bank, mask_bank, noise, num_paths):
     """(P, weight [S, ...], bias [S, C_out] or None, (alpha, lams, seeds, seed tensor)) of a routed
-    layer's call."""
-    validation.check_tensor("x", x, op)
-    validation.check_tensor("weight_bank", weight_bank, op)
-    for name, value in (("bias_bank", bias_bank), ("mask_bank", mask_bank)):
-        if value is not None:
-            validation.check_tensor(name, value, op)
-    paths = path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route)
+    layer's call; a tensor argument of another type fails here or in the op (see check_types)."""
+    if num_paths is None and weight_bank.dim() == bank_rank:  # a bank states P (path_count's first rule)
+        paths, weight = weight_bank.shape[0], weight_bank
+    else:
+        paths = path_count(num_paths, weight_bank, bank_rank, mask_bank, bias_bank, noise, route)
+        weight = weight_bank if weight_bank.dim() == bank_rank else weight_bank.unsqueeze(0)
     noise_arguments = path_noise(noise, paths, op)
-    weight = weight_bank if weight_bank.dim() == bank_rank else weight_bank.unsqueeze(0)
-    shared_bias = isinstance(bias_bank, torch.Tensor) and bias_bank.dim() == 1
+    shared_bias = bias_bank is not None and bias_bank.dim() == 1
     return paths, weight, bias_bank.unsqueeze(0) if shared_bias else bias_bank, noise_arguments
+
+
+def check_types(op: str, **tensors) -> None:
+    """The type checks that name the argument, run where a routed call failed (as the noisy
+    functions run theirs: see robustkernels/ops/arguments.py), so a valid call pays for none."""
+    for name, value in tensors.items():
+        if value is not None or name in ("x", "weight_bank"):
+            validation.check_tensor(name, value, op)
 
 
 def every_path_weight(weight, mask, alpha, lams, seeds, seed_tensor) -> torch.Tensor:
@@ -123,7 +131,7 @@ def routed_layer(op, x, weight, bias, mask, noise_arguments, route, segments, co
     """y of the routed layer op (path_conv2d with conv = (stride, padding, dilation, groups), or
     path_linear) through its C++ op; the per-sample reference in a pure-Python install."""
     alpha, lams, seeds, seed_tensor = noise_arguments
-    if _extension.is_loaded():  # the op's C++ checks name the argument
+    if LOADED:  # the op's C++ checks name the argument
         layer = direct_calls.path_conv2d if conv else direct_calls.path_linear
         return layer(x, weight, bias, mask, alpha, lams, seeds, route, segments, *conv, seed_tensor)
     _path_conv_ops.check_layer_args(x, weight, bias, mask, alpha, lams, seeds, route, segments, op, *conv[3:])
