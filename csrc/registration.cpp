@@ -15,7 +15,8 @@ TORCH_LIBRARY(robustkernels, m) {
         "bool need_alpha_grad, Tensor? seed_tensor=None) -> (Tensor, Tensor)");
   m.def("noisy_conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor alpha, float lam, int seed, Tensor? mask, "
         "int[] stride, int[] padding, int[] dilation, int groups, Tensor? seed_tensor=None) -> Tensor");
-  // (dx, dW, dbias, dalpha), each empty where output_mask is false; x and weight may be absent
+  // (dx, dW, dbias, dalpha), each undefined (None in Python) where output_mask is false, as
+  // aten::convolution_backward's; x and weight may be absent
   // where no requested gradient needs them (x_size and weight_size give their shapes).
   m.def("noisy_conv2d_backward(Tensor grad_y, Tensor? x, Tensor? weight, Tensor alpha, float lam, int seed, "
         "Tensor? mask, int[] stride, int[] padding, int[] dilation, int groups, Tensor? seed_tensor, int[] x_size, "
@@ -44,7 +45,8 @@ TORCH_LIBRARY(robustkernels, m) {
   m.def("path_conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
         "Tensor? route, int[] segments, int[] stride, int[] padding, int[] dilation, int groups, "
         "Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor)");
-  // (dx, dW, dbias, dalpha), empty where needs (4 flags) is false; x is the layer's input.
+  // (dx, dW, dbias, dalpha), undefined (None in Python) where needs (4 flags) is false; x is the
+  // layer's input.
   m.def("path_conv2d_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor? mask, Tensor? alpha, Tensor perm, "
         "Tensor counts, float[] lams, int[] seeds, int[] segments, int bias_entries, int[] stride, int[] padding, "
         "int[] dilation, int groups, bool[] needs, Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");

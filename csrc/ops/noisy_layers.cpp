@@ -102,8 +102,7 @@ Grads noisy_conv2d_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
       grad_y, input, effective, has_bias ? at::OptionalIntArrayRef(at::IntArrayRef(&out_channels, 1)) : std::nullopt,
       stride, padding, dilation, false, {0, 0}, groups, {need_x, need_weight || need_alpha, need_bias && has_bias});
   const auto [grad_weight, grad_alpha] = weight_grads(grad_effective, alpha, sigma, lam, resolved, mask, need_alpha);
-  return {or_empty(grad_x, grad_y), or_empty(grad_weight, grad_y), or_empty(grad_bias, grad_y),
-          or_empty(grad_alpha, grad_y)};
+  return {grad_x, grad_weight, grad_bias, grad_alpha};
 }
 
 at::Tensor noisy_linear_impl(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
@@ -134,8 +133,7 @@ Grads noisy_linear_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
     const at::Tensor grad_effective = grad_rows.t().mm(x->reshape({-1, x->size(-1)}));
     std::tie(grad_weight, grad_alpha) = weight_grads(grad_effective, alpha, sigma, lam, resolved, mask, need_alpha);
   }
-  return {or_empty(grad_x, grad_y), or_empty(grad_weight, grad_y), or_empty(grad_bias, grad_y),
-          or_empty(grad_alpha, grad_y)};
+  return {grad_x, grad_weight, grad_bias, grad_alpha};
 }
 
 OptionalTensor optional(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : std::nullopt; }

@@ -27,9 +27,4 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_backward_kernel(const at::Tensor
 // std(W)'s dtype for a weight of `dtype` (the kernels accumulate half precision in float32).
 inline at::ScalarType sigma_type(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
-// A tensor for an output the caller did not ask for (ops return tensors, never undefined ones).
-inline at::Tensor or_empty(const at::Tensor& t, const at::Tensor& like) {
-  return t.defined() ? t : at::empty({0}, like.options());
-}
-
 }  // namespace robustkernels

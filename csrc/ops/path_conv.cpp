@@ -309,8 +309,7 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
     std::tie(grad_weight, grad_alpha) = path_weights_backward_kernel(grad_effective, weight.size(0), mask, alpha,
                                                                      sigma, lams, resolved, counts, need_alpha);
   }
-  return {or_empty(grad_x, grad_y), or_empty(grad_weight, grad_y), or_empty(grad_bias, grad_y),
-          or_empty(grad_alpha, grad_y)};
+  return {grad_x, grad_weight, grad_bias, grad_alpha};
 }
 
 Needs needs_of(const char* op, const NeedsList& needs) {

@@ -64,13 +64,12 @@ def _check_backward_args(op, grad_y, x, weight, alpha, mask) -> None:
 
 
 def _layer_grads_fake(grad_y, alpha, x_shape, weight_shape, has_bias, output_mask):
-    empty = grad_y.new_empty(0)
     need_x, need_weight, need_bias, need_alpha = output_mask
     return (
-        grad_y.new_empty(x_shape) if need_x else empty,
-        grad_y.new_empty(weight_shape) if need_weight else empty,
-        grad_y.new_empty(weight_shape[0]) if need_bias and has_bias else empty,
-        torch.empty_like(alpha, memory_format=torch.contiguous_format) if need_alpha else empty,
+        grad_y.new_empty(x_shape) if need_x else None,
+        grad_y.new_empty(weight_shape) if need_weight else None,
+        grad_y.new_empty(weight_shape[0]) if need_bias and has_bias else None,
+        torch.empty_like(alpha, memory_format=torch.contiguous_format) if need_alpha else None,
     )
 
 

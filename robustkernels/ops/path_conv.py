@@ -104,14 +104,11 @@ def _check_grads_args(
 
 def _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs):
     need_x, need_weight, need_bias, need_alpha = needs
-    empty = grad_y.new_empty(0)
     return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else empty,
-        torch.empty_like(weight, memory_format=torch.contiguous_format)
-        if need_weight or need_alpha
-        else empty,
-        grad_y.new_empty((bias_entries, weight.shape[1])) if need_bias and bias_entries else empty,
-        alpha.new_empty(alpha.shape) if need_alpha and alpha is not None else empty,
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None,
+        torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight or need_alpha else None,
+        grad_y.new_empty((bias_entries, weight.shape[1])) if need_bias and bias_entries else None,
+        alpha.new_empty(alpha.shape) if need_alpha and alpha is not None else None,
     )
 
 
