@@ -283,6 +283,13 @@ def path_conv2d(
     """
     op = "path_conv2d"
     try:
+        plain = _path_calls.plain_call(5, x, weight_bank, route, bias_bank, noise, num_paths, op)
+        if plain is not None and padding.__class__ is not str:  # parsed once, in C++
+            lams, seeds, route_tensor, segments, bias = plain
+            return direct_calls.path_conv2d(
+                x, weight_bank, bias, mask_bank, None, lams, seeds, route_tensor, segments, int_pair(stride),
+                int_pair(padding), int_pair(dilation), groups, None,
+            )  # fmt: skip
         paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
             op, 5, weight_bank, route, bias_bank, mask_bank, noise, num_paths
         )
@@ -328,6 +335,12 @@ def path_linear(
     """
     op = "path_linear"
     try:
+        plain = _path_calls.plain_call(3, x, weight_bank, route, bias_bank, noise, num_paths, op)
+        if plain is not None:  # parsed once, in C++
+            lams, seeds, route_tensor, segments, bias = plain
+            return direct_calls.path_linear(
+                x, weight_bank, bias, mask_bank, None, lams, seeds, route_tensor, segments, None
+            )
         paths, weight, bias, noise_arguments = _path_calls.bank_arguments(
             op, 3, weight_bank, route, bias_bank, mask_bank, noise, num_paths
         )

@@ -43,3 +43,33 @@ def test_gradcheck_plain_bank_float64():
     assert torch.autograd.gradcheck(
         lambda x, w: F.path_conv2d(x, w, route, num_paths=3, padding=1), (x, shared)
     )
+
+
+def test_gradcheck_one_path_float64():
+    """The whole batch on one path of a plain bank: dW is that path's dW' in its entry and zeros
+    in the others (filled directly for a small CPU bank), or the shared weight's own."""
+    weight, _, _, _ = make_bank((3, 2, 3, 3), 3, dtype=torch.float64)
+    x = make_x((4, 2, 5, 5), torch.float64).requires_grad_(True)
+    bank = weight.clone().requires_grad_(True)
+    for route in (torch.full((4,), 1), 2):
+        assert torch.autograd.gradcheck(lambda x, w, r=route: F.path_conv2d(x, w, r, padding=1), (x, bank))
+    shared = weight[0].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x, w: F.path_conv2d(x, w, torch.zeros(4, dtype=torch.int64), num_paths=3, padding=1),
+        (x, shared),
+    )
+
+
+def test_one_path_large_bank_matches_reference():
+    """Past 32768 elements the one-path bank gradient takes the general zeros + copy."""
+    weight, _, _, _ = make_bank((64, 64, 3, 3), 2)
+    bank = weight.clone().requires_grad_(True)
+    x = make_x((2, 64, 4, 4))
+    route = torch.ones(2, dtype=torch.int64)
+    F.path_conv2d(x, bank, route, padding=1).square().sum().backward()
+    expected = torch.zeros_like(weight)
+    w1 = weight[1].clone().requires_grad_(True)
+    torch.nn.functional.conv2d(x, w1, padding=1).square().sum().backward()
+    expected[1] = w1.grad
+    assert bank.numel() > 32768
+    torch.testing.assert_close(bank.grad, expected)

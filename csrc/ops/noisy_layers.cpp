@@ -5,6 +5,7 @@
 // where a gradient needs it; alpha and the mask are parameters and buffers): the backward op
 // rebuilds W' from the seed, runs the platform backward, and sends dW' through the weight
 // backward kernel for dW and dalpha.
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include "../arg_checks.h"
@@ -149,7 +150,7 @@ struct NoisyLayerSaved {
   double lam = 0.0;
   int64_t seed = 0;
   bool has_bias = false;
-  std::vector<int64_t> weight_size;
+  c10::SmallVector<int64_t, 4> weight_size;  // inline: a heap vector costs a small layer more than a launch
 
   void save(const at::Tensor& x_in, const at::Tensor& weight_in, const OptionalTensor& bias, const at::Tensor& alpha_in,
             double lam_in, int64_t seed_in, const OptionalTensor& mask_in, const OptionalTensor& seed_tensor_in) {
@@ -163,7 +164,7 @@ struct NoisyLayerSaved {
     lam = lam_in;
     seed = seed_in;
     has_bias = bias.has_value();
-    weight_size = weight_in.sizes().vec();
+    weight_size.assign(weight_in.sizes().begin(), weight_in.sizes().end());
   }
 
   void release() {
@@ -191,7 +192,7 @@ variable_list layer_grads(const Grads& grads, std::array<bool, 4> needed, bool h
 }
 
 struct NoisyConv2dBackward final : LayerBackward<NoisyLayerSaved, NoisyConv2dBackward> {
-  std::vector<int64_t> stride, padding, dilation, x_size;
+  c10::SmallVector<int64_t, 4> stride, padding, dilation, x_size;
   int64_t groups = 1;
 
   std::string name() const override { return "NoisyConv2dBackward"; }
@@ -242,11 +243,11 @@ at::Tensor noisy_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, 
   }
   if (node) {
     node->saved.save(x, weight, bias, alpha, lam, seed, mask, seed_tensor);
-    node->stride = stride.vec();
-    node->padding = padding.vec();
-    node->dilation = dilation.vec();
+    node->stride.assign(stride.begin(), stride.end());
+    node->padding.assign(padding.begin(), padding.end());
+    node->dilation.assign(dilation.begin(), dilation.end());
     node->groups = groups;
-    node->x_size = x.sizes().vec();
+    node->x_size.assign(x.sizes().begin(), x.sizes().end());
     torch::autograd::set_history(y, node);
   }
   return y;

@@ -22,9 +22,9 @@ namespace robustkernels {
 namespace {
 
 
-// Convolution arguments; empty for the linear layer.
+// Convolution arguments (views of the op's own, valid for the call); empty for the linear layer.
 struct ConvArgs {
-  std::vector<int64_t> stride, padding, dilation;
+  at::IntArrayRef stride, padding, dilation;
   int64_t groups = 1;
   bool linear() const { return stride.empty(); }
 };
@@ -103,10 +103,10 @@ int64_t check_layer_args(const char* op, const at::Tensor& x, const at::Tensor& 
 }
 
 // Per-path group sizes from the counts, checked (the one host read of a routed call).
-std::vector<int64_t> group_sizes(const char* op, const at::Tensor& counts, int64_t batch, int64_t paths) {
-  const at::Tensor host = counts.to(at::kCPU);
+Sizes group_sizes(const char* op, const at::Tensor& counts, int64_t batch, int64_t paths) {
+  const at::Tensor host = counts.is_cpu() ? counts : counts.to(at::kCPU);
   const int64_t* values = host.const_data_ptr<int64_t>();
-  std::vector<int64_t> sizes(values, values + host.numel());
+  Sizes sizes(values, values + host.numel());
   int64_t total = 0;
   for (int64_t size : sizes) total += size;
   TORCH_CHECK_VALUE(total == batch, op, ": route values must lie in [0, ", paths, ")");
@@ -118,7 +118,7 @@ at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& perm) {
   return at::index(x, c10::List<std::optional<at::Tensor>>({perm}));
 }
 
-at::Tensor scatter_back(const std::vector<at::Tensor>& parts, const at::Tensor& perm, at::IntArrayRef sizes,
+at::Tensor scatter_back(at::TensorList parts, const at::Tensor& perm, at::IntArrayRef sizes,
                         bool routed) {
   // one group holds the whole batch: a stable sort leaves it in batch order
   if (parts.size() == 1) return parts[0];
@@ -184,7 +184,7 @@ at::Tensor one_path_bank_grad(const at::Tensor& grad_entry, int64_t path, const 
   return grad;
 }
 
-int64_t used_groups(const std::vector<int64_t>& sizes) {
+int64_t used_groups(at::IntArrayRef sizes) {
   return std::count_if(sizes.begin(), sizes.end(), [](int64_t size) { return size > 0; });
 }
 
@@ -196,7 +196,7 @@ LayerOutputs routed_forward(const char* op, const at::Tensor& x, const at::Tenso
   const auto resolved = resolved_seeds(op, seeds, seed_tensor);
   const bool routed = route.has_value();
   at::Tensor counts, perm, grouped;
-  std::vector<int64_t> sizes;
+  Sizes sizes;
   if (routed) {
     std::tie(counts, perm) = route_sort_kernel(*route, paths);
     sizes = group_sizes(op, counts, x.size(0), paths);
@@ -205,13 +205,13 @@ LayerOutputs routed_forward(const char* op, const at::Tensor& x, const at::Tenso
   } else {
     counts = at::tensor(segments, at::TensorOptions().dtype(at::kLong)).to(x.device());
     perm = at::empty({0}, x.options().dtype(at::kLong));
-    sizes = segments.vec();
+    sizes.assign(segments.begin(), segments.end());
     grouped = x;
   }
   const at::Tensor effective = is_plain_bank(op, weight, mask, alpha, lams, resolved)
                                    ? weight
                                    : std::get<0>(path_weights_kernel(weight, mask, alpha, lams, resolved, counts));
-  std::vector<at::Tensor> parts;
+  c10::SmallVector<at::Tensor, 4> parts;
   int64_t start = 0;
   for (int64_t p = 0; p < paths; ++p) {
     if (sizes[p]) {
@@ -241,7 +241,7 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   check_shape(op, "perm", perm, {routed ? batch : 0});
   TORCH_CHECK_VALUE(bias_entries == 0 || bias_entries == 1 || bias_entries == paths, op,
                     ": bias_entries must be 0, 1 or ", paths, ", got ", bias_entries);
-  std::vector<int64_t> sizes = segments.vec();
+  Sizes sizes(segments.begin(), segments.end());
   if (routed) {
     // the one host read: the group sizes and perm's bounds (perm indexes grad_y)
     // (on the CPU both are read in place: a cat would cost more than a small layer's kernels)
@@ -282,7 +282,7 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   // a plain bank accumulates dW directly (a shared entry sums its paths)
   at::Tensor grad_effective = need_effective && !one_path ? at::zeros_like(effective) : at::Tensor();
   at::Tensor grad_bias = need_bias ? at::zeros({bias_entries, weight.size(1)}, grad_y.options()) : at::Tensor();
-  std::vector<at::Tensor> grad_parts;
+  c10::SmallVector<at::Tensor, 4> grad_parts;
   int64_t start = 0;
   for (int64_t p = 0; p < paths; ++p) {
     const int64_t size = sizes[p];
@@ -322,7 +322,7 @@ LayerOutputs path_conv2d_impl(const at::Tensor& x, const at::Tensor& weight, con
                          at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                          const OptionalTensor& seed_tensor) {
-  const ConvArgs conv{stride.vec(), padding.vec(), dilation.vec(), groups};
+  const ConvArgs conv{stride, padding, dilation, groups};
   return routed_forward("path_conv2d", x, weight, bias, mask, alpha, lams, seeds, route, segments, conv, seed_tensor);
 }
 
@@ -332,7 +332,7 @@ Outputs path_conv2d_backward_impl(const at::Tensor& grad_y, const at::Tensor& x,
                                   at::IntArrayRef segments, int64_t bias_entries, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                   const NeedsList& needs, const OptionalTensor& seed_tensor) {
-  const ConvArgs conv{stride.vec(), padding.vec(), dilation.vec(), groups};
+  const ConvArgs conv{stride, padding, dilation, groups};
   return routed_backward("path_conv2d_backward", grad_y, x, weight, mask, alpha, perm, counts, lams, seeds, segments,
                          bias_entries, conv, needs_of("path_conv2d_backward", needs), seed_tensor);
 }

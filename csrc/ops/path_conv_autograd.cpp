@@ -1,6 +1,7 @@
 // The autograd of robustkernels::path_conv2d / path_linear in C++: saves x (as a plain layer does,
 // not a copy grouped by path), W, the mask, alpha and the forward's perm and counts, never W' or
 // the noise; the backward op rebuilds them and groups x again.
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include "../kernel_choice.h"
@@ -19,8 +20,9 @@ OptionalTensor optional(const at::Tensor& t) { return t.defined() ? OptionalTens
 struct RoutedSaved {
   torch::autograd::SavedVariable x, weight, alpha, perm, counts, seed_tensor;
   at::Tensor mask;  // a buffer, never differentiated
-  std::vector<double> lams;
-  std::vector<int64_t> seeds, segments;
+  // inline storage for a few paths: heap vectors cost a small layer more than its kernels' launch
+  c10::SmallVector<double, 4> lams;
+  c10::SmallVector<int64_t, 4> seeds, segments;
   int64_t bias_entries = 0;
   bool alpha_given = false;
 
@@ -34,9 +36,9 @@ struct RoutedSaved {
     counts = torch::autograd::SavedVariable(std::get<2>(outputs), false);
     if (seed_tensor_in.has_value()) seed_tensor = torch::autograd::SavedVariable(*seed_tensor_in, false);
     mask = mask_in.value_or(at::Tensor());
-    lams = lams_in.vec();
-    seeds = seeds_in.vec();
-    segments = segments_in.vec();
+    lams.assign(lams_in.begin(), lams_in.end());
+    seeds.assign(seeds_in.begin(), seeds_in.end());
+    segments.assign(segments_in.begin(), segments_in.end());
     bias_entries = bias.has_value() ? bias->size(0) : 0;
     alpha_given = alpha_in.has_value();
   }
@@ -70,7 +72,7 @@ variable_list routed_grads(const Outputs& grads, Needs needs, const RoutedSaved&
 NeedsList needs_list(Needs needs) { return NeedsList({needs[0], needs[1], needs[2], needs[3]}); }
 
 struct PathConv2dBackward final : LayerBackward<RoutedSaved, PathConv2dBackward> {
-  std::vector<int64_t> stride, padding, dilation;
+  c10::SmallVector<int64_t, 2> stride, padding, dilation;
   int64_t groups = 1;
 
   std::string name() const override { return "PathConv2dBackward"; }
@@ -127,9 +129,9 @@ LayerOutputs path_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight,
   }
   if (node) {
     node->saved.save(x, weight, bias, mask, alpha, lams, seeds, segments, seed_tensor, outputs);
-    node->stride = stride.vec();
-    node->padding = padding.vec();
-    node->dilation = dilation.vec();
+    node->stride.assign(stride.begin(), stride.end());
+    node->padding.assign(padding.begin(), padding.end());
+    node->dilation.assign(dilation.begin(), dilation.end());
     node->groups = groups;
     torch::autograd::set_history(std::get<0>(outputs), node);
   }

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <ATen/core/List.h>
+#include <c10/util/SmallVector.h>
 
 #include <array>
 #include <optional>
@@ -39,7 +40,9 @@ using PathLinearBackwardOp = Outputs(const at::Tensor&, const at::Tensor&, const
                                      const NeedsList&, const OptionalTensor&);
 
 // Every seed plus the value of `seed_tensor` (a 0-dim int64 CPU tensor) when one is given.
-std::vector<int64_t> resolved_seeds(const char* op, at::IntArrayRef seeds, const std::optional<at::Tensor>& seed_tensor);
+// (Small vectors here and in the layer ops: a heap allocation costs a small layer more than a launch.)
+using Sizes = c10::SmallVector<int64_t, 4>;
+Sizes resolved_seeds(const char* op, at::IntArrayRef seeds, const std::optional<at::Tensor>& seed_tensor);
 
 // (W' [P, ...], std [S]) of every path; paths whose count is 0 get zeros.
 std::tuple<at::Tensor, at::Tensor> path_weights_kernel(const at::Tensor& weight, const OptionalTensor& mask,

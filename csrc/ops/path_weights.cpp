@@ -21,8 +21,8 @@ using WeightsBackward = TensorPair(const at::Tensor&, int64_t, const OptionalTen
                                    bool);
 using RouteSort = TensorPair(const at::Tensor&, int64_t);
 
-std::vector<int64_t> resolved_seeds(const char* op, at::IntArrayRef seeds, const OptionalTensor& seed_tensor) {
-  std::vector<int64_t> resolved;
+Sizes resolved_seeds(const char* op, at::IntArrayRef seeds, const OptionalTensor& seed_tensor) {
+  Sizes resolved;
   resolved.reserve(seeds.size());
   for (int64_t seed : seeds) resolved.push_back(resolved_seed(op, seed, seed_tensor));
   return resolved;

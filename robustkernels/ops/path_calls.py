@@ -110,6 +110,23 @@ def bank_arguments(op, bank_rank, weight_bank, route, bias_bank, mask_bank, nois
     return paths, weight, bias_bank.unsqueeze(0) if shared_bias else bias_bank, noise_arguments
 
 
+def plain_call(bank_rank, x, weight_bank, route, bias_bank, noise, num_paths, op):
+    """(lams, seeds, route tensor, segments, bias [S, C_out] or None) of the common routed call, a
+    bank without noise (EIO's gated layers, ensembles) on a route tensor or a path index, with the
+    extension loaded; None for every other call (bank_arguments parses those)."""
+    if not LOADED or noise is not None or weight_bank.dim() != bank_rank or route.__class__ is str:
+        return None
+    paths = weight_bank.shape[0]
+    if num_paths is not None and (num_paths.__class__ is not int or num_paths != paths):
+        return None
+    if route.__class__ is torch.Tensor:
+        route_tensor, segments = route, []
+    else:
+        route_tensor, segments = route_arguments(route, x, paths, op)
+    bias = bias_bank.unsqueeze(0) if bias_bank is not None and bias_bank.dim() == 1 else bias_bank
+    return [0.0] * paths, [0] * paths, route_tensor, segments, bias
+
+
 def check_types(op: str, **tensors) -> None:
     """The type checks that name the argument, run where a routed call failed (as the noisy
     functions run theirs: see robustkernels/ops/arguments.py), so a valid call pays for none."""

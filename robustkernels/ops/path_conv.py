@@ -106,7 +106,9 @@ def _routed_grads_fake(grad_y, x, weight, alpha, bias_entries, needs):
     need_x, need_weight, need_bias, need_alpha = needs
     return (
         torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None,
-        torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight or need_alpha else None,
+        torch.empty_like(weight, memory_format=torch.contiguous_format)
+        if need_weight or need_alpha
+        else None,
         grad_y.new_empty((bias_entries, weight.shape[1])) if need_bias and bias_entries else None,
         alpha.new_empty(alpha.shape) if need_alpha and alpha is not None else None,
     )
