@@ -65,6 +65,11 @@ def _pairs() -> dict[str, tuple]:
             lambda: backward(F.conv2d(x, w, None, 1, 1)),
             lambda: backward(rkF.path_conv2d(x, bank, route, padding=1)),
         ),
+        # EIO's gated layers: the whole batch on one path, given as an index (no route sort)
+        "path_conv2d_index": (
+            lambda: backward(F.conv2d(x, w, None, 1, 1)),
+            lambda: backward(rkF.path_conv2d(x, bank, 0, padding=1)),
+        ),
         "path_linear": (
             lambda: backward(F.linear(xl, wl)),
             lambda: backward(rkF.path_linear(xl, linear_bank, route)),
@@ -166,10 +171,10 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     rows = measure(args.rounds, *((_kernel_pairs(), False) if args.kernels else (_pairs(), True)))
     counterpart = "kernels us" if args.kernels else "platform us"
-    print(f"{'op':14s} {counterpart:>12s} {'robustkernels us':>17s} {'over us':>8s}  target")
+    print(f"{'op':17s} {counterpart:>12s} {'robustkernels us':>17s} {'over us':>8s}  target")
     for row in rows:
         print(
-            f"{row['op']:14s} {row['platform_us']:>12s} {row['robustkernels_us']:>17s} {row['over_us']:>8s}  "
+            f"{row['op']:17s} {row['platform_us']:>12s} {row['robustkernels_us']:>17s} {row['over_us']:>8s}  "
             f"{row['target_us']} {'' if row['met'] == '' else 'met' if row['met'] else 'NOT MET'}"
         )
     suffix = "-kernels" if args.kernels else ""

@@ -9,8 +9,10 @@
 // never read.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -263,8 +265,9 @@ std::tuple<at::Tensor, at::Tensor> route_sort_cpu(const at::Tensor& route_in, in
   TORCH_CHECK_VALUE(num_paths >= 1, "route_sort: num_paths must be at least 1, got ", num_paths);
   const at::Tensor route = route_in.contiguous();
   const int64_t batch = route.size(0);
-  at::Tensor counts = at::empty({num_paths}, route.options().dtype(at::kLong));
-  at::Tensor perm = at::empty({batch}, route.options().dtype(at::kLong));
+  // allocated as at::empty's CPU kernel does, without its dispatch (most of a small batch's sort)
+  at::Tensor counts = at::detail::empty_cpu({num_paths}, at::kLong, false, std::nullopt);
+  at::Tensor perm = at::detail::empty_cpu({batch}, at::kLong, false, std::nullopt);
   int64_t* c = counts.mutable_data_ptr<int64_t>();
   std::fill(c, c + num_paths, int64_t{0});  // not at::zeros: its fill's dispatch costs more than this sort
   int64_t* out = perm.mutable_data_ptr<int64_t>();
@@ -275,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor> route_sort_cpu(const at::Tensor& route_in, in
                         "), got ", static_cast<int64_t>(r[b]), " at sample ", b);
       ++c[r[b]];
     }
-    std::vector<int64_t> next(num_paths, 0);
+    c10::SmallVector<int64_t, 8> next(num_paths, 0);
     for (int64_t p = 1; p < num_paths; ++p) next[p] = next[p - 1] + c[p - 1];
     for (int64_t b = 0; b < batch; ++b) out[next[r[b]]++] = b;
   });

@@ -8,6 +8,8 @@
 // where more than one path holds samples: autograd saves x itself, as a plain layer does, not a
 // grouped copy); each group's platform backward gives its dx and dW'_p; dW'_p of unused paths
 // stay zero, so their dW is exactly zero. The ops also return the perm and the counts.
+#include <ATen/EmptyTensor.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -113,6 +115,14 @@ Sizes group_sizes(const char* op, const at::Tensor& counts, int64_t batch, int64
   return sizes;
 }
 
+// `values` as an int64 tensor on `device`; on the CPU without the dispatcher (at::tensor's
+// dispatch costs a small layer more than its kernels).
+at::Tensor int64_tensor(at::IntArrayRef values, const at::Device& device) {
+  at::Tensor host = at::detail::empty_cpu({static_cast<int64_t>(values.size())}, at::kLong, false, std::nullopt);
+  std::copy(values.begin(), values.end(), host.mutable_data_ptr<int64_t>());
+  return device.is_cpu() ? host : host.to(device);
+}
+
 // x[perm]: advanced indexing gathers in parallel (index_select ran ~4x slower on a [128, 64, 32, 32] CPU batch).
 at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& perm) {
   return at::index(x, c10::List<std::optional<at::Tensor>>({perm}));
@@ -162,8 +172,20 @@ at::Tensor rows(const at::Tensor& t, int64_t start, int64_t size) {
   return start == 0 && size == t.size(0) ? t : t.narrow(0, start, size);
 }
 
-// Path p's entry of a bank of 1 (shared) or P entries.
-at::Tensor entry(const at::Tensor& bank, int64_t path) { return bank[bank.size(0) == 1 ? 0 : path]; }
+// Path p's entry of a bank of 1 (shared) or P entries. Below autograd (inside the ops' kernels,
+// where no graph records it) a plain alias of the bank's storage: a select through the dispatcher
+// costs a small layer more than its kernels.
+at::Tensor entry(const at::Tensor& bank, int64_t path) {
+  const int64_t index = bank.size(0) == 1 ? 0 : path;
+  if (!c10::impl::tls_is_dispatch_key_excluded(c10::DispatchKey::ADInplaceOrView)) {
+    return bank[index];
+  }
+  auto alias = c10::make_intrusive<c10::TensorImpl>(c10::TensorImpl::VIEW, c10::Storage(bank.storage()),
+                                                    bank.key_set(), bank.dtype());
+  alias->set_sizes_and_strides(bank.sizes().slice(1), bank.strides().slice(1),
+                               bank.storage_offset() + index * bank.stride(0));
+  return at::Tensor(std::move(alias));
+}
 
 // dW' of a bank [S, ...] whose only used path is p: dW'_p in its entry (a shared entry is its own
 // sum), zeros in the others. Small CPU banks are filled directly: zeros_like, select and add_
@@ -203,8 +225,8 @@ LayerOutputs routed_forward(const char* op, const at::Tensor& x, const at::Tenso
     // one group holds the whole batch: the stable sort left it in batch order
     grouped = used_groups(sizes) > 1 ? gather_rows(x, perm) : x;
   } else {
-    counts = at::tensor(segments, at::TensorOptions().dtype(at::kLong)).to(x.device());
-    perm = at::empty({0}, x.options().dtype(at::kLong));
+    counts = int64_tensor(segments, x.device());
+    perm = int64_tensor({}, x.device());
     sizes.assign(segments.begin(), segments.end());
     grouped = x;
   }
