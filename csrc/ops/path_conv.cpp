@@ -115,12 +115,23 @@ Sizes group_sizes(const char* op, const at::Tensor& counts, int64_t batch, int64
   return sizes;
 }
 
-// `values` as an int64 tensor on `device`; on the CPU without the dispatcher (at::tensor's
-// dispatch costs a small layer more than its kernels).
+// `values` as an int64 tensor on `device`. On the CPU without the dispatcher (at::tensor's
+// dispatch costs a small layer more than its kernels); on a GPU by fills, never a copy from
+// pageable host memory (a blocking copy syncs the stream, and a CUDA graph cannot capture it).
 at::Tensor int64_tensor(at::IntArrayRef values, const at::Device& device) {
-  at::Tensor host = at::detail::empty_cpu({static_cast<int64_t>(values.size())}, at::kLong, false, std::nullopt);
-  std::copy(values.begin(), values.end(), host.mutable_data_ptr<int64_t>());
-  return device.is_cpu() ? host : host.to(device);
+  const int64_t size = static_cast<int64_t>(values.size());
+  if (device.is_cpu()) {
+    at::Tensor host = at::detail::empty_cpu({size}, at::kLong, false, std::nullopt);
+    std::copy(values.begin(), values.end(), host.mutable_data_ptr<int64_t>());
+    return host;
+  }
+  const auto options = at::TensorOptions().dtype(at::kLong).device(device);
+  if (size == 0 || std::all_of(values.begin(), values.end(), [&](int64_t v) { return v == values[0]; })) {
+    return at::full({size}, size ? values[0] : 0, options);  // one launch: equal segments, the common case
+  }
+  at::Tensor out = at::empty({size}, options);
+  for (int64_t i = 0; i < size; ++i) out.narrow(0, i, 1).fill_(values[i]);
+  return out;
 }
 
 // x[perm]: advanced indexing gathers in parallel (index_select ran ~4x slower on a [128, 64, 32, 32] CPU batch).

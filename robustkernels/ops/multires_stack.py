@@ -29,6 +29,7 @@ import torch
 from robustkernels import _extension
 from robustkernels.ops import backend
 from robustkernels.ops import multires_stack_checks as checks
+from robustkernels.ops.device_values import constant_tensor
 from robustkernels.ops.resize_tables import dense_tables, view_matrices
 from robustkernels.ops.seed_tensor import check_seed_tensor
 from robustkernels.reference.multires_stack import (
@@ -64,7 +65,7 @@ def pack_bits(passes: torch.Tensor) -> torch.Tensor:
     padded = torch.nn.functional.pad(passes.to(torch.uint8), (0, (-width) % 8))
     # explicit sizes, not -1: an empty batch has no elements to infer them from
     groups = padded.reshape(*passes.shape[:-1], padded.shape[-1] // 8, 8).to(torch.int32)
-    weights = torch.tensor([1 << k for k in range(8)], dtype=torch.int32, device=passes.device)
+    weights = constant_tensor([1 << k for k in range(8)], torch.int32, passes.device)
     return (groups * weights).sum(dim=-1).to(torch.uint8)
 
 
@@ -138,13 +139,13 @@ def _forward_triton(
     down_y, down_x, up_y, up_x = dense_tables(
         h, w, tuple(sizes), interpolation, antialias, launch["BLOCK_R"], acc, x.device
     )
-    meta = torch.tensor(
+    meta = constant_tensor(
         [
-            [rh, rw, *offsets]
+            (rh, rw, *offsets)
             for (rh, rw), offsets in zip(sizes, noise_layout(b, c, h, w, sizes), strict=True)
         ],
-        dtype=torch.int64,
-        device=x.device,
+        torch.int64,
+        x.device,
     )
     multires_stack_fwd_kernel[(b, v)](
         x, out, mask, down_y, down_x, up_y, up_x, meta,
@@ -222,7 +223,7 @@ def _backward_reference(
             d = cv_ * d
         dx += d
     if adjust_contrast:
-        weights = torch.tensor(grey_weights(channels), dtype=acc, device=grad.device)
+        weights = constant_tensor(grey_weights(channels), acc, grad.device)
         dx += weights.reshape(1, -1, 1, 1) * d_grey_mean / (h * w)
     return dx.to(grad.dtype).contiguous()
 

@@ -19,6 +19,7 @@ import torch
 
 from robustkernels import _extension, reference
 from robustkernels.ops import backend, validation
+from robustkernels.ops.device_values import constant_tensor, staged_tensor
 from robustkernels.ops.noisy_weight import sigma_dtype
 from robustkernels.ops.validation import check_counts, check_route, path_layout
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
@@ -125,8 +126,8 @@ def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
         weight,
         mask.contiguous().view(torch.uint8) if mask is not None else weight,
         alpha.contiguous() if alpha is not None else weight,
-        torch.tensor(lams, dtype=torch.float64, device=device),
-        torch.tensor(seeds, dtype=torch.int64, device=device),
+        constant_tensor(lams, torch.float64, device),
+        staged_tensor(seeds, torch.int64, device),
         counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
         sigma,
         sums,
@@ -161,8 +162,8 @@ def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, ne
     path_weights_bwd_kernel[(entries * rows, blocks_per_row)](
         grad,
         mask.contiguous().view(torch.uint8) if mask is not None else grad,
-        torch.tensor(lams, dtype=torch.float64, device=device),
-        torch.tensor(seeds, dtype=torch.int64, device=device),
+        constant_tensor(lams, torch.float64, device),
+        staged_tensor(seeds, torch.int64, device),
         counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
         sigma,
         grad_weight,
