@@ -8,9 +8,11 @@ Steps, each with its own time limit (STEP_SECONDS, 8 minutes in all) and its log
   info       python -m robustkernels.info (which backend each op runs with)
   tests      the GPU tests: pytest -m "cuda or triton" (every op test's CUDA and Triton targets)
   bench      benchmarks/report.py with short rounds (--rounds 3), its CSV into the folder
+  graphs     benchmarks/cuda_graph_conv.py: the noisy conv layers against plain conv, eager and
+             inside a CUDA graph (cuda-graph-conv.csv)
   reproduce  robustkernels reproduce float --budget smoke on CUDA
 Everything goes into one folder named after the GPU, benchmarks/results/<gpu>/: build.log, info.log,
-tests.log, bench.log, reproduce.log, benchmarks.csv, reproduce/ (results.md, results.json) and
+tests.log, bench.log, graphs.log, reproduce.log, benchmarks.csv, cuda-graph-conv.csv, reproduce/ (results.md, results.json) and
 summary.txt (the GPU, torch, and each step's status and seconds). A step that fails or runs out of
 time does not stop the later ones; the exit status is 1 if any did. Without a GPU (or with a CPU
 build of torch, or without nvcc) it says so and exits 1 before building anything. --dry-run prints
@@ -35,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from report import RESULTS, machine_name  # noqa: E402
 
 # The 8 minutes split between the steps (a budget: no GPU has run this script yet).
-STEP_SECONDS = {"build": 180, "info": 10, "tests": 120, "bench": 120, "reproduce": 50}
+STEP_SECONDS = {"build": 150, "info": 10, "tests": 120, "bench": 120, "graphs": 30, "reproduce": 50}
 BENCH_ROUNDS = 3
 
 
@@ -78,6 +80,7 @@ def steps(gpu: str, arch: str, out: Path) -> list[tuple[str, list[str], dict[str
             [python, str(HERE / "report.py"), "--rounds", str(BENCH_ROUNDS), "--machine", gpu, "--out", str(out / "benchmarks.csv")],
             {},
         ),
+        ("graphs", [python, str(HERE / "cuda_graph_conv.py"), "--out", str(out / "cuda-graph-conv.csv")], {}),
         (
             "reproduce",
             [python, "-m", "robustkernels.api.cli", "reproduce", "float", "--budget", "smoke", "--device", "cuda",
