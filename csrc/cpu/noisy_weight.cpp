@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../noisy_weight_checks.h"
+#include "cpu_empty.h"
 #include "float_loops.h"
 #include "normal_block.h"
 #include "weight_noise.h"
@@ -36,7 +37,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
-  at::Tensor out = at::empty(weight.sizes(), weight.options());
+  at::Tensor out = cpu_empty(weight.sizes(), weight.scalar_type());
   const auto sigma_type = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n = weight.numel();
   const int64_t inner = n / weight.size(0);
@@ -85,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight
     });
   });
   // written in place: at::scalar_tensor's dispatch and fill cost more than this kernel on a small weight
-  at::Tensor sigma_out = at::empty({}, weight.options().dtype(sigma_type));
+  at::Tensor sigma_out = cpu_empty({}, sigma_type);
   AT_DISPATCH_FLOATING_TYPES(sigma_type, "noisy_weight_sigma",
                              [&] { *sigma_out.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(sigma); });
   return {out, sigma_out};
@@ -105,15 +106,16 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
   const int64_t inner = n / channels;
   const bool* m = mask.defined() ? mask.const_data_ptr<bool>() : nullptr;
 
-  at::Tensor grad_weight = at::empty(grad.sizes(), grad.options());
+  at::Tensor grad_weight = cpu_empty(grad.sizes(), grad.scalar_type());
   if (!need_alpha_grad) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "noisy_weight_bwd", [&] {
       apply_mask(grad.const_data_ptr<scalar_t>(), m, grad_weight.mutable_data_ptr<scalar_t>(), n);
     });
-    return {grad_weight, at::empty({0}, alpha.options())};
+    return {grad_weight, cpu_empty({0}, alpha.scalar_type())};
   }
   // every entry of dalpha is written below unless lam == 0 (dalpha = 0 exactly)
-  at::Tensor grad_alpha = lam == 0.0 ? at::zeros(alpha.sizes(), alpha.options()) : at::empty(alpha.sizes(), alpha.options());
+  at::Tensor grad_alpha =
+      lam == 0.0 ? at::zeros(alpha.sizes(), alpha.options()) : cpu_empty(alpha.sizes(), alpha.scalar_type());
   // sigma read in place: item()'s dispatch costs more than this kernel on a small weight
   double sigma = 0.0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sigma_in.scalar_type(), "noisy_weight_bwd_sigma",
@@ -167,7 +169,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_i
 
 at::Tensor philox_normal_cpu(const at::Tensor& like, int64_t seed, int64_t offset) {
   check_philox_normal_args("philox_normal", like, seed, offset, at::kCPU);
-  at::Tensor out = at::empty(like.sizes(), like.options().dtype(at::kFloat));
+  at::Tensor out = cpu_empty(like.sizes(), at::kFloat);
   float* o = out.mutable_data_ptr<float>();
   at::parallel_for(0, out.numel(), kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t start = begin; start < end; start += kNormalBlock) {

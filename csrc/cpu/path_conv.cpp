@@ -9,7 +9,6 @@
 // never read.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/EmptyTensor.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/util/SmallVector.h>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "../arg_checks.h"
+#include "cpu_empty.h"
 #include "weight_noise.h"
 
 namespace robustkernels {
@@ -265,9 +265,8 @@ std::tuple<at::Tensor, at::Tensor> route_sort_cpu(const at::Tensor& route_in, in
   TORCH_CHECK_VALUE(num_paths >= 1, "route_sort: num_paths must be at least 1, got ", num_paths);
   const at::Tensor route = route_in.contiguous();
   const int64_t batch = route.size(0);
-  // allocated as at::empty's CPU kernel does, without its dispatch (most of a small batch's sort)
-  at::Tensor counts = at::detail::empty_cpu({num_paths}, at::kLong, false, std::nullopt);
-  at::Tensor perm = at::detail::empty_cpu({batch}, at::kLong, false, std::nullopt);
+  at::Tensor counts = cpu_empty({num_paths}, at::kLong);  // the dispatch of at::empty: most of a small sort
+  at::Tensor perm = cpu_empty({batch}, at::kLong);
   int64_t* c = counts.mutable_data_ptr<int64_t>();
   std::fill(c, c + num_paths, int64_t{0});  // not at::zeros: its fill's dispatch costs more than this sort
   int64_t* out = perm.mutable_data_ptr<int64_t>();

@@ -8,7 +8,6 @@
 // where more than one path holds samples: autograd saves x itself, as a plain layer does, not a
 // grouped copy); each group's platform backward gives its dx and dW'_p; dW'_p of unused paths
 // stay zero, so their dW is exactly zero. The ops also return the perm and the counts.
-#include <ATen/EmptyTensor.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
@@ -16,6 +15,7 @@
 #include <cstring>
 
 #include "../arg_checks.h"
+#include "../cpu/cpu_empty.h"
 #include "../kernel_choice.h"
 #include "noisy_weight_ops.h"
 #include "path_conv_ops.h"
@@ -121,7 +121,7 @@ Sizes group_sizes(const char* op, const at::Tensor& counts, int64_t batch, int64
 at::Tensor int64_tensor(at::IntArrayRef values, const at::Device& device) {
   const int64_t size = static_cast<int64_t>(values.size());
   if (device.is_cpu()) {
-    at::Tensor host = at::detail::empty_cpu({size}, at::kLong, false, std::nullopt);
+    at::Tensor host = cpu_empty({size}, at::kLong);
     std::copy(values.begin(), values.end(), host.mutable_data_ptr<int64_t>());
     return host;
   }
