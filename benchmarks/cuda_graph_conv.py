@@ -5,15 +5,14 @@
 
 Variants, each one step of forward, backward of sum(y^2) and nothing else:
   plain_conv2d   F.conv2d on a fixed weight
-  noisy_conv2d   robustkernels.functional.noisy_conv2d (a fixed seed: a graph replays the seed it
-                 was captured with, see below)
+  noisy_conv2d   a NoisyConv2d layer (PNI's noisy conv): its seed stream lives on the GPU, so each
+                 replay draws fresh noise
   float_split    FLOAT's dual-path layer (MaskedExpertConv2d without masks, route="split": half the
-                 batch clean, half on W + lam * alpha * std(W) * eta)
+                 batch clean, half on W + lam * alpha * std(W) * eta); its ops read the seed on the
+                 host, so a replay repeats the noise it was captured with (the timing holds)
 Each is timed with CUDA events over N steps, eager and as replays of a graph captured after a
 warm-up on a side stream (torch.cuda.graphs' recipe). A variant that cannot be captured gets its
-error in the row instead of a time. The per-call seed is read on the host, so a captured graph
-replays the noise it was captured with: the graph timings hold, the noise does not change between
-replays (a device-held seed is the open part of issue 13). Needs a CUDA GPU.
+error in the row instead of a time. Needs a CUDA GPU.
 """
 
 import argparse
@@ -24,8 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import robustkernels.functional as rkF
-from robustkernels.nn import MaskedExpertConv2d
+from robustkernels.nn import MaskedExpertConv2d, NoisyConv2d
 
 BATCH, SIZE = 128, 32
 CHANNELS = (16, 32, 64)
@@ -35,24 +33,25 @@ TARGETS = {"eager": 1.15, "graph": 1.05}
 def _variants(channels: int) -> dict:
     """{name: (step(x), parameters whose gradients the step computes)}."""
     weight = (torch.randn(channels, channels, 3, 3, device="cuda") * 0.05).requires_grad_(True)
-    alpha = torch.full((1,), 0.25, device="cuda", requires_grad=True)
-    layer = MaskedExpertConv2d(channels, channels, 3, padding=1, bias=False, density=None, route="split").to(
-        "cuda"
+    noisy_layer = NoisyConv2d(channels, channels, 3, padding=1, bias=False).to("cuda")
+    float_layer = MaskedExpertConv2d(
+        channels, channels, 3, padding=1, bias=False, density=None, route="split"
     )
+    float_layer = float_layer.to("cuda")
 
     def plain(x):
         F.conv2d(x, weight, None, 1, 1).square().sum().backward()
 
     def noisy(x):
-        rkF.noisy_conv2d(x, weight, None, alpha, lam=1.0, seed=7, padding=1).square().sum().backward()
+        noisy_layer(x).square().sum().backward()
 
     def float_split(x):
-        layer(x).square().sum().backward()
+        float_layer(x).square().sum().backward()
 
     return {
         "plain_conv2d": (plain, [weight]),
-        "noisy_conv2d": (noisy, [weight, alpha]),
-        "float_split": (float_split, list(layer.parameters())),
+        "noisy_conv2d": (noisy, list(noisy_layer.parameters())),
+        "float_split": (float_split, list(float_layer.parameters())),
     }
 
 

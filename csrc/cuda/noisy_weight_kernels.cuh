@@ -30,6 +30,19 @@
 namespace robustkernels {
 namespace cuda {
 
+// A kernel's seed: `base` plus, where the call's seed lives on the device, the int64 at `offset`
+// (read by the kernel: a captured CUDA graph replays the read, so each replay draws the
+// layer's current seed). offset is null for a seed known on the host.
+struct SeedArg {
+  uint64_t base;
+  const int64_t* offset;
+#ifdef __CUDACC__
+  __device__ __forceinline__ uint64_t value() const {
+    return offset == nullptr ? base : base + static_cast<uint64_t>(*offset);
+  }
+#endif
+};
+
 constexpr int kAlphaLayer = 0;
 constexpr int kAlphaChannel = 1;
 constexpr int kAlphaElement = 2;
@@ -67,7 +80,7 @@ cudaError_t launch_weight_std(const T* weight, int64_t n, acc_t<T>* workspace, a
 template <typename T>
 cudaError_t launch_noisy_weight_fwd(const T* weight, const T* alpha, const uint8_t* mask, T* out,
                                     acc_t<T>* sigma, acc_t<T>* workspace, int64_t n, int64_t inner,
-                                    int alpha_mode, double lam, uint64_t seed, cudaStream_t stream);
+                                    int alpha_mode, double lam, SeedArg seed, cudaStream_t stream);
 
 // grad_weight[i] = mask[i] ? grad[i] : 0.
 // grad_alpha (alpha's element count: 1, n / inner or n) is null when the alpha grad
@@ -77,7 +90,7 @@ cudaError_t launch_noisy_weight_fwd(const T* weight, const T* alpha, const uint8
 template <typename T>
 cudaError_t launch_noisy_weight_bwd(const T* grad, const uint8_t* mask, const double* sigma, T* grad_weight,
                                     T* grad_alpha, double* workspace, int64_t n, int64_t inner,
-                                    int alpha_mode, double lam, uint64_t seed, cudaStream_t stream);
+                                    int alpha_mode, double lam, SeedArg seed, cudaStream_t stream);
 
 // out[i] = philox_normal(seed, offset + i) for i in [0, n).
 cudaError_t launch_philox_normal(float* out, int64_t n, uint64_t seed, uint64_t offset, cudaStream_t stream);
@@ -87,10 +100,10 @@ cudaError_t launch_philox_normal(float* out, int64_t n, uint64_t seed, uint64_t 
 #define RK_DECLARE_NOISY_WEIGHT_LAUNCHERS(T)                                                                \
   extern template cudaError_t launch_weight_std<T>(const T*, int64_t, acc_t<T>*, acc_t<T>*, cudaStream_t); \
   extern template cudaError_t launch_noisy_weight_fwd<T>(const T*, const T*, const uint8_t*, T*, acc_t<T>*, \
-                                                         acc_t<T>*, int64_t, int64_t, int, double, uint64_t, \
+                                                         acc_t<T>*, int64_t, int64_t, int, double, SeedArg,  \
                                                          cudaStream_t);                                     \
   extern template cudaError_t launch_noisy_weight_bwd<T>(const T*, const uint8_t*, const double*, T*, T*,   \
-                                                         double*, int64_t, int64_t, int, double, uint64_t,  \
+                                                         double*, int64_t, int64_t, int, double, SeedArg,   \
                                                          cudaStream_t);
 RK_DECLARE_NOISY_WEIGHT_LAUNCHERS(float)
 RK_DECLARE_NOISY_WEIGHT_LAUNCHERS(double)

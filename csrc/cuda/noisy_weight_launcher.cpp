@@ -50,15 +50,22 @@ const uint8_t* mask_ptr(const at::Tensor& mask) {
   return mask.defined() ? reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>()) : nullptr;
 }
 
+// The kernels' seed: the host value, plus the device-held offset where the call has one.
+cuda::SeedArg seed_arg(int64_t seed, const std::optional<at::Tensor>& seed_offset) {
+  return {static_cast<uint64_t>(seed), seed_offset.has_value() ? seed_offset->const_data_ptr<int64_t>() : nullptr};
+}
+
 at::ScalarType sigma_dtype(const at::Tensor& weight) {
   return weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cuda(const at::Tensor& weight_in, const at::Tensor& alpha_in,
                                                          double lam, int64_t seed,
-                                                         const std::optional<at::Tensor>& mask_in) {
+                                                         const std::optional<at::Tensor>& mask_in,
+                                                         const std::optional<at::Tensor>& seed_offset) {
   const AlphaMode mode =
       check_noisy_weight_args("noisy_weight", "weight", weight_in, alpha_in, seed, mask_in, at::kCUDA);
+  check_seed_offset("noisy_weight", seed_offset, "weight", weight_in);
   const c10::cuda::CUDAGuard device_guard(weight_in.device());
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
@@ -77,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cuda(const at::Tensor& weigh
     C10_CUDA_CHECK(cuda::launch_noisy_weight_fwd<cuda_t>(
         cuda_ptr<scalar_t>(weight), cuda_ptr<scalar_t>(alpha), mask_ptr(mask), cuda_mutable_ptr<scalar_t>(out),
         sigma.mutable_data_ptr<acc_scalar_t>(), workspace.mutable_data_ptr<acc_scalar_t>(), n, inner,
-        static_cast<int>(mode), lam, static_cast<uint64_t>(seed), stream));
+        static_cast<int>(mode), lam, seed_arg(seed, seed_offset), stream));
   });
   return {out.view(weight_in.sizes()), sigma};
 }
@@ -85,9 +92,11 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_fwd_cuda(const at::Tensor& weigh
 std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& alpha_in,
                                                          const at::Tensor& sigma_in, double lam, int64_t seed,
                                                          const std::optional<at::Tensor>& mask_in,
-                                                         bool need_alpha_grad) {
+                                                         bool need_alpha_grad,
+                                                         const std::optional<at::Tensor>& seed_offset) {
   const AlphaMode mode = check_noisy_weight_backward_args("noisy_weight_backward", grad_in, alpha_in, sigma_in, seed,
                                                           mask_in, at::kCUDA);
+  check_seed_offset("noisy_weight_backward", seed_offset, "grad_out", grad_in);
   const c10::cuda::CUDAGuard device_guard(grad_in.device());
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor alpha = alpha_in.contiguous();
@@ -113,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_bwd_cuda(const at::Tensor& grad_
         cuda_ptr<scalar_t>(grad), mask_ptr(mask), sigma.defined() ? sigma.const_data_ptr<double>() : nullptr,
         cuda_mutable_ptr<scalar_t>(grad_weight), need_alpha_grad ? cuda_mutable_ptr<scalar_t>(grad_alpha) : nullptr,
         workspace.numel() > 0 ? workspace.mutable_data_ptr<double>() : nullptr, n, inner, static_cast<int>(mode),
-        lam, static_cast<uint64_t>(seed), stream));
+        lam, seed_arg(seed, seed_offset), stream));
   });
   if (need_alpha_grad) {
     grad_alpha = grad_alpha.view(alpha_in.sizes());

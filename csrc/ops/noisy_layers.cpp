@@ -60,7 +60,7 @@ at::Tensor unused_sigma(const at::Tensor& like) {
 // (W', std(W)) rebuilt from W, or shape-only stand-ins where only dW' is needed (as
 // torch.nn.grad.conv2d_weight uses).
 std::tuple<at::Tensor, at::Tensor> rebuilt_weight(const OptionalTensor& weight, at::IntArrayRef weight_size,
-                                                  const at::Tensor& alpha, double lam, int64_t seed,
+                                                  const at::Tensor& alpha, double lam, const Seed& seed,
                                                   const OptionalTensor& mask, const at::Tensor& grad_y) {
   if (weight.has_value()) return noisy_weight_kernel(*weight, alpha, lam, seed, mask);
   return {at::empty({1}, grad_y.options()).expand(weight_size), unused_sigma(grad_y)};
@@ -69,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor> rebuilt_weight(const OptionalTensor& weight, 
 // (dW, dalpha) from dW' (undefined: neither was asked for). Without a mask or dalpha, dW is dW'
 // itself: the weight backward kernel would only copy it.
 std::tuple<at::Tensor, at::Tensor> weight_grads(const at::Tensor& grad_effective, const at::Tensor& alpha,
-                                                const at::Tensor& sigma, double lam, int64_t seed,
+                                                const at::Tensor& sigma, double lam, const Seed& seed,
                                                 const OptionalTensor& mask, bool need_alpha) {
   if (!grad_effective.defined() || (!need_alpha && !mask.has_value())) return {grad_effective, at::Tensor()};
   return noisy_weight_backward_kernel(grad_effective, alpha, sigma, lam, seed, mask, need_alpha);
@@ -80,7 +80,7 @@ at::Tensor noisy_conv2d_impl(const at::Tensor& x, const at::Tensor& weight, cons
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                              int64_t groups, const OptionalTensor& seed_tensor) {
   check_conv_args(x, weight, bias, groups);
-  const int64_t resolved = resolved_seed("noisy_conv2d", seed, seed_tensor);
+  const Seed resolved = call_seed("noisy_conv2d", seed, seed_tensor, weight);
   const at::Tensor effective = std::get<0>(noisy_weight_kernel(weight, alpha, lam, resolved, mask));
   return at::conv2d(x, effective, bias, stride, padding, dilation, groups);
 }
@@ -91,7 +91,7 @@ Grads noisy_conv2d_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
                                  int64_t groups, const OptionalTensor& seed_tensor, at::IntArrayRef x_size,
                                  at::IntArrayRef weight_size, bool has_bias, std::array<bool, 4> output_mask) {
   const auto [need_x, need_weight, need_bias, need_alpha] = output_mask;
-  const int64_t resolved = resolved_seed("noisy_conv2d_backward", seed, seed_tensor);
+  const Seed resolved = call_seed("noisy_conv2d_backward", seed, seed_tensor, grad_y);
   TORCH_CHECK_VALUE(!(need_x || need_alpha) || weight.has_value(),
                     "noisy_conv2d_backward: weight is needed for the gradients of x and alpha");
   TORCH_CHECK_VALUE(!(need_weight || need_alpha) || x.has_value(),
@@ -110,7 +110,7 @@ at::Tensor noisy_linear_impl(const at::Tensor& x, const at::Tensor& weight, cons
                              const at::Tensor& alpha, double lam, int64_t seed, const OptionalTensor& mask,
                              const OptionalTensor& seed_tensor) {
   check_linear_args(x, weight, bias);
-  const int64_t resolved = resolved_seed("noisy_linear", seed, seed_tensor);
+  const Seed resolved = call_seed("noisy_linear", seed, seed_tensor, weight);
   const at::Tensor effective = std::get<0>(noisy_weight_kernel(weight, alpha, lam, resolved, mask));
   return at::linear(x, effective, bias);
 }
@@ -120,7 +120,7 @@ Grads noisy_linear_backward_impl(const at::Tensor& grad_y, const OptionalTensor&
                                  const OptionalTensor& seed_tensor, at::IntArrayRef weight_size, bool has_bias,
                                  std::array<bool, 4> output_mask) {
   const auto [need_x, need_weight, need_bias, need_alpha] = output_mask;
-  const int64_t resolved = resolved_seed("noisy_linear_backward", seed, seed_tensor);
+  const Seed resolved = call_seed("noisy_linear_backward", seed, seed_tensor, grad_y);
   TORCH_CHECK_VALUE(!(need_x || need_alpha) || weight.has_value(),
                     "noisy_linear_backward: weight is needed for the gradients of x and alpha");
   TORCH_CHECK_VALUE(!(need_weight || need_alpha) || x.has_value(),

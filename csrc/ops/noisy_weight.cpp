@@ -12,9 +12,11 @@
 namespace robustkernels {
 
 using WeightForward = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double, int64_t,
+                                                         const std::optional<at::Tensor>&,
                                                          const std::optional<at::Tensor>&);
 using WeightBackward = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                          double, int64_t, const std::optional<at::Tensor>&, bool);
+                                                          double, int64_t, const std::optional<at::Tensor>&, bool,
+                                                          const std::optional<at::Tensor>&);
 
 int64_t resolved_seed(const char* op, int64_t seed, const std::optional<at::Tensor>& seed_tensor) {
   check_seed(op, "seed", seed);
@@ -30,20 +32,31 @@ int64_t resolved_seed(const char* op, int64_t seed, const std::optional<at::Tens
   return total;
 }
 
+Seed call_seed(const char* op, int64_t seed, const std::optional<at::Tensor>& seed_tensor, const at::Tensor& weight) {
+  if (!seed_tensor.has_value() || seed_tensor->is_cpu()) return {resolved_seed(op, seed, seed_tensor), std::nullopt};
+  check_seed(op, "seed", seed);
+  check_dtype(op, "seed_tensor", *seed_tensor, at::kLong);
+  TORCH_CHECK_VALUE(seed_tensor->dim() == 0 && seed_tensor->device() == weight.device(), op,
+                    ": seed_tensor must be a 0-dim int64 tensor on the CPU or on the weight's device ", weight.device(),
+                    ", got shape ", seed_tensor->sizes(), " on ", seed_tensor->device());
+  return {seed, seed_tensor};
+}
+
 std::tuple<at::Tensor, at::Tensor> noisy_weight_kernel(const at::Tensor& weight, const at::Tensor& alpha, double lam,
-                                                       int64_t seed, const std::optional<at::Tensor>& mask) {
+                                                       const Seed& seed, const std::optional<at::Tensor>& mask) {
   static const auto device = op_handle<WeightForward>("robustkernels::noisy_weight_fwd_kernel");
   static const auto python = op_handle<WeightForward>("robustkernels::noisy_weight_fwd_python");
-  return chosen_kernel(device, python).call(weight, alpha, lam, seed, mask);
+  return chosen_kernel(device, python).call(weight, alpha, lam, seed.value, mask, seed.device_offset);
 }
 
 std::tuple<at::Tensor, at::Tensor> noisy_weight_backward_kernel(const at::Tensor& grad, const at::Tensor& alpha,
-                                                                const at::Tensor& sigma, double lam, int64_t seed,
+                                                                const at::Tensor& sigma, double lam, const Seed& seed,
                                                                 const std::optional<at::Tensor>& mask,
                                                                 bool need_alpha_grad) {
   static const auto device = op_handle<WeightBackward>("robustkernels::noisy_weight_bwd_kernel");
   static const auto python = op_handle<WeightBackward>("robustkernels::noisy_weight_bwd_python");
-  return chosen_kernel(device, python).call(grad, alpha, sigma, lam, seed, mask, need_alpha_grad);
+  return chosen_kernel(device, python)
+      .call(grad, alpha, sigma, lam, seed.value, mask, need_alpha_grad, seed.device_offset);
 }
 
 namespace {
@@ -55,7 +68,7 @@ using NoisyWeightOp = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, cons
 std::tuple<at::Tensor, at::Tensor> noisy_weight_impl(const at::Tensor& weight, const at::Tensor& alpha, double lam,
                                                      int64_t seed, const std::optional<at::Tensor>& mask,
                                                      const std::optional<at::Tensor>& seed_tensor) {
-  return noisy_weight_kernel(weight, alpha, lam, resolved_seed("noisy_weight", seed, seed_tensor), mask);
+  return noisy_weight_kernel(weight, alpha, lam, call_seed("noisy_weight", seed, seed_tensor, weight), mask);
 }
 
 std::tuple<at::Tensor, at::Tensor> noisy_weight_backward_impl(const at::Tensor& grad, const at::Tensor& alpha,
@@ -63,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor> noisy_weight_backward_impl(const at::Tensor& 
                                                               const std::optional<at::Tensor>& mask,
                                                               bool need_alpha_grad,
                                                               const std::optional<at::Tensor>& seed_tensor) {
-  const int64_t resolved = resolved_seed("noisy_weight_backward", seed, seed_tensor);
+  const Seed resolved = call_seed("noisy_weight_backward", seed, seed_tensor, grad);
   return noisy_weight_backward_kernel(grad, alpha, sigma, lam, resolved, mask, need_alpha_grad);
 }
 

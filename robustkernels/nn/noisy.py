@@ -57,8 +57,9 @@ class _NoisyWeightMixin(NoiseStream):
         self.mask = mask.to(torch.bool)
 
     def _draw_seed(self) -> int | torch.Tensor:
-        """The fixed int seed, or the next seed of the noise stream (a 0-dim int64 CPU tensor)."""
-        seed = self.seed if self.seed is not None else self._next_seed()
+        """The fixed int seed, or the next seed of the noise stream (a 0-dim int64 tensor, on the
+        weight's GPU where there is one: see robustkernels.nn.seeds)."""
+        seed = self.seed if self.seed is not None else self._next_seed(device=self.weight.device)
         self.last_seed = seed
         return seed
 

@@ -2,7 +2,8 @@
 
 Every module that draws randomness per call (NoisyConv2d, NoisyLinear, MaskedExpertConv2d and
 its slimmable subclass, a routed module on route="random", MultiResStack) holds a noise
-stream: `noise_stream`, a 0-dim int64 CPU tensor holding the seed of its next draw. A call
+stream: `noise_stream`, a 0-dim int64 CPU tensor (for the noisy layers on a GPU, see the last
+point) holding the seed of its next draw. A call
 takes that tensor as its seed and replaces the stream by seed + draws (one small CPU op, out
 of place, so a seed handed to an op's backward never changes). The ops read the seed inside
 (robustkernels/ops/seed_tensor.py), so a model compiled with fullgraph=True draws fresh noise
@@ -17,6 +18,10 @@ DistributedDataParallel does not broadcast it (each rank keeps its own noise).
   draws what an uninterrupted one draws.
 - `noise_seed(model, seed)`: the same for the length of a block, restoring every stream after
   it (an evaluation's draws, e.g. one seed per draw, leave the model's own streams alone).
+- On a GPU the noisy layers (NoisyConv2d, NoisyLinear) keep their stream on the device and
+  advance it in place, so a model captured in a CUDA graph draws fresh noise at every replay;
+  set_noise_seed and noise_seed then write that tensor in place too. The other random modules'
+  ops read their seed on the host: a graph would replay the seed it captured.
 - Default: a module never given a seed starts at a stream drawn once, when it is built, from
   torch's generator (as its initial weights are), so torch.manual_seed before building a model
   makes its noise repeatable; its calls never touch torch's generator.
@@ -27,8 +32,6 @@ import hashlib
 
 import torch
 from torch import nn
-
-from .restore import restoring
 
 __all__ = ["NoiseStream", "noise_seed", "random_modules", "set_noise_seed", "stream_start"]
 
@@ -54,13 +57,36 @@ class NoiseStream:
     def _init_noise_stream(self) -> None:
         self.noise_stream = _stream(int(torch.randint(_START_HIGH, (1,)).item()))
 
-    def _next_seed(self, draws: int = 1) -> torch.Tensor:
-        """This call's seed (a 0-dim int64 CPU tensor); the stream moves past its `draws` seeds
-        (a call that draws for P paths uses seed + p)."""
-        seed = self.noise_stream
+    def _next_seed(self, draws: int = 1, device: torch.device | None = None) -> torch.Tensor:
+        """This call's seed (a 0-dim int64 tensor); the stream moves past its `draws` seeds (a call
+        that draws for P paths uses seed + p). Given a GPU `device` (the noisy layers, whose ops
+        take a seed there) the stream lives on it and advances in place, the call getting a copy:
+        a captured CUDA graph replays both, so every replay draws a fresh seed. Otherwise it is a
+        CPU tensor, replaced out of place (a seed handed to an op's backward never changes)."""
+        stream = self.noise_stream
+        if device is not None and device.type == "cuda":
+            if stream.device != device:
+                # a fill takes the value as a kernel argument: no copy from host memory, no sync
+                stream = torch.empty((), dtype=torch.int64, device=device).fill_(int(stream))
+                object.__setattr__(self, "noise_stream", stream)
+            seed = stream.clone()
+            stream.add_(draws)
+            return seed
+        if not stream.is_cpu:  # the module moved off the GPU: one read
+            stream = stream.cpu()
         # past nn.Module.__setattr__'s checks (most of a draw's cost): a tensor, never a parameter
-        object.__setattr__(self, "noise_stream", seed + draws)
-        return seed
+        object.__setattr__(self, "noise_stream", stream + draws)
+        return stream
+
+    def _restart_stream(self, start) -> None:
+        """The stream from `start` (an int or a 0-dim tensor); a GPU stream in place, since a
+        captured graph keeps reading that tensor."""
+        if not self.noise_stream.is_cuda:
+            self.noise_stream = start.cpu() if isinstance(start, torch.Tensor) else _stream(start)
+        elif isinstance(start, torch.Tensor):
+            self.noise_stream.copy_(start)
+        else:
+            self.noise_stream.fill_(start)
 
 
 def random_modules(model: nn.Module) -> list[NoiseStream]:
@@ -71,13 +97,19 @@ def random_modules(model: nn.Module) -> list[NoiseStream]:
 def set_noise_seed(model: nn.Module, seed: int) -> None:
     """Restarts the i-th random module of `model` at stream_start(seed, i)."""
     for index, module in enumerate(random_modules(model)):
-        module.noise_stream = _stream(stream_start(seed, index))
+        module._restart_stream(stream_start(seed, index))
 
 
 @contextlib.contextmanager
 def noise_seed(model: nn.Module, seed: int):
     """`with noise_seed(model, seed):` runs the block with the model's random modules on the
-    streams of `seed`, then puts every module's own stream back."""
-    with restoring(random_modules(model), "noise_stream"):  # streams never change in place
+    streams of `seed`, then puts every module's own stream back (by value: a GPU stream changes
+    in place)."""
+    modules = random_modules(model)
+    saved = [module.noise_stream.clone() for module in modules]
+    try:
         set_noise_seed(model, seed)
         yield model
+    finally:
+        for module, stream in zip(modules, saved, strict=True):
+            module._restart_stream(stream)

@@ -19,10 +19,11 @@ LOADED = _extension.is_loaded()
 TYPE_ERRORS = (TypeError, RuntimeError, AttributeError)
 
 
-def seed_arguments(seed, op: str) -> tuple[int, torch.Tensor | None]:
-    """(int seed, seed tensor) of a seed given as an int or as a 0-dim int64 CPU tensor."""
+def seed_arguments(seed, op: str, device: torch.device | None = None) -> tuple[int, torch.Tensor | None]:
+    """(int seed, seed tensor) of a seed given as an int or as a 0-dim int64 tensor on the CPU (or,
+    for the noisy weight ops, on their `device`)."""
     if isinstance(seed, torch.Tensor):
-        check_seed_tensor(seed, op)
+        check_seed_tensor(seed, op, device)
         return 0, seed
     validation.check_seed(seed, op)
     return seed, None
@@ -32,7 +33,8 @@ def check_arguments(op: str, lam, seed, **tensors) -> tuple[int, torch.Tensor | 
     """The type checks that name the argument, run where the op's schema would reject the call
     with a generic message; returns the seed's arguments."""
     validation.check_lam(lam, op)
-    seed_values = seed_arguments(seed, op)
+    weight = tensors.get("weight")
+    seed_values = seed_arguments(seed, op, weight.device if isinstance(weight, torch.Tensor) else None)
     for name, value in tensors.items():
         if value is not None or name in ("x", "weight", "alpha"):
             validation.check_tensor(name, value, op)

@@ -221,12 +221,11 @@ def _check_index_ranges(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
             )
 
 
-def _backward(grad, class_idx, pred_idx, sel_idx, name, check_ranges=True):
+def _backward(grad, class_idx, pred_idx, sel_idx, name):
     _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
-    if check_ranges:
-        _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
+    _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     if name == "triton" and _fits_triton(class_idx.shape[0]):
         return _backward_triton(grad, class_idx, pred_idx, sel_idx)
     return _backward_reference(grad, class_idx, pred_idx, sel_idx)
@@ -249,10 +248,7 @@ def _cuda_forward(logits, k, reduction):
 
 
 def _cuda_backward(grad, class_idx, pred_idx, sel_idx):
-    """No range check here (a host read): crossmax_backward checks a direct call's indices in C++,
-    and the autograd node's come from the forward kernel."""
-    name = "triton" if _triton_available else "reference"
-    return _backward(grad, class_idx, pred_idx, sel_idx, name, check_ranges=False)
+    return _backward(grad, class_idx, pred_idx, sel_idx, "triton" if _triton_available else "reference")
 
 
 def _crossmax_fake(logits, k, reduction):
@@ -276,9 +272,7 @@ if _extension.is_loaded():
     crossmax = torch.ops.robustkernels.crossmax.default
     crossmax_backward = torch.ops.robustkernels.crossmax_backward.default
     torch.library.register_fake("robustkernels::crossmax")(_crossmax_fake)
-    # the kernel ops too: the autograd node calls the backward kernel directly (no range check)
-    for _name in ("crossmax_backward", "crossmax_bwd_kernel", "crossmax_bwd_python"):
-        torch.library.register_fake(f"robustkernels::{_name}")(_crossmax_backward_fake)
+    torch.library.register_fake("robustkernels::crossmax_backward")(_crossmax_backward_fake)
     torch.library.impl("robustkernels::crossmax_fwd_python", "CompositeExplicitAutograd")(_python_forward)
     torch.library.impl("robustkernels::crossmax_bwd_python", "CompositeExplicitAutograd")(_python_backward)
     torch.library.impl("robustkernels::crossmax_fwd_kernel", "CUDA")(_cuda_forward)

@@ -21,7 +21,7 @@ def constant_tensor(values, dtype: torch.dtype, device: torch.device) -> torch.T
     return _kept(tuple(values), dtype, device)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.cache  # never evicted: a captured CUDA graph may keep reading a kept tensor
 def _kept(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype, device=device)  # one blocking copy, on first use
 

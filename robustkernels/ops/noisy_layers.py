@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from robustkernels import _extension
+from robustkernels.ops.seed_tensor import check_layer_seed
 from robustkernels.ops.validation import alpha_mode, check_bias, check_input
 
 
@@ -46,6 +47,7 @@ def check_linear_args(x, weight, bias, alpha, mask) -> None:
 
 def _conv_fake(x, weight, bias, alpha, lam, seed, mask, stride, padding, dilation, groups, seed_tensor=None):
     check_conv_args(x, weight, bias, alpha, mask, groups)
+    check_layer_seed(seed_tensor, weight, "noisy_conv2d")
     # W' is always built contiguous, whatever the weight's memory format
     effective = torch.empty_like(weight, memory_format=torch.contiguous_format)
     return F.conv2d(x, effective, bias, stride, padding, dilation, groups)
@@ -78,11 +80,13 @@ def _conv_backward_fake(
     x_size, weight_size, has_bias, output_mask,
 ):  # fmt: skip
     _check_backward_args("noisy_conv2d_backward", grad_y, x, weight, alpha, mask)
+    check_layer_seed(seed_tensor, grad_y, "noisy_conv2d_backward")
     return _layer_grads_fake(grad_y, alpha, x_size, weight_size, has_bias, output_mask)
 
 
 def _linear_fake(x, weight, bias, alpha, lam, seed, mask, seed_tensor=None):
     check_linear_args(x, weight, bias, alpha, mask)
+    check_layer_seed(seed_tensor, weight, "noisy_linear")
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
@@ -90,6 +94,7 @@ def _linear_backward_fake(
     grad_y, x, weight, alpha, lam, seed, mask, seed_tensor, weight_size, has_bias, output_mask
 ):
     _check_backward_args("noisy_linear_backward", grad_y, x, weight, alpha, mask)
+    check_layer_seed(seed_tensor, grad_y, "noisy_linear_backward")
     x_shape = (*grad_y.shape[:-1], weight_size[1])
     return _layer_grads_fake(grad_y, alpha, x_shape, weight_size, has_bias, output_mask)
 

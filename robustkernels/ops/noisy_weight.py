@@ -18,6 +18,9 @@ import torch
 
 from robustkernels import _extension, reference
 from robustkernels.ops import backend, validation
+from robustkernels.ops.device_values import constant_tensor
+from robustkernels.ops.seed_tensor import check_layer_seed, check_seed_offset
+from robustkernels.ops.seed_tensor import seed_offset as seed_offset_value
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
 
@@ -102,7 +105,7 @@ def triton_specialisations():
             yield specialise(
                 noisy_weight_fwd_kernel, _forward_launch(mode, has_mask, add_noise, dtype), dtype,
                 mask_ptr=torch.uint8 if has_mask else dtype, sigma_ptr=acc, sum_ptr=acc, m2_ptr=acc,
-                lam="fp32", seed="i64",
+                lam="fp32", seed="i64", seed_offset_ptr=torch.int64,
             )  # fmt: skip
         for inner, has_mask, alpha_grad, elementwise in itertools.product((3, 4), flags, flags, flags):
             launch = _backward_launch(inner, has_mask, alpha_grad, elementwise, dtype)
@@ -110,10 +113,16 @@ def triton_specialisations():
                 noisy_weight_bwd_kernel, launch, dtype,
                 mask_ptr=torch.uint8 if has_mask else dtype, sigma_ptr=acc,
                 grad_alpha_ptr=acc if alpha_grad and not elementwise else dtype, lam="fp32", seed="i64",
+                seed_offset_ptr=torch.int64,
             )  # fmt: skip
 
 
-def _forward_triton(weight, alpha, lam, seed, mask, mode):
+def _offset_or_zero(seed_offset, device) -> torch.Tensor:
+    """What the kernels read at seed_offset_ptr: the call's device-held offset, or a kept zero."""
+    return seed_offset if seed_offset is not None else constant_tensor((0,), torch.int64, device)
+
+
+def _forward_triton(weight, alpha, lam, seed, mask, mode, seed_offset=None):
     weight = weight.contiguous()
     n = weight.numel()
     partial_block = max(NOISE_BLOCK, triton.cdiv(n, MAX_STD_PARTIALS))  # elements per std chunk
@@ -139,6 +148,7 @@ def _forward_triton(weight, alpha, lam, seed, mask, mode):
         n // weight.shape[0],
         float(lam),
         seed,
+        _offset_or_zero(seed_offset, weight.device),
         num_partials,
         partial_block,
         **_forward_launch(mode, mask is not None, lam != 0, weight.dtype),
@@ -146,7 +156,7 @@ def _forward_triton(weight, alpha, lam, seed, mask, mode):
     return out, sigma
 
 
-def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode):
+def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode, seed_offset=None):
     grad = grad.contiguous()
     rows = grad.shape[0]
     inner = grad.numel() // rows
@@ -169,6 +179,7 @@ def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
         inner,
         float(lam),
         seed,
+        _offset_or_zero(seed_offset, grad.device),
         blocks_per_row,
         **_backward_launch(inner, mask is not None, alpha_grad, mode == validation.ALPHA_ELEMENT, grad.dtype),
     )
@@ -205,19 +216,20 @@ def _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
     return grad_weight.contiguous(), grad_alpha.reshape(alpha.shape).to(alpha.dtype)
 
 
-def _python_forward(weight, alpha, lam, seed, mask):
+def _python_forward(weight, alpha, lam, seed, mask, seed_offset=None):
     """The weight kernel of the backend use_backend chose (robustkernels::noisy_weight_fwd_python)."""
     mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
     validation.check_seed(seed, "noisy_weight")
+    check_seed_offset(seed_offset, weight, "noisy_weight")
     name = backend.select("noisy_weight", weight.device)
     if name in ("cpp", "cuda"):
-        return torch.ops.robustkernels.noisy_weight_fwd_kernel(weight, alpha, lam, seed, mask)
+        return torch.ops.robustkernels.noisy_weight_fwd_kernel(weight, alpha, lam, seed, mask, seed_offset)
     if name == "triton":
-        return _forward_triton(weight, alpha, lam, seed, mask, mode)
-    return _forward_reference(weight, alpha, lam, seed, mask)
+        return _forward_triton(weight, alpha, lam, seed, mask, mode, seed_offset)
+    return _forward_reference(weight, alpha, lam, seed + seed_offset_value(seed_offset), mask)
 
 
-def _python_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+def _python_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_offset=None):
     """The weight backward kernel of the backend use_backend chose (noisy_weight_bwd_python)."""
     op = "noisy_weight_backward"
     mode = validation.alpha_mode(grad, alpha, mask, op, "grad")
@@ -225,33 +237,40 @@ def _python_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
     if sigma.numel() != 1:
         raise ValueError(f"robustkernels.{op}: sigma must hold one value, got shape {tuple(sigma.shape)}")
     validation.check_seed(seed, op)
+    check_seed_offset(seed_offset, grad, op)
     name = backend.select(op, grad.device)
     if name in ("cpp", "cuda"):
         return torch.ops.robustkernels.noisy_weight_bwd_kernel(
-            grad, alpha, sigma, lam, seed, mask, need_alpha_grad
+            grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_offset
         )
     if name == "triton":
-        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
+        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode, seed_offset)
+    seed = seed + seed_offset_value(seed_offset)
     return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
 
 
-def _cuda_forward(weight, alpha, lam, seed, mask):
-    """The CUDA weight kernel where no CUDA C++ kernel is built: Triton, else the reference."""
+def _cuda_forward(weight, alpha, lam, seed, mask, seed_offset=None):
+    """The CUDA weight kernel where no CUDA C++ kernel is built: Triton, else the reference (which
+    reads a device-held offset on the host: the Triton kernel reads it on the device)."""
     mode = validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+    check_seed_offset(seed_offset, weight, "noisy_weight")
     if _triton_available:
-        return _forward_triton(weight, alpha, lam, seed, mask, mode)
-    return _forward_reference(weight, alpha, lam, seed, mask)
+        return _forward_triton(weight, alpha, lam, seed, mask, mode, seed_offset)
+    return _forward_reference(weight, alpha, lam, seed + seed_offset_value(seed_offset), mask)
 
 
-def _cuda_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad):
+def _cuda_backward(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_offset=None):
     mode = validation.alpha_mode(grad, alpha, mask, "noisy_weight_backward", "grad")
+    check_seed_offset(seed_offset, grad, "noisy_weight_backward")
     if _triton_available:
-        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode)
+        return _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode, seed_offset)
+    seed = seed + seed_offset_value(seed_offset)
     return _backward_reference(grad, alpha, sigma, lam, seed, mask, need_alpha_grad)
 
 
 def _weight_fake(weight, alpha, lam, seed, mask, seed_tensor=None):
     validation.alpha_mode(weight, alpha, mask, "noisy_weight")
+    check_layer_seed(seed_tensor, weight, "noisy_weight")
     return torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(
         (), dtype=sigma_dtype(weight)
     )
@@ -260,6 +279,7 @@ def _weight_fake(weight, alpha, lam, seed, mask, seed_tensor=None):
 def _weight_backward_fake(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, seed_tensor=None):
     validation.alpha_mode(grad, alpha, mask, "noisy_weight_backward", "grad")
     validation.check_sigma(sigma, grad, "noisy_weight_backward")
+    check_layer_seed(seed_tensor, grad, "noisy_weight_backward")
     grad_alpha = (
         torch.empty_like(alpha, memory_format=torch.contiguous_format)
         if need_alpha_grad

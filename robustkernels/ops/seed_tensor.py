@@ -6,22 +6,48 @@ per call passes it this way: under torch.compile the op is opaque, so the changi
 neither a Python int Dynamo would specialise on (a recompile per call) nor a tensor read in
 traced code (a graph break); reading a CPU tensor costs no device sync. The kernels keep
 their int seeds.
+
+The noisy weight ops (noisy_weight, noisy_conv2d, noisy_linear) also take a seed tensor on their
+GPU: they pass it to the kernels as `seed_offset`, added on the device, so a CUDA graph that
+captured the call reads the layer's current seed at every replay (robustkernels/nn/seeds.py).
 """
 
 import torch
 
 from robustkernels.ops import validation
 
-__all__ = ["check_seed_tensor", "resolved_seed", "seed_offset"]
+__all__ = ["check_layer_seed", "check_seed_offset", "check_seed_tensor", "resolved_seed", "seed_offset"]
 
 
-def check_seed_tensor(seed_tensor, op: str) -> None:
-    """A seed given as a tensor must be one int64 value on the CPU."""
+def check_seed_tensor(seed_tensor, op: str, device: torch.device | None = None) -> None:
+    """A seed given as a tensor must be one int64 value on the CPU, or, for the noisy weight ops,
+    on their `device` (a layer's seed held on its GPU, see robustkernels.nn.seeds)."""
     validation.check_tensor("seed", seed_tensor, op)
-    if seed_tensor.dtype != torch.int64 or seed_tensor.dim() != 0 or not seed_tensor.is_cpu:
+    where_ok = seed_tensor.is_cpu or (device is not None and seed_tensor.device == device)
+    if seed_tensor.dtype != torch.int64 or seed_tensor.dim() != 0 or not where_ok:
+        place = "CPU" if device is None or device.type == "cpu" else f"CPU or {device}"
         raise ValueError(
-            f"robustkernels.{op}: a seed given as a tensor must be a 0-dim int64 CPU tensor, got "
+            f"robustkernels.{op}: a seed given as a tensor must be a 0-dim int64 {place} tensor, got "
             f"{seed_tensor.dtype} of shape {tuple(seed_tensor.shape)} on {seed_tensor.device}"
+        )
+
+
+def check_layer_seed(seed_tensor, like: torch.Tensor, op: str) -> None:
+    """A noisy weight op's seed_tensor, as its C++ op checks it (for the fakes): none, or one on
+    the CPU or on `like`'s device."""
+    if seed_tensor is not None:
+        check_seed_tensor(seed_tensor, op, like.device)
+
+
+def check_seed_offset(offset, like: torch.Tensor, op: str) -> None:
+    """A weight kernel's seed_offset: None, or a 0-dim int64 tensor on `like`'s device."""
+    if offset is None:
+        return
+    validation.check_tensor("seed_offset", offset, op)
+    if offset.dtype != torch.int64 or offset.dim() != 0 or offset.device != like.device:
+        raise ValueError(
+            f"robustkernels.{op}: seed_offset must be a 0-dim int64 tensor on {like.device}, got "
+            f"{offset.dtype} of shape {tuple(offset.shape)} on {offset.device}"
         )
 
 

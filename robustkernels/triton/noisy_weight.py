@@ -4,6 +4,8 @@ Forward: one pass of per-block partial sums for std(W), then one fused pass that
 combines the partials into std(W) (Chan's parallel variance) and writes
 W' = M * (W + lam * alpha * std * eta(seed, i)). Backward regenerates the
 noise and writes dW = M * dW' and per-(channel, block) partials of dalpha.
+The seed is `seed` plus the int64 at seed_offset_ptr (0 for a seed known on the host; a layer's
+seed held on the device otherwise, which a captured CUDA graph reads at every replay).
 """
 
 import triton
@@ -82,6 +84,7 @@ def noisy_weight_fwd_kernel(
     inner,
     lam,
     seed,
+    seed_offset_ptr,
     num_partials,
     PARTIAL_BLOCK,
     ALPHA_MODE: tl.constexpr,
@@ -99,7 +102,8 @@ def noisy_weight_fwd_kernel(
     value = tl.load(w_ptr + index, mask=valid, other=0.0).to(ACC)
     if ADD_NOISE:
         alpha = _alpha_at(alpha_ptr, index, valid, inner, ALPHA_MODE).to(ACC)
-        eta = philox_normal_block(seed, pid.to(tl.int64) * BLOCK, BLOCK).to(ACC)
+        # the call's seed: the host value plus the device-held offset (a CUDA graph replays the read)
+        eta = philox_normal_block(seed + tl.load(seed_offset_ptr), pid.to(tl.int64) * BLOCK, BLOCK).to(ACC)
         value = value + (lam * sigma) * alpha * eta
     if HAS_MASK:
         keep = tl.load(mask_ptr + index, mask=valid, other=0) != 0
@@ -117,6 +121,7 @@ def noisy_weight_bwd_kernel(
     inner,
     lam,
     seed,
+    seed_offset_ptr,
     blocks_per_row,
     HAS_MASK: tl.constexpr,
     ALPHA_GRAD: tl.constexpr,
@@ -138,6 +143,7 @@ def noisy_weight_bwd_kernel(
     tl.store(grad_w_ptr + index, grad, mask=valid)
     if ALPHA_GRAD:
         scale = lam * tl.load(sigma_ptr).to(ACC)
+        seed = seed + tl.load(seed_offset_ptr)
         if ALIGNED:  # every block starts at a multiple of 4: whole Philox calls
             eta = philox_normal_block(seed, row * inner + block * BLOCK, BLOCK)
         else:

@@ -1,0 +1,142 @@
+"""Seeds held on the device: the noisy weight kernels add a seed_offset tensor to their int seed
+on the device (robustkernels/nn/seeds.py: a noisy layer's stream lives on its GPU), so a layer
+captured in a CUDA graph draws fresh noise at every replay.
+
+On the CPU every kernel is checked to add the offset exactly as the host would (C++, the Triton
+kernels under the interpreter, the reference); the capture itself runs where a GPU is present.
+"""
+
+import pytest
+import torch
+
+import robustkernels.functional as rkF
+from robustkernels import use_backend
+from robustkernels.nn import NoisyConv2d, NoisyLinear, noise_seed, set_noise_seed
+from robustkernels.ops import backend
+
+OPS = torch.ops.robustkernels
+SEED, OFFSET = 2**40 + 3, 1234567
+CPU_BACKENDS = [
+    name for name in ("cpp", "triton", "reference") if backend.unavailable_reason(name, "cpu") is None
+]
+
+
+def _case(mode: str):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 5, 3, generator=generator)
+    alpha = {"layer": torch.full((1,), 0.3), "channel": torch.rand(6, 1, 1, generator=generator) + 0.1}[mode]
+    mask = torch.rand(6, 5, 3, generator=generator) > 0.3
+    grad = torch.randn(6, 5, 3, generator=generator)
+    return weight, alpha, mask, grad
+
+
+@pytest.mark.parametrize("mode", ["layer", "channel"])
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_weight_kernels_add_the_seed_offset(name, mode):
+    weight, alpha, mask, grad = _case(mode)
+    offset = torch.tensor(OFFSET)
+    with use_backend(name):
+        out, sigma = OPS.noisy_weight_fwd_python(weight, alpha, 0.7, SEED, mask, offset)
+        expected_out, expected_sigma = OPS.noisy_weight_fwd_python(weight, alpha, 0.7, SEED + OFFSET, mask)
+        grads = OPS.noisy_weight_bwd_python(grad, alpha, sigma, 0.7, SEED, mask, True, offset)
+        expected_grads = OPS.noisy_weight_bwd_python(grad, alpha, sigma, 0.7, SEED + OFFSET, mask, True)
+    assert torch.equal(out, expected_out) and torch.equal(sigma, expected_sigma)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    other = OPS.noisy_weight_fwd_kernel(weight, alpha, 0.7, SEED, mask, torch.tensor(OFFSET + 1))[0]
+    assert not torch.equal(other, out)  # the offset is read, not ignored
+
+
+@pytest.mark.parametrize(
+    ("offset", "error", "message"),
+    [
+        (torch.tensor(3, dtype=torch.int32), TypeError, "seed_offset must be a int64 tensor"),
+        (torch.tensor([3]), ValueError, "seed_offset must be a 0-dim tensor"),
+        (torch.tensor(-3), ValueError, r"seed \+ seed_offset"),
+    ],
+)
+def test_bad_seed_offsets_are_refused_naming_the_argument(offset, error, message):
+    weight, alpha, mask, _ = _case("layer")
+    with pytest.raises(error, match=message):
+        OPS.noisy_weight_fwd_kernel(weight, alpha, 0.7, SEED, mask, offset)
+
+
+def test_a_seed_tensor_on_another_device_is_refused():
+    weight, alpha, _, _ = _case("layer")
+    with pytest.raises(ValueError, match=r"0-dim int64 CPU tensor, got torch.int64 of shape \(\) on meta"):
+        OPS.noisy_weight(weight, alpha, 0.7, 0, None, torch.tensor(3, device="meta"))
+
+
+def test_noisy_layers_keep_a_cpu_stream_on_the_cpu():
+    layer = NoisyConv2d(3, 4, 3)
+    layer(torch.rand(1, 3, 5, 5))
+    assert layer.noise_stream.is_cpu and layer.last_seed.is_cpu
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _captured(layer, x):
+    """(graph, output) of layer(x) captured after a warm-up on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            layer(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = layer(x)
+    return graph, y
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_a_captured_noisy_layer_draws_fresh_noise_per_replay(kind):
+    torch.manual_seed(0)
+    if kind == "conv":
+        layer, x = NoisyConv2d(4, 4, 3, padding=1).cuda(), torch.randn(2, 4, 8, 8, device="cuda")
+
+        def eager(seed):
+            return rkF.noisy_conv2d(
+                x, layer.weight, layer.bias, layer.alpha, lam=layer.lam, seed=seed, padding=1
+            )
+
+    else:
+        layer, x = NoisyLinear(8, 5).cuda(), torch.randn(3, 8, device="cuda")
+
+        def eager(seed):
+            return rkF.noisy_linear(x, layer.weight, layer.bias, layer.alpha, lam=layer.lam, seed=seed)
+
+    graph, y = _captured(layer, x)
+    assert layer.noise_stream.is_cuda
+    outputs = []
+    for _ in range(3):
+        graph.replay()
+        outputs.append(y.clone())
+    torch.cuda.synchronize()
+    assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
+    after = int(layer.noise_stream)  # every replay advanced the stream by one
+    with torch.no_grad():
+        for k, output in enumerate(outputs):
+            torch.testing.assert_close(output, eager(after - 3 + k))
+    set_noise_seed(layer, 11)  # in place: the graph reads the restarted stream
+    graph.replay()
+    first = y.clone()
+    set_noise_seed(layer, 11)
+    graph.replay()
+    assert torch.equal(first, y)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_noise_seed_puts_a_gpu_stream_back_by_value():
+    layer = NoisyConv2d(4, 4, 3, padding=1).cuda()
+    x = torch.randn(2, 4, 8, 8, device="cuda")
+    layer(x)
+    stream = layer.noise_stream
+    before = int(stream)
+    with noise_seed(layer, 5):
+        layer(x)
+    assert layer.noise_stream is stream and int(stream) == before
