@@ -5,11 +5,11 @@
 
 Variants, each one step of forward, backward of sum(y^2) and nothing else:
   plain_conv2d   F.conv2d on a fixed weight
-  noisy_conv2d   a NoisyConv2d layer (PNI's noisy conv): its seed stream lives on the GPU, so each
-                 replay draws fresh noise
+  noisy_conv2d   a NoisyConv2d layer (PNI's noisy conv)
   float_split    FLOAT's dual-path layer (MaskedExpertConv2d without masks, route="split": half the
-                 batch clean, half on W + lam * alpha * std(W) * eta); its ops read the seed on the
-                 host, so a replay repeats the noise it was captured with (the timing holds)
+                 batch clean, half on W + lam * alpha * std(W) * eta)
+Both keep their seed stream on the GPU (robustkernels/nn/seeds.py), so each replay draws fresh
+noise, as eager calls do.
 Each is timed with CUDA events over N steps, eager and as replays of a graph captured after a
 warm-up on a side stream (torch.cuda.graphs' recipe). A variant that cannot be captured gets its
 error in the row instead of a time. Needs a CUDA GPU.

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <vector>
 
 #include "arg_checks.h"
 
@@ -30,6 +31,15 @@ inline int64_t seed_with_offset(const char* op, int64_t seed, const std::optiona
   TORCH_CHECK_VALUE(offset >= 0 && !__builtin_add_overflow(seed, offset, &total), op,
                     ": seed must be in [0, 2**63), got seed + seed_offset = ", seed, " + ", offset);
   return total;
+}
+
+// The CPU path kernels' seeds: every seed plus seed_offset's value.
+inline std::vector<int64_t> seeds_with_offset(const char* op, at::IntArrayRef seeds,
+                                              const std::optional<at::Tensor>& seed_offset) {
+  std::vector<int64_t> shifted;
+  shifted.reserve(seeds.size());
+  for (int64_t seed : seeds) shifted.push_back(seed_with_offset(op, seed, seed_offset));
+  return shifted;
 }
 
 // How alpha broadcasts over the weight (PNI's three granularities).

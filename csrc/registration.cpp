@@ -58,9 +58,10 @@ TORCH_LIBRARY(robustkernels, m) {
         "Tensor counts, float[] lams, int[] seeds, int[] segments, int bias_entries, bool[] needs, "
         "Tensor? seed_tensor=None) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("path_weights_fwd_python(Tensor weight, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
-        "Tensor? counts) -> (Tensor, Tensor)");
+        "Tensor? counts, Tensor? seed_offset=None) -> (Tensor, Tensor)");
   m.def("path_weights_bwd_python(Tensor grad_out, int entries, Tensor? mask, Tensor? alpha, Tensor sigma, "
-        "float[] lams, int[] seeds, Tensor? counts, bool need_alpha_grad) -> (Tensor, Tensor)");
+        "float[] lams, int[] seeds, Tensor? counts, bool need_alpha_grad, Tensor? seed_offset=None) "
+        "-> (Tensor, Tensor)");
   m.def("route_sort_python(Tensor route, int num_paths) -> (Tensor, Tensor)");
   // One attack step (csrc/ops/pgd_step.cpp): the fused kernel below; its backward, the
   // closed-form derivative in torch ops (robustkernels/ops/pgd_step.py), gives the gradients
@@ -119,12 +120,14 @@ TORCH_LIBRARY(robustkernels, m) {
         "float lo, float hi, bool normalize) -> Tensor");
   // Routed multi-path layers. Every path's W'_p = M_p * (W_s(p) + lam_p * alpha_p * std(W_s(p)) * eta(seed_p)),
   // weight [S, C_out, ...] with S = 1 (shared) or P; returns (W' [P, C_out, ...], std [S]).
-  // Paths whose count is 0 get zeros.
+  // Paths whose count is 0 get zeros. Every seed is offset by seed_offset where given (a 0-dim int64
+  // tensor on the weight's device, added there).
   m.def("path_weights_fwd_kernel(Tensor weight, Tensor? mask, Tensor? alpha, float[] lams, int[] seeds, "
-        "Tensor? counts) -> (Tensor, Tensor)");
+        "Tensor? counts, Tensor? seed_offset=None) -> (Tensor, Tensor)");
   // (dW [entries, ...], dalpha [P, A]) from dW' [P, ...]; dalpha is empty when need_alpha_grad is false.
   m.def("path_weights_bwd_kernel(Tensor grad_out, int entries, Tensor? mask, Tensor? alpha, Tensor sigma, "
-        "float[] lams, int[] seeds, Tensor? counts, bool need_alpha_grad) -> (Tensor, Tensor)");
+        "float[] lams, int[] seeds, Tensor? counts, bool need_alpha_grad, Tensor? seed_offset=None) "
+        "-> (Tensor, Tensor)");
   // The instruction-set path of the CPU kernels (csrc/cpu/cpu_isa.h): choose one
   // ('scalar', 'avx2', 'avx512' or 'best'), read the choice, list what this CPU supports.
   m.def("set_cpu_isa(str isa) -> ()");

@@ -11,7 +11,7 @@ import torch
 
 import robustkernels.functional as rkF
 from robustkernels import use_backend
-from robustkernels.nn import NoisyConv2d, NoisyLinear, noise_seed, set_noise_seed
+from robustkernels.nn import MaskedExpertConv2d, NoisyConv2d, NoisyLinear, noise_seed, set_noise_seed
 from robustkernels.ops import backend
 
 OPS = torch.ops.robustkernels
@@ -45,6 +45,23 @@ def test_weight_kernels_add_the_seed_offset(name, mode):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
     other = OPS.noisy_weight_fwd_kernel(weight, alpha, 0.7, SEED, mask, torch.tensor(OFFSET + 1))[0]
     assert not torch.equal(other, out)  # the offset is read, not ignored
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_path_weight_kernels_add_the_seed_offset(name):
+    generator = torch.Generator().manual_seed(1)
+    weight, grad = torch.randn(1, 6, 5, generator=generator), torch.randn(2, 6, 5, generator=generator)
+    alpha, lams, seeds = torch.full((2, 1), 0.3), [0.0, 0.9], [SEED, SEED + 1]
+    offset = torch.tensor(OFFSET)
+    shifted = [seed + OFFSET for seed in seeds]
+    with use_backend(name):
+        out, sigma = OPS.path_weights_fwd_python(weight, None, alpha, lams, seeds, None, offset)
+        expected_out, _ = OPS.path_weights_fwd_python(weight, None, alpha, lams, shifted, None)
+        grads = OPS.path_weights_bwd_python(grad, 1, None, alpha, sigma, lams, seeds, None, True, offset)
+        expected_grads = OPS.path_weights_bwd_python(grad, 1, None, alpha, sigma, lams, shifted, None, True)
+    assert torch.equal(out, expected_out)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -127,6 +144,28 @@ def test_a_captured_noisy_layer_draws_fresh_noise_per_replay(kind):
     set_noise_seed(layer, 11)
     graph.replay()
     assert torch.equal(first, y)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("route", ["split", 1])
+def test_a_captured_float_layer_draws_fresh_noise_per_replay(route):
+    torch.manual_seed(0)
+    layer = MaskedExpertConv2d(4, 4, 3, padding=1, density=None, route=route).cuda()
+    x = torch.randn(4, 4, 8, 8, device="cuda")
+    graph, y = _captured(layer, x)
+    assert layer.noise_stream.is_cuda
+    outputs = []
+    for _ in range(2):
+        graph.replay()
+        outputs.append(y.clone())
+    half = slice(2, 4) if route == "split" else slice(0, 4)  # the noisy path's samples
+    assert not torch.equal(outputs[0][half], outputs[1][half])
+    with torch.no_grad():
+        # the last replay drew t = stream - 2 (two seeds a call); its noisy path 1 used t + 1, which a
+        # fixed int seed gives path 1 as it is
+        layer.seed = int(layer.noise_stream) - 1
+        torch.testing.assert_close(outputs[1], layer(x))
 
 
 @pytest.mark.cuda

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../arg_checks.h"
+#include "../noisy_weight_checks.h"
 #include "cpu_empty.h"
 #include "weight_noise.h"
 
@@ -96,10 +97,14 @@ std::vector<bool> active_paths(const std::optional<at::Tensor>& counts, int64_t 
 std::tuple<at::Tensor, at::Tensor> path_weights_fwd_cpu(const at::Tensor& weight_in,
                                                         const std::optional<at::Tensor>& mask_in,
                                                         const std::optional<at::Tensor>& alpha_in,
-                                                        at::ArrayRef<double> lams, at::ArrayRef<int64_t> seeds,
-                                                        const std::optional<at::Tensor>& counts) {
+                                                        at::ArrayRef<double> lams, at::ArrayRef<int64_t> seeds_in,
+                                                        const std::optional<at::Tensor>& counts,
+                                                        const std::optional<at::Tensor>& seed_offset) {
   const PathLayout L = check_path_args("path_weights", "weight", weight_in, static_cast<int64_t>(lams.size()), mask_in,
-                                       alpha_in, lams, seeds, counts);
+                                       alpha_in, lams, seeds_in, counts);
+  check_seed_offset("path_weights", seed_offset, "weight", weight_in);
+  const std::vector<int64_t> shifted = seeds_with_offset("path_weights", seeds_in, seed_offset);
+  const at::ArrayRef<int64_t> seeds = seed_offset.has_value() ? at::ArrayRef<int64_t>(shifted) : seeds_in;
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
   const at::Tensor alpha = alpha_in.has_value() ? alpha_in->contiguous() : at::Tensor();
@@ -167,12 +172,16 @@ std::tuple<at::Tensor, at::Tensor> path_weights_bwd_cpu(const at::Tensor& grad_i
                                                         const std::optional<at::Tensor>& mask_in,
                                                         const std::optional<at::Tensor>& alpha_in,
                                                         const at::Tensor& sigma_in, at::ArrayRef<double> lams,
-                                                        at::ArrayRef<int64_t> seeds,
+                                                        at::ArrayRef<int64_t> seeds_in,
                                                         const std::optional<at::Tensor>& counts,
-                                                        bool need_alpha_grad) {
+                                                        bool need_alpha_grad,
+                                                        const std::optional<at::Tensor>& seed_offset) {
   const char* op = "path_weights_backward";
   const PathLayout G = check_path_args(op, "grad_out", grad_in, static_cast<int64_t>(lams.size()), mask_in, alpha_in,
-                                       lams, seeds, counts);
+                                       lams, seeds_in, counts);
+  check_seed_offset(op, seed_offset, "grad_out", grad_in);
+  const std::vector<int64_t> shifted = seeds_with_offset(op, seeds_in, seed_offset);
+  const at::ArrayRef<int64_t> seeds = seed_offset.has_value() ? at::ArrayRef<int64_t>(shifted) : seeds_in;
   // dW' holds one entry per path, whatever the bank shares.
   TORCH_CHECK_VALUE(G.entries == G.paths, op, ": grad_out must hold one entry per path (", G.paths, "), got ",
                     G.entries);

@@ -226,7 +226,7 @@ LayerOutputs routed_forward(const char* op, const at::Tensor& x, const at::Tenso
                        at::IntArrayRef seeds, const OptionalTensor& route, at::IntArrayRef segments,
                        const ConvArgs& conv, const OptionalTensor& seed_tensor) {
   const int64_t paths = check_layer_args(op, x, weight, bias, lams, route, segments, conv);
-  const auto resolved = resolved_seeds(op, seeds, seed_tensor);
+  const auto resolved = resolved_seeds(op, seeds, seed_tensor, weight);
   const bool routed = route.has_value();
   at::Tensor counts, perm, grouped;
   Sizes sizes;
@@ -241,7 +241,7 @@ LayerOutputs routed_forward(const char* op, const at::Tensor& x, const at::Tenso
     sizes.assign(segments.begin(), segments.end());
     grouped = x;
   }
-  const at::Tensor effective = is_plain_bank(op, weight, mask, alpha, lams, resolved)
+  const at::Tensor effective = is_plain_bank(op, weight, mask, alpha, lams, resolved.values)
                                    ? weight
                                    : std::get<0>(path_weights_kernel(weight, mask, alpha, lams, resolved, counts));
   c10::SmallVector<at::Tensor, 4> parts;
@@ -304,8 +304,8 @@ Outputs routed_backward(const char* op, const at::Tensor& grad_y, const at::Tens
   const auto [need_x, need_weight, need_bias_asked, need_alpha] = needs;
   const bool need_bias = need_bias_asked && bias_entries > 0;
   const bool need_effective = need_weight || need_alpha;
-  const auto resolved = resolved_seeds(op, seeds, seed_tensor);
-  const bool plain = is_plain_bank(op, weight, mask, alpha, lams, resolved);
+  const auto resolved = resolved_seeds(op, seeds, seed_tensor, weight);
+  const bool plain = is_plain_bank(op, weight, mask, alpha, lams, resolved.values);
   at::Tensor effective = weight, sigma;
   if (!plain) std::tie(effective, sigma) = path_weights_kernel(weight, mask, alpha, lams, resolved, counts);
   const bool regroup = routed && used_groups(sizes) > 1;

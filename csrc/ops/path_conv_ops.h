@@ -39,15 +39,25 @@ using PathLinearBackwardOp = Outputs(const at::Tensor&, const at::Tensor&, const
                                      at::ArrayRef<double>, at::IntArrayRef, at::IntArrayRef, int64_t,
                                      const NeedsList&, const OptionalTensor&);
 
-// Every seed plus the value of `seed_tensor` (a 0-dim int64 CPU tensor) when one is given.
 // (Small vectors here and in the layer ops: a heap allocation costs a small layer more than a launch.)
 using Sizes = c10::SmallVector<int64_t, 4>;
-Sizes resolved_seeds(const char* op, at::IntArrayRef seeds, const std::optional<at::Tensor>& seed_tensor);
+
+// The per-path seeds of a call: `values`, each plus `device_offset` where the call's seed tensor
+// lives on the weight's GPU (added by the kernels there: a CUDA graph replays the read).
+struct PathSeeds {
+  Sizes values;
+  std::optional<at::Tensor> device_offset;
+};
+
+// Every seed plus seed_tensor: one on the CPU is read here (no device sync), one on `weight`'s
+// GPU is passed on to the kernels.
+PathSeeds resolved_seeds(const char* op, at::IntArrayRef seeds, const std::optional<at::Tensor>& seed_tensor,
+                         const at::Tensor& weight);
 
 // (W' [P, ...], std [S]) of every path; paths whose count is 0 get zeros.
 std::tuple<at::Tensor, at::Tensor> path_weights_kernel(const at::Tensor& weight, const OptionalTensor& mask,
                                                        const std::optional<at::Tensor>& alpha,
-                                                       at::ArrayRef<double> lams, at::IntArrayRef seeds,
+                                                       at::ArrayRef<double> lams, const PathSeeds& seeds,
                                                        const std::optional<at::Tensor>& counts);
 
 // (dW [entries, ...], dalpha [P, A]) from dW' [P, ...]; dalpha is empty without need_alpha_grad.
@@ -55,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor> path_weights_backward_kernel(const at::Tensor
                                                                 const std::optional<at::Tensor>& mask,
                                                                 const std::optional<at::Tensor>& alpha,
                                                                 const at::Tensor& sigma, at::ArrayRef<double> lams,
-                                                                at::IntArrayRef seeds,
+                                                                const PathSeeds& seeds,
                                                                 const std::optional<at::Tensor>& counts,
                                                                 bool need_alpha_grad);
 

@@ -15,33 +15,40 @@ namespace robustkernels {
 using OptionalTensor = std::optional<at::Tensor>;
 using TensorPair = std::tuple<at::Tensor, at::Tensor>;
 using WeightsForward = TensorPair(const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-                                  at::ArrayRef<double>, at::IntArrayRef, const OptionalTensor&);
+                                  at::ArrayRef<double>, at::IntArrayRef, const OptionalTensor&, const OptionalTensor&);
 using WeightsBackward = TensorPair(const at::Tensor&, int64_t, const OptionalTensor&, const OptionalTensor&,
                                    const at::Tensor&, at::ArrayRef<double>, at::IntArrayRef, const OptionalTensor&,
-                                   bool);
+                                   bool, const OptionalTensor&);
 using RouteSort = TensorPair(const at::Tensor&, int64_t);
 
-Sizes resolved_seeds(const char* op, at::IntArrayRef seeds, const OptionalTensor& seed_tensor) {
-  Sizes resolved;
-  resolved.reserve(seeds.size());
-  for (int64_t seed : seeds) resolved.push_back(resolved_seed(op, seed, seed_tensor));
+PathSeeds resolved_seeds(const char* op, at::IntArrayRef seeds, const OptionalTensor& seed_tensor,
+                         const at::Tensor& weight) {
+  PathSeeds resolved;
+  resolved.values.reserve(seeds.size());
+  if (seed_tensor.has_value() && !seed_tensor->is_cpu()) {
+    for (int64_t seed : seeds) resolved.values.push_back(call_seed(op, seed, seed_tensor, weight).value);
+    resolved.device_offset = seed_tensor;
+    return resolved;
+  }
+  for (int64_t seed : seeds) resolved.values.push_back(resolved_seed(op, seed, seed_tensor));
   return resolved;
 }
 
 TensorPair path_weights_kernel(const at::Tensor& weight, const OptionalTensor& mask, const OptionalTensor& alpha,
-                               at::ArrayRef<double> lams, at::IntArrayRef seeds, const OptionalTensor& counts) {
+                               at::ArrayRef<double> lams, const PathSeeds& seeds, const OptionalTensor& counts) {
   static const auto device = op_handle<WeightsForward>("robustkernels::path_weights_fwd_kernel");
   static const auto python = op_handle<WeightsForward>("robustkernels::path_weights_fwd_python");
-  return chosen_kernel(device, python).call(weight, mask, alpha, lams, seeds, counts);
+  return chosen_kernel(device, python).call(weight, mask, alpha, lams, seeds.values, counts, seeds.device_offset);
 }
 
 TensorPair path_weights_backward_kernel(const at::Tensor& grad, int64_t entries, const OptionalTensor& mask,
                                         const OptionalTensor& alpha, const at::Tensor& sigma,
-                                        at::ArrayRef<double> lams, at::IntArrayRef seeds,
+                                        at::ArrayRef<double> lams, const PathSeeds& seeds,
                                         const OptionalTensor& counts, bool need_alpha_grad) {
   static const auto device = op_handle<WeightsBackward>("robustkernels::path_weights_bwd_kernel");
   static const auto python = op_handle<WeightsBackward>("robustkernels::path_weights_bwd_python");
-  return chosen_kernel(device, python).call(grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad);
+  return chosen_kernel(device, python)
+      .call(grad, entries, mask, alpha, sigma, lams, seeds.values, counts, need_alpha_grad, seeds.device_offset);
 }
 
 TensorPair route_sort_kernel(const at::Tensor& route, int64_t num_paths) {
@@ -58,14 +65,15 @@ using PathWeightsOp = TensorPair(const at::Tensor&, const OptionalTensor&, const
 TensorPair path_weights_impl(const at::Tensor& weight, const OptionalTensor& mask, const OptionalTensor& alpha,
                              at::ArrayRef<double> lams, at::IntArrayRef seeds, const OptionalTensor& counts,
                              const OptionalTensor& seed_tensor) {
-  return path_weights_kernel(weight, mask, alpha, lams, resolved_seeds("path_weights", seeds, seed_tensor), counts);
+  return path_weights_kernel(weight, mask, alpha, lams, resolved_seeds("path_weights", seeds, seed_tensor, weight),
+                             counts);
 }
 
 TensorPair path_weights_backward_impl(const at::Tensor& grad, int64_t entries, const OptionalTensor& mask,
                                       const OptionalTensor& alpha, const at::Tensor& sigma,
                                       at::ArrayRef<double> lams, at::IntArrayRef seeds, const OptionalTensor& counts,
                                       bool need_alpha_grad, const OptionalTensor& seed_tensor) {
-  const auto resolved = resolved_seeds("path_weights_backward", seeds, seed_tensor);
+  const auto resolved = resolved_seeds("path_weights_backward", seeds, seed_tensor, grad);
   return path_weights_backward_kernel(grad, entries, mask, alpha, sigma, lams, resolved, counts, need_alpha_grad);
 }
 

@@ -246,7 +246,7 @@ class MaskedExpertConv2d(_PathConv):
     def _dual_path_conv(self, x, weight, bias, alpha, masks) -> torch.Tensor:
         """The two paths over `weight` (the whole weight here, a slice in a slimmable subclass).
         A fixed int seed s gives the noisy path seed s; a drawn seed tensor t gives path p t + p."""
-        seed = self.seed if self.seed is not None else self._next_seed(self.num_paths)
+        seed = self.seed if self.seed is not None else self._next_seed(self.num_paths, device=weight.device)
         self.last_seed = seed
         # alpha of the clean path is a placeholder: its lam is 0, so it gets no noise and no gradient
         if not self._follows and isinstance(self.route, int) and not isinstance(self.route, bool):

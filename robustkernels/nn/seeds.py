@@ -18,10 +18,11 @@ DistributedDataParallel does not broadcast it (each rank keeps its own noise).
   draws what an uninterrupted one draws.
 - `noise_seed(model, seed)`: the same for the length of a block, restoring every stream after
   it (an evaluation's draws, e.g. one seed per draw, leave the model's own streams alone).
-- On a GPU the noisy layers (NoisyConv2d, NoisyLinear) keep their stream on the device and
-  advance it in place, so a model captured in a CUDA graph draws fresh noise at every replay;
-  set_noise_seed and noise_seed then write that tensor in place too. The other random modules'
-  ops read their seed on the host: a graph would replay the seed it captured.
+- On a GPU the noisy layers (NoisyConv2d, NoisyLinear, MaskedExpertConv2d and its slimmable
+  subclass) keep their stream on the device and advance it in place, so a model captured in a
+  CUDA graph draws fresh noise at every replay; set_noise_seed and noise_seed then write that
+  tensor in place too. A routed module on route="random" and MultiResStack read their seed on
+  the host: a graph would replay the seed it captured.
 - Default: a module never given a seed starts at a stream drawn once, when it is built, from
   torch's generator (as its initial weights are), so torch.manual_seed before building a model
   makes its noise repeatable; its calls never touch torch's generator.

@@ -38,7 +38,7 @@ def path_noise(noise, num_paths: int, op: str):
 
     alpha: [P] (one per path), [P, C_out] or [P, *weight shape]; lam: one float for every path
     or one per path (0 = a clean path); seed: one int (path p draws with seed + p), one per path,
-    or a 0-dim int64 CPU tensor t (path p draws with t + p).
+    or a 0-dim int64 tensor t on the CPU or the bank's device (path p draws with t + p).
     """
     if noise is None:
         return None, [0.0] * num_paths, [0] * num_paths, None
@@ -55,7 +55,7 @@ def path_noise(noise, num_paths: int, op: str):
     lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * num_paths
     seed_tensor = None
     if isinstance(seed, torch.Tensor):
-        check_seed_tensor(seed, op)
+        check_seed_tensor(seed, op, alpha.device)  # on the CPU or the bank's device
         seed, seed_tensor = 0, seed
     seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * num_paths
     for value in lams:

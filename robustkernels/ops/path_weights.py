@@ -21,6 +21,8 @@ from robustkernels import _extension, reference
 from robustkernels.ops import backend, validation
 from robustkernels.ops.device_values import constant_tensor, staged_tensor
 from robustkernels.ops.noisy_weight import sigma_dtype
+from robustkernels.ops.seed_tensor import check_seed_offset
+from robustkernels.ops.seed_tensor import seed_offset as seed_offset_value
 from robustkernels.ops.validation import check_counts, check_route, path_layout
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
@@ -103,7 +105,21 @@ def triton_specialisations():
         yield specialise(route_sort_kernel, _sort_launch(num_paths), torch.int64, route_ptr=route)
 
 
-def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
+def _seed_table(seeds, seed_offset, device) -> torch.Tensor:
+    """The per-path seeds the Triton kernels read: staged from the host, or, with a device-held
+    offset, the kept seeds plus that offset on the device (a CUDA graph replays the add)."""
+    if seed_offset is None:
+        return staged_tensor(seeds, torch.int64, device)
+    return constant_tensor(seeds, torch.int64, device) + seed_offset
+
+
+def _host_seeds(seeds, seed_offset) -> list[int]:
+    """The seeds with a seed_offset added on the host (the reference kernels)."""
+    offset = seed_offset_value(seed_offset)
+    return [seed + offset for seed in seeds]
+
+
+def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout, seed_offset=None):
     paths, entries, rows, inner, alpha_size = layout
     weight = weight.contiguous()
     n = rows * inner
@@ -127,7 +143,7 @@ def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
         mask.contiguous().view(torch.uint8) if mask is not None else weight,
         alpha.contiguous() if alpha is not None else weight,
         constant_tensor(lams, torch.float64, device),
-        staged_tensor(seeds, torch.int64, device),
+        _seed_table(seeds, seed_offset, device),
         counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
         sigma,
         sums,
@@ -144,7 +160,9 @@ def _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout):
     return out, sigma
 
 
-def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, need_alpha, layout):
+def _weights_backward_triton(
+    grad, entries, mask, sigma, lams, seeds, counts, need_alpha, layout, seed_offset=None
+):
     paths, _, rows, inner, alpha_size = layout
     grad = grad.contiguous()
     device = grad.device
@@ -163,7 +181,7 @@ def _weights_backward_triton(grad, entries, mask, sigma, lams, seeds, counts, ne
         grad,
         mask.contiguous().view(torch.uint8) if mask is not None else grad,
         constant_tensor(lams, torch.float64, device),
-        staged_tensor(seeds, torch.int64, device),
+        _seed_table(seeds, seed_offset, device),
         counts if counts is not None else torch.ones(paths, dtype=torch.int64, device=device),
         sigma,
         grad_weight,
@@ -224,47 +242,70 @@ def _weights_backward_reference(grad, entries, mask, sigma, lams, seeds, counts,
     return grad_weight.contiguous(), torch.stack(grad_alpha).to(grad.dtype)
 
 
-def _python_weights_forward(weight, mask, alpha, lams, seeds, counts):
+def _python_weights_forward(weight, mask, alpha, lams, seeds, counts, seed_offset=None):
     """The weight kernel of the backend use_backend chose (robustkernels::path_weights_fwd_python)."""
     layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
     check_counts(counts, layout[0], weight, "path_weights")
+    check_seed_offset(seed_offset, weight, "path_weights")
     name = backend.select_without_cuda("path_weights", weight.device, "path")
     if name == "cpp":
-        return torch.ops.robustkernels.path_weights_fwd_kernel(weight, mask, alpha, lams, seeds, counts)
+        return torch.ops.robustkernels.path_weights_fwd_kernel(
+            weight, mask, alpha, lams, seeds, counts, seed_offset
+        )
     if name == "triton":
-        return _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout)
-    return _weights_forward_reference(weight, mask, alpha, lams, seeds, counts, layout)
+        return _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout, seed_offset)
+    return _weights_forward_reference(
+        weight, mask, alpha, lams, _host_seeds(seeds, seed_offset), counts, layout
+    )
 
 
-def _python_weights_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad):
+def _python_weights_backward(
+    grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad, seed_offset=None
+):
     """The weight backward kernel of the backend use_backend chose (path_weights_bwd_python)."""
     layout = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts, "grad_out")
+    check_seed_offset(seed_offset, grad, "path_weights_backward")
     name = backend.select_without_cuda("path_weights_backward", grad.device, "path")
     if name == "cpp":
         return torch.ops.robustkernels.path_weights_bwd_kernel(
-            grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad
+            grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad, seed_offset
         )
     if name == "triton":
         return _weights_backward_triton(
-            grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout
+            grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout, seed_offset
         )
+    seeds = _host_seeds(seeds, seed_offset)
     return _weights_backward_reference(
         grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout
     )
 
 
-def _cuda_weights_forward(weight, mask, alpha, lams, seeds, counts):
-    """The CUDA weight kernel (there is no CUDA C++ one): Triton, else the reference."""
+def _cuda_weights_forward(weight, mask, alpha, lams, seeds, counts, seed_offset=None):
+    """The CUDA weight kernel (there is no CUDA C++ one): Triton, else the reference (which reads a
+    device-held offset on the host)."""
     layout = path_layout(weight, mask, alpha, lams, seeds, "path_weights")
     check_counts(counts, layout[0], weight, "path_weights")
-    run = _weights_forward_triton if _triton_available else _weights_forward_reference
-    return run(weight, mask, alpha, lams, seeds, counts, layout)
+    check_seed_offset(seed_offset, weight, "path_weights")
+    if _triton_available:
+        return _weights_forward_triton(weight, mask, alpha, lams, seeds, counts, layout, seed_offset)
+    return _weights_forward_reference(
+        weight, mask, alpha, lams, _host_seeds(seeds, seed_offset), counts, layout
+    )
 
 
-def _cuda_weights_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad):
+def _cuda_weights_backward(
+    grad, entries, mask, alpha, sigma, lams, seeds, counts, need_alpha_grad, seed_offset=None
+):
     layout = _check_backward(grad, entries, mask, alpha, sigma, lams, seeds, counts, "grad_out")
-    run = _weights_backward_triton if _triton_available else _weights_backward_reference
-    return run(grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout)
+    check_seed_offset(seed_offset, grad, "path_weights_backward")
+    if _triton_available:
+        return _weights_backward_triton(
+            grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout, seed_offset
+        )
+    seeds = _host_seeds(seeds, seed_offset)
+    return _weights_backward_reference(
+        grad, entries, mask, sigma, lams, seeds, counts, need_alpha_grad, layout
+    )
 
 
 def _path_weights_fake(weight, mask, alpha, lams, seeds, counts, seed_tensor=None):

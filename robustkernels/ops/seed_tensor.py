@@ -7,9 +7,10 @@ neither a Python int Dynamo would specialise on (a recompile per call) nor a ten
 traced code (a graph break); reading a CPU tensor costs no device sync. The kernels keep
 their int seeds.
 
-The noisy weight ops (noisy_weight, noisy_conv2d, noisy_linear) also take a seed tensor on their
-GPU: they pass it to the kernels as `seed_offset`, added on the device, so a CUDA graph that
-captured the call reads the layer's current seed at every replay (robustkernels/nn/seeds.py).
+The weight ops (noisy_weight, noisy_conv2d, noisy_linear, path_weights, path_conv2d,
+path_linear) also take a seed tensor on their GPU: they pass it to the kernels as `seed_offset`,
+added on the device, so a CUDA graph that captured the call reads the layer's current seed at
+every replay (robustkernels/nn/seeds.py).
 """
 
 import torch
