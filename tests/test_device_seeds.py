@@ -107,6 +107,16 @@ def _captured(layer, x):
     return graph, y
 
 
+def _replays(graph, y, count: int) -> list[torch.Tensor]:
+    """y after each of `count` replays."""
+    outputs = []
+    for _ in range(count):
+        graph.replay()
+        outputs.append(y.clone())
+    torch.cuda.synchronize()
+    return outputs
+
+
 @pytest.mark.cuda
 @needs_cuda
 @pytest.mark.parametrize("kind", ["conv", "linear"])
@@ -128,11 +138,7 @@ def test_a_captured_noisy_layer_draws_fresh_noise_per_replay(kind):
 
     graph, y = _captured(layer, x)
     assert layer.noise_stream.is_cuda
-    outputs = []
-    for _ in range(3):
-        graph.replay()
-        outputs.append(y.clone())
-    torch.cuda.synchronize()
+    outputs = _replays(graph, y, 3)
     assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
     after = int(layer.noise_stream)  # every replay advanced the stream by one
     with torch.no_grad():
@@ -155,10 +161,7 @@ def test_a_captured_float_layer_draws_fresh_noise_per_replay(route):
     x = torch.randn(4, 4, 8, 8, device="cuda")
     graph, y = _captured(layer, x)
     assert layer.noise_stream.is_cuda
-    outputs = []
-    for _ in range(2):
-        graph.replay()
-        outputs.append(y.clone())
+    outputs = _replays(graph, y, 2)
     half = slice(2, 4) if route == "split" else slice(0, 4)  # the noisy path's samples
     assert not torch.equal(outputs[0][half], outputs[1][half])
     with torch.no_grad():
