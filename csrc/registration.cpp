@@ -95,7 +95,8 @@ TORCH_LIBRARY(robustkernels, m) {
   // clip_mask uint8 [B, C * V, H, ceil(W / 8)]), view v at low resolution heights[v] x widths[v];
   // the backward gives dx [B, C, H, W] from d out, the forward's clip_mask and its input x
   // (adjust_contrast's clamp). The kernels build the resize tables and noise offsets themselves.
-  // The seed is `seed` plus the value of seed_tensor (a 0-dim int64 CPU tensor) when one is given.
+  // The seed is `seed` plus the value of seed_tensor when one is given: a 0-dim int64 tensor on the
+  // CPU (read on the host) or on x's GPU (the kernels' seed_offset, added on the device).
   m.def("multires_stack(Tensor x, int[] heights, int[] widths, int jitter, float noise, str noise_kind, "
         "float contrast_low, float contrast_high, str interpolation, bool antialias, bool adjust_contrast, "
         "int seed, Tensor? seed_tensor=None) -> (Tensor, Tensor)");
@@ -104,16 +105,16 @@ TORCH_LIBRARY(robustkernels, m) {
         "bool adjust_contrast, int seed, Tensor? seed_tensor=None) -> Tensor");
   m.def("multires_stack_fwd_python(Tensor x, int[] heights, int[] widths, int jitter, float noise, "
         "str noise_kind, float contrast_low, float contrast_high, str interpolation, bool antialias, "
-        "bool adjust_contrast, int seed) -> (Tensor, Tensor)");
+        "bool adjust_contrast, int seed, Tensor? seed_offset=None) -> (Tensor, Tensor)");
   m.def("multires_stack_bwd_python(Tensor grad, Tensor clip_mask, Tensor x, int[] heights, int[] widths, "
         "int jitter, float contrast_low, float contrast_high, str interpolation, bool antialias, "
-        "bool adjust_contrast, int seed) -> Tensor");
+        "bool adjust_contrast, int seed, Tensor? seed_offset=None) -> Tensor");
   m.def("multires_stack_fwd_kernel(Tensor x, int[] heights, int[] widths, int jitter, float noise, "
         "str noise_kind, float contrast_low, float contrast_high, str interpolation, bool antialias, "
-        "bool adjust_contrast, int seed) -> (Tensor, Tensor)");
+        "bool adjust_contrast, int seed, Tensor? seed_offset=None) -> (Tensor, Tensor)");
   m.def("multires_stack_bwd_kernel(Tensor grad_out, Tensor clip_mask, Tensor x, int[] heights, int[] widths, "
         "int jitter, float contrast_low, float contrast_high, str interpolation, bool antialias, "
-        "bool adjust_contrast, int seed) -> Tensor");
+        "bool adjust_contrast, int seed, Tensor? seed_offset=None) -> Tensor");
   // One attack step: x_adv + step[b] * sign(grad) (linf) or grad / ||grad_b|| (l2), or
   // + step[b] * grad (normalize false), projected onto the eps ball around x_orig, clamped to [lo, hi].
   m.def("pgd_step_fwd_kernel(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step, float eps, str norm, "

@@ -209,7 +209,7 @@ def multires_stack(
     )  # the op's C++ checks the values
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    seed, seed_tensor = seed_arguments(seed, "multires_stack")
+    seed, seed_tensor = seed_arguments(seed, "multires_stack", x.device)
     low, high = float(contrast[0]), float(contrast[1])
     args = (x, heights, widths, jitter, float(noise), noise_kind, low, high, interpolation, *switches)
     if not _extension.is_loaded():

@@ -11,7 +11,14 @@ import torch
 
 import robustkernels.functional as rkF
 from robustkernels import use_backend
-from robustkernels.nn import MaskedExpertConv2d, NoisyConv2d, NoisyLinear, noise_seed, set_noise_seed
+from robustkernels.nn import (
+    MaskedExpertConv2d,
+    MultiResStack,
+    NoisyConv2d,
+    NoisyLinear,
+    noise_seed,
+    set_noise_seed,
+)
 from robustkernels.ops import backend
 
 OPS = torch.ops.robustkernels
@@ -62,6 +69,22 @@ def test_path_weight_kernels_add_the_seed_offset(name):
     assert torch.equal(out, expected_out)
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_multires_stack_kernels_add_the_seed_offset(name):
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    settings = ([8, 4], [8, 4], 2, 0.1, "uniform", 0.5, 1.0, "bicubic", False, True)
+    offset = torch.tensor(OFFSET)
+    with use_backend(name):
+        out, mask = OPS.multires_stack_fwd_python(x, *settings, SEED, offset)
+        expected_out, expected_mask = OPS.multires_stack_fwd_python(x, *settings, SEED + OFFSET)
+        backward_settings = (*settings[:3], *settings[5:])
+        grad = torch.ones_like(out)
+        dx = OPS.multires_stack_bwd_python(grad, mask, x, *backward_settings, SEED, offset)
+        expected_dx = OPS.multires_stack_bwd_python(grad, mask, x, *backward_settings, SEED + OFFSET)
+    assert torch.equal(out, expected_out) and torch.equal(mask, expected_mask)
+    torch.testing.assert_close(dx, expected_dx, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -169,6 +192,18 @@ def test_a_captured_float_layer_draws_fresh_noise_per_replay(route):
         # fixed int seed gives path 1 as it is
         layer.seed = int(layer.noise_stream) - 1
         torch.testing.assert_close(outputs[1], layer(x))
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_a_captured_multires_stack_draws_fresh_views_per_replay():
+    stack = MultiResStack((8, 4, 2))
+    x = torch.rand(2, 3, 8, 8, device="cuda")
+    graph, y = _captured(stack, x)
+    assert stack.noise_stream.is_cuda
+    outputs = _replays(graph, y, 2)
+    assert not torch.equal(outputs[0], outputs[1])
+    torch.testing.assert_close(outputs[1], stack(x, seed=int(stack.noise_stream) - 1))  # one seed a call
 
 
 @pytest.mark.cuda

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../arg_checks.h"
+#include "../noisy_weight_checks.h"  // seed_offset
 #include "multires_stack_steps.h"
 #include "multiversion.h"
 #include "resize_tables.h"
@@ -301,10 +302,14 @@ std::tuple<at::Tensor, at::Tensor> multires_stack_fwd_cpu(const at::Tensor& x_in
                                                           at::IntArrayRef widths, int64_t jitter, double noise,
                                                           c10::string_view noise_kind, double contrast_low,
                                                           double contrast_high, c10::string_view interpolation,
-                                                          bool antialias, bool adjust_contrast, int64_t seed) {
+                                                          bool antialias, bool adjust_contrast, int64_t seed_in,
+                                                          const std::optional<at::Tensor>& seed_offset) {
   const char* op = "multires_stack";
   check_kernel_float(op, "x", x_in);
   check_device_type(op, "x", x_in, at::kCPU);
+  check_seed(op, "seed", seed_in);
+  check_seed_offset(op, seed_offset, "x", x_in);
+  const int64_t seed = seed_with_offset(op, seed_in, seed_offset);
   check_rank(op, "x", x_in, 4, "[B, C, H, W]");
   const int64_t batch = x_in.size(0), channels = x_in.size(1), height = x_in.size(2), width = x_in.size(3);
   check_views(op, heights, widths, height, width);
@@ -330,10 +335,14 @@ std::tuple<at::Tensor, at::Tensor> multires_stack_fwd_cpu(const at::Tensor& x_in
 at::Tensor multires_stack_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, const at::Tensor& x_in,
                                   at::IntArrayRef heights, at::IntArrayRef widths, int64_t jitter,
                                   double contrast_low, double contrast_high, c10::string_view interpolation,
-                                  bool antialias, bool adjust_contrast, int64_t seed) {
+                                  bool antialias, bool adjust_contrast, int64_t seed_in,
+                                  const std::optional<at::Tensor>& seed_offset) {
   const char* op = "multires_stack_backward";
   check_kernel_float(op, "grad_out", grad_in);
   check_device_type(op, "grad_out", grad_in, at::kCPU);
+  check_seed(op, "seed", seed_in);
+  check_seed_offset(op, seed_offset, "grad_out", grad_in);
+  const int64_t seed = seed_with_offset(op, seed_in, seed_offset);
   check_rank(op, "grad_out", grad_in, 4, "[B, C * V, H, W]");
   const int64_t num_views = static_cast<int64_t>(heights.size());
   TORCH_CHECK_VALUE(num_views >= 1 && grad_in.size(1) % num_views == 0, op, ": grad_out has ", grad_in.size(1),

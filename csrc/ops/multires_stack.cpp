@@ -10,19 +10,20 @@
 #include <torch/library.h>
 
 #include "../kernel_choice.h"
-#include "noisy_weight_ops.h"  // resolved_seed
+#include "noisy_weight_ops.h"  // call_seed
 
 namespace robustkernels {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+using OptionalTensor = std::optional<at::Tensor>;
 using Forward = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef, at::IntArrayRef, int64_t,
                                                    double, c10::string_view, double, double, c10::string_view, bool,
-                                                   bool, int64_t);
+                                                   bool, int64_t, const OptionalTensor&);
 using Backward = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef,
-                            at::IntArrayRef, int64_t, double, double, c10::string_view, bool, bool, int64_t);
-using OptionalTensor = std::optional<at::Tensor>;
+                            at::IntArrayRef, int64_t, double, double, c10::string_view, bool, bool, int64_t,
+                            const OptionalTensor&);
 using Op = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef, at::IntArrayRef, int64_t, double,
                                               c10::string_view, double, double, c10::string_view, bool, bool,
                                               int64_t, const OptionalTensor&);
@@ -38,9 +39,10 @@ std::tuple<at::Tensor, at::Tensor> multires_stack_impl(const at::Tensor& x, at::
                                                        const OptionalTensor& seed_tensor) {
   static const auto device = op_handle<Forward>("robustkernels::multires_stack_fwd_kernel");
   static const auto python = op_handle<Forward>("robustkernels::multires_stack_fwd_python");
+  const Seed resolved = call_seed("multires_stack", seed, seed_tensor, x);
   return chosen_kernel(device, python)
       .call(x, heights, widths, jitter, noise, noise_kind, contrast_low, contrast_high, interpolation, antialias,
-            adjust_contrast, resolved_seed("multires_stack", seed, seed_tensor));
+            adjust_contrast, resolved.value, resolved.device_offset);
 }
 
 at::Tensor multires_stack_backward_impl(const at::Tensor& grad, const at::Tensor& clip_mask, const at::Tensor& x,
@@ -50,9 +52,10 @@ at::Tensor multires_stack_backward_impl(const at::Tensor& grad, const at::Tensor
                                         const OptionalTensor& seed_tensor) {
   static const auto device = op_handle<Backward>("robustkernels::multires_stack_bwd_kernel");
   static const auto python = op_handle<Backward>("robustkernels::multires_stack_bwd_python");
+  const Seed resolved = call_seed("multires_stack_backward", seed, seed_tensor, x);
   return chosen_kernel(device, python)
       .call(grad, clip_mask, x, heights, widths, jitter, contrast_low, contrast_high, interpolation, antialias,
-            adjust_contrast, resolved_seed("multires_stack_backward", seed, seed_tensor));
+            adjust_contrast, resolved.value, resolved.device_offset);
 }
 
 struct MultiresStackFunction : torch::autograd::Function<MultiresStackFunction> {

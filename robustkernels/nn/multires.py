@@ -59,7 +59,7 @@ class MultiResStack(NoiseStream, nn.Module):
             interpolation=self.interpolation,
             antialias=self.antialias,
             adjust_contrast=self.adjust_contrast,
-            seed=self._next_seed() if seed is None else seed,
+            seed=self._next_seed(device=x.device) if seed is None else seed,
         )
 
     def extra_repr(self) -> str:

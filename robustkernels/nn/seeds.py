@@ -19,10 +19,10 @@ DistributedDataParallel does not broadcast it (each rank keeps its own noise).
 - `noise_seed(model, seed)`: the same for the length of a block, restoring every stream after
   it (an evaluation's draws, e.g. one seed per draw, leave the model's own streams alone).
 - On a GPU the noisy layers (NoisyConv2d, NoisyLinear, MaskedExpertConv2d and its slimmable
-  subclass) keep their stream on the device and advance it in place, so a model captured in a
-  CUDA graph draws fresh noise at every replay; set_noise_seed and noise_seed then write that
-  tensor in place too. A routed module on route="random" and MultiResStack read their seed on
-  the host: a graph would replay the seed it captured.
+  subclass) and MultiResStack keep their stream on the device and advance it in place, so a
+  model captured in a CUDA graph draws fresh noise at every replay; set_noise_seed and
+  noise_seed then write that tensor in place too. A routed module on route="random" reads its
+  seed on the host (its route sort reads the group sizes there anyway: it cannot be captured).
 - Default: a module never given a seed starts at a stream drawn once, when it is built, from
   torch's generator (as its initial weights are), so torch.manual_seed before building a model
   makes its noise repeatable; its calls never touch torch's generator.

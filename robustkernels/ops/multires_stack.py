@@ -31,7 +31,8 @@ from robustkernels.ops import backend
 from robustkernels.ops import multires_stack_checks as checks
 from robustkernels.ops.device_values import constant_tensor
 from robustkernels.ops.resize_tables import dense_tables, view_matrices
-from robustkernels.ops.seed_tensor import check_seed_tensor
+from robustkernels.ops.seed_tensor import check_seed_offset, check_seed_tensor, offset_or_zero
+from robustkernels.ops.seed_tensor import seed_offset as seed_offset_value
 from robustkernels.reference.multires_stack import (
     contrast_means,
     grey_weights,
@@ -108,7 +109,7 @@ def _backward_launch(height: int, width: int, adjust_contrast: bool, dtype: torc
 def triton_specialisations():
     """Every kernel specialisation the Triton launchers below can launch
     (tests/test_triton_compile.py compiles each)."""
-    scalars = dict(contrast_low="fp32", contrast_high="fp32", seed="i64")
+    scalars = dict(contrast_low="fp32", contrast_high="fp32", seed="i64", seed_offset_ptr=torch.int64)
     sides = range(1, _MAX_TRITON_BLOCK + 1)
     for dtype, side in itertools.product(CHECKED_DTYPES, sides):
         tables = dict.fromkeys(("down_y_ptr", "down_x_ptr", "up_y_ptr", "up_x_ptr"), _acc_dtype(dtype))
@@ -127,8 +128,8 @@ def triton_specialisations():
 
 
 def _forward_triton(
-    x, sizes, jitter, noise, noise_kind, contrast, interpolation, antialias, adjust_contrast, seed
-):
+    x, sizes, jitter, noise, noise_kind, contrast, interpolation, antialias, adjust_contrast, seed, seed_offset=None
+):  # fmt: skip
     b, c, h, w = x.shape
     v = len(sizes)
     x = x.contiguous()
@@ -149,14 +150,15 @@ def _forward_triton(
     )
     multires_stack_fwd_kernel[(b, v)](
         x, out, mask, down_y, down_x, up_y, up_x, meta,
-        b, c, h, w, v, jitter, float(noise), float(contrast[0]), float(contrast[1]), seed, **launch,
+        b, c, h, w, v, jitter, float(noise), float(contrast[0]), float(contrast[1]), seed,
+        offset_or_zero(seed_offset, x.device), **launch,
     )  # fmt: skip
     return out, mask
 
 
 def _backward_triton(
-    grad, clip_mask, x, sizes, jitter, contrast, interpolation, antialias, adjust_contrast, seed
-):
+    grad, clip_mask, x, sizes, jitter, contrast, interpolation, antialias, adjust_contrast, seed, seed_offset=None
+):  # fmt: skip
     b, cv, h, w = grad.shape
     v = len(sizes)
     c = cv // v
@@ -171,7 +173,8 @@ def _backward_triton(
     )
     multires_stack_bwd_kernel[(b,)](
         grad.contiguous(), clip_mask.contiguous(), x.contiguous(), dx, scratch, down_y, down_x, up_y, up_x,
-        b, c, h, w, v, jitter, float(contrast[0]), float(contrast[1]), seed, **launch,
+        b, c, h, w, v, jitter, float(contrast[0]), float(contrast[1]), seed,
+        offset_or_zero(seed_offset, grad.device), **launch,
     )  # fmt: skip
     return dx.to(grad.dtype)
 
@@ -228,12 +231,20 @@ def _backward_reference(
     return dx.to(grad.dtype).contiguous()
 
 
-def _forward(name, *args):
-    """The forward kernel of backend `name` on the op's arguments, checked here."""
+def _forward(name, *args, seed_offset=None):
+    """The forward kernel of backend `name` on the op's arguments, checked here; a seed_offset (a
+    0-dim int64 tensor on x's device) is added to the seed."""
     x, _, _, jitter, noise, noise_kind, low, high, interpolation, antialias, adjust_contrast, seed = args
     sizes = checks.check_op_args(*args)
+    check_seed_offset(seed_offset, x, "multires_stack")
     if name == "cpp":
-        return torch.ops.robustkernels.multires_stack_fwd_kernel(*args)
+        return torch.ops.robustkernels.multires_stack_fwd_kernel(*args, seed_offset)
+    if name == "triton" and _fits_triton(*x.shape[-2:]):
+        return _forward_triton(
+            x, sizes, jitter, noise, noise_kind, (low, high), interpolation, antialias, adjust_contrast, seed,
+            seed_offset,
+        )  # fmt: skip
+    seed = seed + seed_offset_value(seed_offset)  # the reference reads a device-held offset on the host
     settings = (
         sizes,
         jitter,
@@ -245,12 +256,10 @@ def _forward(name, *args):
         adjust_contrast,
         seed,
     )
-    if name == "triton" and _fits_triton(*x.shape[-2:]):
-        return _forward_triton(x, *settings)
     return _forward_reference(x, *settings)
 
 
-def _backward(name, *args):
+def _backward(name, *args, seed_offset=None):
     """The backward kernel of backend `name` on the op's arguments, checked here."""
     op = "multires_stack_backward"
     grad, clip_mask, x, heights, widths, jitter, low, high, interpolation, *switches, seed = args
@@ -258,32 +267,47 @@ def _backward(name, *args):
     sizes = checks.check_op_args(
         grad, heights, widths, jitter, 0.0, "uniform", low, high, interpolation, *switches, seed, op, "grad"
     )
+    check_seed_offset(seed_offset, grad, op)
     if name == "cpp":
-        return torch.ops.robustkernels.multires_stack_bwd_kernel(*args)
-    settings = (sizes, jitter, (low, high), interpolation, *switches, seed)
+        return torch.ops.robustkernels.multires_stack_bwd_kernel(*args, seed_offset)
     if name == "triton" and _fits_triton(*grad.shape[-2:]):
+        settings = (sizes, jitter, (low, high), interpolation, *switches, seed, seed_offset)
         return _backward_triton(grad, clip_mask, x, *settings)
+    settings = (sizes, jitter, (low, high), interpolation, *switches, seed + seed_offset_value(seed_offset))
     return _backward_reference(grad, clip_mask, x, *settings)
 
 
-def _python_forward(x, *args):
+# The kernel ops' arguments, then their optional seed_offset (given positionally by the dispatcher).
+_FORWARD_ARGS, _BACKWARD_ARGS = 12, 12
+
+
+def _with_offset(args: tuple, count: int) -> tuple[tuple, torch.Tensor | None]:
+    return (args[:count], args[count]) if len(args) > count else (args, None)
+
+
+def _python_forward(*args):
     """The kernel of the backend use_backend chose (robustkernels::multires_stack_fwd_python)."""
-    return _forward(backend.select_without_cuda("multires_stack", x.device, _FAMILY), x, *args)
+    args, offset = _with_offset(args, _FORWARD_ARGS)
+    name = backend.select_without_cuda("multires_stack", args[0].device, _FAMILY)
+    return _forward(name, *args, seed_offset=offset)
 
 
-def _python_backward(grad, *args):
+def _python_backward(*args):
     """robustkernels::multires_stack_bwd_python: the backward kernel of the backend use_backend chose."""
-    name = backend.select_without_cuda("multires_stack_backward", grad.device, _FAMILY)
-    return _backward(name, grad, *args)
+    args, offset = _with_offset(args, _BACKWARD_ARGS)
+    name = backend.select_without_cuda("multires_stack_backward", args[0].device, _FAMILY)
+    return _backward(name, *args, seed_offset=offset)
 
 
 def _cuda_forward(*args):
     """The CUDA kernel (there is no CUDA C++ one): Triton, else the reference."""
-    return _forward("triton" if _triton_available else "reference", *args)
+    args, offset = _with_offset(args, _FORWARD_ARGS)
+    return _forward("triton" if _triton_available else "reference", *args, seed_offset=offset)
 
 
 def _cuda_backward(*args):
-    return _backward("triton" if _triton_available else "reference", *args)
+    args, offset = _with_offset(args, _BACKWARD_ARGS)
+    return _backward("triton" if _triton_available else "reference", *args, seed_offset=offset)
 
 
 def reference_stack(*args):
@@ -297,7 +321,7 @@ def _multires_stack_fake(x, heights, *args, seed_tensor=None):
         *args, seed_tensor = args
     checks.check_op_args(x, heights, *args)
     if seed_tensor is not None:
-        check_seed_tensor(seed_tensor, "multires_stack")
+        check_seed_tensor(seed_tensor, "multires_stack", x.device)
     b, c, h, w = x.shape
     v = len(heights)
     return x.new_empty((b, c * v, h, w)), x.new_empty((b, c * v, h, (w + 7) // 8), dtype=torch.uint8)

@@ -18,8 +18,7 @@ import torch
 
 from robustkernels import _extension, reference
 from robustkernels.ops import backend, validation
-from robustkernels.ops.device_values import constant_tensor
-from robustkernels.ops.seed_tensor import check_layer_seed, check_seed_offset
+from robustkernels.ops.seed_tensor import check_layer_seed, check_seed_offset, offset_or_zero
 from robustkernels.ops.seed_tensor import seed_offset as seed_offset_value
 from robustkernels.reference.noisy_weight import weight_std as reference_weight_std
 from robustkernels.triton import available as _triton_available
@@ -117,11 +116,6 @@ def triton_specialisations():
             )  # fmt: skip
 
 
-def _offset_or_zero(seed_offset, device) -> torch.Tensor:
-    """What the kernels read at seed_offset_ptr: the call's device-held offset, or a kept zero."""
-    return seed_offset if seed_offset is not None else constant_tensor((0,), torch.int64, device)
-
-
 def _forward_triton(weight, alpha, lam, seed, mask, mode, seed_offset=None):
     weight = weight.contiguous()
     n = weight.numel()
@@ -148,7 +142,7 @@ def _forward_triton(weight, alpha, lam, seed, mask, mode, seed_offset=None):
         n // weight.shape[0],
         float(lam),
         seed,
-        _offset_or_zero(seed_offset, weight.device),
+        offset_or_zero(seed_offset, weight.device),
         num_partials,
         partial_block,
         **_forward_launch(mode, mask is not None, lam != 0, weight.dtype),
@@ -179,7 +173,7 @@ def _backward_triton(grad, alpha, sigma, lam, seed, mask, need_alpha_grad, mode,
         inner,
         float(lam),
         seed,
-        _offset_or_zero(seed_offset, grad.device),
+        offset_or_zero(seed_offset, grad.device),
         blocks_per_row,
         **_backward_launch(inner, mask is not None, alpha_grad, mode == validation.ALPHA_ELEMENT, grad.dtype),
     )

@@ -8,7 +8,7 @@ traced code (a graph break); reading a CPU tensor costs no device sync. The kern
 their int seeds.
 
 The weight ops (noisy_weight, noisy_conv2d, noisy_linear, path_weights, path_conv2d,
-path_linear) also take a seed tensor on their GPU: they pass it to the kernels as `seed_offset`,
+path_linear) and multires_stack also take a seed tensor on their GPU: they pass it to the kernels as `seed_offset`,
 added on the device, so a CUDA graph that captured the call reads the layer's current seed at
 every replay (robustkernels/nn/seeds.py).
 """
@@ -16,8 +16,16 @@ every replay (robustkernels/nn/seeds.py).
 import torch
 
 from robustkernels.ops import validation
+from robustkernels.ops.device_values import constant_tensor
 
-__all__ = ["check_layer_seed", "check_seed_offset", "check_seed_tensor", "resolved_seed", "seed_offset"]
+__all__ = [
+    "check_layer_seed",
+    "check_seed_offset",
+    "check_seed_tensor",
+    "offset_or_zero",
+    "resolved_seed",
+    "seed_offset",
+]
 
 
 def check_seed_tensor(seed_tensor, op: str, device: torch.device | None = None) -> None:
@@ -38,6 +46,11 @@ def check_layer_seed(seed_tensor, like: torch.Tensor, op: str) -> None:
     the CPU or on `like`'s device."""
     if seed_tensor is not None:
         check_seed_tensor(seed_tensor, op, like.device)
+
+
+def offset_or_zero(offset, device: torch.device) -> torch.Tensor:
+    """What a Triton kernel reads at seed_offset_ptr: the call's device-held offset, or a kept zero."""
+    return offset if offset is not None else constant_tensor((0,), torch.int64, device)
 
 
 def check_seed_offset(offset, like: torch.Tensor, op: str) -> None:

@@ -97,12 +97,13 @@ def _noise(seed, first, rows, cols, row_stride, noise, GAUSSIAN: tl.constexpr, A
 @triton.jit(do_not_specialize=["seed", "jitter"])
 def multires_stack_fwd_kernel(
     x_ptr, out_ptr, mask_ptr, down_y_ptr, down_x_ptr, up_y_ptr, up_x_ptr, meta_ptr,
-    B, C, H, W, V, jitter, noise, contrast_low, contrast_high, seed,
+    B, C, H, W, V, jitter, noise, contrast_low, contrast_high, seed, seed_offset_ptr,
     GAUSSIAN: tl.constexpr, NOISE: tl.constexpr, CONTRAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     v = tl.program_id(1).to(tl.int64)
+    seed = seed + tl.load(seed_offset_ptr)  # a device-held offset: a CUDA graph replays the read
     rh = tl.load(meta_ptr + 4 * v)
     rw = tl.load(meta_ptr + 4 * v + 1)
     low_offset = tl.load(meta_ptr + 4 * v + 2)
@@ -152,11 +153,12 @@ def multires_stack_fwd_kernel(
 @triton.jit(do_not_specialize=["seed", "jitter"])
 def multires_stack_bwd_kernel(
     grad_ptr, mask_ptr, x_ptr, dx_ptr, scratch_ptr, down_y_ptr, down_x_ptr, up_y_ptr, up_x_ptr,
-    B, C, H, W, V, jitter, contrast_low, contrast_high, seed,
+    B, C, H, W, V, jitter, contrast_low, contrast_high, seed, seed_offset_ptr,
     CONTRAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
+    seed = seed + tl.load(seed_offset_ptr)
     ys = tl.arange(0, BLOCK_H)
     xs = tl.arange(0, BLOCK_W)
     inside = (ys[:, None] < H) & (xs[None, :] < W)
