@@ -121,6 +121,9 @@ def plain_call(bank_rank, x, weight_bank, route, bias_bank, noise, num_paths, op
         return None
     if route.__class__ is torch.Tensor:
         route_tensor, segments = route, []
+    elif route.__class__ is int and 0 <= route < paths and x.dim():  # the whole batch on one path (EIO)
+        route_tensor, segments = None, [0] * paths
+        segments[route] = x.shape[0]
     else:
         route_tensor, segments = route_arguments(route, x, paths, op)
     bias = bias_bank.unsqueeze(0) if bias_bank is not None and bias_bank.dim() == 1 else bias_bank
