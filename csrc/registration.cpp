@@ -88,9 +88,13 @@ TORCH_LIBRARY(robustkernels, m) {
   m.def("crossmax(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("crossmax_backward(Tensor grad, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
   m.def("crossmax_fwd_python(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("crossmax_bwd_python(Tensor grad, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
+  m.def("crossmax_bwd_python(Tensor grad, Tensor class_idx, Tensor pred_idx, Tensor sel_idx, "
+        "bool trusted_indices=False) -> Tensor");
   m.def("crossmax_fwd_kernel(Tensor logits, int k, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("crossmax_bwd_kernel(Tensor grad_out, Tensor class_idx, Tensor pred_idx, Tensor sel_idx) -> Tensor");
+  // trusted_indices: the indices are the forward kernel's own (the autograd node's call), so the
+  // GPU kernel skips their range check, a host read (a direct call's indices are checked).
+  m.def("crossmax_bwd_kernel(Tensor grad_out, Tensor class_idx, Tensor pred_idx, Tensor sel_idx, "
+        "bool trusted_indices=False) -> Tensor");
   // Multi-resolution stack (csrc/ops/multires_stack.cpp) of x [B, C, H, W]: (out [B, C * V, H, W],
   // clip_mask uint8 [B, C * V, H, ceil(W / 8)]), view v at low resolution heights[v] x widths[v];
   // the backward gives dx [B, C, H, W] from d out, the forward's clip_mask and its input x

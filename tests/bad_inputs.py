@@ -56,7 +56,10 @@ class Builder:
 
     def __init__(self, op: str, device: str, cases: list[Case], good: dict):
         self.op, self.device, self.cases, self.good = op, device, cases, good
-        self.kernel = op.endswith("_kernel")
+        # a kernel op without a fake (Meta kernel): a meta tensor finds no kernel to run
+        self.kernel = op.endswith("_kernel") and not torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"robustkernels::{op}", "Meta"
+        )
 
     def bad(self, label: str, error: type[Exception] | None, match: str | None = None, **changes) -> None:
         if error is not None and match is None:

@@ -78,11 +78,6 @@ def test_multires_stack_without_sync():
     _without_sync(_layer_step(stack, 2, 3, 8, 8))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CrossMax's backward checks its index ranges with one host read (the Triton kernel reads "
-    "through them unchecked); the autograd node's own indices need a private unchecked kernel op",
-)
 def test_crossmax_without_sync():
     logits = torch.randn(5, 4, 10, device="cuda", requires_grad=True)
     _without_sync(lambda: rkF.crossmax(logits, k=3).square().sum().backward())

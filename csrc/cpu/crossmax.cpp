@@ -248,8 +248,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossmax_fwd_cpu(cons
 // d out[b, c] as +g, -g, -g, +g to those four logits. The a_n terms are summed per
 // row first and added once. Each thread owns whole samples b: no races, and the
 // order of every sum is fixed.
+// trusted_indices is ignored: the checks here read the indices on the host, which costs no sync.
 at::Tensor crossmax_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& class_in, const at::Tensor& pred_in,
-                            const at::Tensor& sel_in) {
+                            const at::Tensor& sel_in, bool /*trusted_indices*/) {
   const char* op = "crossmax_backward";
   check_kernel_float(op, "grad_out", grad_in);
   check_device_type(op, "grad_out", grad_in, at::kCPU);

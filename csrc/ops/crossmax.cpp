@@ -18,6 +18,7 @@ using torch::autograd::variable_list;
 using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using Forward = Outputs(const at::Tensor&, int64_t, c10::string_view);
 using Backward = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&);
+using BackwardKernel = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool);
 
 Outputs crossmax_impl(const at::Tensor& logits, int64_t k, c10::string_view reduction) {
   static const auto device = op_handle<Forward>("robustkernels::crossmax_fwd_kernel");
@@ -25,11 +26,17 @@ Outputs crossmax_impl(const at::Tensor& logits, int64_t k, c10::string_view redu
   return chosen_kernel(device, python).call(logits, k, reduction);
 }
 
+// The backward kernel; trusted_indices: they are the forward kernel's own (no range check).
+at::Tensor backward_kernel(const at::Tensor& grad, const at::Tensor& class_idx, const at::Tensor& pred_idx,
+                           const at::Tensor& sel_idx, bool trusted_indices) {
+  static const auto device = op_handle<BackwardKernel>("robustkernels::crossmax_bwd_kernel");
+  static const auto python = op_handle<BackwardKernel>("robustkernels::crossmax_bwd_python");
+  return chosen_kernel(device, python).call(grad, class_idx, pred_idx, sel_idx, trusted_indices);
+}
+
 at::Tensor crossmax_backward_impl(const at::Tensor& grad, const at::Tensor& class_idx, const at::Tensor& pred_idx,
                                   const at::Tensor& sel_idx) {
-  static const auto device = op_handle<Backward>("robustkernels::crossmax_bwd_kernel");
-  static const auto python = op_handle<Backward>("robustkernels::crossmax_bwd_python");
-  return chosen_kernel(device, python).call(grad, class_idx, pred_idx, sel_idx);
+  return backward_kernel(grad, class_idx, pred_idx, sel_idx, /*trusted_indices=*/false);
 }
 
 struct CrossmaxFunction : torch::autograd::Function<CrossmaxFunction> {
@@ -48,7 +55,13 @@ struct CrossmaxFunction : torch::autograd::Function<CrossmaxFunction> {
     variable_list result(3);
     if (!grad_outputs[0].defined() || !ctx->needs_input_grad(0)) return result;
     const auto saved = ctx->get_saved_variables();
-    result[0] = op.call(grad_outputs[0], saved[0], saved[1], saved[2]);
+    if (at::GradMode::is_enabled()) {  // a graph to record (create_graph): through the op
+      result[0] = op.call(grad_outputs[0], saved[0], saved[1], saved[2]);
+      return result;
+    }
+    // the forward kernel's own indices: no range check (on a GPU, a host read per backward)
+    at::AutoDispatchBelowADInplaceOrView guard;
+    result[0] = backward_kernel(grad_outputs[0], saved[0], saved[1], saved[2], /*trusted_indices=*/true);
     return result;
   }
 };

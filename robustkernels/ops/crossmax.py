@@ -221,11 +221,12 @@ def _check_index_ranges(grad, class_idx, pred_idx, sel_idx, op: str) -> None:
             )
 
 
-def _backward(grad, class_idx, pred_idx, sel_idx, name):
+def _backward(grad, class_idx, pred_idx, sel_idx, name, trusted_indices=False):
     _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     if name == "cpp":
         return torch.ops.robustkernels.crossmax_bwd_kernel(grad, class_idx, pred_idx, sel_idx)
-    _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
+    if not trusted_indices:  # the autograd node's are the forward kernel's own
+        _check_index_ranges(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     if name == "triton" and _fits_triton(class_idx.shape[0]):
         return _backward_triton(grad, class_idx, pred_idx, sel_idx)
     return _backward_reference(grad, class_idx, pred_idx, sel_idx)
@@ -236,10 +237,10 @@ def _python_forward(logits, k, reduction):
     return _forward(logits, k, reduction, backend.select_without_cuda("crossmax", logits.device, "CrossMax"))
 
 
-def _python_backward(grad, class_idx, pred_idx, sel_idx):
+def _python_backward(grad, class_idx, pred_idx, sel_idx, trusted_indices=False):
     """robustkernels::crossmax_bwd_python: the backward kernel of the backend use_backend chose."""
     name = backend.select_without_cuda("crossmax_backward", grad.device, "CrossMax")
-    return _backward(grad, class_idx, pred_idx, sel_idx, name)
+    return _backward(grad, class_idx, pred_idx, sel_idx, name, trusted_indices)
 
 
 def _cuda_forward(logits, k, reduction):
@@ -247,8 +248,9 @@ def _cuda_forward(logits, k, reduction):
     return _forward(logits, k, reduction, "triton" if _triton_available else "reference")
 
 
-def _cuda_backward(grad, class_idx, pred_idx, sel_idx):
-    return _backward(grad, class_idx, pred_idx, sel_idx, "triton" if _triton_available else "reference")
+def _cuda_backward(grad, class_idx, pred_idx, sel_idx, trusted_indices=False):
+    name = "triton" if _triton_available else "reference"
+    return _backward(grad, class_idx, pred_idx, sel_idx, name, trusted_indices)
 
 
 def _crossmax_fake(logits, k, reduction):
@@ -262,7 +264,7 @@ def _crossmax_fake(logits, k, reduction):
     )
 
 
-def _crossmax_backward_fake(grad, class_idx, pred_idx, sel_idx):
+def _crossmax_backward_fake(grad, class_idx, pred_idx, sel_idx, trusted_indices=False):
     _check_backward_args(grad, class_idx, pred_idx, sel_idx, "crossmax_backward")
     return grad.new_empty((class_idx.shape[0], *grad.shape))
 
@@ -272,7 +274,9 @@ if _extension.is_loaded():
     crossmax = torch.ops.robustkernels.crossmax.default
     crossmax_backward = torch.ops.robustkernels.crossmax_backward.default
     torch.library.register_fake("robustkernels::crossmax")(_crossmax_fake)
-    torch.library.register_fake("robustkernels::crossmax_backward")(_crossmax_backward_fake)
+    # the kernel ops too: the autograd node calls the backward kernel directly
+    for _name in ("crossmax_backward", "crossmax_bwd_kernel", "crossmax_bwd_python"):
+        torch.library.register_fake(f"robustkernels::{_name}")(_crossmax_backward_fake)
     torch.library.impl("robustkernels::crossmax_fwd_python", "CompositeExplicitAutograd")(_python_forward)
     torch.library.impl("robustkernels::crossmax_bwd_python", "CompositeExplicitAutograd")(_python_backward)
     torch.library.impl("robustkernels::crossmax_fwd_kernel", "CUDA")(_cuda_forward)
