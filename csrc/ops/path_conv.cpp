@@ -8,17 +8,16 @@
 // where more than one path holds samples: autograd saves x itself, as a plain layer does, not a
 // grouped copy); each group's platform backward gives its dx and dW'_p; dW'_p of unused paths
 // stay zero, so their dW is exactly zero. The ops also return the perm and the counts.
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "../arg_checks.h"
-#include "../cpu/cpu_empty.h"
 #include "../kernel_choice.h"
 #include "noisy_weight_ops.h"
 #include "path_conv_ops.h"
+#include "path_groups.h"
 
 namespace robustkernels {
 namespace {
@@ -104,58 +103,6 @@ int64_t check_layer_args(const char* op, const at::Tensor& x, const at::Tensor& 
   return paths;
 }
 
-// Per-path group sizes from the counts, checked (the one host read of a routed call).
-Sizes group_sizes(const char* op, const at::Tensor& counts, int64_t batch, int64_t paths) {
-  const at::Tensor host = counts.is_cpu() ? counts : counts.to(at::kCPU);
-  const int64_t* values = host.const_data_ptr<int64_t>();
-  Sizes sizes(values, values + host.numel());
-  int64_t total = 0;
-  for (int64_t size : sizes) total += size;
-  TORCH_CHECK_VALUE(total == batch, op, ": route values must lie in [0, ", paths, ")");
-  return sizes;
-}
-
-// `values` as an int64 tensor on `device`. On the CPU without the dispatcher (at::tensor's
-// dispatch costs a small layer more than its kernels); on a GPU by fills, never a copy from
-// pageable host memory (a blocking copy syncs the stream, and a CUDA graph cannot capture it).
-at::Tensor int64_tensor(at::IntArrayRef values, const at::Device& device) {
-  const int64_t size = static_cast<int64_t>(values.size());
-  if (device.is_cpu()) {
-    at::Tensor host = cpu_empty({size}, at::kLong);
-    std::copy(values.begin(), values.end(), host.mutable_data_ptr<int64_t>());
-    return host;
-  }
-  const auto options = at::TensorOptions().dtype(at::kLong).device(device);
-  if (size == 0 || std::all_of(values.begin(), values.end(), [&](int64_t v) { return v == values[0]; })) {
-    return at::full({size}, size ? values[0] : 0, options);  // one launch: equal segments, the common case
-  }
-  at::Tensor out = at::empty({size}, options);
-  for (int64_t i = 0; i < size; ++i) out.narrow(0, i, 1).fill_(values[i]);
-  return out;
-}
-
-// x[perm]: advanced indexing gathers in parallel (index_select ran ~4x slower on a [128, 64, 32, 32] CPU batch).
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& perm) {
-  return at::index(x, c10::List<std::optional<at::Tensor>>({perm}));
-}
-
-at::Tensor scatter_back(at::TensorList parts, const at::Tensor& perm, at::IntArrayRef sizes,
-                        bool routed) {
-  // one group holds the whole batch: a stable sort leaves it in batch order
-  if (parts.size() == 1) return parts[0];
-  if (!routed) return at::cat(parts);
-  std::vector<int64_t> shape = parts[0].sizes().vec();
-  shape[0] = perm.size(0);
-  at::Tensor out = at::empty(shape, parts[0].options());
-  int64_t start = 0;
-  size_t part = 0;
-  for (int64_t size : sizes) {
-    if (size) out.index_copy_(0, perm.narrow(0, start, size), parts[part++]);
-    start += size;
-  }
-  return out;
-}
-
 OptionalTensor bias_of(const OptionalTensor& bias, int64_t path) {
   if (!bias.has_value()) return std::nullopt;
   return (*bias)[bias->size(0) == 1 ? 0 : path];
@@ -177,27 +124,6 @@ bool is_plain_bank(const char* op, const at::Tensor& weight, const OptionalTenso
   return true;
 }
 
-// Rows [start, start + size) of t; t itself when they are all of it (a narrow costs more than a
-// small layer's kernel).
-at::Tensor rows(const at::Tensor& t, int64_t start, int64_t size) {
-  return start == 0 && size == t.size(0) ? t : t.narrow(0, start, size);
-}
-
-// Path p's entry of a bank of 1 (shared) or P entries. Below autograd (inside the ops' kernels,
-// where no graph records it) a plain alias of the bank's storage: a select through the dispatcher
-// costs a small layer more than its kernels.
-at::Tensor entry(const at::Tensor& bank, int64_t path) {
-  const int64_t index = bank.size(0) == 1 ? 0 : path;
-  if (!c10::impl::tls_is_dispatch_key_excluded(c10::DispatchKey::ADInplaceOrView)) {
-    return bank[index];
-  }
-  auto alias = c10::make_intrusive<c10::TensorImpl>(c10::TensorImpl::VIEW, c10::Storage(bank.storage()),
-                                                    bank.key_set(), bank.dtype());
-  alias->set_sizes_and_strides(bank.sizes().slice(1), bank.strides().slice(1),
-                               bank.storage_offset() + index * bank.stride(0));
-  return at::Tensor(std::move(alias));
-}
-
 // dW' of a bank [S, ...] whose only used path is p: dW'_p in its entry (a shared entry is its own
 // sum), zeros in the others. Small CPU banks are filled directly: zeros_like, select and add_
 // through the dispatcher cost more than a small layer's kernels.
@@ -215,10 +141,6 @@ at::Tensor one_path_bank_grad(const at::Tensor& grad_entry, int64_t path, const 
   at::Tensor grad = at::zeros(bank.sizes(), grad_entry.options());
   grad.select(0, path).copy_(grad_entry);
   return grad;
-}
-
-int64_t used_groups(at::IntArrayRef sizes) {
-  return std::count_if(sizes.begin(), sizes.end(), [](int64_t size) { return size > 0; });
 }
 
 LayerOutputs routed_forward(const char* op, const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& bias,
