@@ -218,3 +218,14 @@ def test_random_gated_layer_compiles_in_full_with_a_fresh_route_per_call():
     outputs, graphs = _compiled_calls(model, x, torch.compile(model, backend="aot_eager", fullgraph=True))
     assert graphs == 1
     assert not torch.equal(outputs[0], outputs[1])
+
+
+def test_streams_drawn_in_inference_mode_still_train():
+    model, x = noisy_model(), images()
+    with torch.inference_mode():
+        model(x)  # draws advance the streams inside the block
+        with rknn.noise_seed(model, 3):
+            model(x)
+        rknn.set_noise_seed(model, 4)
+    assert not any(module.noise_stream.is_inference() for module in random_modules(model))
+    model(x).sum().backward()  # an inference-tensor seed could not be saved for backward

@@ -32,7 +32,7 @@ __global__ void __launch_bounds__(kThreads)
                                     const double* __restrict__ sigma, T* __restrict__ grad_weight,
                                     T* __restrict__ grad_alpha, int64_t n, double lam, SeedArg seed_arg) {
   const double scale = lam * sigma[0];
-  const uint64_t seed = seed_arg.value();
+  const uint64_t seed = seed_value(seed_arg);
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
     if (!keep_at(mask, i)) {
       grad_weight[i] = zero<T>();
@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads)
     noisy_weight_bwd_rows_thread_kernel(const T* __restrict__ grad, const uint8_t* __restrict__ mask,
                                         T* __restrict__ grad_weight, double* __restrict__ partials,
                                         int64_t rows, int64_t inner, SeedArg seed_arg) {
-  const uint64_t seed = seed_arg.value();
+  const uint64_t seed = seed_value(seed_arg);
   for (int64_t row = global_thread(); row < rows; row += grid_threads()) {
     double acc = 0.0;
     for (int64_t i = row * inner; i < (row + 1) * inner; ++i) {
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kThreads)
                                        int64_t rows, int64_t inner, int64_t blocks_per_row, int64_t chunk,
                                        SeedArg seed_arg) {
   __shared__ double shared[kWarp];
-  const uint64_t seed = seed_arg.value();
+  const uint64_t seed = seed_value(seed_arg);
   const int64_t tasks = rows * blocks_per_row;
   for (int64_t task = blockIdx.x; task < tasks; task += gridDim.x) {
     const int64_t row = task / blocks_per_row;

@@ -18,6 +18,11 @@ namespace robustkernels {
 namespace cuda {
 namespace {
 
+// The seed a kernel draws with (see SeedArg).
+__device__ __forceinline__ uint64_t seed_value(SeedArg seed) {
+  return seed.offset == nullptr ? seed.base : seed.base + static_cast<uint64_t>(*seed.offset);
+}
+
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 constexpr int64_t kMaxGrid = int64_t{1} << 20;  // grid-stride loops cover the rest

@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kThreads)
                             const acc_t<T>* __restrict__ sigma, int64_t n, int64_t inner, double lam,
                             SeedArg seed_arg) {
   using Acc = acc_t<T>;
-  const uint64_t seed = seed_arg.value();
+  const uint64_t seed = seed_value(seed_arg);
   // static_cast<opmath_t>(lam * sigma) of the CPU kernel.
   const Acc scale = static_cast<Acc>(lam * static_cast<double>(sigma[0]));
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {

@@ -36,11 +36,6 @@ namespace cuda {
 struct SeedArg {
   uint64_t base;
   const int64_t* offset;
-#ifdef __CUDACC__
-  __device__ __forceinline__ uint64_t value() const {
-    return offset == nullptr ? base : base + static_cast<uint64_t>(*offset);
-  }
-#endif
 };
 
 constexpr int kAlphaLayer = 0;

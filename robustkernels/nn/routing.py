@@ -49,7 +49,9 @@ class _Routed(NoiseStream, nn.Module):
             if route is None:
                 raise RuntimeError(f"{type(self).__name__} follows a module that has not run a forward yet")
         elif isinstance(self.route, str) and self.route == "random":
-            route = random_route(batch, self.num_paths, self._next_seed(), device)
+            # a stream a noisy path keeps on the GPU stays there (the route op reads its seed on the host)
+            seed = self._next_seed(device=device if self.noise_stream.is_cuda else None)
+            route = random_route(batch, self.num_paths, seed.cpu(), device)
         else:
             route = self.route
         self.last_route = route

@@ -23,6 +23,9 @@ DistributedDataParallel does not broadcast it (each rank keeps its own noise).
   model captured in a CUDA graph draws fresh noise at every replay; set_noise_seed and
   noise_seed then write that tensor in place too. A routed module on route="random" reads its
   seed on the host (its route sort reads the group sizes there anyway: it cannot be captured).
+  A GPU seed is not range-checked (the CPU path raises on a seed past 2**63; streams start
+  below 2**62). nn.DataParallel is not supported: its replicas share one stream (use
+  DistributedDataParallel, where each rank keeps its own).
 - Default: a module never given a seed starts at a stream drawn once, when it is built, from
   torch's generator (as its initial weights are), so torch.manual_seed before building a model
   makes its noise repeatable; its calls never touch torch's generator.
@@ -64,9 +67,21 @@ class NoiseStream:
         take a seed there) the stream lives on it and advances in place, the call getting a copy:
         a captured CUDA graph replays both, so every replay draws a fresh seed. Otherwise it is a
         CPU tensor, replaced out of place (a seed handed to an op's backward never changes)."""
+        # the stream outlives an inference-mode block: never an inference tensor (Dynamo cannot trace the test)
+        if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
+            with torch.inference_mode(False):
+                return self._draw(draws, device)
+        return self._draw(draws, device)
+
+    def _draw(self, draws: int, device: torch.device | None) -> torch.Tensor:
         stream = self.noise_stream
         if device is not None and device.type == "cuda":
             if stream.device != device:
+                if torch.cuda.is_current_stream_capturing():
+                    raise RuntimeError(
+                        f"{type(self).__name__}: its noise stream moves to {device} on the first call there; "
+                        "run the model once before capturing a CUDA graph"
+                    )
                 # a fill takes the value as a kernel argument: no copy from host memory, no sync
                 stream = torch.empty((), dtype=torch.int64, device=device).fill_(int(stream))
                 object.__setattr__(self, "noise_stream", stream)
@@ -82,12 +97,13 @@ class NoiseStream:
     def _restart_stream(self, start) -> None:
         """The stream from `start` (an int or a 0-dim tensor); a GPU stream in place, since a
         captured graph keeps reading that tensor."""
-        if not self.noise_stream.is_cuda:
-            self.noise_stream = start.cpu() if isinstance(start, torch.Tensor) else _stream(start)
-        elif isinstance(start, torch.Tensor):
-            self.noise_stream.copy_(start)
-        else:
-            self.noise_stream.fill_(start)
+        with torch.inference_mode(False):
+            if not self.noise_stream.is_cuda:
+                self.noise_stream = start.cpu() if isinstance(start, torch.Tensor) else _stream(start)
+            elif isinstance(start, torch.Tensor):
+                self.noise_stream.copy_(start)
+            else:
+                self.noise_stream.fill_(start)
 
 
 def random_modules(model: nn.Module) -> list[NoiseStream]:
@@ -107,7 +123,11 @@ def noise_seed(model: nn.Module, seed: int):
     streams of `seed`, then puts every module's own stream back (by value: a GPU stream changes
     in place)."""
     modules = random_modules(model)
-    saved = [module.noise_stream.clone() for module in modules]
+    # a CPU stream is replaced, never changed in place: its object is what goes back
+    saved = [
+        module.noise_stream.clone() if module.noise_stream.is_cuda else module.noise_stream
+        for module in modules
+    ]
     try:
         set_noise_seed(model, seed)
         yield model
