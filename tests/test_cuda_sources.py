@@ -5,6 +5,7 @@ only CUDA headers and csrc/philox.h; the torch-facing code lives in
 csrc/cuda/*_launcher.cpp. So every .cu must build with a bare `nvcc -c`.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -65,3 +66,36 @@ def test_cu_source_compiles_with_nvcc(source, tmp_path):
         f"command: {' '.join(command)}\nstderr:\n{result.stderr}\nstdout:\n{result.stdout}"
     )
     assert (tmp_path / f"{source.stem}.o").stat().st_size > 0
+
+
+LAUNCHERS = sorted((CSRC / "cuda").glob("*_launcher.cpp"))
+CXX = shutil.which("g++") or shutil.which("c++")
+
+
+def _cuda_include() -> Path | None:
+    """The CUDA toolkit's headers: $CUDA_HOME, $CUDA_PATH or /usr/local/cuda."""
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    includes = [Path(home) / "include" for home in homes if home]
+    return next((include for include in includes if (include / "cuda_runtime.h").exists()), None)
+
+
+@pytest.mark.skipif(
+    _cuda_include() is None or CXX is None, reason="needs the CUDA toolkit's headers and a C++ compiler"
+)
+@pytest.mark.parametrize("launcher", LAUNCHERS, ids=lambda p: p.name)
+def test_cuda_launcher_parses_against_torch_headers(launcher, tmp_path):
+    """The torch-facing launchers build only in a CUDA build of torch, which no CPU machine makes:
+    a syntax-only pass against this torch's headers (which ship c10/cuda, less one generated
+    header, stubbed here) and the toolkit's catches their errors before a GPU session does."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    stub = tmp_path / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#pragma once\n")
+    includes = [tmp_path, *cpp_extension.include_paths(), _cuda_include(), CSRC]
+    command = [CXX, "-std=c++20", "-fsyntax-only", *(f"-I{path}" for path in includes), str(launcher)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert result.returncode == 0 and not errors, f"{launcher.name} does not parse:\n" + "\n".join(
+        errors[:20]
+    )
