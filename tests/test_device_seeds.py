@@ -113,6 +113,16 @@ def test_noisy_layers_keep_a_cpu_stream_on_the_cpu():
     assert layer.noise_stream.is_cpu and layer.last_seed.is_cpu
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: NoisyConv2d(3, 4, 3), lambda: MultiResStack((8, 4)), MaskedExpertConv2d]
+)
+def test_dtype_moves_and_to_empty_leave_the_stream_alone(make):
+    module = make(3, 4, 3) if make is MaskedExpertConv2d else make()
+    start = int(module.noise_stream)
+    module.double().half().float().to_empty(device="cpu")
+    assert module.noise_stream.dtype == torch.int64 and int(module.noise_stream) == start
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -159,8 +169,8 @@ def test_a_captured_noisy_layer_draws_fresh_noise_per_replay(kind):
         def eager(seed):
             return rkF.noisy_linear(x, layer.weight, layer.bias, layer.alpha, lam=layer.lam, seed=seed)
 
+    assert layer.noise_stream.is_cuda  # moved with the layer by .cuda()
     graph, y = _captured(layer, x)
-    assert layer.noise_stream.is_cuda
     outputs = _replays(graph, y, 3)
     assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
     after = int(layer.noise_stream)  # every replay advanced the stream by one

@@ -21,6 +21,8 @@ class MultiResStack(NoiseStream, nn.Module):
     seed; the first conv of the model that follows takes C * len(resolutions) input channels.
     """
 
+    _stream_follows_device = True
+
     def __init__(
         self,
         resolutions: Sequence = (32, 16, 8, 4),

@@ -30,6 +30,8 @@ def alpha_shape(granularity: str, weight: torch.Tensor) -> tuple[int, ...]:
 class _NoisyWeightMixin(NoiseStream):
     """alpha, lam, mask and the per-forward seed shared by the noisy layers."""
 
+    _stream_follows_device = True
+
     def _init_noise(self, alpha_granularity: str, alpha_init: float, lam: float, mask: torch.Tensor | None):
         self.alpha_granularity = alpha_granularity
         shape = alpha_shape(alpha_granularity, self.weight)

@@ -184,6 +184,8 @@ class MaskedExpertConv2d(_PathConv):
     [2, ...] saved in the state_dict; with masks=None the paths differ by the noise alone, which
     is FLOAT's dual path (route="split" sends the first half of the batch clean, the second noisy)."""
 
+    _stream_follows_device = True
+
     def __init__(
         self,
         in_channels: int,

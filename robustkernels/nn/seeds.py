@@ -8,8 +8,8 @@ takes that tensor as its seed and replaces the stream by seed + draws (one small
 of place, so a seed handed to an op's backward never changes). The ops read the seed inside
 (robustkernels/ops/seed_tensor.py), so a model compiled with fullgraph=True draws fresh noise
 every call without recompiling. The stream is a plain attribute, not a buffer: it is not in
-the state_dict, .to(device) leaves it on the CPU (reading it costs no device sync) and
-DistributedDataParallel does not broadcast it (each rank keeps its own noise).
+the state_dict and DistributedDataParallel does not broadcast it (each rank keeps its own
+noise); .to(device) moves it only for the modules whose ops take a seed on the GPU (last point).
 
 - `set_noise_seed(model, seed)`: the i-th random module of the model (in module order) restarts
   at a stream derived from (seed, i), so two modules never share a seed and neither do two
@@ -57,6 +57,19 @@ def _stream(start: int) -> torch.Tensor:
 
 class NoiseStream:
     """The per-call seeds of a random module (a mixin of nn.Module subclasses)."""
+
+    # the stream moves with the module (.to, .cuda, .cpu): modules whose ops take a seed on the GPU
+    _stream_follows_device = False
+
+    def _apply(self, fn, recurse=True):
+        module = super()._apply(fn, recurse)
+        if self._stream_follows_device:
+            stream = self.noise_stream
+            device = fn(stream).device  # only the device is taken: to_empty would drop the value
+            if device != stream.device:
+                with torch.inference_mode(False):
+                    object.__setattr__(self, "noise_stream", stream.to(device))
+        return module
 
     def _init_noise_stream(self) -> None:
         self.noise_stream = _stream(int(torch.randint(_START_HIGH, (1,)).item()))
