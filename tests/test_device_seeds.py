@@ -120,7 +120,9 @@ def test_dtype_moves_and_to_empty_leave_the_stream_alone(make):
     module = make(3, 4, 3) if make is MaskedExpertConv2d else make()
     start = int(module.noise_stream)
     module.double().half().float().to_empty(device="cpu")
+    module.to("meta").to_empty(device="cpu").share_memory()  # a meta module keeps a real stream
     assert module.noise_stream.dtype == torch.int64 and int(module.noise_stream) == start
+    assert module.noise_stream.is_cpu and not module.noise_stream.is_shared()
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -65,8 +65,9 @@ class NoiseStream:
         module = super()._apply(fn, recurse)
         if self._stream_follows_device:
             stream = self.noise_stream
-            device = fn(stream).device  # only the device is taken: to_empty would drop the value
-            if device != stream.device:
+            # where the module's tensors went, from a probe: fn itself may copy, share or drop values
+            device = fn(torch.empty(0, dtype=torch.int64, device=stream.device)).device
+            if device != stream.device and device.type != "meta":  # a meta module keeps a real stream
                 with torch.inference_mode(False):
                     object.__setattr__(self, "noise_stream", stream.to(device))
         return module
