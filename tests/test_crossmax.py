@@ -232,6 +232,23 @@ def test_gradcheck_float64(reduction):
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_double_backward_matches_reference(reduction):
+    """A penalty on the input gradient (e.g. gradient-norm regularisation) differentiates CrossMax's
+    backward in the upstream gradient: gradgradcheck, then the reference's value."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: F.crossmax(t, k=3, reduction=reduction), (x,))
+    weights = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+
+    def penalty_grad(crossmax):
+        (dx,) = torch.autograd.grad((crossmax(x) * weights).sum(), x, create_graph=True)
+        return torch.autograd.grad(dx.square().sum(), weights)[0]
+
+    expected = penalty_grad(lambda t: reference.crossmax(t, k=3, reduction=reduction))
+    torch.testing.assert_close(penalty_grad(lambda t: F.crossmax(t, k=3, reduction=reduction)), expected)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_opcheck(reduction):
     logits = make_logits((5, 3, 7)).requires_grad_(True)
     torch.library.opcheck(torch.ops.robustkernels.crossmax.default, (logits, 2, reduction))

@@ -269,8 +269,28 @@ def _crossmax_backward_fake(grad, class_idx, pred_idx, sel_idx, trusted_indices=
     return grad.new_empty((class_idx.shape[0], *grad.shape))
 
 
+def _backward_adjoint(ctx, grad_of_dlogits):
+    """crossmax_backward's own backward (a double backward through CrossMax): dlogits is linear in
+    grad, so its adjoint gathers through the same indices. Its gradients in the indices are None."""
+    class_idx, pred_idx, sel_idx = ctx.saved_tensors
+    v = grad_of_dlogits
+    # dlogits = dz - (row sum of dz) at each row's argmax class
+    vz = v - v.gather(2, class_idx.long().unsqueeze(2))
+    # dz: +grad / S at each selected predictor, -grad / S at the argmax predictor, S times
+    selected = vz.gather(0, sel_idx.long()).mean(dim=0)
+    return selected - vz.gather(0, pred_idx.long().unsqueeze(0)).squeeze(0), None, None, None
+
+
+def _save_indices(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[1:])
+
+
 if _extension.is_loaded():
     # The ops are defined, and dispatched with their autograd, in C++ (csrc/ops/crossmax.cpp).
+    # crossmax_backward's autograd (a double backward) is the adjoint above, in torch ops.
+    torch.library.register_autograd(
+        "robustkernels::crossmax_backward", _backward_adjoint, setup_context=_save_indices
+    )
     crossmax = torch.ops.robustkernels.crossmax.default
     crossmax_backward = torch.ops.robustkernels.crossmax_backward.default
     torch.library.register_fake("robustkernels::crossmax")(_crossmax_fake)
