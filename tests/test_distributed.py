@@ -1,14 +1,11 @@
 """Data-parallel training: two gloo processes on the CPU started by torchrun."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import torch
 from torch import nn
+from torchrun import run_two_processes
 
 from robustkernels.api import data, models
 from robustkernels.api import train as T
@@ -61,19 +58,7 @@ def train_data():
 
 
 def test_two_gloo_processes_stay_identical_and_match_one_process(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    # The worker imports this module for the shared settings.
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    run = subprocess.run(
-        [*command, str(script), str(tmp_path / "ddp")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_two_processes(_WORKER, tmp_path, tmp_path / "ddp")
     rank0 = torch.load(tmp_path / "ddp" / "rank0.pt")
     rank1 = torch.load(tmp_path / "ddp" / "rank1.pt")
     for name in rank0:

@@ -2,12 +2,11 @@
 
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch import nn
+from torchrun import run_two_processes
 
 from robustkernels.api.models import SmallCNN
 from robustkernels.api.models.resnet import resnet20
@@ -273,11 +272,7 @@ T.shutdown_distributed()
 def test_data_parallel_replicas_stay_identical(tmp_path):
     """Under DistributedDataParallel the carried gradients of the earlier widths are reduced with
     the last width's: both replicas take the same steps (widest batch norms and alphas included)."""
-    script = tmp_path / "worker.py"
-    script.write_text(_DDP_WORKER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    run = subprocess.run([*command, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_two_processes(_DDP_WORKER, tmp_path, tmp_path)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     initial = dict(_floats_cnn().named_parameters())
     for name, value in rank0.items():

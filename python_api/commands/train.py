@@ -238,8 +238,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
         if context.is_main:
             _finish(args, model, result, out)
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(wait=False)
+        raise
+    shutdown_distributed()
     return 0
 
 

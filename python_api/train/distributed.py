@@ -92,6 +92,15 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(wait: bool = True) -> None:
+    """Leaves the torchrun job (no-op when not in one).
+
+    With `wait`, every process meets first, so none tears down its connections while a peer is
+    still using them: gloo can abort a process whose peer left early. Pass False on an error path,
+    where a peer that failed would never arrive.
+    """
+    if not dist.is_initialized():
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
