@@ -3,9 +3,11 @@
 Every module that draws randomness per call (NoisyConv2d, NoisyLinear, MaskedExpertConv2d and
 its slimmable subclass, a routed module on route="random", MultiResStack) holds a noise
 stream: `noise_stream`, a 0-dim int64 CPU tensor (for the noisy layers on a GPU, see the last
-point) holding the seed of its next draw. A call
-takes that tensor as its seed and replaces the stream by seed + draws (one small CPU op, out
-of place, so a seed handed to an op's backward never changes). The ops read the seed inside
+point) holding the seed of its next draw. A call takes a copy of it as its seed (so a seed handed
+to an op's backward never changes) and advances the stream in place: the stream stays the tensor
+it was, never an inference tensor, even when a compiled model runs under torch.inference_mode()
+(a new tensor made there would be one, and the next training call could not save it for backward).
+The ops read the seed inside
 (robustkernels/ops/seed_tensor.py), so a model compiled with fullgraph=True draws fresh noise
 every call without recompiling. The stream is a plain attribute, not a buffer: it is not in
 the state_dict and DistributedDataParallel does not broadcast it (each rank keeps its own
@@ -19,9 +21,9 @@ noise); .to(device) moves it only for the modules whose ops take a seed on the G
 - `noise_seed(model, seed)`: the same for the length of a block, restoring every stream after
   it (an evaluation's draws, e.g. one seed per draw, leave the model's own streams alone).
 - On a GPU the noisy layers (NoisyConv2d, NoisyLinear, MaskedExpertConv2d and its slimmable
-  subclass) and MultiResStack keep their stream on the device and advance it in place, so a
-  model captured in a CUDA graph draws fresh noise at every replay; set_noise_seed and
-  noise_seed then write that tensor in place too. A routed module on route="random" reads its
+  subclass) and MultiResStack keep their stream on the device, so a model captured in a CUDA
+  graph advances it at every replay and draws fresh noise; set_noise_seed and noise_seed then
+  write that tensor in place. A routed module on route="random" reads its
   seed on the host (its route sort reads the group sizes there anyway: it cannot be captured).
   A GPU seed is not range-checked (the CPU path raises on a seed past 2**63; streams start
   below 2**62). nn.DataParallel is not supported: its replicas share one stream (use
@@ -76,36 +78,39 @@ class NoiseStream:
         self.noise_stream = _stream(int(torch.randint(_START_HIGH, (1,)).item()))
 
     def _next_seed(self, draws: int = 1, device: torch.device | None = None) -> torch.Tensor:
-        """This call's seed (a 0-dim int64 tensor); the stream moves past its `draws` seeds (a call
-        that draws for P paths uses seed + p). Given a GPU `device` (the noisy layers, whose ops
-        take a seed there) the stream lives on it and advances in place, the call getting a copy:
-        a captured CUDA graph replays both, so every replay draws a fresh seed. Otherwise it is a
-        CPU tensor, replaced out of place (a seed handed to an op's backward never changes)."""
-        # the stream outlives an inference-mode block: never an inference tensor (Dynamo cannot trace the test)
-        if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
-            with torch.inference_mode(False):
-                return self._draw(draws, device)
-        return self._draw(draws, device)
-
-    def _draw(self, draws: int, device: torch.device | None) -> torch.Tensor:
+        """This call's seed (a 0-dim int64 tensor, a copy of the stream); the stream moves past its
+        `draws` seeds in place (a call that draws for P paths uses seed + p). Given a GPU `device`
+        (the noisy layers, whose ops take a seed there) the stream lives on it: a captured CUDA
+        graph replays the copy and the advance, so every replay draws a fresh seed. Otherwise the
+        stream is a CPU tensor."""
         stream = self.noise_stream
-        if device is not None and device.type == "cuda":
-            if stream.device != device:
-                if torch.cuda.is_current_stream_capturing():
-                    raise RuntimeError(
-                        f"{type(self).__name__}: its noise stream moves to {device} on the first call there; "
-                        "run the model once before capturing a CUDA graph"
-                    )
-                # a fill takes the value as a kernel argument: no copy from host memory, no sync
-                stream = torch.empty((), dtype=torch.int64, device=device).fill_(int(stream))
-                object.__setattr__(self, "noise_stream", stream)
-            seed = stream.clone()
-            stream.add_(draws)
-            return seed
-        if not stream.is_cpu:  # the module moved off the GPU: one read
-            stream = stream.cpu()
-        # past nn.Module.__setattr__'s checks (most of a draw's cost): a tensor, never a parameter
-        object.__setattr__(self, "noise_stream", stream + draws)
+        on_gpu = device is not None and device.type == "cuda"
+        if on_gpu and stream.device != device:
+            if torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(
+                    f"{type(self).__name__}: its noise stream moves to {device} on the first call there; "
+                    "run the model once before capturing a CUDA graph"
+                )
+            # a fill takes the value as a kernel argument: no copy from host memory, no sync
+            stream = self._replace_stream(
+                lambda: torch.empty((), dtype=torch.int64, device=device).fill_(int(stream))
+            )
+        elif not on_gpu and not stream.is_cpu:  # the module moved off the GPU: one read
+            stream = self._replace_stream(stream.cpu)
+        seed = stream.clone()
+        stream.add_(draws)
+        return seed
+
+    def _replace_stream(self, make) -> torch.Tensor:
+        """The stream `make()` returns, set past nn.Module.__setattr__'s checks (a tensor, never a
+        parameter); made outside inference mode, since the stream outlives the call (Dynamo cannot
+        trace that switch: a compiled first call on a new device is the one exception)."""
+        if torch.compiler.is_compiling():
+            stream = make()
+        else:
+            with torch.inference_mode(False):
+                stream = make()
+        object.__setattr__(self, "noise_stream", stream)
         return stream
 
     def _restart_stream(self, start) -> None:
@@ -113,7 +118,10 @@ class NoiseStream:
         captured graph keeps reading that tensor."""
         with torch.inference_mode(False):
             if not self.noise_stream.is_cuda:
-                self.noise_stream = start.cpu() if isinstance(start, torch.Tensor) else _stream(start)
+                # a copy: the stream advances in place, and must not advance the caller's tensor
+                self.noise_stream = (
+                    start.detach().cpu().clone() if isinstance(start, torch.Tensor) else _stream(start)
+                )
             elif isinstance(start, torch.Tensor):
                 self.noise_stream.copy_(start)
             else:
@@ -137,11 +145,7 @@ def noise_seed(model: nn.Module, seed: int):
     streams of `seed`, then puts every module's own stream back (by value: a GPU stream changes
     in place)."""
     modules = random_modules(model)
-    # a CPU stream is replaced, never changed in place: its object is what goes back
-    saved = [
-        module.noise_stream.clone() if module.noise_stream.is_cuda else module.noise_stream
-        for module in modules
-    ]
+    saved = [module.noise_stream.clone() for module in modules]  # streams advance in place
     try:
         set_noise_seed(model, seed)
         yield model
