@@ -1,6 +1,5 @@
 """EED stage 4: generalised diversity on constructed failure matrices and the team search."""
 
-
 import pytest
 import torch
 
