@@ -1,6 +1,10 @@
-"""results.json and results.md from the rows run.log holds (the run was stopped before its last
-rows, see README.md): `python partial.py run.log OUT`. The fields are reproduce eee's, with the
-masking gap computed as it computes it, less the per-attack breakdown (not in the log)."""
+"""results.json and results.md from both runs (see README.md):
+`python partial.py run.log results-8/results.json OUT`.
+
+run.log was stopped before its last rows; its rows carry reproduce eee's fields, with the masking
+gap computed as it computes it, less the per-attack breakdown (not in the log). The second file is
+run_8.py's complete output: its rows replace run.log's at the same method and eps, after a check
+that the numbers run.log has for them are the same (both runs draw from the same seeds)."""
 
 import json
 import re
@@ -53,9 +57,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(logged: list[dict], complete: list[dict]) -> list[dict]:
+    later = {(r["method"], round(r["eps"], 4)): r for r in complete}
+    for row in logged:
+        twin = later.get((row["method"], row["eps"]))
+        if twin is not None:
+            for key in ("clean_accuracy", "rand_accuracy", "adaptive_accuracy"):
+                assert abs(twin[key] - row[key]) < 1e-3, (row["method"], row["eps"], key)
+    return [r for r in logged if (r["method"], r["eps"]) not in later] + complete
+
+
 if __name__ == "__main__":
-    rows = logged_rows(Path(sys.argv[1]))
-    out = Path(sys.argv[2])
+    rows = merged(logged_rows(Path(sys.argv[1])), json.loads(Path(sys.argv[2]).read_text())["rows"])
+    out = Path(sys.argv[3])
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     (out / "results.md").write_text(table(rows))
