@@ -1,11 +1,9 @@
 """The `robustkernels` command line: info, train, eval and bench, their help and their errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -133,23 +131,40 @@ def test_trades_trains_from_the_command_line(tmp_path):
     assert json.loads((tmp_path / "t" / "summary.json").read_text())["method"] == "trades"
 
 
+# `robustkernels train` that SIGKILLs itself once its step-3 checkpoint is written: a kill at a
+# known step, where racing a poller against a 10-step run could miss it on a loaded machine.
+_KILLED_AT_STEP_3 = """
+import os, signal, sys
+from robustkernels.api import cli
+from robustkernels.api.train import trainer
+
+save = trainer.save_checkpoint
+
+
+def save_then_die(directory, model, optimizer, record):
+    path = save(directory, model, optimizer, record)
+    if record["step"] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+
+trainer.save_checkpoint = save_then_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     argv = ["train", "pgd-at", *QUICK, "--steps", "10", "--checkpoint-every", "1"]
     argv += ["--val-fraction", "0"]
     assert cli.main([*argv, "--out", str(tmp_path / "straight")]) == 0
 
     killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "robustkernels.api.cli", *argv, "--out", str(killed)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while (
-        not (killed / "checkpoint.json").exists() and process.poll() is None and time.monotonic() < deadline
-    ):
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    run = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_STEP_3, *argv, "--out", str(killed)], stdout=subprocess.DEVNULL
+    )
+    assert run.returncode == -signal.SIGKILL
     killed_at = T.load_checkpoint(killed).record["step"]
-    assert process.returncode == -signal.SIGKILL and killed_at < 10, "the run ended before it could be killed"
+    assert killed_at == 3
 
     assert cli.main([*argv, "--out", str(killed)]) == 0
     straight, resumed = _weights(tmp_path / "straight"), _weights(killed)
