@@ -64,6 +64,7 @@ def test_diversification_paths_reject_an_impossible_request():
 
 
 def test_resnet20_gets_19_gated_blocks_and_shares_shortcuts_and_classifier():
+    torch.manual_seed(0)  # the generator's seed too: gate 1 must still not replay gate 0's draws
     model = to_eio_model(resnet20(), 2, generator=torch.Generator().manual_seed(0))
     blocks = eio_blocks(model)
     assert len(blocks) == 19 and all(isinstance(b, GatedConv2d) and b.num_paths == 2 for b in blocks)

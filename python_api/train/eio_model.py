@@ -25,6 +25,7 @@ from robustkernels.nn.restore import restoring
 from robustkernels.paths import sample_paths
 
 from ..models.resnet import BasicBlock
+from .seeds import derived_generator
 
 __all__ = [
     "derive_eio",
@@ -49,21 +50,25 @@ def to_eio_model(
     model: nn.Module, n: int = 2, *, gate_classifier: bool = False, generator: torch.Generator | None = None
 ) -> nn.Module:
     """Converts `model` in place into a random gated network of n gates per block. Gate 0 keeps the
-    model's own weights; gates 1..n-1 are initialised afresh (as nn.Conv2d / nn.Linear initialise,
-    from `generator`), so the n copies are independent. Returns the model."""
+    model's own weights; gates 1..n-1 are initialised afresh (as nn.Conv2d / nn.Linear initialise)
+    from a stream derived from one draw of `generator` (torch's own when None), so the n copies are
+    independent. Returns the model."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (gates per block), got {n!r}")
     shared = tuple(
         name for name, module in model.named_modules() if _is_shortcut(name) and module is not model
     )
     convert_gated(model, n, batchnorm=True, linear=gate_classifier, skip=shared)
+    # Not `generator`'s stream itself: a model built after torch.manual_seed(s) and a generator
+    # seeded with s would draw gate 1 equal to gate 0, conv for conv, until their streams part.
+    gates = derived_generator(int(torch.randint(2**62, (), generator=generator)), "eio-gates")
     for block in eio_blocks(model):
         with torch.no_grad():
             for gate in range(1, n):
-                nn.init.kaiming_uniform_(block.weight[gate], a=math.sqrt(5), generator=generator)
+                nn.init.kaiming_uniform_(block.weight[gate], a=math.sqrt(5), generator=gates)
                 if block.bias is not None:
                     bound = 1 / math.sqrt(block.weight[gate][0].numel())
-                    block.bias[gate].uniform_(-bound, bound, generator=generator)
+                    block.bias[gate].uniform_(-bound, bound, generator=gates)
     if not eio_blocks(model):
         raise ValueError(f"{type(model).__name__} has no main-branch nn.Conv2d to gate")
     return model
