@@ -1,24 +1,10 @@
 """The 8/255 rows of run.py's reduced budget, on the three backbones run.py trained (resumed from
-their step-800 checkpoints in OUT, so nothing is retrained): `OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python run_8.py OUT`."""
+their step-800 checkpoints in OUT, so nothing is retrained):
+`OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python run_8.py OUT`."""
 
 import sys
-import time
 from dataclasses import replace
 
-from robustkernels.api.reproduce.eee import eee_budget, reproduce_eee
-from robustkernels.api.reproduce.eee_results import format_eee_tables, write_eee_results
+from run import BUDGET, run
 
-budget = replace(
-    eee_budget("small", "cifar10"), name="cifar-slice-resnet20-cpu", train_steps=800, eval_images=100,
-    rand_eot_draws=10, adaptive_eot_draws=20, draws=5, square_queries=200, target_classes=3, ensemble_models=3,
-)  # fmt: skip
-budget = replace(budget, eps=budget.eps[-1:])
-started = time.perf_counter()
-results = reproduce_eee(
-    budget, sys.argv[1], dataset="cifar10", data_dir="/work/shared/data/cifar-10-subset",
-    log=lambda line: print(f"[{time.perf_counter() - started:7.0f} s] {line}", flush=True),
-)  # fmt: skip
-results["settings"]["seconds"] = time.perf_counter() - started
-write_eee_results(results, sys.argv[1])
-print(format_eee_tables(results))
-print(results["settings"]["seconds"], "s")
+run(replace(BUDGET, eps=BUDGET.eps[-1:]), sys.argv[1])
