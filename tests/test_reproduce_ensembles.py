@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from robustkernels.api import cli
+from robustkernels.api.reproduce import ensembles
 from robustkernels.api.reproduce.ensemble_budgets import ENSEMBLE_BUDGETS, ensemble_budget_for
 from robustkernels.api.reproduce.ensemble_results import monotone_violations, write_ensemble_results
 from robustkernels.api.reproduce.ensembles import reproduce_ensembles
@@ -18,7 +19,7 @@ TINY = replace(
 )  # fmt: skip
 
 
-def test_reproduce_eio_and_dverge_write_one_row_per_defence_and_eps(tmp_path):
+def test_reproduce_eio_and_dverge_write_one_row_per_defence_and_eps(tmp_path, monkeypatch):
     results = reproduce_ensembles(["eio", "dverge"], TINY, tmp_path)
     methods = ["baseline", "EIO (no fine-tune)", "EIO", "EIO-RGN (random gates)", "DVERGE-2", "DVERGE-3"]
     assert [row["method"] for row in results["rows"]] == [m for m in methods for _ in TINY.eps_list]
@@ -46,11 +47,25 @@ def test_reproduce_eio_and_dverge_write_one_row_per_defence_and_eps(tmp_path):
         "whitebox_accuracy",
     }
     assert paths["plot"].stat().st_size > 0 and "| EIO |" in paths["markdown"].read_text()
-    # a re-run reuses the trained models and the stored transfer sets, and reads the same
+    # DVERGE-3's steps cost what EIO's two stages cost, on probes of all three side by side
+    matched = json.loads((tmp_path / "dverge-3" / "matched_steps.json").read_text())
+    per_step = matched["reference_seconds_per_step"]
+    assert len(per_step) == 2 and min(per_step) > 0 and matched["seconds_per_step"] > 0
+    assert matched["matched_seconds"] == pytest.approx(
+        TINY.pretrain_steps * per_step[0] + TINY.diversify_steps * per_step[1]
+    )
+    assert matched["steps"] == max(1, round(matched["matched_seconds"] / matched["seconds_per_step"]))
+    assert len(list((tmp_path / "rows").glob("*.json"))) == len(results["rows"])
+    # a re-run reuses the trained models, the stored transfer sets and the scored rows
+    monkeypatch.setattr(ensembles, "transfer_set_accuracy", _never)
+    monkeypatch.setattr(ensembles, "robust_accuracy", _never)
+    monkeypatch.setattr(ensembles, "evaluate", _never)
     again = reproduce_ensembles(["eio", "dverge"], TINY, tmp_path)
-    assert [r["blackbox_accuracy"] for r in again["rows"]] == [
-        r["blackbox_accuracy"] for r in results["rows"]
-    ]
+    assert again["rows"] == results["rows"]
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("a stored row was scored again")
 
 
 def test_monotone_check_flags_a_rise_with_eps():

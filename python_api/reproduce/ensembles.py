@@ -9,11 +9,13 @@ Trained (under out/<name>, a re-run with the same settings reuses every finished
   lr 0.001; rows EIO (derived, fine-tuned), EIO (no fine-tune) and EIO-RGN (every input through
   random gates: a randomised model, attacked with EOT and scored worst-of-k);
 - `dverge`: DVERGE-K for every K of `dverge_sizes`; with match_wall_clock, DVERGE-3 takes as many
-  steps as fit in EIO's training time (its seconds per step measured on a probe run).
+  steps as cost what EIO's pre-training and diversification cost, seconds per step measured on
+  probes of all three run side by side (`_Runs.matched_steps`).
 Evaluated on `eval_images` test images drawn with a fixed seed: black-box accuracy on the transfer
 set of each eps (built once, stored, shared by every defence), white-box PGD with step eps / 5 and
 restarts, all-or-nothing; at check_eps with the evaluation's sanity checks (their lowest accuracy
-is the headline there).
+is the headline there). Each row is stored under out/rows as it finishes, so a stopped call's
+re-run scores only the rows it lacks (scored_rows.py).
 """
 
 import contextlib
@@ -34,14 +36,22 @@ from ..models import AveragedEnsemble
 from ..train import StandardTraining, TrainConfig, derived_generator, derived_seed, train
 from ..train.dverge import DVERGETraining
 from ..train.eio import EIODiversification, EIOPretraining
-from ..train.eio_model import derive_eio, eio_blocks, random_gates, to_eio_model
+from ..train.eio_model import (
+    derive_eio,
+    eio_blocks,
+    feature_taps,
+    min_distinct_layer,
+    random_gates,
+    to_eio_model,
+)
 from ..train.runs import build_from_info, model_info, prepare_training_data
 from .ensemble_budgets import EnsembleBudget
+from .scored_rows import ScoredRows
+from .train_seconds import recorded_train_seconds
 
 __all__ = ["ENSEMBLE_METHODS", "pgd_step_fifth", "reproduce_ensembles"]
 
 ENSEMBLE_METHODS = ("eio", "dverge")
-_SECONDS = "train_seconds.json"
 _MATCHED = "matched_steps.json"
 
 
@@ -90,41 +100,53 @@ class _Runs:
         directory: Path | None = None,
         surrogate: bool = False,
     ) -> float:
-        """Trains (or reloads) `model`; the seconds the training took (as first measured)."""
+        """Trains (or resumes, or reloads) `model`; its training seconds over every call that trained
+        it (NaN when a killed call's steps are missing: train_seconds.py)."""
         directory = directory or self.out / name
         info = self.surrogate_info if surrogate else self.info
         run_info = {"model": info, "dataset": {"name": self.dataset}, "reproduce": name}
         started = time.perf_counter()
-        train(model, method, self.train_data, config, directory, run_info=run_info, log=None)
-        seconds = time.perf_counter() - started
-        record = directory / _SECONDS
-        if record.exists():
-            return json.loads(record.read_text())["seconds"]
-        record.write_text(json.dumps({"seconds": seconds}))
-        self.log(f"{name}: {config.max_steps} steps in {seconds:.1f} s")
+        result = train(model, method, self.train_data, config, directory, run_info=run_info, log=None)
+        trained = result.total_steps - result.resumed_from
+        seconds = recorded_train_seconds(
+            directory, time.perf_counter() - started, trained, result.total_steps
+        )
+        if trained:
+            self.log(f"{name}: {trained} of {result.total_steps} steps trained here; {seconds:.1f} s in all")
         return seconds
 
-    def matched_steps(self, name: str, seconds: float, build, method) -> int:
-        """The steps of `method` that take `seconds` (decided once: a re-run reuses the count)."""
+    def matched_steps(self, name: str, reference: list[tuple[int, Callable, object]], build, method) -> int:
+        """The steps of `method` (on build()) that cost what `reference` does: (steps, build, method)
+        for each training stage, e.g. EIO's pre-training and diversification. Seconds per step come
+        from probes of every stage run in interleaved rounds, so the load of the moment, a resumed
+        run or a faster machine weigh on both sides alike. Decided once: a re-run reuses the count."""
         record = self.out / name / _MATCHED
         if record.exists():
             return json.loads(record.read_text())["steps"]
-        per_step = self.seconds_per_step(build, method)
-        steps = max(1, round(seconds / per_step))
+        probes = [(b, m) for _, b, m in reference] + [(build, method)]
+        per_step = self.seconds_per_step(probes)
+        cost = sum(steps * t for (steps, _, _), t in zip(reference, per_step, strict=False))
+        steps = max(1, round(cost / per_step[-1]))
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(
-            json.dumps({"steps": steps, "seconds_per_step": per_step, "matched_seconds": seconds})
-        )
-        self.log(f"{name}: {per_step:.3f} s per step, {steps} steps in the {seconds:.1f} s EIO trained")
+        record.write_text(json.dumps({"steps": steps, "seconds_per_step": per_step[-1], "matched_seconds": cost,
+                                      "reference_seconds_per_step": per_step[:-1]}))  # fmt: skip
+        self.log(f"{name}: {per_step[-1]:.3f} s per step, {steps} steps in the {cost:.1f} s the reference's "
+                 f"{[s for s, _, _ in reference]} steps take at {[round(t, 3) for t in per_step[:-1]]} s each")  # fmt: skip
         return steps
 
-    def seconds_per_step(self, build: Callable[[], torch.nn.Module], method, probe_steps: int = 3) -> float:
-        """Seconds per step of `method` on a throwaway model (the first step, a warm-up, not counted)."""
-        stamps = []
-        with tempfile.TemporaryDirectory() as scratch:
-            train(build(), method, self.train_data, self.config(probe_steps + 1), scratch, log=None,
-                  on_step=lambda _step: stamps.append(time.perf_counter()))  # fmt: skip
-        return (stamps[-1] - stamps[0]) / probe_steps
+    def seconds_per_step(self, probes: list[tuple[Callable, object]], rounds: int = 3) -> list[float]:
+        """Median seconds per step of each (build, method): `rounds` rounds, each probe once per round
+        (rotating order) on a throwaway model, whose first step (a warm-up) is not counted."""
+        times = [[] for _ in probes]
+        for r in range(rounds):
+            for i in [(r + k) % len(probes) for k in range(len(probes))]:
+                build, method = probes[i]
+                stamps = []
+                with tempfile.TemporaryDirectory() as scratch:
+                    train(build(), method, self.train_data, self.config(2), scratch, log=None,
+                          on_step=lambda _step: stamps.append(time.perf_counter()))  # noqa: B023  # fmt: skip
+                times[i].append(stamps[-1] - stamps[0])
+        return [sorted(t)[len(t) // 2] for t in times]
 
 
 def _test_set(budget: EnsembleBudget, dataset: str, data_dir, device):
@@ -142,12 +164,16 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
         "baseline", baseline, StandardTraining(), runs.config(budget.baseline_steps, tag="baseline")
     )
     defences.append(("baseline", baseline.eval(), False, seconds))
-    eio_seconds = None
+    eio_stages = None  # (steps, build, method) of EIO's training, for DVERGE-3's matched steps
     if "eio" in methods:
-        rgn = to_eio_model(
-            runs.fresh("eio"), budget.gates, gate_classifier=budget.gate_classifier,
-            generator=derived_generator(runs.seed, "eio-gates"),
-        )  # fmt: skip
+
+        def gated(*parts):
+            return to_eio_model(
+                runs.fresh(*parts), budget.gates, gate_classifier=budget.gate_classifier,
+                generator=derived_generator(runs.seed, "eio-gates"),
+            )  # fmt: skip
+
+        rgn = gated("eio")
         pretrain = runs.fit(
             "eio-pretrain", rgn, EIOPretraining(), runs.config(budget.pretrain_steps, tag="eio-pre")
         )
@@ -155,6 +181,13 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
         eio_seconds = pretrain + runs.fit(
             "eio", rgn, diversify, runs.config(budget.diversify_steps, tag="eio")
         )
+        # the probes distil at the middle of the layers each method draws from (a step's cost grows
+        # with the layer; both draw it uniformly)
+        layers = len(eio_blocks(rgn))
+        middle = EIODiversification(budget.paths, budget.distill_eps, budget.distill_steps,
+                                    layer=(min_distinct_layer(budget.gates, budget.paths) + layers) // 2)  # fmt: skip
+        eio_stages = [(budget.pretrain_steps, lambda: gated("probe"), EIOPretraining()),
+                      (budget.diversify_steps, lambda: gated("probe"), middle)]  # fmt: skip
         path = torch.randint(
             budget.gates, (len(eio_blocks(rgn)),), generator=derived_generator(runs.seed, "derive")
         )
@@ -173,12 +206,14 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
             def build(size=size):
                 return AveragedEnsemble([runs.fresh("dverge", size, k) for k in range(size)])
 
-            method = DVERGETraining(
-                budget.distill_eps, budget.distill_steps, seed=derived_seed(runs.seed, "dverge", size)
-            )
+            dverge_seed = derived_seed(runs.seed, "dverge", size)
+            method = DVERGETraining(budget.distill_eps, budget.distill_steps, seed=dverge_seed)
             steps = budget.dverge_steps
-            if budget.match_wall_clock and size == 3 and eio_seconds is not None:
-                steps = runs.matched_steps(f"dverge-{size}", eio_seconds, build, method)
+            if budget.match_wall_clock and size == 3 and eio_stages is not None:
+                layers = len(feature_taps(runs.fresh("probe")))
+                probe = DVERGETraining(budget.distill_eps, budget.distill_steps, seed=dverge_seed,
+                                       layer=(1 + layers) // 2)  # fmt: skip
+                steps = runs.matched_steps(f"dverge-{size}", eio_stages, build, probe)
             ensemble = build()
             seconds = runs.fit(f"dverge-{size}", ensemble, method, runs.config(steps, tag=f"dverge{size}"))
             defences.append((f"DVERGE-{size}", ensemble.eval(), False, seconds))
@@ -199,31 +234,44 @@ def _surrogates(budget: EnsembleBudget, runs: _Runs) -> dict[str, torch.nn.Modul
 
 
 def _score(
-    name, model, randomized, seconds, transfer_sets, test, budget: EnsembleBudget, seed: int
+    name,
+    model,
+    randomized,
+    seconds,
+    transfer_sets,
+    test,
+    budget: EnsembleBudget,
+    seed: int,
+    stored: ScoredRows,
 ) -> list[dict]:
     draws = budget.draws if randomized else 1
     eot = budget.eot_draws if randomized else 1
     common = {"attack": pgd_step_fifth, "steps": budget.whitebox_steps, "restarts": budget.whitebox_restarts,
               "eot_draws": eot, "draws": budget.draws, "randomized": randomized, "seed": seed}  # fmt: skip
+
+    def row(eps, transfer_set) -> dict:
+        with own_noise([model], seed):  # the same gate draws whatever ran before
+            blackbox = transfer_set_accuracy(model, transfer_set, draws=draws)
+        if eps == budget.check_eps:
+            whitebox = evaluate(model, *test, eps=eps, checks=True, **common)
+        else:
+            whitebox = robust_accuracy(model, test, eps=eps, **common)
+        return {
+            "method": name, "eps": eps, "clean_accuracy": blackbox["clean_accuracy"],
+            "blackbox_accuracy": blackbox["blackbox_accuracy"], "whitebox_accuracy": whitebox["robust_accuracy"],
+            "blackbox_accuracy_mean_over_draws": blackbox["blackbox_accuracy_mean_over_draws"],
+            "whitebox_accuracy_mean_over_draws": whitebox["robust_accuracy_mean_over_draws"],
+            "randomized": randomized, "draws": draws, "eot_draws": eot, "n": blackbox["n"],
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "flagged": whitebox.get("flagged"), "whitebox_from": whitebox.get("robust_accuracy_from"),
+            "blackbox_per_version": blackbox["per_version"],
+        }  # fmt: skip
+
     rows = []
     with random_gates(model) if randomized else contextlib.nullcontext():
         for eps, transfer_set in transfer_sets.items():
-            with own_noise([model], seed):  # the same gate draws whatever ran before
-                blackbox = transfer_set_accuracy(model, transfer_set, draws=draws)
-            if eps == budget.check_eps:
-                whitebox = evaluate(model, *test, eps=eps, checks=True, **common)
-            else:
-                whitebox = robust_accuracy(model, test, eps=eps, **common)
-            rows.append({
-                "method": name, "eps": eps, "clean_accuracy": blackbox["clean_accuracy"],
-                "blackbox_accuracy": blackbox["blackbox_accuracy"], "whitebox_accuracy": whitebox["robust_accuracy"],
-                "blackbox_accuracy_mean_over_draws": blackbox["blackbox_accuracy_mean_over_draws"],
-                "whitebox_accuracy_mean_over_draws": whitebox["robust_accuracy_mean_over_draws"],
-                "randomized": randomized, "draws": draws, "eot_draws": eot, "n": blackbox["n"],
-                "train_seconds": seconds, "parameters": sum(p.numel() for p in model.parameters()),
-                "flagged": whitebox.get("flagged"), "whitebox_from": whitebox.get("robust_accuracy_from"),
-                "blackbox_per_version": blackbox["per_version"],
-            })  # fmt: skip
+            scored = stored.get_or_score(f"{name} eps {eps!r}", model, lambda: row(eps, transfer_set))  # noqa: B023
+            rows.append({**scored, "train_seconds": seconds})
     return rows
 
 
@@ -250,9 +298,12 @@ def reproduce_ensembles(
         rates[eps] = transfer_sets[eps]["images_per_second"]
         emit(f"transfer set eps {eps:g}: {transfer_sets[eps]['versions'].shape[0]} versions, "
              f"{rates[eps]:.1f} adversarial images/s{' (stored)' if transfer_sets[eps]['reused'] else ''}")  # fmt: skip
+    # a row reused from an earlier call of the same settings is not scored again (scored_rows.py)
+    stored = ScoredRows(out / "rows", {"budget": budget.__dict__, "dataset": dataset, "seed": seed,
+                                       "device": str(device)})  # fmt: skip
     rows = []
     for name, model, randomized, seconds in _defences(methods, budget, runs):
-        rows += _score(name, model, randomized, seconds, transfer_sets, test, budget, seed)
+        rows += _score(name, model, randomized, seconds, transfer_sets, test, budget, seed, stored)
         emit(f"{name} evaluated")
     versions = transfer_sets[budget.eps_list[0]]["names"]
     settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),

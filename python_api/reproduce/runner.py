@@ -8,8 +8,6 @@ path's non-zero parameters, its MACs per image, its noise additions and the trai
 epoch of its model, measured in the same run; protocol="paper" adds the papers' own protocol
 (paper_protocol.py) beside it."""
 
-import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +24,7 @@ from ..train.runs import build_from_info, model_info, prepare_training_data
 from .budgets import Budget, train_steps
 from .paper_protocol import PAPER_SEEDS, BestTracker, mean_over_seeds
 from .settings import LABELS, LAM_N, LAM_TH, METHODS, Entry, entries
+from .train_seconds import recorded_train_seconds
 
 __all__ = ["ATTACKS", "LAM_N", "LAM_TH", "METHODS", "PROTOCOLS", "reproduce", "work_units"]
 
@@ -82,17 +81,6 @@ def _counts(counts: dict, path: int, noisy: bool) -> dict:
     name = ("clean_path", "adversarial_path")[path]
     return {"parameters": counts[name], "union_parameters": counts["union"],
             "noise_additions": counts["noise_additions"]["adversarial_path"] if noisy else 0}  # fmt: skip
-
-
-def _train_seconds(run_dir: Path, seconds: float, trained_steps: int, total_steps: int) -> float:
-    """The training time of the model in run_dir: this call's, plus what earlier calls that
-    trained part of it recorded (a reused finished model keeps the time it was trained in)."""
-    record = run_dir / "train_seconds.json"
-    earlier = json.loads(record.read_text()) if record.exists() else {"seconds": 0.0, "steps": 0}
-    if trained_steps:
-        earlier = {"seconds": earlier["seconds"] + seconds, "steps": earlier["steps"] + trained_steps}
-        record.write_text(json.dumps(earlier) + "\n")
-    return earlier["seconds"] if earlier["steps"] == total_steps else math.nan
 
 
 def reproduce(
@@ -159,7 +147,9 @@ def reproduce(
         result = train(
             model, entry.training, train_data, config, run_dir, run_info=run_info, log=None, on_step=on_step
         )
-        seconds = _train_seconds(run_dir, time.perf_counter() - started, len(trained), result.total_steps)
+        seconds = recorded_train_seconds(
+            run_dir, time.perf_counter() - started, len(trained), result.total_steps
+        )
         tick(total - len(trained))  # the steps a reused or resumed run did not train here
         emit(f"{run_dir.name} trained in {seconds:.1f} s")
         model.eval()

@@ -1,0 +1,21 @@
+"""The training time of a reproduce run's model, summed over the calls that trained it: a run
+stopped and resumed counts the steps each call trained, and a finished model that a later call
+reuses keeps the time it was trained in."""
+
+import json
+import math
+from pathlib import Path
+
+__all__ = ["recorded_train_seconds"]
+
+
+def recorded_train_seconds(run_dir: Path, seconds: float, trained_steps: int, total_steps: int) -> float:
+    """Adds this call's `seconds` for `trained_steps` steps to run_dir's record; the total once the
+    record covers all `total_steps`, else NaN (steps trained after the last checkpoint of a killed
+    call are not in it)."""
+    record = Path(run_dir) / "train_seconds.json"
+    earlier = json.loads(record.read_text()) if record.exists() else {"seconds": 0.0, "steps": 0}
+    if trained_steps:
+        earlier = {"seconds": earlier["seconds"] + seconds, "steps": earlier["steps"] + trained_steps}
+        record.write_text(json.dumps(earlier) + "\n")
+    return earlier["seconds"] if earlier["steps"] == total_steps else math.nan

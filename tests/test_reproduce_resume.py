@@ -1,0 +1,75 @@
+"""What a stopped `reproduce` run keeps for its re-run: scored rows (scored_rows.py) and the
+training time of models trained over several calls (train_seconds.py)."""
+
+import math
+
+import torch
+
+from robustkernels.api.reproduce.scored_rows import ScoredRows, model_digest
+from robustkernels.api.reproduce.train_seconds import recorded_train_seconds
+
+
+def _counting_score(result):
+    calls = []
+
+    def score():
+        calls.append(1)
+        return result
+
+    return score, calls
+
+
+def test_a_row_is_scored_once_for_the_same_model_and_settings(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    score, calls = _counting_score({"method": "m", "eps": 0.03, "accuracy": 0.5, "per": (1, 2)})
+    first = ScoredRows(tmp_path, {"budget": "small", "seed": 0}).get_or_score("m eps 0.03", model, score)
+    again = ScoredRows(tmp_path, {"seed": 0, "budget": "small"}).get_or_score("m eps 0.03", model, score)
+    assert len(calls) == 1
+    # a fresh result and a stored one read the same (both as JSON gives them back)
+    assert first == again == {"method": "m", "eps": 0.03, "accuracy": 0.5, "per": [1, 2]}
+
+
+def test_a_changed_model_settings_or_key_is_scored_afresh(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    score, calls = _counting_score({"accuracy": 0.5})
+    rows = ScoredRows(tmp_path, {"seed": 0})
+    rows.get_or_score("m eps 0.03", model, score)
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-6
+    rows.get_or_score("m eps 0.03", model, score)  # retrained weights
+    ScoredRows(tmp_path, {"seed": 1}).get_or_score("m eps 0.03", model, score)  # other settings
+    ScoredRows(tmp_path, {"seed": 1}).get_or_score("m eps 0.05", model, score)  # other row
+    assert len(calls) == 4
+    ScoredRows(tmp_path, {"seed": 1}).get_or_score("m eps 0.05", model, score)
+    assert len(calls) == 4
+
+
+def test_a_row_interrupted_while_stored_is_scored_again(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    score, calls = _counting_score({"accuracy": 0.5})
+    rows = ScoredRows(tmp_path, {})
+    rows.get_or_score("m", model, score)
+    (stored,) = tmp_path.glob("*.json")
+    stored.rename(stored.with_suffix(".partial"))  # killed between writing and renaming
+    rows.get_or_score("m", model, score)
+    assert len(calls) == 2
+
+
+def test_model_digest_covers_float_state_but_not_integer_state():
+    model = torch.nn.BatchNorm1d(4)
+    before = model_digest(model)
+    model.num_batches_tracked += 5  # integer state (as a noise stream's position) is left out
+    assert model_digest(model) == before
+    model.running_mean += 1.0
+    assert model_digest(model) != before
+
+
+def test_train_seconds_sum_over_the_calls_that_trained_the_model(tmp_path):
+    assert math.isnan(recorded_train_seconds(tmp_path, 10.0, 4, 10))  # stopped after 4 of 10 steps
+    assert recorded_train_seconds(tmp_path, 15.0, 6, 10) == 25.0  # resumed and finished
+    assert recorded_train_seconds(tmp_path, 0.1, 0, 10) == 25.0  # reused: keeps its time
+
+
+def test_train_seconds_of_a_run_whose_killed_steps_are_missing_are_unknown(tmp_path):
+    # a call killed before its end records nothing; the re-run trains from the last checkpoint only
+    assert math.isnan(recorded_train_seconds(tmp_path, 15.0, 6, 10))
