@@ -4,13 +4,14 @@ fields results.json promises, and the tables."""
 import json
 from dataclasses import replace
 
+from python_api.reproduce import eee
 from python_api.reproduce.eee import eee_budget, reproduce_eee
 from python_api.reproduce.eee_results import format_eee_tables, not_monotone, write_eee_results
 
 FIELDS = ("method", "eps", "clean_accuracy", "rand_accuracy", "adaptive_accuracy")
 
 
-def test_reproduce_eee_writes_one_row_per_model_and_eps(tmp_path):
+def test_reproduce_eee_writes_one_row_per_model_and_eps(tmp_path, monkeypatch):
     budget = replace(eee_budget("smoke", "digits"), train_steps=2, head_steps=1, eval_images=4, steps=1,
                      square_queries=2, target_classes=2, batch_size=16, head_batch_size=16)  # fmt: skip
     results = reproduce_eee(budget, tmp_path, dataset="digits")
@@ -28,6 +29,13 @@ def test_reproduce_eee_writes_one_row_per_model_and_eps(tmp_path):
     assert json.loads(paths["json"].read_text())["rows"][0]["method"] == "multires backbone"
     assert "AA-rand (paper protocol)" in format_eee_tables(results)
     assert "CrossMax: rand / adaptive" in paths["markdown"].read_text()
+    # a re-run resumes: the trained models are reloaded and every stored row is reused
+    monkeypatch.setattr(eee, "adaptive_evaluation", _never)
+    assert reproduce_eee(budget, tmp_path, dataset="digits")["rows"] == results["rows"]
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("a stored row was scored again")
 
 
 def test_not_monotone_flags_accuracy_rising_with_eps():

@@ -10,6 +10,8 @@ time on the frozen backbone; and, for the paper's model-ensemble study (Fig. 4),
 backbones with other seeds. Rows per eps: the backbone alone, the self-ensemble with the mean
 of its predictors and with CrossMax (k = 3, "kth"), the model ensemble with the mean and with
 CrossMax (median).
+Training resumes and each scored row is stored as it finishes, so a stopped call's re-run with
+the same settings picks up where it stopped (scored_rows.py).
 Deviation (spec C.6.4): no ImageNet-pretrained ResNet-152 and no 224 upsampling; the backbone
 is a CIFAR-stem ResNet at the data's own 32 x 32.
 """
@@ -36,6 +38,7 @@ from ..train import (
     train_heads,
 )
 from ..train.runs import model_info, prepare_training_data
+from .scored_rows import ScoredRows
 from .weights import load_matching
 
 __all__ = ["EEE_BUDGETS", "EEEBudget", "eee_budget", "reproduce_eee"]
@@ -160,17 +163,24 @@ def reproduce_eee(
         name = f"{len(members)}-model ensemble"
         models[f"{name}, mean"] = ModelEnsemble(members, aggregation="mean").eval()
         models[f"{name}, CrossMax (median)"] = ModelEnsemble(members, reduction="median").eval()
+    # a row reused from an earlier call of the same settings is not scored again (scored_rows.py)
+    stored = ScoredRows(out / "rows", {"budget": budget.__dict__, "dataset": dataset, "seed": seed,
+                                       "device": str(device), "light_at": light_at, "weights": str(weights)})  # fmt: skip
+
+    def score(name, model, eps) -> dict:
+        # each row's draws from its own seed: no row depends on what the rows before it drew
+        with noise_seed(model, derived_seed(seed, "eee-eval-noise", name, eps)):
+            return adaptive_evaluation(
+                model, *test, eps=eps, steps=budget.steps, rand_eot_draws=budget.rand_eot_draws,
+                adaptive_eot_draws=budget.adaptive_eot_draws, draws=budget.draws,
+                n_target_classes=budget.target_classes, square_queries=budget.square_queries,
+                generator=derived_generator(seed, "eee-eval", name, eps, device=device),
+            )  # fmt: skip
+
     rows = []
     for eps in budget.eps:
         for name, model in models.items():
-            # each row's draws from its own seed: no row depends on what the rows before it drew
-            with noise_seed(model, derived_seed(seed, "eee-eval-noise", name, eps)):
-                result = adaptive_evaluation(
-                    model, *test, eps=eps, steps=budget.steps, rand_eot_draws=budget.rand_eot_draws,
-                    adaptive_eot_draws=budget.adaptive_eot_draws, draws=budget.draws,
-                    n_target_classes=budget.target_classes, square_queries=budget.square_queries,
-                    generator=derived_generator(seed, "eee-eval", name, eps, device=device),
-                )  # fmt: skip
+            result = stored.get_or_score(f"{name} eps {eps!r}", model, lambda: score(name, model, eps))  # noqa: B023
             rows.append({"method": name, "eps": eps, **result})
             emit(f"{name} eps {eps:.4f}: CA {result['clean_accuracy']:.3f} rand {result['rand_accuracy']:.3f} "
                  f"adaptive {result['adaptive_accuracy']:.3f}")  # fmt: skip
