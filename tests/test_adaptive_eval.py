@@ -1,11 +1,18 @@
 """The adaptive evaluation of self-ensembles: the surrogate's gradient path, the Square attack,
 and the per-image minimum over attacks, with a planted gradient-masked model it must catch."""
 
+import pytest
 import torch
 from torch import nn
 
 from python_api.attacks.square import square
-from python_api.evaluate.adaptive import MeanSurrogate, adaptive_evaluation, fixed_draw_twin, masking_gap
+from python_api.evaluate.adaptive import (
+    MeanSurrogate,
+    adaptive_evaluation,
+    fixed_draw_twin,
+    masking_gap,
+    merge_adaptive_results,
+)
 from python_api.models import SelfEnsemble, resnet20, to_multires_model
 from robustkernels.nn import IntermediateHeads
 
@@ -97,6 +104,29 @@ def test_per_head_attacks_catch_heads_whose_gradients_cancel():
 def test_masking_gap_is_measured_against_noise():
     assert masking_gap(0.5, 0.45, 100) == (0.04999999999999999, 0.1, False)
     assert masking_gap(0.5, 0.2, 100)[2]
+
+
+def _part(n, clean, rand, adaptive, after):
+    gap, noise, flagged = masking_gap(rand, adaptive, n)
+    return {"n": n, "clean_accuracy": clean, "rand_accuracy": rand, "adaptive_accuracy": adaptive,
+            "robust_after": {"autoattack-rand": rand, "square": after}, "gap": gap, "noise": noise,
+            "gradient_masking": flagged, "draws": 3}  # fmt: skip
+
+
+def test_results_on_disjoint_images_merge_into_the_whole_sets_result():
+    # 30 images, 12 / 9 / 6 right clean / under rand / under everything; then 20 images, 10 / 4 / 4
+    merged = merge_adaptive_results([_part(30, 0.4, 0.3, 0.2, 0.25), _part(20, 0.5, 0.2, 0.2, 0.2)])
+    whole = _part(50, 22 / 50, 13 / 50, 10 / 50, 11.5 / 50)
+    assert merged.keys() == whole.keys()
+    for key, value in whole.items():
+        assert merged[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+    assert merged["robust_after"] == pytest.approx(whole["robust_after"])
+    # the gap is judged on all 50 images (10 of 25 robust under rand, 6 of 25 under everything in
+    # each part: within the noise of 25 images, beyond that of 50)
+    assert merge_adaptive_results([_part(25, 1, 0.4, 0.24, 0.3)] * 2)["gradient_masking"]
+    assert not _part(25, 1, 0.4, 0.24, 0.3)["gradient_masking"]
+    with pytest.raises(ValueError, match="at least one"):
+        merge_adaptive_results([])
 
 
 def test_square_breaks_the_masked_model_without_gradients():

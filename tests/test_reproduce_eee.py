@@ -14,7 +14,9 @@ FIELDS = ("method", "eps", "clean_accuracy", "rand_accuracy", "adaptive_accuracy
 def test_reproduce_eee_writes_one_row_per_model_and_eps(tmp_path, monkeypatch):
     budget = replace(eee_budget("smoke", "digits"), train_steps=2, head_steps=1, eval_images=4, steps=1,
                      square_queries=2, target_classes=2, batch_size=16, head_batch_size=16)  # fmt: skip
+    monkeypatch.setattr(eee, "_CHUNK", 3)  # each row scored in two stored pieces, of 3 and 1 images
     results = reproduce_eee(budget, tmp_path, dataset="digits")
+    assert len(list((tmp_path / "rows").glob("*.json"))) == 2 * len(results["rows"])
     methods = [row["method"] for row in results["rows"]]
     assert (
         len(methods) == 5
@@ -23,7 +25,7 @@ def test_reproduce_eee_writes_one_row_per_model_and_eps(tmp_path, monkeypatch):
     )
     for row in results["rows"]:
         assert all(field in row for field in FIELDS)
-        assert row["eps"] == budget.eps[0]
+        assert row["eps"] == budget.eps[0] and row["n"] == 4
         assert 0 <= row["adaptive_accuracy"] <= row["rand_accuracy"] <= 1  # the minimum includes rand
     paths = write_eee_results(results, tmp_path)
     assert json.loads(paths["json"].read_text())["rows"][0]["method"] == "multires backbone"

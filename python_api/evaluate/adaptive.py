@@ -38,6 +38,7 @@ __all__ = [
     "adaptive_evaluation",
     "fixed_draw_twin",
     "masking_gap",
+    "merge_adaptive_results",
 ]
 
 ADAPTIVE_ATTACKS = (
@@ -97,6 +98,28 @@ def masking_gap(rand_accuracy: float, adaptive_accuracy: float, n: int) -> tuple
     noise = max(2 * math.sqrt(rand_accuracy * (1 - rand_accuracy) / max(n, 1)), 1 / max(n, 1))
     gap = rand_accuracy - adaptive_accuracy
     return gap, noise, gap > noise
+
+
+def merge_adaptive_results(parts: list[dict]) -> dict:
+    """One adaptive_evaluation result from results on disjoint image sets (every score is per
+    image, so the accuracies are the parts' means weighted by their images; the masking gap is
+    recomputed on the whole)."""
+    if not parts:
+        raise ValueError("need at least one result to merge")
+    n = sum(part["n"] for part in parts)
+
+    def mean(values) -> float:
+        return sum(v * part["n"] for v, part in zip(values, parts, strict=True)) / n
+
+    rand = mean(part["rand_accuracy"] for part in parts)
+    adaptive = mean(part["adaptive_accuracy"] for part in parts)
+    gap, noise, flagged = masking_gap(rand, adaptive, n)
+    robust_after = {
+        name: mean(part["robust_after"][name] for part in parts) for name in parts[0]["robust_after"]
+    }
+    return {**parts[0], "clean_accuracy": mean(part["clean_accuracy"] for part in parts), "rand_accuracy": rand,
+            "adaptive_accuracy": adaptive, "robust_after": robust_after, "gap": gap, "noise": noise,
+            "gradient_masking": flagged, "n": n}  # fmt: skip
 
 
 def adaptive_evaluation(

@@ -18,6 +18,7 @@ is a CIFAR-stem ResNet at the data's own 32 x 32.
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ import torch
 from robustkernels.nn import IntermediateHeads, noise_seed
 
 from ..data import load_dataset, to_unit_interval
-from ..evaluate.adaptive import adaptive_evaluation
+from ..evaluate.adaptive import adaptive_evaluation, merge_adaptive_results
 from ..models import ModelEnsemble, SelfEnsemble, build_model, tap_features, to_multires_model
 from ..models.self_ensemble import SinglePredictor
 from ..train import (
@@ -44,6 +45,9 @@ from .weights import load_matching
 __all__ = ["EEE_BUDGETS", "EEEBudget", "eee_budget", "reproduce_eee"]
 
 RESOLUTIONS = (32, 16, 8, 4)
+# a row is scored and stored in pieces of this many images (every score is per image): a `small`
+# row takes hours on a CPU, and a stopped run keeps the pieces it finished
+_CHUNK = 50
 
 
 @dataclass(frozen=True)
@@ -167,20 +171,26 @@ def reproduce_eee(
     stored = ScoredRows(out / "rows", {"budget": budget.__dict__, "dataset": dataset, "seed": seed,
                                        "device": str(device), "light_at": light_at, "weights": str(weights)})  # fmt: skip
 
-    def score(name, model, eps) -> dict:
-        # each row's draws from its own seed: no row depends on what the rows before it drew
-        with noise_seed(model, derived_seed(seed, "eee-eval-noise", name, eps)):
+    def score(name, model, eps, chunk: int) -> dict:
+        # each piece's draws from its own seed: none depends on what ran before it
+        images = slice(chunk * _CHUNK, (chunk + 1) * _CHUNK)
+        with noise_seed(model, derived_seed(seed, "eee-eval-noise", name, eps, chunk)):
             return adaptive_evaluation(
-                model, *test, eps=eps, steps=budget.steps, rand_eot_draws=budget.rand_eot_draws,
-                adaptive_eot_draws=budget.adaptive_eot_draws, draws=budget.draws,
-                n_target_classes=budget.target_classes, square_queries=budget.square_queries,
-                generator=derived_generator(seed, "eee-eval", name, eps, device=device),
+                model, test[0][images], test[1][images], eps=eps, steps=budget.steps,
+                rand_eot_draws=budget.rand_eot_draws, adaptive_eot_draws=budget.adaptive_eot_draws,
+                draws=budget.draws, n_target_classes=budget.target_classes, square_queries=budget.square_queries,
+                generator=derived_generator(seed, "eee-eval", name, eps, chunk, device=device),
             )  # fmt: skip
 
     rows = []
+    chunks = range(-(-len(test[1]) // _CHUNK))
     for eps in budget.eps:
         for name, model in models.items():
-            result = stored.get_or_score(f"{name} eps {eps!r}", model, lambda: score(name, model, eps))  # noqa: B023
+            key = f"{name} eps {eps!r} images"
+            parts = [
+                stored.get_or_score(f"{key} {c}", model, partial(score, name, model, eps, c)) for c in chunks
+            ]
+            result = merge_adaptive_results(parts)
             rows.append({"method": name, "eps": eps, **result})
             emit(f"{name} eps {eps:.4f}: CA {result['clean_accuracy']:.3f} rand {result['rand_accuracy']:.3f} "
                  f"adaptive {result['adaptive_accuracy']:.3f}")  # fmt: skip

@@ -23,6 +23,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -270,7 +271,7 @@ def _score(
     rows = []
     with random_gates(model) if randomized else contextlib.nullcontext():
         for eps, transfer_set in transfer_sets.items():
-            scored = stored.get_or_score(f"{name} eps {eps!r}", model, lambda: row(eps, transfer_set))  # noqa: B023
+            scored = stored.get_or_score(f"{name} eps {eps!r}", model, partial(row, eps, transfer_set))
             rows.append({**scored, "train_seconds": seconds})
     return rows
 
