@@ -16,6 +16,7 @@ Deviation (spec C.6.4): no ImageNet-pretrained ResNet-152 and no 224 upsampling;
 is a CIFAR-stem ResNet at the data's own 32 x 32.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -39,7 +40,7 @@ from ..train import (
     train_heads,
 )
 from ..train.runs import model_info, prepare_training_data
-from .scored_rows import ScoredRows
+from .scored_rows import ScoredRows, model_digest
 from .weights import load_matching
 
 __all__ = ["EEE_BUDGETS", "EEEBudget", "eee_budget", "reproduce_eee"]
@@ -105,6 +106,24 @@ def _head_sizes(backbone, taps, x: torch.Tensor) -> list[int]:
     return [tapped[name][0].numel() for name in taps]
 
 
+def _trained_heads(ensemble: SelfEnsemble, path: Path, stamp: dict, train_them: Callable[[], list[float]]):
+    """The heads' final losses, trained by train_them() and stored with the ensemble's state (head
+    training also moves the backbone's BN statistics), or loaded from `path` when it holds the
+    training of `stamp` (the settings and the backbone it started from): a re-run's heads, and so
+    its stored rows' model hashes, do not depend on the machine retraining them bit for bit."""
+    if path.exists():
+        stored = torch.load(path, weights_only=True)
+        if stored["stamp"] == json.loads(json.dumps(stamp)):
+            ensemble.load_state_dict(stored["state"])
+            return stored["losses"]
+    losses = train_them()
+    partial_path = path.with_suffix(".partial")
+    torch.save({"stamp": json.loads(json.dumps(stamp)), "state": ensemble.state_dict(), "losses": losses},
+               partial_path)  # fmt: skip
+    partial_path.replace(path)
+    return losses
+
+
 def reproduce_eee(
     budget: EEEBudget,
     out: str | Path,
@@ -150,9 +169,12 @@ def reproduce_eee(
     taps = _taps(main.net)
     heads = IntermediateHeads(_head_sizes(main, taps, test[0]), info["num_classes"], pool=None)  # flattened
     ensemble = SelfEnsemble(main, heads.to(device), taps)
-    head_losses = train_heads(
-        ensemble, train_data, steps=budget.head_steps, batch_size=budget.head_batch_size, lr=budget.head_lr,
-        seed=seed,
+    run_settings = {"budget": budget.__dict__, "dataset": dataset, "seed": seed, "device": str(device),
+                    "light_at": light_at, "weights": str(weights)}  # fmt: skip
+    head_losses = _trained_heads(
+        ensemble, out / "heads.pt", {"settings": run_settings, "backbone": model_digest(main)},
+        lambda: train_heads(ensemble, train_data, steps=budget.head_steps, batch_size=budget.head_batch_size,
+                            lr=budget.head_lr, seed=seed),
     )  # fmt: skip
     emit(f"heads at {taps} trained, final losses {[round(v, 3) for v in head_losses]}")
     ensemble.eval()
@@ -168,8 +190,7 @@ def reproduce_eee(
         models[f"{name}, mean"] = ModelEnsemble(members, aggregation="mean").eval()
         models[f"{name}, CrossMax (median)"] = ModelEnsemble(members, reduction="median").eval()
     # a row reused from an earlier call of the same settings is not scored again (scored_rows.py)
-    stored = ScoredRows(out / "rows", {"budget": budget.__dict__, "dataset": dataset, "seed": seed,
-                                       "device": str(device), "light_at": light_at, "weights": str(weights)})  # fmt: skip
+    stored = ScoredRows(out / "rows", run_settings)
 
     def score(name, model, eps, chunk: int) -> dict:
         # each piece's draws from its own seed: none depends on what ran before it
