@@ -80,7 +80,7 @@ class PathBatchNorm2d(_Routed):
         use_batch_stats = self.training or self.running_mean is None
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.running_mean is not None:
-            self.num_batches_tracked[p] += 1
+            self.num_batches_tracked[p].add_(1)  # in place on the view: `+=` would also copy it back
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
                 momentum = 1.0 / float(self.num_batches_tracked[p])
         return nn.functional.batch_norm(
