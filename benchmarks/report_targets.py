@@ -28,6 +28,14 @@ TARGETS = [
         "speed-up vs eager notebook pipeline",
     ),
     (
+        "self_ensemble_parts",
+        "forward_backward",
+        "eager_notebook",
+        "robustkernels",
+        (">=", 2.0),
+        "everything but the backbone: speed-up vs eager notebook",
+    ),
+    (
         "noisy_conv2d",
         "forward_backward",
         "robustkernels",
