@@ -44,15 +44,15 @@ def test_a_changed_model_settings_or_key_is_scored_afresh(tmp_path):
     assert len(calls) == 4
 
 
-def test_a_row_interrupted_while_stored_is_scored_again(tmp_path):
+def test_a_row_left_unreadable_by_a_kill_is_scored_again(tmp_path):
     model = torch.nn.Linear(3, 2)
     score, calls = _counting_score({"accuracy": 0.5})
     rows = ScoredRows(tmp_path, {})
     rows.get_or_score("m", model, score)
     (stored,) = tmp_path.glob("*.json")
-    stored.rename(stored.with_suffix(".partial"))  # killed between writing and renaming
-    rows.get_or_score("m", model, score)
-    assert len(calls) == 2
+    stored.write_text(stored.read_text()[:10])  # cut short
+    assert rows.get_or_score("m", model, score) == {"accuracy": 0.5}
+    assert len(calls) == 2 and rows.get_or_score("m", model, score) == {"accuracy": 0.5} and len(calls) == 2
 
 
 def test_model_digest_covers_float_state_but_not_integer_state():
@@ -62,6 +62,9 @@ def test_model_digest_covers_float_state_but_not_integer_state():
     assert model_digest(model) == before
     model.running_mean += 1.0
     assert model_digest(model) != before
+    scalar = torch.nn.Module()
+    scalar.register_buffer("rate", torch.tensor(0.5))  # 0-dim float state
+    assert model_digest(scalar) != model_digest(torch.nn.Module())
 
 
 def test_train_seconds_sum_over_the_calls_that_trained_the_model(tmp_path):
@@ -73,3 +76,8 @@ def test_train_seconds_sum_over_the_calls_that_trained_the_model(tmp_path):
 def test_train_seconds_of_a_run_whose_killed_steps_are_missing_are_unknown(tmp_path):
     # a call killed before its end records nothing; the re-run trains from the last checkpoint only
     assert math.isnan(recorded_train_seconds(tmp_path, 15.0, 6, 10))
+
+
+def test_train_seconds_of_an_earlier_versions_record_count_as_finished(tmp_path):
+    (tmp_path / "train_seconds.json").write_text('{"seconds": 12.5}')  # no steps: written when finished
+    assert recorded_train_seconds(tmp_path, 0.1, 0, 600) == 12.5

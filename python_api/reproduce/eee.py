@@ -112,7 +112,7 @@ def _trained_heads(ensemble: SelfEnsemble, path: Path, stamp: dict, train_them: 
     training of `stamp` (the settings and the backbone it started from): a re-run's heads, and so
     its stored rows' model hashes, do not depend on the machine retraining them bit for bit."""
     if path.exists():
-        stored = torch.load(path, weights_only=True)
+        stored = torch.load(path, map_location="cpu", weights_only=True)
         if stored["stamp"] == json.loads(json.dumps(stamp)):
             ensemble.load_state_dict(stored["state"])
             return stored["losses"]
@@ -207,10 +207,12 @@ def reproduce_eee(
     chunks = range(-(-len(test[1]) // _CHUNK))
     for eps in budget.eps:
         for name, model in models.items():
-            key = f"{name} eps {eps!r} images"
+            # the key names the images, so a piece is never taken for one of another size
             parts = [
-                stored.get_or_score(f"{key} {c}", model, partial(score, name, model, eps, c)) for c in chunks
-            ]
+                stored.get_or_score(f"{name} eps {eps!r} images {c * _CHUNK}:{(c + 1) * _CHUNK}", model,
+                                    partial(score, name, model, eps, c))
+                for c in chunks
+            ]  # fmt: skip
             result = merge_adaptive_results(parts)
             rows.append({"method": name, "eps": eps, **result})
             emit(f"{name} eps {eps:.4f}: CA {result['clean_accuracy']:.3f} rand {result['rand_accuracy']:.3f} "

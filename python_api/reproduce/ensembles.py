@@ -10,7 +10,7 @@ Trained (under out/<name>, a re-run with the same settings reuses every finished
   random gates: a randomised model, attacked with EOT and scored worst-of-k);
 - `dverge`: DVERGE-K for every K of `dverge_sizes`; with match_wall_clock, DVERGE-3 takes as many
   steps as cost what EIO's pre-training and diversification cost, seconds per step measured on
-  probes of all three run side by side (`_Runs.matched_steps`).
+  probes of all three run side by side (matched_steps.py).
 Evaluated on `eval_images` test images drawn with a fixed seed: black-box accuracy on the transfer
 set of each eps (built once, stored, shared by every defence), white-box PGD with step eps / 5 and
 restarts, all-or-nothing; at check_eps with the evaluation's sanity checks (their lowest accuracy
@@ -19,10 +19,9 @@ re-run scores only the rows it lacks (scored_rows.py).
 """
 
 import contextlib
-import json
-import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from ..train.eio_model import (
 )
 from ..train.runs import build_from_info, model_info, prepare_training_data
 from .ensemble_budgets import EnsembleBudget
+from .matched_steps import matched_steps, middle_layers, seconds_per_step
 from .scored_rows import ScoredRows
 from .train_seconds import recorded_train_seconds
 
@@ -116,45 +116,44 @@ class _Runs:
             self.log(f"{name}: {trained} of {result.total_steps} steps trained here; {seconds:.1f} s in all")
         return seconds
 
-    def matched_steps(self, name: str, reference: list[tuple[int, Callable, object]], build, method) -> int:
-        """The steps of `method` (on build()) that cost what `reference` does: (steps, build, method)
-        for each training stage, e.g. EIO's pre-training and diversification. Seconds per step come
-        from probes of every stage run in interleaved rounds, so the load of the moment, a resumed
-        run or a faster machine weigh on both sides alike. Decided once: a re-run reuses the count."""
-        record = self.out / name / _MATCHED
-        if record.exists():
-            return json.loads(record.read_text())["steps"]
-        probes = [(b, m) for _, b, m in reference] + [(build, method)]
-        per_step = self.seconds_per_step(probes)
-        cost = sum(steps * t for (steps, _, _), t in zip(reference, per_step, strict=False))
-        steps = max(1, round(cost / per_step[-1]))
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"steps": steps, "seconds_per_step": per_step[-1], "matched_seconds": cost,
-                                      "reference_seconds_per_step": per_step[:-1]}))  # fmt: skip
-        self.log(f"{name}: {per_step[-1]:.3f} s per step, {steps} steps in the {cost:.1f} s the reference's "
-                 f"{[s for s, _, _ in reference]} steps take at {[round(t, 3) for t in per_step[:-1]]} s each")  # fmt: skip
-        return steps
-
-    def seconds_per_step(self, probes: list[tuple[Callable, object]], rounds: int = 3) -> list[float]:
-        """Median seconds per step of each (build, method): `rounds` rounds, each probe once per round
-        (rotating order) on a throwaway model, whose first step (a warm-up) is not counted."""
-        times = [[] for _ in probes]
-        for r in range(rounds):
-            for i in [(r + k) % len(probes) for k in range(len(probes))]:
-                build, method = probes[i]
-                stamps = []
-                with tempfile.TemporaryDirectory() as scratch:
-                    train(build(), method, self.train_data, self.config(2), scratch, log=None,
-                          on_step=lambda _step: stamps.append(time.perf_counter()))  # noqa: B023  # fmt: skip
-                times[i].append(stamps[-1] - stamps[0])
-        return [sorted(t)[len(t) // 2] for t in times]
-
 
 def _test_set(budget: EnsembleBudget, dataset: str, data_dir, device):
     """eval_images test images drawn without replacement with a fixed seed (DVERGE: 1000 random ones)."""
     images, labels = load_dataset(dataset, "test", data_dir)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[: budget.eval_images]
     return to_unit_interval(images[order]).to(device), labels[order].to(device)
+
+
+def _gated(budget: EnsembleBudget, runs: _Runs, *parts) -> torch.nn.Module:
+    """A fresh random gated network (its gates initialised from the run's seed)."""
+    return to_eio_model(
+        runs.fresh(*parts), budget.gates, gate_classifier=budget.gate_classifier,
+        generator=derived_generator(runs.seed, "eio-gates"),
+    )  # fmt: skip
+
+
+def _dverge3_steps(budget: EnsembleBudget, runs: _Runs, build, dverge_seed: int) -> int:
+    """DVERGE-3's steps for EIO's wall-clock time (matched_steps.py): probes of EIO's pre-training
+    and diversification and of DVERGE-3, each distilling at the middle of its layers."""
+    layers = len(eio_blocks(_gated(budget, runs, "probe")))
+    first = min_distinct_layer(budget.gates, budget.paths)
+    distill = (budget.paths, budget.distill_eps, budget.distill_steps)
+    probe_model = partial(_gated, budget, runs, "probe")
+    reference = [
+        (budget.pretrain_steps, [(probe_model, EIOPretraining())]),
+        (budget.diversify_steps, [(probe_model, EIODiversification(*distill, layer=layer))
+                                  for layer in middle_layers(first, layers)]),
+    ]  # fmt: skip
+    target = [
+        (build, DVERGETraining(*distill[1:], seed=dverge_seed, layer=layer))
+        for layer in middle_layers(1, len(feature_taps(runs.fresh("probe"))))
+    ]
+    probe_config = replace(runs.config(3), log_every=3)
+
+    def measure(probes):
+        return seconds_per_step(probes, runs.train_data, probe_config)
+
+    return matched_steps(runs.out / "dverge-3" / _MATCHED, reference, target, measure, runs.log)
 
 
 def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, torch.nn.Module, bool, float]]:
@@ -165,16 +164,8 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
         "baseline", baseline, StandardTraining(), runs.config(budget.baseline_steps, tag="baseline")
     )
     defences.append(("baseline", baseline.eval(), False, seconds))
-    eio_stages = None  # (steps, build, method) of EIO's training, for DVERGE-3's matched steps
     if "eio" in methods:
-
-        def gated(*parts):
-            return to_eio_model(
-                runs.fresh(*parts), budget.gates, gate_classifier=budget.gate_classifier,
-                generator=derived_generator(runs.seed, "eio-gates"),
-            )  # fmt: skip
-
-        rgn = gated("eio")
+        rgn = _gated(budget, runs, "eio")
         pretrain = runs.fit(
             "eio-pretrain", rgn, EIOPretraining(), runs.config(budget.pretrain_steps, tag="eio-pre")
         )
@@ -182,13 +173,6 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
         eio_seconds = pretrain + runs.fit(
             "eio", rgn, diversify, runs.config(budget.diversify_steps, tag="eio")
         )
-        # the probes distil at the middle of the layers each method draws from (a step's cost grows
-        # with the layer; both draw it uniformly)
-        layers = len(eio_blocks(rgn))
-        middle = EIODiversification(budget.paths, budget.distill_eps, budget.distill_steps,
-                                    layer=(min_distinct_layer(budget.gates, budget.paths) + layers) // 2)  # fmt: skip
-        eio_stages = [(budget.pretrain_steps, lambda: gated("probe"), EIOPretraining()),
-                      (budget.diversify_steps, lambda: gated("probe"), middle)]  # fmt: skip
         path = torch.randint(
             budget.gates, (len(eio_blocks(rgn)),), generator=derived_generator(runs.seed, "derive")
         )
@@ -210,11 +194,8 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
             dverge_seed = derived_seed(runs.seed, "dverge", size)
             method = DVERGETraining(budget.distill_eps, budget.distill_steps, seed=dverge_seed)
             steps = budget.dverge_steps
-            if budget.match_wall_clock and size == 3 and eio_stages is not None:
-                layers = len(feature_taps(runs.fresh("probe")))
-                probe = DVERGETraining(budget.distill_eps, budget.distill_steps, seed=dverge_seed,
-                                       layer=(1 + layers) // 2)  # fmt: skip
-                steps = runs.matched_steps(f"dverge-{size}", eio_stages, build, probe)
+            if budget.match_wall_clock and size == 3:  # whether or not this call trains EIO
+                steps = _dverge3_steps(budget, runs, build, dverge_seed)
             ensemble = build()
             seconds = runs.fit(f"dverge-{size}", ensemble, method, runs.config(steps, tag=f"dverge{size}"))
             defences.append((f"DVERGE-{size}", ensemble.eval(), False, seconds))

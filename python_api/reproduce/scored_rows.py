@@ -24,7 +24,7 @@ def model_digest(model: torch.nn.Module) -> str:
     for name, value in model.state_dict().items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             digest.update(name.encode())
-            digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -44,13 +44,20 @@ class ScoredRows:
         stored. Either way the result is what JSON gives back (tuples come back as lists)."""
         path = self._path(key)
         stamp = {"key": key, "settings": self.settings, "model": model_digest(model)}
-        if path.exists():
-            stored = json.loads(path.read_text())
-            if stored["stamp"] == stamp:
-                return stored["result"]
+        stored = _read(path)
+        if stored is not None and stored.get("stamp") == stamp:
+            return stored["result"]
         result = score()
         self.directory.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         partial.write_text(json.dumps({"stamp": stamp, "result": result}))
         partial.replace(path)
         return json.loads(path.read_text())["result"]
+
+
+def _read(path: Path) -> dict | None:
+    """The stored row at `path`; None when there is none or it cannot be read (rescored then)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -15,7 +15,11 @@ def recorded_train_seconds(run_dir: Path, seconds: float, trained_steps: int, to
     call are not in it)."""
     record = Path(run_dir) / "train_seconds.json"
     earlier = json.loads(record.read_text()) if record.exists() else {"seconds": 0.0, "steps": 0}
+    # a record without steps is an earlier version's, written only when a run had finished
+    earlier.setdefault("steps", total_steps)
     if trained_steps:
         earlier = {"seconds": earlier["seconds"] + seconds, "steps": earlier["steps"] + trained_steps}
-        record.write_text(json.dumps(earlier) + "\n")
+        partial = record.with_suffix(".partial")
+        partial.write_text(json.dumps(earlier) + "\n")
+        partial.replace(record)
     return earlier["seconds"] if earlier["steps"] == total_steps else math.nan
