@@ -109,7 +109,7 @@ def test_eio_diversify(benchmark, variant):
 
 
 def interleaved(steps: dict, rounds: int) -> dict:
-    """{variant: median seconds}: rounds in which every variant runs once (rotating order)."""
+    """{variant: [seconds per round]}: rounds in which every variant runs once (rotating order)."""
     names = list(steps)
     times = {name: [] for name in names}
     for r in range(rounds):
@@ -117,7 +117,19 @@ def interleaved(steps: dict, rounds: int) -> dict:
             start = time.perf_counter()
             steps[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return times
+
+
+def median(values) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def paired_ratio(numerator: list, denominator: list) -> str:
+    """The median of the per-round ratios and their middle half (the two variants of a round ran
+    back to back, so a drift in the machine's speed cancels within a round)."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    quarter = len(ratios) // 4
+    return f"{median(ratios):.3f} (middle half of {len(ratios)} rounds {ratios[quarter]:.3f}-{ratios[-1 - quarter]:.3f})"
 
 
 def main() -> None:
@@ -126,21 +138,25 @@ def main() -> None:
     route = route_steps()
     for step in route.values():
         step()
-    route_medians = interleaved(route, 4 * rounds)
+    route_times = interleaved(route, 4 * rounds)
+    route_medians = {name: median(t) for name, t in route_times.items()}
     ratio = route_medians["gated_one_route"] / route_medians["plain"]
     print(f"ResNet-20 fwd+bwd, batch {ROUTE_BATCH}: plain {route_medians['plain'] * 1e3:.1f} ms, "
           f"gated one route {route_medians['gated_one_route'] * 1e3:.1f} ms; ratio {ratio:.3f} "
-          f"({'met' if ratio <= ROUTE_TARGET else 'NOT MET'}: target <= {ROUTE_TARGET})")  # fmt: skip
+          f"({'met' if ratio <= ROUTE_TARGET else 'NOT MET'}: target <= {ROUTE_TARGET}); paired per round "
+          f"{paired_ratio(route_times['gated_one_route'], route_times['plain'])}")  # fmt: skip
     steps, optimizers = diversify_steps()
     for step in steps.values():
         step()  # also fills SGD's momentum buffers
-    medians = interleaved(steps, rounds)
+    times = interleaved(steps, rounds)
+    medians = {name: median(t) for name, t in times.items()}
     time_ratio = medians["eio_p3"] / medians["dverge3"]
     memory = {name: state_bytes(opt) for name, opt in optimizers.items()}
     memory_ratio = memory["eio_p3"] / memory["dverge3"]
     print(f"diversification step, ResNet-20, batch {DIVERSIFY_BATCH}: EIO p=3 {medians['eio_p3']:.2f} s, "
           f"DVERGE-3 {medians['dverge3']:.2f} s; ratio {time_ratio:.3f} "
-          f"({'met' if time_ratio <= 1.0 else 'NOT MET'}: target <= 1)")  # fmt: skip
+          f"({'met' if time_ratio <= 1.0 else 'NOT MET'}: target <= 1); paired per round "
+          f"{paired_ratio(times['eio_p3'], times['dverge3'])}")  # fmt: skip
     print(f"parameters + SGD momentum: EIO {memory['eio_p3'] / 2**20:.2f} MiB, DVERGE-3 "
           f"{memory['dverge3'] / 2**20:.2f} MiB; ratio {memory_ratio:.3f} "
           f"({'met' if memory_ratio <= MEMORY_TARGET else 'NOT MET'}: target <= {MEMORY_TARGET})")  # fmt: skip
