@@ -372,3 +372,24 @@ def test_linear_segments(target):
 
     tensors = (x, weight, bias, alpha)
     assert_all_close(grads_of(ours, tensors, target.device), grads_of(ref, tensors, target.device))
+
+
+@pytest.mark.parametrize("target", targets("cpp"))
+def test_a_channels_last_batch_stays_channels_last(target):
+    """A channels-last network (common with mixed precision on GPUs) keeps its layout through a
+    routed layer, forward and backward, instead of falling back to NCHW after it."""
+    weight, bias, _, _ = make_bank((6, 4, 3, 3), 3)
+    x = make_x((8, 4, 7, 7))
+    route = random_route(8, 3, torch.int64, seed=5)
+    expected = grads_of(
+        lambda x: reference.path_conv2d(x, weight, bias, route, [0.0] * 3, [0] * 3, padding=1), (x,)
+    )
+    device_weight, device_bias, device_route = target.to(weight, bias, route)
+
+    def run(x):
+        with robustkernels.use_backend(target.backend):
+            return F.path_conv2d(x, device_weight, device_route, bias_bank=device_bias, padding=1)
+
+    got = grads_of(run, (x.contiguous(memory_format=torch.channels_last),), target.device)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in got)
+    assert_all_close(got, expected)

@@ -56,7 +56,8 @@ inline at::Tensor scatter_back(at::TensorList parts, const at::Tensor& perm, at:
   if (!routed) return at::cat(parts);
   std::vector<int64_t> shape = parts[0].sizes().vec();
   shape[0] = perm.size(0);
-  at::Tensor out = at::empty(shape, parts[0].options());
+  // in the parts' layout: a channels-last batch (the library's models run so on a CPU) stays so
+  at::Tensor out = at::empty(shape, parts[0].options().memory_format(parts[0].suggest_memory_format()));
   int64_t start = 0;
   size_t part = 0;
   for (int64_t size : sizes) {
