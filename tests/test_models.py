@@ -117,3 +117,27 @@ def test_tapped_features_survive_in_place_operations_of_user_models():
     with models.tap_features(model, ["0"]) as tapped:
         model(x)
     assert (tapped["0"] < 0).any()  # the in-place ReLU did not clip the tapped conv output
+
+
+def test_normalize_hands_the_convolutions_a_channels_last_batch_on_the_cpu():
+    norm = models.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    x = torch.rand(5, 3, 7, 9)
+    y = norm(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, (x - norm.mean) / norm.std, rtol=0, atol=0)
+    # as it runs under torch.func's per-sample transforms (EED's criteria)
+    per_sample = torch.func.vmap(lambda s: norm(s.unsqueeze(0)).squeeze(0))(x)
+    torch.testing.assert_close(per_sample, y, rtol=0, atol=0)
+
+
+def test_a_model_in_channels_last_computes_what_it_computes_in_nchw():
+    torch.manual_seed(0)
+    model = models.resnet20().eval()
+    x = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        # the same network on an NCHW batch
+        h = torch.relu(model.bn1(model.conv1((x - model.normalize.mean) / model.normalize.std)))
+        nchw = model.fc(torch.flatten(model.pool(model.layer3(model.layer2(model.layer1(h)))), 1))
+        assert not h.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, nchw, rtol=1e-5, atol=1e-5)

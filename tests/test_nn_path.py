@@ -248,6 +248,17 @@ def test_path_batchnorm_matches_per_path_batchnorm():
     )
 
 
+def test_path_batchnorm_keeps_a_channels_last_batch_channels_last():
+    torch.manual_seed(0)
+    path_bn = rnn.PathBatchNorm2d(3, 3)
+    path_bn.route = torch.tensor([0, 2, 2, 0, 1, 0, 2, 2, 1])
+    x = torch.randn(9, 3, 4, 4)
+    expected = path_bn(x)
+    y = path_bn(x.contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, expected, **TOLERANCE[torch.float32])
+
+
 def test_stacked_training_matches_split():
     """Batch statistics, running statistics and gradients agree between the two layouts."""
     models = [randomise(rnn.convert_ensemble(small_resnet_block(), 3)) for _ in range(2)]

@@ -128,7 +128,8 @@ class PathBatchNorm2d(_Routed):
             parts = [self._norm(chunk, p) for p, chunk in enumerate(x.split(list(route))) if chunk.shape[0]]
             return torch.cat(parts)
         counts, perm = functional.route_sort(route, self.num_paths)
-        grouped = x.index_select(0, perm).split(counts.tolist())
+        # advanced indexing keeps a channels-last batch so (index_select returns NCHW) and gathers in parallel
+        grouped = x[perm].split(counts.tolist())
         parts = [self._norm(chunk, p) for p, chunk in enumerate(grouped) if chunk.shape[0]]
         normed = torch.cat(parts)
         return torch.empty_like(normed).index_copy_(0, perm, normed)
