@@ -15,6 +15,7 @@ import types
 import test_eio
 import torch
 import torch.nn.functional as F
+from timing import interleaved_times, median, paired_ratio
 
 from robustkernels.api.models import resnet20
 from robustkernels.api.models.normalize import Normalize
@@ -73,13 +74,11 @@ def main() -> None:
     last, first = steps(lambda m: m), steps(nchw)
     variants = {f"{name} | channels-last": step for name, step in last.items()}
     variants |= {f"{name} | NCHW": step for name, step in first.items()}
-    for step in variants.values():
-        step()
-    times = test_eio.interleaved(variants, rounds)
+    times = interleaved_times(variants, rounds)
     for name in last:
         cl, plain = times[f"{name} | channels-last"], times[f"{name} | NCHW"]
-        print(f"{name}: NCHW {test_eio.median(plain) * 1e3:.0f} ms, channels-last {test_eio.median(cl) * 1e3:.0f} ms; "
-              f"channels-last / NCHW {test_eio.paired_ratio(cl, plain)}")  # fmt: skip
+        print(f"{name}: NCHW {median(plain) * 1e3:.0f} ms, channels-last {median(cl) * 1e3:.0f} ms; "
+              f"channels-last / NCHW {paired_ratio(cl, plain)}")  # fmt: skip
 
 
 if __name__ == "__main__":

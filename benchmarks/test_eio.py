@@ -9,17 +9,16 @@
 
 Both training variants run the library's methods exactly as the trainer calls them. Run through
 pytest-benchmark (`python benchmarks/report.py`) or `python benchmarks/test_eio.py [rounds]`, which
-times the variants in interleaved rounds (rotating order) and prints the medians and ratios. On a
-shared 2-core machine `OMP_NUM_THREADS=1` gives the steadier ratio.
+times the variants in interleaved rounds (rotating order) and prints the medians, their ratios and
+the per-round paired ratios. On a shared 2-core machine `OMP_NUM_THREADS=1` gives the steadier ratio.
 """
 
 import sys
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
-from timing import DEVICE, method_step, pedantic, sync
+from timing import DEVICE, interleaved_times, median, method_step, paired_ratio, pedantic, sync
 
 from robustkernels.api.models import AveragedEnsemble, resnet20
 from robustkernels.api.train import build_sgd
@@ -108,37 +107,10 @@ def test_eio_diversify(benchmark, variant):
     pedantic(benchmark, steps[variant], rounds=2, iterations=1, warmup_rounds=0)
 
 
-def interleaved(steps: dict, rounds: int) -> dict:
-    """{variant: [seconds per round]}: rounds in which every variant runs once (rotating order)."""
-    names = list(steps)
-    times = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def median(values) -> float:
-    return sorted(values)[len(values) // 2]
-
-
-def paired_ratio(numerator: list, denominator: list) -> str:
-    """The median of the per-round ratios and their middle half (the two variants of a round ran
-    back to back, so a drift in the machine's speed cancels within a round)."""
-    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
-    quarter = len(ratios) // 4
-    return f"{median(ratios):.3f} (middle half of {len(ratios)} rounds {ratios[quarter]:.3f}-{ratios[-1 - quarter]:.3f})"
-
-
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     print(f"device {DEVICE}; torch {torch.__version__}; threads {torch.get_num_threads()}; {rounds} rounds")
-    route = route_steps()
-    for step in route.values():
-        step()
-    route_times = interleaved(route, 4 * rounds)
+    route_times = interleaved_times(route_steps(), 4 * rounds)
     route_medians = {name: median(t) for name, t in route_times.items()}
     ratio = route_medians["gated_one_route"] / route_medians["plain"]
     print(f"ResNet-20 fwd+bwd, batch {ROUTE_BATCH}: plain {route_medians['plain'] * 1e3:.1f} ms, "
@@ -146,9 +118,7 @@ def main() -> None:
           f"({'met' if ratio <= ROUTE_TARGET else 'NOT MET'}: target <= {ROUTE_TARGET}); paired per round "
           f"{paired_ratio(route_times['gated_one_route'], route_times['plain'])}")  # fmt: skip
     steps, optimizers = diversify_steps()
-    for step in steps.values():
-        step()  # also fills SGD's momentum buffers
-    times = interleaved(steps, rounds)
+    times = interleaved_times(steps, rounds)  # its warm-up also fills SGD's momentum buffers
     medians = {name: median(t) for name, t in times.items()}
     time_ratio = medians["eio_p3"] / medians["dverge3"]
     memory = {name: state_bytes(opt) for name, opt in optimizers.items()}

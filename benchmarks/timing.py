@@ -44,10 +44,10 @@ def pedantic(benchmark, step, *, rounds: int, iterations: int, warmup_rounds: in
         benchmark.pedantic(step, rounds=capped_rounds(rounds), iterations=1, warmup_rounds=1)
 
 
-def interleaved_medians(steps: dict, rounds: int, calls: int = 1) -> dict:
-    """Median seconds per call of each step {name: callable} over `rounds` rounds in which every
-    step runs `calls` times, the order rotating per round (drift on a shared machine hits every
-    variant alike); each step runs once first as a warm-up."""
+def interleaved_times(steps: dict, rounds: int, calls: int = 1) -> dict:
+    """{name: [seconds per call in each round]} of each step {name: callable} over `rounds` rounds in
+    which every step runs `calls` times, the order rotating per round (drift on a shared machine
+    hits every variant alike); each step runs once first as a warm-up."""
     for step in steps.values():
         step()
     names = list(steps)
@@ -58,7 +58,24 @@ def interleaved_medians(steps: dict, rounds: int, calls: int = 1) -> dict:
             for _ in range(calls):
                 steps[name]()
             times[name].append((time.perf_counter() - start) / calls)
-    return {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+    return times
+
+
+def median(values) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def interleaved_medians(steps: dict, rounds: int, calls: int = 1) -> dict:
+    """Median seconds per call of each step over interleaved rounds (interleaved_times)."""
+    return {name: median(t) for name, t in interleaved_times(steps, rounds, calls).items()}
+
+
+def paired_ratio(numerator: list, denominator: list) -> str:
+    """The median of the per-round ratios of two variants' interleaved_times and their middle half
+    (the two ran back to back in each round, so a drift in the machine's speed cancels there)."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    quarter = len(ratios) // 4
+    return f"{median(ratios):.3f} (middle half of {len(ratios)} rounds {ratios[quarter]:.3f}-{ratios[-1 - quarter]:.3f})"
 
 
 def trainer_step(model, method, batches):

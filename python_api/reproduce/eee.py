@@ -111,15 +111,15 @@ def _trained_heads(ensemble: SelfEnsemble, path: Path, stamp: dict, train_them: 
     training also moves the backbone's BN statistics), or loaded from `path` when it holds the
     training of `stamp` (the settings and the backbone it started from): a re-run's heads, and so
     its stored rows' model hashes, do not depend on the machine retraining them bit for bit."""
+    stamp = json.loads(json.dumps(stamp))  # as it reads back (tuples as lists)
     if path.exists():
         stored = torch.load(path, map_location="cpu", weights_only=True)
-        if stored["stamp"] == json.loads(json.dumps(stamp)):
+        if stored["stamp"] == stamp:
             ensemble.load_state_dict(stored["state"])
             return stored["losses"]
     losses = train_them()
     partial_path = path.with_suffix(".partial")
-    torch.save({"stamp": json.loads(json.dumps(stamp)), "state": ensemble.state_dict(), "losses": losses},
-               partial_path)  # fmt: skip
+    torch.save({"stamp": stamp, "state": ensemble.state_dict(), "losses": losses}, partial_path)
     partial_path.replace(path)
     return losses
 
