@@ -134,3 +134,53 @@ def test_square_breaks_the_masked_model_without_gradients():
     x_adv = square(GradientMasked(), x, y, eps=0.2, queries=100, generator=torch.Generator().manual_seed(0))
     assert float((x_adv - x).abs().max()) <= 0.2 + 1e-6
     assert float((GradientMasked()(x_adv).argmax(dim=1) == y).float().mean()) < 0.5
+
+
+class Flaky(nn.Module):
+    """A planted randomised model that ignores its input: right on every draw for the samples
+    whose first pixel is 0, right on some draws only (a coin per forward) where it is 0.5, wrong
+    where it is 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.coins = torch.Generator().manual_seed(0)
+
+    def predictors(self, x, seed=None):
+        kind = x.detach().flatten(1)[:, 0]
+        coin = bool(torch.rand((), generator=self.coins) < 0.5)
+        right = (kind == 0) | ((kind == 0.5) & coin)
+        return torch.stack([torch.where(right[:, None], torch.eye(4)[0], torch.eye(4)[1])] * 3)
+
+    def forward(self, x, seed=None):
+        return self.predictors(x).mean(dim=0)
+
+
+def test_attacks_after_a_sample_is_wrong_on_a_draw_leave_it_alone(monkeypatch):
+    """The reported accuracies count a sample only when it is right on every draw, and one wrong on
+    some draw is never robust again: the adaptive set attacks the still-robust samples only."""
+    import python_api.attacks.suites as suites
+    import python_api.evaluate.adaptive as adaptive
+
+    x, y = torch.zeros(6, 3, 2, 2), torch.zeros(6, dtype=torch.long)
+    x[2:4, 0, 0, 0], x[4:, 0, 0, 0] = 0.5, 1.0
+    attacked = []
+
+    def spy(model, xs, ys, **kwargs):
+        attacked.append(xs.flatten(1)[:, 0].tolist())
+        return xs
+
+    monkeypatch.setattr(suites, "apgd", spy)
+    monkeypatch.setattr(adaptive, "apgd", spy)
+    monkeypatch.setattr(adaptive, "heads_sum_ce", spy)
+    monkeypatch.setattr(adaptive, "square", lambda model, xs, ys, **kwargs: spy(model, xs, ys))
+    settings = dict(eps=0.1, steps=2, rand_eot_draws=1, adaptive_eot_draws=1, draws=8, n_target_classes=3)
+    result = adaptive_evaluation(Flaky(), x, y, **settings)
+    # the suite's two attacks, then every adaptive one (per-head: one per predictor)
+    assert len(attacked) == 2 + len(adaptive.ADAPTIVE_ATTACKS) - 1 + 3
+    assert all(points == [0.0, 0.0] for points in attacked)  # never a flaky or a wrong sample
+    assert result["clean_accuracy"] == pytest.approx((2 + 2 * 0.5) / 6, abs=0.15)
+    assert result["rand_accuracy"] == result["adaptive_accuracy"] == pytest.approx(2 / 6)
+    # the suite on its own still attacks every sample right on some draw, for its mean over draws
+    attacked.clear()
+    _, info = suites.autoattack(Flaky(), x, y, eps=0.1, version="rand", steps=2, eot_draws=1, draws=8)
+    assert attacked[0] == [0.0, 0.0, 0.5, 0.5] and "robust_accuracy_mean_over_draws" in info

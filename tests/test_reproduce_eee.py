@@ -4,6 +4,8 @@ fields results.json promises, and the tables."""
 import json
 from dataclasses import replace
 
+import torch
+
 from python_api.reproduce import eee
 from python_api.reproduce.eee import eee_budget, reproduce_eee
 from python_api.reproduce.eee_results import format_eee_tables, not_monotone, write_eee_results
@@ -48,3 +50,31 @@ def test_not_monotone_flags_accuracy_rising_with_eps():
     ]
     assert not_monotone(rows) == ["m"]
     assert not_monotone(rows[:1]) == []
+
+
+def test_the_claims_eps_is_scored_first_and_the_model_ensembles_only_at_ensemble_eps(tmp_path, monkeypatch):
+    small, large = 2 / 255, 8 / 255
+    budget = replace(eee_budget("smoke", "cifar10"), train_steps=2, head_steps=1, eval_images=2, batch_size=16,
+                     head_batch_size=16, eps=(small, large), ensemble_eps=(small,))  # fmt: skip
+    assert eee_budget("small", "digits").ensemble_eps == (16 / 255,)  # scaled like eps on the digits
+    scored = []
+
+    def record(model, x, y, *, eps, **kwargs):
+        scored.append(eps)
+        return {"n": len(y), "clean_accuracy": 1.0, "rand_accuracy": 0.5, "adaptive_accuracy": 0.5,
+                "robust_after": {"autoattack-rand": 0.5}}  # fmt: skip
+
+    monkeypatch.setattr(eee, "adaptive_evaluation", record)
+    monkeypatch.setattr(eee, "load_dataset", _tiny_cifar)
+    monkeypatch.setattr(eee, "prepare_training_data", lambda *args: (_tiny_cifar(), None))
+    rows = reproduce_eee(budget, tmp_path, dataset="cifar10")["rows"]
+    assert scored == [large] * 3 + [small] * 5  # 3 self-ensemble rows first, then all at the small eps
+    assert [row["eps"] for row in rows] == [small] * 5 + [large] * 3  # the table in eps order
+    assert not any("model ensemble" in row["method"] for row in rows if row["eps"] == large)
+
+
+def _tiny_cifar(*args, **kwargs):
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=generator), torch.arange(
+        32
+    ) % 10

@@ -69,6 +69,12 @@ class WorstCase:
         """Indices of the samples the model is still right on at some draw (the next attack's)."""
         return (self.correct_fraction > 0).nonzero().squeeze(1)
 
+    def still_robust(self) -> torch.Tensor:
+        """Indices of the samples the model is right on at every draw at every point so far: the
+        only ones a further attack can change the robust accuracy of (a sample once wrong on a
+        draw is never robust again; attacking it more only lowers its mean over draws)."""
+        return self.robust.nonzero().squeeze(1)
+
     def update(self, idx: torch.Tensor, x_adv: torch.Tensor, scores: Scores | None = None) -> None:
         """Offers the points x_adv for the samples idx; `scores` are their scores when the
         attack has already computed them with `score` (a suite), else they are scored here."""

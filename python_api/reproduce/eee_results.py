@@ -15,7 +15,7 @@ _HEADER = (
     "adaptive (min over all)",
     "gap",
     "verdict",
-    "weakest attack",
+    "strongest adaptive attack",
 )
 
 
@@ -27,7 +27,7 @@ def _eps(value: float) -> str:
     return f"{value * 255:.3g}/255"
 
 
-def _weakest(row: dict) -> str:
+def _strongest(row: dict) -> str:
     """The adaptive attack that took the most images after AutoAttack rand."""
     previous, best, drop = row["rand_accuracy"], "-", 0.0
     for name, after in list(row["robust_after"].items())[1:]:
@@ -52,7 +52,7 @@ def _cells(row: dict) -> tuple[str, ...]:
     verdict = "GRADIENT MASKING" if row["gradient_masking"] else "within noise"
     return (
         row["method"], _eps(row["eps"]), _pct(row["clean_accuracy"]), _pct(row["rand_accuracy"]),
-        _pct(row["adaptive_accuracy"]), f"{_pct(row['gap'])} (noise {_pct(row['noise'])})", verdict, _weakest(row),
+        _pct(row["adaptive_accuracy"]), f"{_pct(row['gap'])} (noise {_pct(row['noise'])})", verdict, _strongest(row),
     )  # fmt: skip
 
 
@@ -89,10 +89,10 @@ def _markdown(results: dict) -> str:
         f"{b['model']} on multires stacks {tuple(s['resolutions'])}, {b['train_steps']} steps of batch "
         f"{b['batch_size']}{' (FGSM light AT)' if s['light_at'] else ''}; flattened heads at {', '.join(s['taps'])} "
         f"({b['head_steps']} Adam steps each, frozen backbone); {b['ensemble_models']} backbones for the model "
-        f"ensembles. First {b['eval_images']} test images, L-inf. AA-rand: APGD-CE + APGD-DLR, {b['steps']} steps, "
+        f"ensembles, at {', '.join(map(_eps, b.get('ensemble_eps') or b['eps']))}. First {b['eval_images']} test images, L-inf. AA-rand: APGD-CE + APGD-DLR, {b['steps']} steps, "
         f"EOT {b['rand_eot_draws']} (the paper's protocol has 20). Adaptive: the minimum per image over AA-rand "
         f"and APGD-CE with EOT {b['adaptive_eot_draws']}, the BPDA mean surrogate, the sum of the predictors' CE, "
-        f"transfer from the fixed-draw mean twin, APGD-T ({b['target_classes']} targets) and Square "
+        f"each predictor alone, transfer from the fixed-draw mean twin, APGD-T ({b['target_classes']} targets) and Square "
         f"({b['square_queries']} queries). Every point is scored on the real model and an image is robust only "
         f"if it is right on all of {b['draws']} fresh draws. Gap: AA-rand minus adaptive; flagged as gradient "
         "masking past two standard errors. Sanity check (adaptive accuracy not rising with eps): "
