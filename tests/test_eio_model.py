@@ -58,6 +58,14 @@ def test_diversification_paths_follow_the_rule():
     assert layers == set(range(2, 20))
 
 
+def test_diversification_paths_draw_no_layer_past_max_layer():
+    generator = torch.Generator().manual_seed(0)
+    draws = [diversification_paths(14, 2, 3, generator, max_layer=13) for _ in range(300)]
+    assert {layer for layer, _ in draws} == set(range(2, 14)) and draws[0][1].shape == (3, 14)
+    with pytest.raises(ValueError, match=r"layer must lie in \[2, 13\]"):
+        diversification_paths(14, 2, 3, layer=14, max_layer=13)
+
+
 def test_diversification_paths_reject_an_impossible_request():
     with pytest.raises(ValueError, match="cannot differ"):
         diversification_paths(2, 2, 5)

@@ -98,6 +98,25 @@ def test_one_diversification_step_reaches_exactly_the_gates_of_the_sampled_paths
     assert logits.shape == (8, 3) and torch.isfinite(loss)
 
 
+def test_a_gated_classifier_is_never_the_distillation_layer(monkeypatch):
+    import robustkernels.api.train.eio as eio
+
+    model = to_eio_model(TinyNet(), gate_classifier=True, generator=torch.Generator().manual_seed(3)).train()
+    assert len(eio_blocks(model)) == 3  # two convs and the classifier; two feature layers
+    drawn, rule = [], eio.diversification_paths
+
+    def deepest(num_blocks, n, p, generator=None, *, layer=None, max_layer=None):
+        drawn.append(max_layer)  # the deepest layer the rule may draw, forced
+        return rule(num_blocks, n, p, generator, layer=max_layer)
+
+    monkeypatch.setattr(eio, "diversification_paths", deepest)
+    x, y = _batch(8)
+    loss, _ = EIODiversification(p=2, steps=1).loss(
+        model, x, y, attack_model=model, generator=torch.Generator().manual_seed(0)
+    )
+    assert drawn == [2] and torch.isfinite(loss)
+
+
 def test_pretraining_trains_one_path_per_batch():
     model = to_eio_model(TinyNet(), generator=torch.Generator().manual_seed(4)).train()
     x, y = _batch(8)
@@ -174,6 +193,21 @@ def test_dverge_draws_its_layer_once_per_epoch():
             layers.setdefault(epoch, set()).add(method._layer(ensemble))
     assert all(len(drawn) == 1 for drawn in layers.values())
     assert {next(iter(d)) for d in layers.values()} == {1, 2}
+
+
+def test_dverge_redraws_its_layer_every_redraw_every_steps_in_a_short_run():
+    ensemble = AveragedEnsemble([TinyNet(seed) for seed in range(2)])
+    method = DVERGETraining(seed=0, redraw_every=2)
+    drawn = []
+    for step in range(40):
+        method.start_step(step, epoch=0)  # all in one epoch: per epoch, one layer all run long
+        drawn.append(method._layer(ensemble))
+    assert drawn[0::2] == drawn[1::2]  # one draw per 2 steps
+    assert set(drawn) == {1, 2}
+    assert method.settings()["redraw_every"] == 2  # a checkpoint of another schedule does not resume
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="redraw_every"):
+            DVERGETraining(redraw_every=bad)
 
 
 def test_dverge_plus_adv_adds_each_members_ce_on_its_own_pgd_examples():

@@ -56,6 +56,11 @@ def test_reproduce_eio_and_dverge_write_one_row_per_defence_and_eps(tmp_path, mo
     )
     assert matched["steps"] == max(1, round(matched["matched_seconds"] / matched["seconds_per_step"]))
     assert len(list((tmp_path / "rows").glob("*.json"))) == len(results["rows"])
+    dverge3 = [row for row in results["rows"] if row["method"] == "DVERGE-3"]
+    assert all(row["train_steps"] == matched["steps"] for row in dverge3)
+    markdown = paths["markdown"].read_text()
+    assert f"DVERGE-3 {matched['steps']}" in markdown and "Surrogates' clean accuracy: baseline" in markdown
+    assert all(0 <= acc <= 1 for acc in results["settings"]["surrogate_clean_accuracy"].values())
     # a re-run reuses the trained models, the stored transfer sets and the scored rows
     monkeypatch.setattr(ensembles, "transfer_set_accuracy", _never)
     monkeypatch.setattr(ensembles, "robust_accuracy", _never)

@@ -2,9 +2,10 @@
 
 `paper` is DVERGE's and EIO's protocol (ResNet-20 on CIFAR-10; 200 epochs each; surrogates of 3, 5
 and 8 members; 100-step transfer attacks with 3 random starts, 30 versions per image; white-box
-PGD-50 with 5 restarts; eps 0.01 to 0.07). `small` is spec A.6's plan (one 3-member surrogate,
-M-PGD with one start, DI and SGM with CE and CW, 50 steps; eps 0.01, 0.03, 0.05; DVERGE-3 trained
-for EIO's wall-clock time). `smoke` checks the plumbing in about a minute on the digits.
+PGD-50 with 5 restarts; eps 0.01 to 0.07). `small` is spec A.6's plan cut to
+about 1/20 to 1/30 of its training steps (one 3-member surrogate, M-PGD with one start, DI and SGM
+with CE and CW, 50 steps; eps 0.01, 0.03, 0.05; DVERGE-3 trained for EIO's wall-clock time, its
+distillation layer redrawn 200 times as in DVERGE's 200 epochs). `smoke` checks the plumbing in about a minute on the digits.
 
 `--model` trains the defences on another architecture (the surrogates keep the budget's, as
 the papers attack VGG-16 defences with ResNet-20 surrogates); VGG models distil with
@@ -52,6 +53,9 @@ class EnsembleBudget:
     match_wall_clock: bool = False  # DVERGE-3 trains for EIO's (pre-training + diversification) time
     surrogate_model: str | None = None  # None: the defences' architecture
     gate_classifier: bool = False  # EIO: a random gated block for the classifier too
+    # DVERGE's distillation-layer draws over a run (None: one per epoch, DVERGE's 200 in 200 epochs);
+    # a short run drawing per epoch would distil at a handful of layers only
+    dverge_layer_draws: int | None = None
 
 
 ENSEMBLE_BUDGETS = {
@@ -61,7 +65,7 @@ ENSEMBLE_BUDGETS = {
     ),
     "small": EnsembleBudget(
         "small", "small-cnn", 128, (3,), 600, 600, 300, 600, 100, (3,), 600, 500, (0.01, 0.03, 0.05),
-        50, 1, 20, 2, 4, 10, 0.03, match_wall_clock=True,
+        50, 1, 20, 2, 4, 10, 0.03, match_wall_clock=True, dverge_layer_draws=200,
     ),
     "paper": EnsembleBudget(
         "paper", "resnet20", 128, (3, 5, 8), 200 * _EPOCH, 200 * _EPOCH, 200 * _EPOCH, 200 * _EPOCH,

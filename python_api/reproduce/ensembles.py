@@ -29,7 +29,7 @@ import torch
 
 from ..attacks import pgd
 from ..data import dataset_spec, load_dataset, to_unit_interval
-from ..evaluate import evaluate, robust_accuracy
+from ..evaluate import clean_accuracy, evaluate, robust_accuracy
 from ..evaluate.accuracy import own_noise
 from ..evaluate.transfer_set import TransferSetConfig, load_or_build, transfer_set_accuracy
 from ..models import AveragedEnsemble
@@ -135,7 +135,7 @@ def _gated(budget: EnsembleBudget, runs: _Runs, *parts) -> torch.nn.Module:
 def _dverge3_steps(budget: EnsembleBudget, runs: _Runs, build, dverge_seed: int) -> int:
     """DVERGE-3's steps for EIO's wall-clock time (matched_steps.py): probes of EIO's pre-training
     and diversification and of DVERGE-3, each distilling at the middle of its layers."""
-    layers = len(eio_blocks(_gated(budget, runs, "probe")))
+    layers = len(feature_taps(_gated(budget, runs, "probe")))  # a gated classifier is no feature layer
     first = min_distinct_layer(budget.gates, budget.paths)
     distill = (budget.paths, budget.distill_eps, budget.distill_steps)
     probe_model = partial(_gated, budget, runs, "probe")
@@ -156,14 +156,16 @@ def _dverge3_steps(budget: EnsembleBudget, runs: _Runs, build, dverge_seed: int)
     return matched_steps(runs.out / "dverge-3" / _MATCHED, reference, target, measure, runs.log)
 
 
-def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, torch.nn.Module, bool, float]]:
-    """(row name, model, randomised, training seconds) of every defence, trained here."""
+def _defences(
+    methods, budget: EnsembleBudget, runs: _Runs
+) -> list[tuple[str, torch.nn.Module, bool, float, int]]:
+    """(row name, model, randomised, training seconds, training steps) of every defence, trained here."""
     defences = []
     baseline = runs.fresh("baseline")
     seconds = runs.fit(
         "baseline", baseline, StandardTraining(), runs.config(budget.baseline_steps, tag="baseline")
     )
-    defences.append(("baseline", baseline.eval(), False, seconds))
+    defences.append(("baseline", baseline.eval(), False, seconds, budget.baseline_steps))
     if "eio" in methods:
         rgn = _gated(budget, runs, "eio")
         pretrain = runs.fit(
@@ -178,13 +180,16 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
         )
         runs.log(f"EIO derived path {''.join(map(str, path.tolist()))}")
         derived = derive_eio(rgn, path).eval()
-        defences.append(("EIO (no fine-tune)", derived, False, eio_seconds))
+        eio_steps = budget.pretrain_steps + budget.diversify_steps
+        defences.append(("EIO (no fine-tune)", derived, False, eio_seconds, eio_steps))
         if budget.finetune_steps:
             tuned = derive_eio(rgn, path)
             finetune = runs.config(budget.finetune_steps, lr=0.001, schedule="constant", tag="eio-ft")
             seconds = runs.fit("eio-finetune", tuned, StandardTraining(), finetune)
-            defences.append(("EIO", tuned.eval(), False, eio_seconds + seconds))
-        defences.append(("EIO-RGN (random gates)", rgn.eval(), True, eio_seconds))
+            defences.append(
+                ("EIO", tuned.eval(), False, eio_seconds + seconds, eio_steps + budget.finetune_steps)
+            )
+        defences.append(("EIO-RGN (random gates)", rgn.eval(), True, eio_seconds, eio_steps))
     if "dverge" in methods:
         for size in budget.dverge_sizes:
 
@@ -192,13 +197,15 @@ def _defences(methods, budget: EnsembleBudget, runs: _Runs) -> list[tuple[str, t
                 return AveragedEnsemble([runs.fresh("dverge", size, k) for k in range(size)])
 
             dverge_seed = derived_seed(runs.seed, "dverge", size)
-            method = DVERGETraining(budget.distill_eps, budget.distill_steps, seed=dverge_seed)
             steps = budget.dverge_steps
             if budget.match_wall_clock and size == 3:  # whether or not this call trains EIO
                 steps = _dverge3_steps(budget, runs, build, dverge_seed)
+            draws = budget.dverge_layer_draws
+            method = DVERGETraining(budget.distill_eps, budget.distill_steps, seed=dverge_seed,
+                                    redraw_every=None if draws is None else max(steps // draws, 1))  # fmt: skip
             ensemble = build()
             seconds = runs.fit(f"dverge-{size}", ensemble, method, runs.config(steps, tag=f"dverge{size}"))
-            defences.append((f"DVERGE-{size}", ensemble.eval(), False, seconds))
+            defences.append((f"DVERGE-{size}", ensemble.eval(), False, seconds, steps))
     return defences
 
 
@@ -220,6 +227,7 @@ def _score(
     model,
     randomized,
     seconds,
+    steps,
     transfer_sets,
     test,
     budget: EnsembleBudget,
@@ -253,7 +261,7 @@ def _score(
     with random_gates(model) if randomized else contextlib.nullcontext():
         for eps, transfer_set in transfer_sets.items():
             scored = stored.get_or_score(f"{name} eps {eps!r}", model, partial(row, eps, transfer_set))
-            rows.append({**scored, "train_seconds": seconds})
+            rows.append({**scored, "train_seconds": seconds, "train_steps": steps})
     return rows
 
 
@@ -272,6 +280,8 @@ def reproduce_ensembles(
     runs = _Runs(budget, dataset, data_dir, out, seed, device, emit)
     test = _test_set(budget, dataset, data_dir, device)
     surrogates = _surrogates(budget, runs)
+    # weak surrogates make weak transfer and high black-box figures: their own accuracy goes in the results
+    surrogate_accuracy = {name: clean_accuracy(model, test) for name, model in surrogates.items()}
     described = {"surrogates": sorted(surrogates), "budget": budget.name, "dataset": dataset, "seed": seed}
     transfer_sets, rates = {}, {}
     for eps in budget.eps_list:
@@ -284,11 +294,11 @@ def reproduce_ensembles(
     stored = ScoredRows(out / "rows", {"budget": budget.__dict__, "dataset": dataset, "seed": seed,
                                        "device": str(device)})  # fmt: skip
     rows = []
-    for name, model, randomized, seconds in _defences(methods, budget, runs):
-        rows += _score(name, model, randomized, seconds, transfer_sets, test, budget, seed, stored)
+    for name, model, randomized, seconds, steps in _defences(methods, budget, runs):
+        rows += _score(name, model, randomized, seconds, steps, transfer_sets, test, budget, seed, stored)
         emit(f"{name} evaluated")
     versions = transfer_sets[budget.eps_list[0]]["names"]
     settings = {"dataset": dataset, "budget": budget.__dict__, "seed": seed, "methods": list(methods),
                 "device": str(device), "transfer_versions": versions,
-                "transfer_images_per_second": rates}  # fmt: skip
+                "transfer_images_per_second": rates, "surrogate_clean_accuracy": surrogate_accuracy}  # fmt: skip
     return {"settings": settings, "rows": rows}

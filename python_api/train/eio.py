@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import feature_distillation, untouched
-from .eio_model import diversification_paths, eio_blocks, layer_features, use_eio_path
+from .eio_model import diversification_paths, eio_blocks, feature_taps, layer_features, use_eio_path
 
 __all__ = ["EIODiversification", "EIOPretraining", "cross_path_loss", "distill_against"]
 
@@ -111,7 +111,9 @@ class EIODiversification:
         cpu = torch.Generator().manual_seed(
             int(torch.randint(2**62, (), generator=generator, device=generator.device))
         )
-        layer, paths = diversification_paths(blocks, n, self.p, cpu, layer=self.layer)
+        layer, paths = diversification_paths(
+            blocks, n, self.p, cpu, layer=self.layer, max_layer=len(feature_taps(attack_model))
+        )
         self.last_layer = layer
         x_target = x[torch.randperm(len(x), generator=cpu).to(x.device)]
         was_training = attack_model.training

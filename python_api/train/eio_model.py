@@ -112,19 +112,27 @@ def min_distinct_layer(n: int, p: int) -> int:
 
 
 def diversification_paths(
-    num_blocks: int, n: int, p: int, generator: torch.Generator | None = None, *, layer: int | None = None
+    num_blocks: int,
+    n: int,
+    p: int,
+    generator: torch.Generator | None = None,
+    *,
+    layer: int | None = None,
+    max_layer: int | None = None,
 ) -> tuple[int, torch.Tensor]:
-    """(l, paths [p, num_blocks]): l uniform on {min_distinct_layer(n, p), ..., num_blocks} (Alg. 1
+    """(l, paths [p, num_blocks]): l uniform on {min_distinct_layer(n, p), ..., max_layer} (Alg. 1
     draws l on 1..L; the smaller l cannot hold p distinct prefixes, spec A.5 #1), or `layer` when
     given, then p paths whose first l gates differ pairwise, the rest uniform
-    (robustkernels.paths.sample_paths)."""
+    (robustkernels.paths.sample_paths). max_layer: the feature layers (default num_blocks); a gated
+    classifier is a block but never a distillation target (spec A.5 #2)."""
+    top = num_blocks if max_layer is None else min(max_layer, num_blocks)
     first = min_distinct_layer(n, p)
-    if first > num_blocks:
-        raise ValueError(f"{p} paths cannot differ within {num_blocks} blocks of {n} gates")
+    if first > top:
+        raise ValueError(f"{p} paths cannot differ within {top} layers of {n} gates")
     if layer is None:
-        layer = int(torch.randint(first, num_blocks + 1, (), generator=generator))
-    elif not first <= layer <= num_blocks:
-        raise ValueError(f"layer must lie in [{first}, {num_blocks}] for {p} paths of {n} gates, got {layer}")
+        layer = int(torch.randint(first, top + 1, (), generator=generator))
+    elif not first <= layer <= top:
+        raise ValueError(f"layer must lie in [{first}, {top}] for {p} paths of {n} gates, got {layer}")
     return layer, sample_paths(num_blocks, n, p, distinct_prefix=layer, generator=generator)
 
 
