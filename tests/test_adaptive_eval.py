@@ -8,6 +8,7 @@ from torch import nn
 from python_api.attacks.square import square
 from python_api.evaluate.adaptive import (
     MeanSurrogate,
+    StraightThroughMean,
     adaptive_evaluation,
     fixed_draw_twin,
     masking_gap,
@@ -39,6 +40,43 @@ def test_surrogate_gradient_flows_through_the_mean_of_all_predictors():
     assert not torch.equal(MeanSurrogate(ensemble)(x), MeanSurrogate(ensemble)(x))  # fresh draws
 
 
+class OneDraw(nn.Module):
+    """The ensemble on its draw of seed 5 every time (a deterministic stand-in for a test)."""
+
+    def __init__(self, ensemble):
+        super().__init__()
+        self.ensemble = ensemble
+
+    def predictors(self, x, seed=None):
+        return self.ensemble.predictors(x, seed=5)
+
+    def combine(self, predictors):
+        return self.ensemble.combine(predictors)
+
+
+def test_bpda_is_the_real_model_forward_and_the_mean_of_predictors_backward():
+    ensemble = _ensemble()
+    x, y = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    bpda = StraightThroughMean(OneDraw(ensemble))
+    torch.testing.assert_close(bpda(x), ensemble(x, seed=5))  # CrossMax, not the mean
+    expected = _input_grad(lambda t: ensemble.predictors(t, seed=5).mean(dim=0), x, y)
+    # the loss is CrossMax's (a different value), its gradient the mean's through the same softmax point
+    x_in = x.clone().requires_grad_(True)
+    logits = bpda(x_in)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(logits, y), x_in)
+    mean_in = x.clone().requires_grad_(True)
+    mean = ensemble.predictors(mean_in, seed=5).mean(dim=0)
+    d_logits = (nn.functional.softmax(logits.detach(), 1) - nn.functional.one_hot(y, 4)) / len(y)
+    (through_mean,) = torch.autograd.grad(mean, mean_in, d_logits)
+    torch.testing.assert_close(grad, through_mean)
+    assert not torch.allclose(grad, expected)  # not the mean model's own loss gradient either
+
+
+def test_the_evaluation_refuses_a_model_in_train_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        adaptive_evaluation(_ensemble().train(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), eps=0.1)
+
+
 class GradientMasked(nn.Module):
     """A planted defence: its predictions are a linear model's, but its forward cuts the
     gradient to the input; its predictors (what the surrogate differentiates) do not."""
@@ -54,8 +92,11 @@ class GradientMasked(nn.Module):
         z = self.linear(x.flatten(1))
         return torch.stack([z, z, z])
 
+    def combine(self, predictors):
+        return predictors.mean(dim=0)
+
     def forward(self, x, seed=None):
-        return self.predictors(x.detach()).mean(dim=0)
+        return self.combine(self.predictors(x.detach()))
 
 
 def _separable(n=16):
@@ -72,12 +113,13 @@ def test_min_over_attacks_catches_a_planted_masked_model():
     x, y = _separable()
     settings = dict(eps=0.2, steps=5, rand_eot_draws=1, adaptive_eot_draws=1, draws=1, n_target_classes=3)
     settings["generator"] = torch.Generator().manual_seed(0)
-    result = adaptive_evaluation(GradientMasked(), x, y, attacks=("bpda-mean",), **settings)
+    result = adaptive_evaluation(GradientMasked().eval(), x, y, attacks=("bpda-mean",), **settings)
     assert result["clean_accuracy"] == 1.0
     assert result["rand_accuracy"] == 1.0  # no gradient: the paper's protocol sees full robustness
     assert result["adaptive_accuracy"] == 0.0  # the surrogate's points, scored on the real model
     assert result["gradient_masking"]
-    unchallenged = adaptive_evaluation(GradientMasked(), x, y, attacks=(), **settings)
+    assert result["zero_gradient_fraction"] == 1.0  # the cut gradient shows
+    unchallenged = adaptive_evaluation(GradientMasked().eval(), x, y, attacks=(), **settings)
     assert unchallenged["adaptive_accuracy"] == unchallenged["rand_accuracy"]
     assert not unchallenged["gradient_masking"]
 
@@ -95,9 +137,11 @@ def test_per_head_attacks_catch_heads_whose_gradients_cancel():
     x, y = _separable()
     settings = dict(eps=0.2, steps=5, rand_eot_draws=1, adaptive_eot_draws=1, draws=1, n_target_classes=3)
     settings["generator"] = torch.Generator().manual_seed(0)
-    pooled = adaptive_evaluation(CancellingHeads(), x, y, attacks=("bpda-mean", "heads-sum-ce"), **settings)
+    pooled = adaptive_evaluation(
+        CancellingHeads().eval(), x, y, attacks=("bpda-mean", "heads-sum-ce"), **settings
+    )
     assert pooled["adaptive_accuracy"] == 1.0  # every pooled gradient is zero
-    per_head = adaptive_evaluation(CancellingHeads(), x, y, attacks=("per-head",), **settings)
+    per_head = adaptive_evaluation(CancellingHeads().eval(), x, y, attacks=("per-head",), **settings)
     assert per_head["adaptive_accuracy"] == 0.0 and per_head["gradient_masking"]
 
 
@@ -108,7 +152,8 @@ def test_masking_gap_is_measured_against_noise():
 
 def _part(n, clean, rand, adaptive, after):
     gap, noise, flagged = masking_gap(rand, adaptive, n)
-    return {"n": n, "clean_accuracy": clean, "rand_accuracy": rand, "adaptive_accuracy": adaptive,
+    return {"n": n, "clean_accuracy": clean, "clean_accuracy_every_draw": clean / 2, "zero_gradient_fraction": 0.1,
+            "rand_accuracy": rand, "adaptive_accuracy": adaptive,
             "robust_after": {"autoattack-rand": rand, "square": after}, "gap": gap, "noise": noise,
             "gradient_masking": flagged, "draws": 3}  # fmt: skip
 
@@ -151,8 +196,11 @@ class Flaky(nn.Module):
         right = (kind == 0) | ((kind == 0.5) & coin)
         return torch.stack([torch.where(right[:, None], torch.eye(4)[0], torch.eye(4)[1])] * 3)
 
+    def combine(self, predictors):
+        return predictors.mean(dim=0)
+
     def forward(self, x, seed=None):
-        return self.predictors(x).mean(dim=0)
+        return self.combine(self.predictors(x))
 
 
 def test_attacks_after_a_sample_is_wrong_on_a_draw_leave_it_alone(monkeypatch):
@@ -174,7 +222,7 @@ def test_attacks_after_a_sample_is_wrong_on_a_draw_leave_it_alone(monkeypatch):
     monkeypatch.setattr(adaptive, "heads_sum_ce", spy)
     monkeypatch.setattr(adaptive, "square", lambda model, xs, ys, **kwargs: spy(model, xs, ys))
     settings = dict(eps=0.1, steps=2, rand_eot_draws=1, adaptive_eot_draws=1, draws=8, n_target_classes=3)
-    result = adaptive_evaluation(Flaky(), x, y, **settings)
+    result = adaptive_evaluation(Flaky().eval(), x, y, **settings)
     # the suite's two attacks, then every adaptive one (per-head: one per predictor)
     assert len(attacked) == 2 + len(adaptive.ADAPTIVE_ATTACKS) - 1 + 3
     assert all(points == [0.0, 0.0] for points in attacked)  # never a flaky or a wrong sample

@@ -61,7 +61,8 @@ def test_the_claims_eps_is_scored_first_and_the_model_ensembles_only_at_ensemble
 
     def record(model, x, y, *, eps, **kwargs):
         scored.append(eps)
-        return {"n": len(y), "clean_accuracy": 1.0, "rand_accuracy": 0.5, "adaptive_accuracy": 0.5,
+        return {"n": len(y), "clean_accuracy": 1.0, "clean_accuracy_every_draw": 1.0, "zero_gradient_fraction": 0.0,
+                "rand_accuracy": 0.5, "adaptive_accuracy": 0.5,
                 "robust_after": {"autoattack-rand": 0.5}}  # fmt: skip
 
     monkeypatch.setattr(eee, "adaptive_evaluation", record)

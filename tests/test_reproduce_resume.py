@@ -5,7 +5,8 @@ import math
 
 import torch
 
-from robustkernels.api.reproduce.scored_rows import ScoredRows, model_digest
+from robustkernels.api.reproduce import scored_rows
+from robustkernels.api.reproduce.scored_rows import ScoredRows, evaluation_code_digest, model_digest
 from robustkernels.api.reproduce.train_seconds import recorded_train_seconds
 
 
@@ -42,6 +43,16 @@ def test_a_changed_model_settings_or_key_is_scored_afresh(tmp_path):
     assert len(calls) == 4
     ScoredRows(tmp_path, {"seed": 1}).get_or_score("m eps 0.05", model, score)
     assert len(calls) == 4
+
+
+def test_a_row_scored_by_other_evaluation_code_is_scored_again(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    score, calls = _counting_score({"accuracy": 0.5})
+    ScoredRows(tmp_path, {}).get_or_score("m", model, score)
+    assert len(evaluation_code_digest()) == 32  # the attack and evaluation sources, hashed
+    monkeypatch.setattr(scored_rows, "evaluation_code_digest", lambda: "an edited attack")
+    ScoredRows(tmp_path, {}).get_or_score("m", model, score)
+    assert len(calls) == 2
 
 
 def test_a_row_left_unreadable_by_a_kill_is_scored_again(tmp_path):

@@ -10,6 +10,9 @@ never kept for a sample no attack fooled. Robustness is therefore all-or-nothing
 input and every point scored: one wrong draw anywhere and the sample is not robust. A point is
 scored once: an attack that returns the clean input itself (eps = 0, or no move) gets the clean
 input's scores, not k more draws, so at eps = 0 robust accuracy is the clean accuracy on every draw.
+A pass is right only when the label's logit is above every other class's: a tie is wrong, not
+settled by argmax's lowest index (CrossMax with k = 3 ties at exactly 0 whenever 3 or more of its
+predictors rank two classes top, which argmax would score for the lower-numbered class).
 """
 
 from dataclasses import dataclass
@@ -37,17 +40,23 @@ class Scores:
         return Scores(*(field[keep] for field in self.fields()))
 
 
+def right(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the label's logit strictly above every other class's (a tie or a NaN is wrong)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    return true > logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+
+
 @torch.no_grad()
 def score(model, x: torch.Tensor, y: torch.Tensor, draws: int = 1) -> Scores:
     """Scores of the points x [B, ...] with labels y [B] over `draws` forward passes."""
     check_count("draws", draws)
-    right = torch.zeros(len(y), dtype=torch.int64, device=y.device)
+    right_draws = torch.zeros(len(y), dtype=torch.int64, device=y.device)
     loss = torch.zeros(len(y), dtype=torch.float32, device=y.device)
     for _ in range(draws):
         logits = model(x)
-        right += logits.argmax(dim=1) == y
+        right_draws += right(logits, y)
         loss += F.cross_entropy(logits.float(), y, reduction="none")
-    return Scores(right == draws, right.float() / draws, loss / draws)
+    return Scores(right_draws == draws, right_draws.float() / draws, loss / draws)
 
 
 class WorstCase:
@@ -66,7 +75,8 @@ class WorstCase:
         self.pending = self.clean.robust.clone()
 
     def attackable(self) -> torch.Tensor:
-        """Indices of the samples the model is still right on at some draw (the next attack's)."""
+        """Indices of the samples the model is still right on at some draw (what an attack that
+        also lowers the mean over draws runs on; see still_robust)."""
         return (self.correct_fraction > 0).nonzero().squeeze(1)
 
     def still_robust(self) -> torch.Tensor:

@@ -40,7 +40,18 @@ def _check_aggregation(aggregation: str) -> None:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
-class SelfEnsemble(nn.Module):
+class _Aggregated(nn.Module):
+    """Predictors [N, B, C] aggregated by CrossMax or the mean (self.aggregation, k, reduction)."""
+
+    def combine(self, predictors: torch.Tensor) -> torch.Tensor:
+        """The output of predictors [N, B, C]: the forward is combine(predictors(x))."""
+        return aggregate(predictors, self.aggregation, self.k, self.reduction)
+
+    def forward(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        return self.combine(self.predictors(x, seed))
+
+
+class SelfEnsemble(_Aggregated):
     """A MultiResModel's heads at `taps` (layer names of backbone.net) and, with
     include_backbone, its own logits, aggregated per forward (see the module docstring)."""
 
@@ -80,11 +91,8 @@ class SelfEnsemble(nn.Module):
             logits = self.backbone(x, None if seed is None else seed + 1)
         return torch.cat([heads, logits.unsqueeze(0)])
 
-    def forward(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        return aggregate(self.predictors(x, seed), self.aggregation, self.k, self.reduction)
 
-
-class ModelEnsemble(nn.Module):
+class ModelEnsemble(_Aggregated):
     """Models' logits [N, B, C] aggregated by CrossMax (`reduction`, default the median) or the mean."""
 
     def __init__(
@@ -107,9 +115,6 @@ class ModelEnsemble(nn.Module):
             return torch.stack([model(x) for model in self.models])
         return torch.stack([model(x, seed + i) for i, model in enumerate(self.models)])
 
-    def forward(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        return aggregate(self.predictors(x, seed), self.aggregation, self.k, self.reduction)
-
 
 class SinglePredictor(nn.Module):
     """One model in the predictors interface of the ensembles ([1, B, C]), so a plain
@@ -121,6 +126,9 @@ class SinglePredictor(nn.Module):
 
     def predictors(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         return (self.model(x) if seed is None else self.model(x, seed)).unsqueeze(0)
+
+    def combine(self, predictors: torch.Tensor) -> torch.Tensor:
+        return predictors[0]
 
     def forward(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         return self.model(x) if seed is None else self.model(x, seed)

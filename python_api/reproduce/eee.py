@@ -186,7 +186,7 @@ def reproduce_eee(
     ensemble.eval()
     mean_ensemble = SelfEnsemble(main, heads, taps, aggregation="mean").eval()
     models = {
-        "multires backbone": SinglePredictor(main),
+        "multires backbone": SinglePredictor(main).eval(),
         "self-ensemble, mean of predictors": mean_ensemble,
         "self-ensemble, CrossMax (k=3)": ensemble,
     }

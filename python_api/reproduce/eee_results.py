@@ -11,6 +11,7 @@ _HEADER = (
     "method",
     "eps",
     "CA",
+    "CA every draw",
     "AA-rand (paper protocol)",
     "adaptive (min over all)",
     "gap",
@@ -48,10 +49,18 @@ def not_monotone(rows: list[dict]) -> list[str]:
     return failed
 
 
+def _zero_gradients(rows: list[dict]) -> str:
+    flagged = sorted(
+        {f"{r['method']} {_pct(r['zero_gradient_fraction'])}%" for r in rows if r["zero_gradient_fraction"]}
+    )
+    return ", ".join(flagged) if flagged else "none"
+
+
 def _cells(row: dict) -> tuple[str, ...]:
     verdict = "GRADIENT MASKING" if row["gradient_masking"] else "within noise"
     return (
-        row["method"], _eps(row["eps"]), _pct(row["clean_accuracy"]), _pct(row["rand_accuracy"]),
+        row["method"], _eps(row["eps"]), _pct(row["clean_accuracy"]), _pct(row["clean_accuracy_every_draw"]),
+        _pct(row["rand_accuracy"]),
         _pct(row["adaptive_accuracy"]), f"{_pct(row['gap'])} (noise {_pct(row['noise'])})", verdict, _strongest(row),
     )  # fmt: skip
 
@@ -95,8 +104,11 @@ def _markdown(results: dict) -> str:
         f"each predictor alone, transfer from the fixed-draw mean twin, APGD-T ({b['target_classes']} targets) and Square "
         f"({b['square_queries']} queries). Every point is scored on the real model and an image is robust only "
         f"if it is right on all of {b['draws']} fresh draws. Gap: AA-rand minus adaptive; flagged as gradient "
-        "masking past two standard errors. Sanity check (adaptive accuracy not rising with eps): "
+        "masking past two standard errors. CA is the mean over the draws; CA every draw, the robust columns' "
+        "rule at eps 0. Sanity checks: adaptive accuracy not rising with eps "
         + (f"FAILED for {', '.join(failed)}" if failed else "passed")
+        + "; images whose loss gradient at x is exactly zero (a cut gradient): "
+        + _zero_gradients(results["rows"])
         + ".\n\n"
         + format_eee_tables(results)
         + "\n"

@@ -2,12 +2,13 @@
 has not scored (a `small` budget's evaluation takes hours on a CPU, longer than one sitting).
 
 A row is reused only when everything it was computed from is the same: the call's settings (budget,
-seed, dataset, ...), the row's own key (method, eps) and the model's floating-point state, hashed
-(so a retrained or changed model is scored afresh). Integer state, such as a noise stream's
-position, is left out: evaluation seeds its own draws. Delete `out/rows` to rescore everything, for
-instance after changing the evaluation code.
+seed, dataset, ...), the row's own key (method, eps), the model's floating-point state, hashed
+(so a retrained or changed model is scored afresh), and the source of the attack and evaluation
+packages, hashed (so a row scored by an older, perhaps weaker, evaluation is scored again). Integer
+state, such as a noise stream's position, is left out: evaluation seeds its own draws.
 """
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -15,7 +16,21 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ScoredRows", "model_digest"]
+__all__ = ["ScoredRows", "evaluation_code_digest", "model_digest"]
+
+_EVALUATION_PACKAGES = ("attacks", "evaluate")
+
+
+@functools.cache
+def evaluation_code_digest() -> str:
+    """A hash of the attack and evaluation packages' source files, by path."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.blake2b(digest_size=16)
+    for package in _EVALUATION_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -43,7 +58,8 @@ class ScoredRows:
         """The stored result of `key` for this model and these settings, else score() (JSON-able),
         stored. Either way the result is what JSON gives back (tuples come back as lists)."""
         path = self._path(key)
-        stamp = {"key": key, "settings": self.settings, "model": model_digest(model)}
+        stamp = {"key": key, "settings": self.settings, "model": model_digest(model),
+                 "evaluation_code": evaluation_code_digest()}  # fmt: skip
         stored = _read(path)
         if stored is not None and stored.get("stamp") == stamp:
             return stored["result"]

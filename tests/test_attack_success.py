@@ -1,0 +1,80 @@
+"""When an attack counts a sample as fooled and which point it keeps: a tie is wrong (CrossMax
+ties at exactly 0), APGD keeps its last misclassified iterate (as AutoAttack does) or, on a
+stand-in model, its highest-loss one, and Square averages a randomised model's margins."""
+
+import importlib
+
+import pytest
+import torch
+
+from robustkernels.api.attacks import score
+from robustkernels.api.attacks.scoring import right
+from robustkernels.api.attacks.square import square
+
+apgd_module = importlib.import_module("robustkernels.api.attacks.apgd")  # the package exports the function
+
+
+def test_a_tie_is_wrong_and_a_nan_too():
+    logits = torch.tensor([[1.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]])
+    y = torch.zeros(4, dtype=torch.long)
+    assert right(logits, y).tolist() == [False, True, False, False]  # argmax would take rows 0 and 2
+    assert score(lambda x: logits, torch.zeros(4, 1), y).robust.tolist() == [False, True, False, False]
+
+
+def _scripted(monkeypatch, wrong_at, loss_at):
+    """APGD's loss_gradient replaced by a script: call i (0 = the start) is misclassified when i is
+    in wrong_at and has loss loss_at[i]; the gradient's sign alternates, so the iterates differ."""
+    seen = []
+
+    def loss_gradient(model, x, y, loss, *, target=None, draws=1):
+        i = len(seen)
+        seen.append(x.clone())
+        logits = torch.tensor([[0.0, 1.0]] if i in wrong_at else [[1.0, 0.0]])
+        return torch.full_like(x, (-1.0) ** i), torch.tensor([loss_at[i]]), logits
+
+    monkeypatch.setattr(apgd_module, "loss_gradient", loss_gradient)
+    return seen
+
+
+def test_apgd_keeps_its_last_misclassified_iterate(monkeypatch):
+    seen = _scripted(monkeypatch, wrong_at={2, 4}, loss_at=[0.0, 1.0, 2.0, 9.0, 3.0, 1.0])
+    x = torch.full((1, 4), 0.5)
+    x_adv = apgd_module.apgd(lambda t: t, x, torch.tensor([0]), eps=0.1, steps=5,
+                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert len(seen) == 6 and not torch.equal(seen[2], seen[4])
+    assert torch.equal(x_adv, seen[4])  # not the first (call 2), nor the highest-loss one (call 3)
+
+
+def test_apgd_on_a_stand_in_runs_to_the_end_and_keeps_its_highest_loss_point(monkeypatch):
+    seen = _scripted(monkeypatch, wrong_at={2, 4}, loss_at=[0.0, 1.0, 2.0, 9.0, 3.0, 1.0])
+    x = torch.full((1, 4), 0.5)
+    x_adv = apgd_module.apgd(lambda t: t, x, torch.tensor([0]), eps=0.1, steps=5, stop_when_fooled=False,
+                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.equal(x_adv, seen[3])
+
+
+class NoisyMargin(torch.nn.Module):
+    """Right on average (margin +0.5 at every point) but wrong on about one draw in six."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise = torch.Generator().manual_seed(0)
+
+    def forward(self, x):
+        margin = 0.5 + 0.5 * torch.randn(len(x), generator=self.noise)
+        return torch.stack([margin, torch.zeros_like(margin)], dim=1)
+
+
+def test_square_on_a_randomised_model_averages_its_margins(monkeypatch):
+    x, y = torch.full((2, 1, 4, 4), 0.5), torch.zeros(2, dtype=torch.long)
+    model = NoisyMargin()
+    calls = []
+    model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    # one lucky draw (margin <= 0) no longer ends the attack on a sample: 10 queries of 2 x 8 passes
+    square(model, x, y, eps=0.1, queries=10, eot_draws=8, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 8 + 10 * 2 * 8
+    calls.clear()
+    square(model, x, y, eps=0.1, queries=10, generator=torch.Generator().manual_seed(0))
+    assert len(calls) < 1 + 10  # with one pass per margin a wrong draw soon stops it
+    with pytest.raises(ValueError, match="eot_draws"):
+        square(model, x, y, eps=0.1, eot_draws=0)
