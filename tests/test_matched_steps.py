@@ -52,6 +52,9 @@ def test_matched_steps_cost_what_the_reference_stages_cost_and_are_kept(tmp_path
     kept = json.loads(record.read_text())
     assert kept["reference_seconds_per_step"] == [0.1, 2.5] and kept["matched_seconds"] == pytest.approx(1530)
     assert matching.matched_steps(record, reference, [t1], measure, print) == 765 and len(measured) == 1
+    # a budget with other reference steps decides again
+    assert matching.matched_steps(record, [(300, [a]), (300, [b1, b2])], [t1], measure, print) == 390
+    assert len(measured) == 2
 
 
 def test_dverge3_probes_distil_at_each_methods_middle_layer(tmp_path, monkeypatch):

@@ -91,6 +91,9 @@ def test_the_versions_are_named_bounded_and_stored_once(tmp_path):
         tmp_path, _surrogates(), x, y, TransferSetConfig(eps=0.05, steps=4, starts=2), described
     )
     assert not changed["reused"]
+    # the same settings over other images (another eval_images or test draw) are another set
+    fewer = load_or_build(tmp_path, _surrogates(), x[:4], y[:4], config, described)
+    assert not fewer["reused"] and fewer["versions"].shape[1] == 4
 
 
 def test_sgm_scales_the_residual_branches_of_a_resnet():

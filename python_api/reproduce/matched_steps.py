@@ -59,11 +59,13 @@ def matched_steps(
     """The target's steps that cost what `reference` does: (steps, probes) per stage, a stage's
     (and the target's) seconds per step the mean over its probes, measure(probes) -> seconds per
     step of each. Decided once and kept in `record`: a re-run reuses the count (its models were
-    trained with it)."""
+    trained with it) while the reference's step counts are the same."""
+    reference_steps = [s for s, _ in reference]
     if record.exists():
         kept = json.loads(record.read_text())
-        log(f"{record.parent.name}: {kept['steps']} matched steps, as decided before ({record})")
-        return kept["steps"]
+        if kept["reference_steps"] == reference_steps:
+            log(f"{record.parent.name}: {kept['steps']} matched steps, as decided before ({record})")
+            return kept["steps"]
     probes = [p for _, stage in reference for p in stage] + list(target)
     measured = iter(measure(probes))
     stage_seconds = [sum(next(measured) for _ in stage) / len(stage) for _, stage in reference]
@@ -73,9 +75,9 @@ def matched_steps(
     record.parent.mkdir(parents=True, exist_ok=True)
     partial = record.with_suffix(".partial")
     partial.write_text(json.dumps({"steps": steps, "seconds_per_step": per_step, "matched_seconds": cost,
-                                   "reference_steps": [s for s, _ in reference],
+                                   "reference_steps": reference_steps,
                                    "reference_seconds_per_step": stage_seconds}))  # fmt: skip
     partial.replace(record)
     log(f"{record.parent.name}: {per_step:.3f} s per step, {steps} steps in the {cost:.1f} s that "
-        f"{[s for s, _ in reference]} reference steps take at {[round(t, 3) for t in stage_seconds]} s each")  # fmt: skip
+        f"{reference_steps} reference steps take at {[round(t, 3) for t in stage_seconds]} s each")  # fmt: skip
     return steps
