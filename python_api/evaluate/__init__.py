@@ -47,9 +47,9 @@ def evaluate(
 ) -> dict:
     """robust_accuracy's dict for one attack setting plus, with checks=True, the sanity
     checks ("sanity_checks": list of {name, passed, detail}; "flagged": names that failed).
-    With checks, "robust_accuracy" (and its mean over draws) is the headline: the lowest any
-    same-eps run of the checks found ("robust_accuracy_from" names it; "robust_accuracy_as_run"
-    keeps the evaluation's own). randomized=None detects a randomised model (two passes differ);
+    With checks, "robust_accuracy" (and its mean over draws) is the headline: every image's worst
+    over the evaluation and the checks' same-eps runs (sanity.headline; "robust_accuracy_from"
+    names them; "robust_accuracy_as_run" keeps the evaluation's own). randomized=None detects a randomised model (two passes differ);
     draws is k, the passes every point is scored on there. twin: see sanity_checks. progress(n)
     reports the work done, `evaluation_passes` units in all."""
     randomized = looks_randomized(model, (x, y), batch_size) if randomized is None else randomized
@@ -60,7 +60,7 @@ def evaluate(
     }  # fmt: skip
     # one set of clean draws per batch for the evaluation and all its checks' runs
     clean_scores = {}
-    result = robust_accuracy(model, (x, y), **settings, clean_scores=clean_scores)
+    result = robust_accuracy(model, (x, y), **settings, clean_scores=clean_scores, per_image=checks)
     if checks:
         result["sanity_checks"] = sanity_checks(
             model, (x, y), **settings, baseline=result, twin=twin, clean_scores=clean_scores
@@ -71,6 +71,8 @@ def evaluate(
         result["robust_accuracy"] = best["robust_accuracy"]
         result["robust_accuracy_mean_over_draws"] = best["robust_accuracy_mean_over_draws"]
         result["robust_accuracy_from"] = best["from"]
+        for run in (result, *result["sanity_checks"]):  # used up: the dict stays small and printable
+            run.pop("per_image", None)
     return result
 
 

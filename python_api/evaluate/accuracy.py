@@ -128,6 +128,21 @@ def shared_clean(clean_scores: dict | None, number: int, model, x, y, draws: int
     return clean_scores[number]
 
 
+class _PerImage:
+    """Each image's robust flag and fraction of draws right, batch after batch (data order)."""
+
+    def __init__(self):
+        self.robust: list[bool] = []
+        self.correct_fraction: list[float] = []
+
+    def add(self, worst) -> None:
+        self.robust += worst.robust.tolist()
+        self.correct_fraction += worst.correct_fraction.tolist()
+
+    def lists(self) -> dict:
+        return {"robust": self.robust, "correct_fraction": self.correct_fraction}
+
+
 def clean_accuracy(model, data: Data, *, batch_size: int = 256) -> float:
     correct = total = 0
     for x, y in batches(data, batch_size):
@@ -156,6 +171,7 @@ def robust_accuracy(
     seed: int = 0,
     progress: Progress = None,
     clean_scores: dict | None = None,
+    per_image: bool = False,
 ) -> dict:
     """White-box robust accuracy, all-or-nothing over restarts and over k draws (k = `draws` on
     a randomised model, 1 otherwise; randomized=None detects it). The attack's random draws come
@@ -169,7 +185,9 @@ def robust_accuracy(
     robust_accuracy_mean_over_draws, robust_accuracy_per_restart; for autoattack also its
     suite's attacks and skipped attacks. progress(n) reports the work done, `attack_passes`
     units in all. clean_scores: a dict shared by the evaluations of one model on the same
-    batches (the sanity checks'), each batch's clean draws made once and reused."""
+    batches (the sanity checks'), each batch's clean draws made once and reused. per_image: also
+    "per_image" (each image's robust flag and fraction of draws right, in data order), which lets
+    the sanity checks combine their runs image by image."""
     check_count("restarts", restarts)
     tick = progress or (lambda _n: None)
     per_run = attack_passes(attack, version, 1, 1)
@@ -177,6 +195,7 @@ def robust_accuracy(
     total = clean = clean_every = mean_over_draws = 0.0
     robust_after = [0] * restarts
     suite = {}
+    images = _PerImage()
     with own_noise([model], seed):
         k = scoring_draws(model, data, draws, randomized, batch_size)
         for number, (x, y) in enumerate(batches(data, batch_size)):
@@ -200,6 +219,7 @@ def robust_accuracy(
                     tick(per_run)
                 robust_after[r] += int(worst.robust.sum())
             mean_over_draws += worst.correct_fraction.sum().item()
+            images.add(worst)
     if attack == "autoattack":
         suite = {"suite_attacks": suite_attacks(version), "skipped_attacks": skipped_attacks(version)}
     n = max(total, 1)
@@ -218,6 +238,7 @@ def robust_accuracy(
         "robust_accuracy_mean_over_draws": mean_over_draws / n,
         "robust_accuracy_per_restart": [count / n for count in robust_after],
         **suite,
+        **({"per_image": images.lists()} if per_image else {}),
     }
 
 
@@ -242,13 +263,14 @@ def transfer_accuracy(
     seed: int = 0,
     progress: Progress = None,
     clean_scores: dict | None = None,
+    per_image: bool = False,
 ) -> dict:
     """Black-box transfer accuracy of target_model against examples crafted on each
     surrogate (white-box on the surrogate), all-or-nothing over every adversarial
     version (surrogate x restart) and over k draws of the target (as robust_accuracy).
     Returns clean_accuracy, transfer_accuracy, transfer_accuracy_mean_over_draws,
-    per_surrogate (each surrogate's own all-or-nothing accuracy) and the settings. clean_scores:
-    as robust_accuracy's, for the target model."""
+    per_surrogate (each surrogate's own all-or-nothing accuracy) and the settings. clean_scores
+    and per_image: as robust_accuracy's, for the target model."""
     named = (
         dict(surrogates)
         if isinstance(surrogates, Mapping)
@@ -262,6 +284,7 @@ def transfer_accuracy(
     generator = None
     total = clean = robust_all = mean_over_draws = 0.0
     per_surrogate = dict.fromkeys(named, 0)
+    images = _PerImage()
     with own_noise([target_model, *named.values()], seed):
         k = scoring_draws(target_model, data, draws, randomized, batch_size)
         for number, (x, y) in enumerate(batches(data, batch_size)):
@@ -288,6 +311,7 @@ def transfer_accuracy(
             robust_all += int(worst.robust.sum())
             mean_over_draws += worst.correct_fraction.sum().item()
             total += len(y)
+            images.add(worst)
     n = max(total, 1)
     return {
         "attack": attack_name(attack),
@@ -303,6 +327,7 @@ def transfer_accuracy(
         "transfer_accuracy": robust_all / n,
         "transfer_accuracy_mean_over_draws": mean_over_draws / n,
         "per_surrogate": {name: count / n for name, count in per_surrogate.items()},
+        **({"per_image": images.lists()} if per_image else {}),
     }
 
 

@@ -121,9 +121,14 @@ def sanity_checks(
         "progress": progress, "clean_scores": {} if clean_scores is None else clean_scores,
     }  # fmt: skip
 
+    # the library's evaluator reports each image, so the headline can combine the runs per image
+    per_image = {"per_image": True} if evaluator is robust_accuracy else {}
+
     def run(**changed) -> dict:
         return evaluator(
-            model, data, **{"eps": eps, "steps": steps, "restarts": restarts, **settings, **changed}
+            model,
+            data,
+            **{"eps": eps, "steps": steps, "restarts": restarts, **settings, **per_image, **changed},
         )
 
     base = baseline or run()
@@ -174,6 +179,7 @@ def sanity_checks(
                 f"accuracy with {stronger} {result['robust_accuracy']:.4f} vs as run {robust:.4f}",
                 robust_accuracy=result["robust_accuracy"],
                 robust_accuracy_mean_over_draws=result.get("robust_accuracy_mean_over_draws"),
+                per_image=result.get("per_image"),
             )
         )
     verdict = f"falls with {', '.join(falls)}" if falls else "no stronger attack falls"
@@ -224,7 +230,7 @@ def _randomised_checks(model, data, base, settings, steps, restarts, twin, eps) 
                                                         "square_queries", "n_target_classes", "batch_size", "seed", "progress",
                                                         "clean_scores")}  # fmt: skip
     transferred = transfer_accuracy(model, {"twin": twin}, data, eps=eps, steps=steps, restarts=restarts,
-                                    eot_draws=1, **transfer_settings)  # fmt: skip
+                                    eot_draws=1, per_image=True, **transfer_settings)  # fmt: skip
     margin = 2 * standard_error(robust, n)
     checks.append(
         _check(
@@ -234,15 +240,29 @@ def _randomised_checks(model, data, base, settings, steps, restarts, twin, eps) 
             f"(2 standard errors {margin:.4f}); lower means the randomness masks the gradients",
             robust_accuracy=transferred["transfer_accuracy"],
             robust_accuracy_mean_over_draws=transferred["transfer_accuracy_mean_over_draws"],
+            per_image=transferred["per_image"],
         )
     )
     return checks
 
 
 def headline(result: dict, checks: list[dict]) -> dict:
-    """The lowest robust accuracy any run at the evaluated eps found (the evaluation as run, its
+    """The robust accuracy of all runs at the evaluated eps together (the evaluation as run, its
     stronger variants, the twin transfer): {"robust_accuracy", "robust_accuracy_mean_over_draws",
-    "from"}; each is an attack on the same model, so the lowest bounds its robustness best."""
+    "from"}. Each is an attack on the same images of the same model, so where every run reports
+    its images ("per_image") an image counts only if it survived them all (the minimum per image,
+    at most the lowest run); else the lowest run's figures."""
+    runs = [result, *(c for c in checks if c.get("robust_accuracy") is not None)]
+    if all(run.get("per_image") is not None for run in runs):
+        robust = [all(flags) for flags in zip(*(run["per_image"]["robust"] for run in runs), strict=True)]
+        fraction = [
+            min(values)
+            for values in zip(*(run["per_image"]["correct_fraction"] for run in runs), strict=True)
+        ]
+        n = max(len(robust), 1)
+        named = ", ".join(["as run", *(c["name"] for c in runs[1:])])
+        return {"robust_accuracy": sum(robust) / n, "robust_accuracy_mean_over_draws": sum(fraction) / n,
+                "from": f"every image's worst over: {named}"}  # fmt: skip
     best = {
         "robust_accuracy": result["robust_accuracy"],
         "robust_accuracy_mean_over_draws": result.get("robust_accuracy_mean_over_draws"),

@@ -83,8 +83,10 @@ def _markdown(results: dict) -> str:
         f"M-DI²-FGSM, SGM; CE and CW; {b['transfer_steps']} steps of eps/5). White-box: PGD-{b['whitebox_steps']}, "
         f"step eps/5, {b['whitebox_restarts']} restart(s), all-or-nothing; the random-gate RGN with EOT over "
         f"{b['eot_draws']} draws and right on every one of {b['draws']} draws (worst of k). Sanity checks at "
-        f"eps {b['check_eps']:.4g}; their lowest accuracy is the white-box figure there. {_transfer_strength(results)}\n\n"
+        f"eps {b['check_eps']:.4g}; every image's worst over their runs is the white-box figure there; at the other eps it is the PGD as run. {_transfer_strength(results)}\n\n"
         + format_ensemble_table(results)
+        + f"\n\nOne seed and one derived path; at {b['eval_images']} images a figure p has a standard error of "
+        f"sqrt(p (1 - p) / {b['eval_images']}), at most {50 / max(b['eval_images'], 1) ** 0.5:.1f} points."
         + "\n\nAccuracy rising with eps: "
         + (", ".join(rising) if rising else "none")
         + "\n"

@@ -13,8 +13,8 @@ Trained (under out/<name>, a re-run with the same settings reuses every finished
   probes of all three run side by side (matched_steps.py).
 Evaluated on `eval_images` test images drawn with a fixed seed: black-box accuracy on the transfer
 set of each eps (built once, stored, shared by every defence), white-box PGD with step eps / 5 and
-restarts, all-or-nothing; at check_eps with the evaluation's sanity checks (their lowest accuracy
-is the headline there). Each row is stored under out/rows as it finishes, so a stopped call's
+restarts, all-or-nothing; at check_eps with the evaluation's sanity checks (every image's worst
+over their runs is the headline there). Each row is stored under out/rows as it finishes, so a stopped call's
 re-run scores only the rows it lacks (scored_rows.py).
 """
 

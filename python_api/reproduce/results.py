@@ -92,8 +92,8 @@ def _markdown(results: dict) -> str:
         f"averaged over {budget['eot_draws']} draws (EOT), and a sample counts as robust only if the model "
         f"is right on every one of {budget['draws']} fresh draws at its adversarial point; CA there, and the "
         '"mean over draws" column, are the fraction of draws right, averaged (what one pass gets right on '
-        "average, not a worst case). Each RA is the lowest that any run of the sanity checks at this eps "
-        "found (4x steps, 2 more restarts, 4x EOT draws, the transfer from the deterministic twin). "
+        "average, not a worst case). Each RA counts an image only if it survived every run of the sanity checks "
+        "at this eps (4x steps, 2 more restarts, 4x EOT draws, the transfer from the deterministic twin). "
         "Non-zero params: the weights and biases of the convolutions "
         "and linear layers on the evaluated path (SMART: and of both paths' union; OAT, OATS: FiLM's "
         "included); MACs: multiply-accumulates of one image's forward pass at that setting "

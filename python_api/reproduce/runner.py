@@ -3,7 +3,7 @@ Every setting is evaluated under PGD and under an AutoAttack-style suite: `stand
 setting is deterministic, `rand` (APGD-CE and APGD-DLR with EOT) where it draws noise; on a noisy
 setting every adversarial point is scored on budget.draws fresh draws and counts as robust only
 if the model is right on all of them. Every number comes with the evaluation's sanity checks and
-is its headline (the lowest any same-eps run of the checks found). Each row also holds the
+is its headline (every image's worst over the same-eps runs of the checks). Each row also holds the
 path's non-zero parameters, its MACs per image, its noise additions and the training time per
 epoch of its model, measured in the same run; protocol="paper" adds the papers' own protocol
 (paper_protocol.py) beside it."""
