@@ -2,10 +2,12 @@
 training time of models trained over several calls (train_seconds.py)."""
 
 import math
+import types
 
 import torch
 
-from robustkernels.api.reproduce import scored_rows
+from robustkernels.api import attacks
+from robustkernels.api.evaluate import adaptive
 from robustkernels.api.reproduce.scored_rows import ScoredRows, evaluation_code_digest, model_digest
 from robustkernels.api.reproduce.train_seconds import recorded_train_seconds
 
@@ -23,8 +25,12 @@ def _counting_score(result):
 def test_a_row_is_scored_once_for_the_same_model_and_settings(tmp_path):
     model = torch.nn.Linear(3, 2)
     score, calls = _counting_score({"method": "m", "eps": 0.03, "accuracy": 0.5, "per": (1, 2)})
-    first = ScoredRows(tmp_path, {"budget": "small", "seed": 0}).get_or_score("m eps 0.03", model, score)
-    again = ScoredRows(tmp_path, {"seed": 0, "budget": "small"}).get_or_score("m eps 0.03", model, score)
+    first = ScoredRows(tmp_path, scored_by=(), settings={"budget": "small", "seed": 0}).get_or_score(
+        "m eps 0.03", model, score
+    )
+    again = ScoredRows(tmp_path, scored_by=(), settings={"seed": 0, "budget": "small"}).get_or_score(
+        "m eps 0.03", model, score
+    )
     assert len(calls) == 1
     # a fresh result and a stored one read the same (both as JSON gives them back)
     assert first == again == {"method": "m", "eps": 0.03, "accuracy": 0.5, "per": [1, 2]}
@@ -33,32 +39,44 @@ def test_a_row_is_scored_once_for_the_same_model_and_settings(tmp_path):
 def test_a_changed_model_settings_or_key_is_scored_afresh(tmp_path):
     model = torch.nn.Linear(3, 2)
     score, calls = _counting_score({"accuracy": 0.5})
-    rows = ScoredRows(tmp_path, {"seed": 0})
+    rows = ScoredRows(tmp_path, scored_by=(), settings={"seed": 0})
     rows.get_or_score("m eps 0.03", model, score)
     with torch.no_grad():
         model.weight[0, 0] += 1e-6
     rows.get_or_score("m eps 0.03", model, score)  # retrained weights
-    ScoredRows(tmp_path, {"seed": 1}).get_or_score("m eps 0.03", model, score)  # other settings
-    ScoredRows(tmp_path, {"seed": 1}).get_or_score("m eps 0.05", model, score)  # other row
+    ScoredRows(tmp_path, scored_by=(), settings={"seed": 1}).get_or_score(
+        "m eps 0.03", model, score
+    )  # other settings
+    ScoredRows(tmp_path, scored_by=(), settings={"seed": 1}).get_or_score(
+        "m eps 0.05", model, score
+    )  # other row
     assert len(calls) == 4
-    ScoredRows(tmp_path, {"seed": 1}).get_or_score("m eps 0.05", model, score)
+    ScoredRows(tmp_path, scored_by=(), settings={"seed": 1}).get_or_score("m eps 0.05", model, score)
     assert len(calls) == 4
 
 
-def test_a_row_scored_by_other_evaluation_code_is_scored_again(tmp_path, monkeypatch):
+def test_a_row_scored_by_other_evaluation_code_is_scored_again(tmp_path):
     model = torch.nn.Linear(3, 2)
     score, calls = _counting_score({"accuracy": 0.5})
-    ScoredRows(tmp_path, {}).get_or_score("m", model, score)
-    assert len(evaluation_code_digest()) == 32  # the attack and evaluation sources, hashed
-    monkeypatch.setattr(scored_rows, "evaluation_code_digest", lambda: "an edited attack")
-    ScoredRows(tmp_path, {}).get_or_score("m", model, score)
+    scorer = tmp_path / "scorer.py"
+    scorer.write_text("STEPS = 10\n")
+    module = types.ModuleType("scorer")
+    module.__file__ = str(scorer)
+    rows = tmp_path / "rows"
+    ScoredRows(rows, {}, scored_by=[module]).get_or_score("m", model, score)
+    ScoredRows(rows, {}, scored_by=[module]).get_or_score("m", model, score)
+    assert len(calls) == 1
+    scorer.write_text("STEPS = 20\n")  # the evaluation changed: its rows are scored again
+    ScoredRows(rows, {}, scored_by=[module]).get_or_score("m", model, score)
     assert len(calls) == 2
+    # a package counts with every file under it
+    assert evaluation_code_digest([attacks]) != evaluation_code_digest([attacks, adaptive])
 
 
 def test_a_row_left_unreadable_by_a_kill_is_scored_again(tmp_path):
     model = torch.nn.Linear(3, 2)
     score, calls = _counting_score({"accuracy": 0.5})
-    rows = ScoredRows(tmp_path, {})
+    rows = ScoredRows(tmp_path, scored_by=(), settings={})
     rows.get_or_score("m", model, score)
     (stored,) = tmp_path.glob("*.json")
     stored.write_text(stored.read_text()[:10])  # cut short

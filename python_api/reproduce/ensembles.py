@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from .. import attacks
+from .. import evaluate as evaluate_package
 from ..attacks import pgd
 from ..data import dataset_spec, load_dataset, to_unit_interval
 from ..evaluate import clean_accuracy, evaluate, robust_accuracy
@@ -292,7 +294,7 @@ def reproduce_ensembles(
              f"{rates[eps]:.1f} adversarial images/s{' (stored)' if transfer_sets[eps]['reused'] else ''}")  # fmt: skip
     # a row reused from an earlier call of the same settings is not scored again (scored_rows.py)
     stored = ScoredRows(out / "rows", {"budget": budget.__dict__, "dataset": dataset, "seed": seed,
-                                       "device": str(device)})  # fmt: skip
+                                       "device": str(device)}, scored_by=(attacks, evaluate_package))  # fmt: skip
     rows = []
     for name, model, randomized, seconds, steps in _defences(methods, budget, runs):
         rows += _score(name, model, randomized, seconds, steps, transfer_sets, test, budget, seed, stored)

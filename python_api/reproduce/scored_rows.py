@@ -3,32 +3,31 @@ has not scored (a `small` budget's evaluation takes hours on a CPU, longer than 
 
 A row is reused only when everything it was computed from is the same: the call's settings (budget,
 seed, dataset, ...), the row's own key (method, eps), the model's floating-point state, hashed
-(so a retrained or changed model is scored afresh), and the source of the attack and evaluation
-packages, hashed (so a row scored by an older, perhaps weaker, evaluation is scored again). Integer
+(so a retrained or changed model is scored afresh), and the source of the modules that score it
+(the caller names them: the attacks and its evaluation), hashed, so a row scored by an older,
+perhaps weaker, evaluation is scored again, and an edit elsewhere costs no rescoring. Integer
 state, such as a noise stream's position, is left out: evaluation seeds its own draws.
 """
 
-import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 __all__ = ["ScoredRows", "evaluation_code_digest", "model_digest"]
 
-_EVALUATION_PACKAGES = ("attacks", "evaluate")
 
-
-@functools.cache
-def evaluation_code_digest() -> str:
-    """A hash of the attack and evaluation packages' source files, by path."""
-    root = Path(__file__).resolve().parents[1]
+def evaluation_code_digest(modules: Sequence[ModuleType]) -> str:
+    """A hash of the modules' source files, by name (a package: every file under it)."""
     digest = hashlib.blake2b(digest_size=16)
-    for package in _EVALUATION_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode())
+    for module in sorted(modules, key=lambda m: m.__name__):
+        source = Path(module.__file__)
+        files = sorted(source.parent.rglob("*.py")) if source.name == "__init__.py" else [source]
+        for path in files:
+            digest.update(path.relative_to(source.parent).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -44,11 +43,13 @@ def model_digest(model: torch.nn.Module) -> str:
 
 
 class ScoredRows:
-    """Rows under `directory`, one JSON file per key, valid for one `settings` (a JSON-able dict)."""
+    """Rows under `directory`, one JSON file per key, valid for one `settings` (a JSON-able dict)
+    and the source of `scored_by`, the modules (or packages) that score them."""
 
-    def __init__(self, directory: str | Path, settings: dict):
+    def __init__(self, directory: str | Path, settings: dict, scored_by: Sequence[ModuleType]):
         self.directory = Path(directory)
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        self.code = evaluation_code_digest(scored_by)
 
     def _path(self, key: str) -> Path:
         name = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
@@ -59,7 +60,7 @@ class ScoredRows:
         stored. Either way the result is what JSON gives back (tuples come back as lists)."""
         path = self._path(key)
         stamp = {"key": key, "settings": self.settings, "model": model_digest(model),
-                 "evaluation_code": evaluation_code_digest()}  # fmt: skip
+                 "evaluation_code": self.code}  # fmt: skip
         stored = _read(path)
         if stored is not None and stored.get("stamp") == stamp:
             return stored["result"]
