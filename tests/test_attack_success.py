@@ -72,9 +72,9 @@ def test_square_on_a_randomised_model_averages_its_margins(monkeypatch):
     model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     # one lucky draw (margin <= 0) no longer ends the attack on a sample: 10 queries of 2 x 8 passes
     square(model, x, y, eps=0.1, queries=10, eot_draws=8, generator=torch.Generator().manual_seed(0))
-    assert len(calls) == 8 + 10 * 2 * 8
+    assert len(calls) == 8 + 8 + 9 * 2 * 8  # the first query has the start just measured
     calls.clear()
     square(model, x, y, eps=0.1, queries=10, generator=torch.Generator().manual_seed(0))
-    assert len(calls) < 1 + 10  # with one pass per margin a wrong draw soon stops it
+    assert len(calls) <= 1 + 10  # one pass per margin, the current point's not measured again
     with pytest.raises(ValueError, match="eot_draws"):
         square(model, x, y, eps=0.1, eot_draws=0)

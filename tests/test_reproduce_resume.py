@@ -6,8 +6,6 @@ import types
 
 import torch
 
-from robustkernels.api import attacks
-from robustkernels.api.evaluate import adaptive
 from robustkernels.api.reproduce.scored_rows import ScoredRows, evaluation_code_digest, model_digest
 from robustkernels.api.reproduce.train_seconds import recorded_train_seconds
 
@@ -70,7 +68,15 @@ def test_a_row_scored_by_other_evaluation_code_is_scored_again(tmp_path):
     ScoredRows(rows, {}, scored_by=[module]).get_or_score("m", model, score)
     assert len(calls) == 2
     # a package counts with every file under it
-    assert evaluation_code_digest([attacks]) != evaluation_code_digest([attacks, adaptive])
+    package = tmp_path / "scorers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "attack.py").write_text("STEPS = 10\n")
+    scorers = types.ModuleType("scorers")
+    scorers.__file__ = str(package / "__init__.py")
+    before = evaluation_code_digest([scorers])
+    (package / "attack.py").write_text("STEPS = 20\n")
+    assert evaluation_code_digest([scorers]) != before
 
 
 def test_a_row_left_unreadable_by_a_kill_is_scored_again(tmp_path):

@@ -91,9 +91,19 @@ def test_the_versions_are_named_bounded_and_stored_once(tmp_path):
         tmp_path, _surrogates(), x, y, TransferSetConfig(eps=0.05, steps=4, starts=2), described
     )
     assert not changed["reused"]
-    # the same settings over other images (another eval_images or test draw) are another set
+
+
+def test_a_stored_set_is_reused_only_over_the_same_clean_images(tmp_path):
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    config, described = TransferSetConfig(eps=0.05, steps=1, starts=1), {"surrogates": ["tiny2"]}
+    load_or_build(tmp_path, _surrogates(), x, y, config, described)
+    # the same settings over other images (another eval_images, another test draw) are another set
     fewer = load_or_build(tmp_path, _surrogates(), x[:4], y[:4], config, described)
     assert not fewer["reused"] and fewer["versions"].shape[1] == 4
+    other = load_or_build(tmp_path, _surrogates(), x[:4].flip(0), y[:4], config, described)
+    assert not other["reused"]
+    assert load_or_build(tmp_path, _surrogates(), x[:4].flip(0), y[:4], config, described)["reused"]
 
 
 def test_sgm_scales_the_residual_branches_of_a_resnet():

@@ -71,7 +71,7 @@ def square(
         margin = _margin(model, x_adv, y, eot_draws)
         for query in range(queries):
             active = (margin > 0).nonzero().squeeze(1)
-            if eot_draws > 1 and active.numel() > 0:
+            if eot_draws > 1 and query > 0 and active.numel() > 0:  # query 0: measured just now
                 margin[active] = _margin(model, x_adv[active], y[active], eot_draws)
                 active = active[margin[active] > 0]
             if active.numel() == 0:

@@ -80,7 +80,8 @@ class StraightThroughMean(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         predictors = self.ensemble.predictors(x)
         mean = aggregate(predictors, "mean", 1, "kth")
-        return mean + (self.ensemble.combine(predictors.detach()) - mean).detach()
+        # the real output bit for bit (a CrossMax tie at exactly 0 stays one), the mean's gradient
+        return self.ensemble.combine(predictors.detach()) + (mean - mean.detach())
 
 
 class OnePredictor(torch.nn.Module):

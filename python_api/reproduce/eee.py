@@ -18,6 +18,7 @@ is a CIFAR-stem ResNet at the data's own 32 x 32.
 """
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -28,10 +29,11 @@ import torch
 from robustkernels.nn import IntermediateHeads, noise_seed
 
 from .. import attacks
+from .. import models as model_code
 from ..data import load_dataset, to_unit_interval
 from ..evaluate import adaptive
 from ..evaluate.adaptive import adaptive_evaluation, merge_adaptive_results
-from ..models import ModelEnsemble, SelfEnsemble, build_model, self_ensemble, tap_features, to_multires_model
+from ..models import ModelEnsemble, SelfEnsemble, build_model, tap_features, to_multires_model
 from ..models.self_ensemble import SinglePredictor
 from ..train import (
     FGSMTraining,
@@ -205,7 +207,10 @@ def reproduce_eee(
     # the largest eps first (stable: the models keep their order), so a stopped run has the claim's rows
     plan.sort(key=lambda item: -item[0])
     # a row reused from an earlier call of the same settings is not scored again (scored_rows.py)
-    stored = ScoredRows(out / "rows", run_settings, scored_by=(attacks, adaptive, self_ensemble))
+    # rescored when the code that scores a row changes: the attacks, the evaluation, the models' forward, this module
+    stored = ScoredRows(
+        out / "rows", run_settings, scored_by=(attacks, adaptive, model_code, sys.modules[__name__])
+    )
 
     def score(name, model, eps, chunk: int) -> dict:
         # each piece's draws from its own seed: none depends on what ran before it

@@ -19,6 +19,7 @@ re-run scores only the rows it lacks (scored_rows.py).
 """
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +36,7 @@ from ..evaluate import clean_accuracy, evaluate, robust_accuracy
 from ..evaluate.accuracy import own_noise
 from ..evaluate.transfer_set import TransferSetConfig, load_or_build, transfer_set_accuracy
 from ..models import AveragedEnsemble
-from ..train import StandardTraining, TrainConfig, derived_generator, derived_seed, train
+from ..train import StandardTraining, TrainConfig, derived_generator, derived_seed, eio_model, train
 from ..train.dverge import DVERGETraining
 from ..train.eio import EIODiversification, EIOPretraining
 from ..train.eio_model import (
@@ -294,7 +295,8 @@ def reproduce_ensembles(
              f"{rates[eps]:.1f} adversarial images/s{' (stored)' if transfer_sets[eps]['reused'] else ''}")  # fmt: skip
     # a row reused from an earlier call of the same settings is not scored again (scored_rows.py)
     stored = ScoredRows(out / "rows", {"budget": budget.__dict__, "dataset": dataset, "seed": seed,
-                                       "device": str(device)}, scored_by=(attacks, evaluate_package))  # fmt: skip
+                                       "device": str(device)},
+                        scored_by=(attacks, evaluate_package, eio_model, sys.modules[__name__]))  # fmt: skip
     rows = []
     for name, model, randomized, seconds, steps in _defences(methods, budget, runs):
         rows += _score(name, model, randomized, seconds, steps, transfer_sets, test, budget, seed, stored)
