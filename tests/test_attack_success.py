@@ -78,3 +78,22 @@ def test_square_on_a_randomised_model_averages_its_margins(monkeypatch):
     assert len(calls) <= 1 + 10  # one pass per margin, the current point's not measured again
     with pytest.raises(ValueError, match="eot_draws"):
         square(model, x, y, eps=0.1, eot_draws=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_adaptive_evaluation_runs_on_a_gpu_with_a_gpu_generator():
+    """reproduce eee hands the attacks a generator on the evaluation's device: Square's draws too."""
+    from robustkernels.api.evaluate.adaptive import adaptive_evaluation
+    from robustkernels.api.models import SelfEnsemble, resnet20, to_multires_model
+    from robustkernels.nn import IntermediateHeads
+
+    ensemble = SelfEnsemble(
+        to_multires_model(resnet20(num_classes=4), (8, 4)), IntermediateHeads((32, 64), 4), ("layer2.0", "layer3.0")
+    ).cuda().eval()  # fmt: skip
+    x, y = torch.rand(3, 3, 8, 8, device="cuda"), torch.tensor([0, 1, 2], device="cuda")
+    result = adaptive_evaluation(ensemble, x, y, eps=0.03, steps=2, rand_eot_draws=1, adaptive_eot_draws=1, draws=2,
+                                 n_target_classes=2, square_queries=4,
+                                 generator=torch.Generator(device="cuda").manual_seed(0))  # fmt: skip
+    assert 0 <= result["adaptive_accuracy"] <= result["rand_accuracy"] <= 1
+    x_adv = square(ensemble, x, y, eps=0.03, queries=4, eot_draws=2, generator=torch.Generator(device="cuda"))
+    assert x_adv.device.type == "cuda" and float((x_adv - x).abs().max()) <= 0.03 + 1e-6
