@@ -164,6 +164,28 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     )
 
 
+def test_the_training_seconds_of_a_killed_and_resumed_run_are_kept_in_its_checkpoints(tmp_path):
+    with pytest.raises(_Interrupt):
+        T.train(
+            _model(), T.StandardTraining(), _digits(), CONFIG, tmp_path, log=None, on_step=_interrupt_at(11)
+        )
+    at_8 = T.load_checkpoint(tmp_path).record["train_seconds"]  # steps 9-11 are lost, and their time
+    resumed = T.train(_model(), T.StandardTraining(), _digits(), CONFIG, tmp_path, log=None)
+    assert 0 < at_8 < resumed.train_seconds == T.load_checkpoint(tmp_path).record["train_seconds"]
+    # a finished run reused by a later call keeps its time
+    assert T.train(_model(), T.StandardTraining(), _digits(), CONFIG, tmp_path, log=None).train_seconds == (
+        resumed.train_seconds
+    )
+    # a checkpoint of a version that kept no time: unknown, not the time of the last call alone
+    record_path = tmp_path / "checkpoint.json"
+    record = json.loads(record_path.read_text())
+    del record["train_seconds"]
+    record_path.write_text(json.dumps(record))
+    assert math.isnan(
+        T.train(_model(), T.StandardTraining(), _digits(), CONFIG, tmp_path, log=None).train_seconds
+    )
+
+
 @pytest.mark.parametrize("method", ["float", "floats", "smart"])
 def test_once_for_all_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, method):
     """The noise of the noisy layers restarts from (seed, step, rank) at every step, so a

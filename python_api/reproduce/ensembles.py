@@ -113,7 +113,7 @@ class _Runs:
         result = train(model, method, self.train_data, config, directory, run_info=run_info, log=None)
         trained = result.total_steps - result.resumed_from
         seconds = recorded_train_seconds(
-            directory, time.perf_counter() - started, trained, result.total_steps
+            directory, time.perf_counter() - started, trained, result.total_steps, kept=result.train_seconds
         )
         if trained:
             self.log(f"{name}: {trained} of {result.total_steps} steps trained here; {seconds:.1f} s in all")

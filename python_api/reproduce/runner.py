@@ -148,7 +148,11 @@ def reproduce(
             model, entry.training, train_data, config, run_dir, run_info=run_info, log=None, on_step=on_step
         )
         seconds = recorded_train_seconds(
-            run_dir, time.perf_counter() - started, len(trained), result.total_steps
+            run_dir,
+            time.perf_counter() - started,
+            len(trained),
+            result.total_steps,
+            kept=result.train_seconds,
         )
         tick(total - len(trained))  # the steps a reused or resumed run did not train here
         emit(f"{run_dir.name} trained in {seconds:.1f} s")

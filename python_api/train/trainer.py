@@ -87,6 +87,9 @@ class TrainResult:
     resumed_from: int
     checkpoint: Path | None
     last_metrics: dict = field(default_factory=dict)
+    # the seconds of the steps the model holds, summed over the calls that trained it (each
+    # checkpoint keeps the sum; NaN for a checkpoint of a version that did not)
+    train_seconds: float = math.nan
 
 
 @torch.no_grad()
@@ -201,6 +204,7 @@ def train(
         model, config.lr, config.momentum, config.weight_decay, config.no_weight_decay, config.nesterov
     )
     start_step = 0
+    seconds_before = 0.0  # the training seconds of the steps in the checkpoint resumed from
     # Sums since the last "train" metrics line: loss * n, correct, n.
     window = torch.zeros(3, dtype=torch.float64)
     if (out_dir / RECORD_NAME).exists():
@@ -209,6 +213,7 @@ def train(
         model.load_state_dict(checkpoint.model_state)
         optimizer.load_state_dict(checkpoint.optimizer_state)
         start_step = int(checkpoint.record["step"])
+        seconds_before = checkpoint.record.get("train_seconds", math.nan)
         if context.is_main:  # the saved window already sums all processes
             window = torch.tensor(checkpoint.record["metrics_window"], dtype=torch.float64)
         emit(f"resuming from {checkpoint.path} at step {start_step}/{total_steps}")
@@ -222,11 +227,15 @@ def train(
             with open(out_dir / METRICS_NAME, "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
+    kept = {"train_seconds": seconds_before}  # of the steps in the last checkpoint
+
     def save(step: int) -> Path | None:
         totals = all_reduce_sum(window.clone(), context)
+        kept["train_seconds"] = seconds_before + time.perf_counter() - started
         if not context.is_main:
             return None
-        record = {**settings, "step": step, "total_steps": total_steps, "metrics_window": totals.tolist()}
+        record = {**settings, "step": step, "total_steps": total_steps, "metrics_window": totals.tolist(),
+                  "train_seconds": kept["train_seconds"]}  # fmt: skip
         return save_checkpoint(out_dir, model, optimizer, record)
 
     bar = None
@@ -316,4 +325,5 @@ def train(
         resumed_from=start_step,
         checkpoint=checkpoint_path,
         last_metrics=last_metrics,
+        train_seconds=kept["train_seconds"],
     )
