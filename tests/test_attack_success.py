@@ -80,6 +80,35 @@ def test_square_on_a_randomised_model_averages_its_margins(monkeypatch):
         square(model, x, y, eps=0.1, eot_draws=0)
 
 
+class Unfooled(torch.nn.Module):
+    """Never fooled, and keeps every point it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return torch.tensor([[1.0, 0.0]]).expand(len(x), 2)
+
+
+def test_square_never_spends_a_query_on_an_unchanged_point():
+    # one channel, one-pixel-wide stripes (a 5 x 1 image): every window is one sign, so half the draws of the
+    # window's sign would repeat the current point if they were not drawn again
+    x, y = torch.rand(6, 1, 5, 1), torch.zeros(6, dtype=torch.long)
+    model = Unfooled()
+    square(model, x, y, eps=0.1, queries=20, generator=torch.Generator().manual_seed(0))
+    start, *candidates = model.seen
+    assert len(candidates) == 20
+    for candidate in candidates:  # nothing is ever kept (the margin never falls), so compare to the start
+        assert ((candidate != start).flatten(1).any(dim=1)).all()
+
+
+def test_square_with_a_window_that_cannot_change_ends():
+    x, y = torch.rand(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)
+    torch.testing.assert_close(square(Unfooled(), x, y, eps=0.0, queries=5), x)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_adaptive_evaluation_runs_on_a_gpu_with_a_gpu_generator():
     """reproduce eee hands the attacks a generator on the evaluation's device: Square's draws too."""

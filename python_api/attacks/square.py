@@ -8,7 +8,9 @@ square window whose side shrinks on the paper's schedule (p_init = 0.8, halved a
 change where the margin z_y - max_{j != y} z_j went down. On a randomised model
 (`eot_draws` > 1) the margin is the mean over that many passes and the current point is
 measured again beside each candidate: kept as the minimum of noisy draws, its margin would be
-biased low and turn good candidates away. A sample is done once its margin is <= 0 (a tie is
+biased low and turn good candidates away. A window whose new signs would leave the point as it
+is (one sign per channel: 1 in 2^C of the windows inside a stripe) is drawn again, as in the
+paper's code, so that no query is wasted on an unchanged point. A sample is done once its margin is <= 0 (a tie is
 wrong, as in scoring). Our own code: torchattacks (the suites' Square) is optional and not
 installed everywhere.
 """
@@ -22,6 +24,8 @@ __all__ = ["square"]
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 P_INIT = 0.8
+# a window that cannot change (eps 0, or pixels clamped either way) must not loop for ever
+_REDRAWS = 16
 
 
 def _margin(model, x, y, draws: int) -> torch.Tensor:
@@ -46,6 +50,19 @@ def _on(generator) -> torch.device:
 def _signs(shape, generator, x) -> torch.Tensor:
     signs = torch.randint(0, 2, shape, generator=generator, device=_on(generator))
     return signs.to(device=x.device, dtype=x.dtype) * 2 - 1
+
+
+def _new_window(base, current, eps: float, generator) -> torch.Tensor:
+    """The window's values for each sample (base: its clean pixels), with signs drawn again
+    where they equal the current ones."""
+    n, c = base.shape[:2]
+    window = (base + eps * _signs((n, c, 1, 1), generator, base)).clamp(0, 1)
+    for _ in range(_REDRAWS):
+        same = (window == current).flatten(1).all(dim=1).nonzero().squeeze(1)
+        if same.numel() == 0:
+            break
+        window[same] = (base[same] + eps * _signs((len(same), c, 1, 1), generator, base)).clamp(0, 1)
+    return window
 
 
 @torch.no_grad()
@@ -76,13 +93,14 @@ def square(
                 active = active[margin[active] > 0]
             if active.numel() == 0:
                 break
-            side = max(min(round((_fraction(query, queries) * h * w) ** 0.5), h - 1), 1)
+            side = max(min(round((_fraction(query, queries) * h * w) ** 0.5), min(h, w) - 1), 1)
             top = int(torch.randint(0, h - side + 1, (), generator=generator, device=_on(generator)))
             left = int(torch.randint(0, w - side + 1, (), generator=generator, device=_on(generator)))
             candidate = x_adv[active].clone()
-            window = eps * _signs((len(active), c, 1, 1), generator, x)
-            base = x[active, :, top : top + side, left : left + side]
-            candidate[:, :, top : top + side, left : left + side] = (base + window).clamp(0, 1)
+            rows, cols = slice(top, top + side), slice(left, left + side)
+            candidate[:, :, rows, cols] = _new_window(
+                x[active, :, rows, cols], candidate[:, :, rows, cols], eps, generator
+            )
             new_margin = _margin(model, candidate, y[active], eot_draws)
             better = new_margin < margin[active]
             x_adv[active[better]] = candidate[better]
