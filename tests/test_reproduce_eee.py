@@ -37,10 +37,19 @@ def test_reproduce_eee_writes_one_row_per_model_and_eps(tmp_path, monkeypatch):
     monkeypatch.setattr(eee, "adaptive_evaluation", _never)
     monkeypatch.setattr(eee, "train_heads", _never)
     assert reproduce_eee(budget, tmp_path, dataset="digits")["rows"] == results["rows"]
+    # a changed evaluation setting scores the rows again but keeps the heads (train_heads: _never)
+    monkeypatch.setattr(eee, "adaptive_evaluation", _fixed_scores)
+    rescored = reproduce_eee(replace(budget, square_queries=3), tmp_path, dataset="digits")["rows"]
+    assert all(row["rand_accuracy"] == 0.5 for row in rescored)
 
 
 def _never(*args, **kwargs):
     raise AssertionError("stored work was done again")
+
+
+def _fixed_scores(model, x, y, **kwargs):
+    return {"n": len(y), "clean_accuracy": 1.0, "clean_accuracy_every_draw": 1.0, "zero_gradient_fraction": 0.0,
+            "rand_accuracy": 0.5, "adaptive_accuracy": 0.5, "robust_after": {"autoattack-rand": 0.5}}  # fmt: skip
 
 
 def test_not_monotone_flags_accuracy_rising_with_eps():
@@ -61,9 +70,7 @@ def test_the_claims_eps_is_scored_first_and_the_model_ensembles_only_at_ensemble
 
     def record(model, x, y, *, eps, **kwargs):
         scored.append(eps)
-        return {"n": len(y), "clean_accuracy": 1.0, "clean_accuracy_every_draw": 1.0, "zero_gradient_fraction": 0.0,
-                "rand_accuracy": 0.5, "adaptive_accuracy": 0.5,
-                "robust_after": {"autoattack-rand": 0.5}}  # fmt: skip
+        return _fixed_scores(model, x, y)
 
     monkeypatch.setattr(eee, "adaptive_evaluation", record)
     monkeypatch.setattr(eee, "load_dataset", _tiny_cifar)

@@ -181,8 +181,11 @@ def reproduce_eee(
     ensemble = SelfEnsemble(main, heads.to(device), taps)
     run_settings = {"budget": budget.__dict__, "dataset": dataset, "seed": seed, "device": str(device),
                     "light_at": light_at, "weights": str(weights)}  # fmt: skip
+    # only what head training reads: an evaluation setting changed in the budget keeps the heads
+    head_settings = {"head_steps": budget.head_steps, "head_lr": budget.head_lr, "head_batch_size": budget.head_batch_size,
+                     "taps": taps, "dataset": dataset, "seed": seed, "device": str(device)}  # fmt: skip
     head_losses = _trained_heads(
-        ensemble, out / "heads.pt", {"settings": run_settings, "backbone": model_digest(main)},
+        ensemble, out / "heads.pt", {"settings": head_settings, "backbone": model_digest(main)},
         lambda: train_heads(ensemble, train_data, steps=budget.head_steps, batch_size=budget.head_batch_size,
                             lr=budget.head_lr, seed=seed),
     )  # fmt: skip
