@@ -10,8 +10,8 @@ change where the margin z_y - max_{j != y} z_j went down. On a randomised model
 measured again beside each candidate: kept as the minimum of noisy draws, its margin would be
 biased low and turn good candidates away. A window whose new signs would leave the point as it
 is (one sign per channel: 1 in 2^C of the windows inside a stripe) is drawn again, as in the
-paper's code, so that no query is wasted on an unchanged point. A sample is done once its margin is <= 0 (a tie is
-wrong, as in scoring). Our own code: torchattacks (the suites' Square) is optional and not
+paper's code, so that no query is wasted on an unchanged point. A sample is done once its
+margin is <= 0 (a tie is wrong, as in scoring). Our own code: torchattacks (the suites' Square) is optional and not
 installed everywhere.
 """
 
@@ -55,13 +55,13 @@ def _signs(shape, generator, x) -> torch.Tensor:
 def _new_window(base, current, eps: float, generator) -> torch.Tensor:
     """The window's values for each sample (base: its clean pixels), with signs drawn again
     where they equal the current ones."""
-    n, c = base.shape[:2]
-    window = (base + eps * _signs((n, c, 1, 1), generator, base)).clamp(0, 1)
-    for _ in range(_REDRAWS):
-        same = (window == current).flatten(1).all(dim=1).nonzero().squeeze(1)
-        if same.numel() == 0:
+    window, pending = base.clone(), torch.arange(len(base), device=base.device)
+    for _ in range(1 + _REDRAWS):
+        signs = _signs((len(pending), base.shape[1], 1, 1), generator, base)
+        window[pending] = (base[pending] + eps * signs).clamp(0, 1)
+        pending = pending[(window[pending] == current[pending]).flatten(1).all(dim=1)]
+        if pending.numel() == 0:
             break
-        window[same] = (base[same] + eps * _signs((len(same), c, 1, 1), generator, base)).clamp(0, 1)
     return window
 
 
